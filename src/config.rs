@@ -1,0 +1,844 @@
+//! Configuration: the TOML file, `FRESHET_<SECTION>__<KEY>` environment overrides, and the
+//! checks that turn a parsed file into a config the rest of freshet can trust.
+//!
+//! Every error names the key it is about (`collections[0].embedding.provider: ...`), because
+//! the person reading it is looking at a config file, not at our types.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{Format, Mapping};
+
+/// The prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "FRESHET_";
+
+/// A config problem, always naming the key (or the file) it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path as given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The path as given.
+        path: PathBuf,
+        /// What the TOML parser said, with line and column.
+        message: String,
+    },
+    /// A key has the wrong type, an unknown name, or an invalid value.
+    #[error("{key}: {message}")]
+    Key {
+        /// The dotted path of the key, e.g. `collections[0].format`.
+        key: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listener and local files.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// How to reach Kafka.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// The searchable collections, each fed by one or more topics.
+    #[serde(default)]
+    pub collections: Vec<CollectionConfig>,
+    /// Who may call the HTTP endpoint.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Where the audit log goes.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// How often the view is snapshotted.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the streamable HTTP endpoint (`freshet serve`).
+    #[serde(default = "default_http_addr")]
+    pub http_addr: String,
+    /// Origins a browser-borne request may come from; anything else is refused (MCP spec: DNS
+    /// rebinding protection). `*` as a port matches any port.
+    #[serde(default = "default_allowed_origins")]
+    pub allowed_origins: Vec<String>,
+    /// Host names (or host:port) the HTTP endpoint answers to; others are refused, which
+    /// guards against DNS rebinding. Add the service's own name when serving other hosts.
+    #[serde(default = "default_allowed_hosts")]
+    pub allowed_hosts: Vec<String>,
+    /// Snapshots, index files and the audit log live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Upper bound of `max_wait_ms` for `consistency: "head"` searches.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_addr: default_http_addr(),
+            allowed_origins: default_allowed_origins(),
+            allowed_hosts: default_allowed_hosts(),
+            data_dir: default_data_dir(),
+            max_wait_ms: default_max_wait_ms(),
+        }
+    }
+}
+
+fn default_http_addr() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_allowed_origins() -> Vec<String> {
+    vec![
+        "http://localhost:*".into(),
+        "http://127.0.0.1:*".into(),
+        "http://[::1]:*".into(),
+    ]
+}
+fn default_allowed_hosts() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_max_wait_ms() -> u64 {
+    30_000
+}
+
+/// `[kafka]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Passed to librdkafka verbatim; wins over freshet's defaults.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// If set, records that cannot be decoded are copied here (key, value and the error in
+    /// headers) before they are skipped.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// How long to wait for the broker's metadata before retrying.
+    #[serde(default = "default_metadata_timeout_ms")]
+    pub metadata_timeout_ms: u64,
+    /// How often high watermarks (and so lag) are refreshed in the background.
+    #[serde(default = "default_watermark_interval_ms")]
+    pub watermark_interval_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers(),
+            properties: BTreeMap::new(),
+            dead_letter_topic: None,
+            metadata_timeout_ms: default_metadata_timeout_ms(),
+            watermark_interval_ms: default_watermark_interval_ms(),
+        }
+    }
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_metadata_timeout_ms() -> u64 {
+    5_000
+}
+fn default_watermark_interval_ms() -> u64 {
+    1_000
+}
+
+/// One `[[collections]]` entry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfig {
+    /// Name agents use in tool calls.
+    pub name: String,
+    /// Topics whose records become this collection's documents.
+    pub topics: Vec<String>,
+    /// `auto` detects the Debezium envelope; `json` and `debezium` force one reading.
+    #[serde(default)]
+    pub format: Format,
+    /// Field holding the document id; default: the Kafka key.
+    #[serde(default)]
+    pub id_field: Option<String>,
+    /// Field shown as the hit's title (and boosted in BM25).
+    #[serde(default)]
+    pub title_field: Option<String>,
+    /// Fields whose text is indexed; default: every top-level string field.
+    #[serde(default)]
+    pub text_fields: Vec<String>,
+    /// Fields returned with each hit and usable in `filter`.
+    #[serde(default)]
+    pub metadata_fields: Vec<String>,
+    /// Field holding the tenant; enforced from the caller's tenant claim.
+    #[serde(default)]
+    pub tenant_field: Option<String>,
+    /// Field holding the event time; else Debezium `source.ts_ms`, else the Kafka timestamp.
+    #[serde(default)]
+    pub event_time_field: Option<String>,
+    /// Field holding a precomputed embedding.
+    #[serde(default)]
+    pub vector_field: Option<String>,
+    /// Long texts are split into chunks of about this many tokens.
+    #[serde(default = "default_chunk_tokens")]
+    pub chunk_tokens: usize,
+    /// Tokens shared by neighbouring chunks, so a sentence cut at a border is found whole.
+    #[serde(default = "default_chunk_overlap")]
+    pub chunk_overlap: usize,
+    /// Records larger than this are refused as poison (counted and skipped).
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Where vectors come from.
+    #[serde(default)]
+    pub embedding: EmbeddingConfig,
+    /// HNSW graph parameters.
+    #[serde(default)]
+    pub hnsw: HnswConfig,
+}
+
+fn default_chunk_tokens() -> usize {
+    256
+}
+fn default_chunk_overlap() -> usize {
+    32
+}
+fn default_max_record_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+/// Where a collection's vectors come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// An in-process sentence-transformers model.
+    Local,
+    /// An OpenAI-compatible `/embeddings` endpoint.
+    Openai,
+    /// Vectors arrive in each record (`vector_field`); queries pass `vector`.
+    Precomputed,
+    /// BM25 only.
+    None,
+}
+
+/// `[collections.embedding]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingConfig {
+    /// Default: `precomputed` when `vector_field` is set, `local` when `model_dir` is set,
+    /// else `none`.
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    /// sentence-transformers model directory for `local`.
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+    /// Base URL for `openai` (the server's `/v1`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Model name for `openai`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Environment variable holding the API key for `openai`.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Vector dimension; checked against every vector. Default: taken from the first vector.
+    #[serde(default)]
+    pub dimensions: Option<usize>,
+}
+
+/// `[collections.hnsw]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HnswConfig {
+    /// Links per node (M).
+    #[serde(default = "default_hnsw_m")]
+    pub m: usize,
+    /// Candidate list size while building.
+    #[serde(default = "default_hnsw_ef_construction")]
+    pub ef_construction: usize,
+    /// Candidate list size while searching (raised to k when k is larger).
+    #[serde(default = "default_hnsw_ef_search")]
+    pub ef_search: usize,
+}
+
+impl Default for HnswConfig {
+    fn default() -> Self {
+        HnswConfig {
+            m: default_hnsw_m(),
+            ef_construction: default_hnsw_ef_construction(),
+            ef_search: default_hnsw_ef_search(),
+        }
+    }
+}
+
+fn default_hnsw_m() -> usize {
+    16
+}
+fn default_hnsw_ef_construction() -> usize {
+    200
+}
+fn default_hnsw_ef_search() -> usize {
+    100
+}
+
+/// How callers are authenticated on HTTP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No authentication; only allowed when `server.http_addr` is a loopback address.
+    #[default]
+    None,
+    /// Bearer JWTs.
+    Jwt,
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `none` or `jwt`.
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Expected `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Expected `aud`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Environment variable holding an HS256 secret.
+    #[serde(default)]
+    pub hs256_secret_env: Option<String>,
+    /// PEM public key for RS256/ES256.
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    /// A JWKS file with the accepted keys.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Claim listing the collections a caller may read.
+    #[serde(default = "default_collections_claim")]
+    pub collections_claim: String,
+    /// Claim naming the caller's tenant.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::None,
+            issuer: None,
+            audience: None,
+            hs256_secret_env: None,
+            public_key_pem: None,
+            jwks_file: None,
+            collections_claim: default_collections_claim(),
+            tenant_claim: default_tenant_claim(),
+        }
+    }
+}
+
+fn default_collections_claim() -> String {
+    "collections".into()
+}
+fn default_tenant_claim() -> String {
+    "tenant".into()
+}
+
+/// `[audit]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines audit file; default `<data_dir>/audit.jsonl`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// `[snapshot]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Milliseconds between snapshots.
+    #[serde(default = "default_snapshot_interval_ms")]
+    pub interval_ms: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            interval_ms: default_snapshot_interval_ms(),
+        }
+    }
+}
+
+fn default_snapshot_interval_ms() -> u64 {
+    30_000
+}
+
+impl Config {
+    /// Reads `path`, applies `FRESHET_*` overrides from the process environment, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml_with_env(&text, path, std::env::vars())
+    }
+
+    /// Parses TOML text, applies the given `FRESHET_*` variables, and validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        overrides.sort();
+        for (name, value) in overrides {
+            apply_env_override(&mut table, &name, &value)?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                // toml appends its own "in `a.b`" line; the path above is more precise.
+                let message = e.into_inner().to_string();
+                let message = message.lines().next().unwrap_or_default().to_string();
+                ConfigError::key(if key == "." { "config".into() } else { key }, message)
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: names, cross-references and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let addr: SocketAddr = self.server.http_addr.parse().map_err(|_| {
+            ConfigError::key(
+                "server.http_addr",
+                format!("`{}` is not an IP:port address", self.server.http_addr),
+            )
+        })?;
+        for (i, origin) in self.server.allowed_origins.iter().enumerate() {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::key(
+                    format!("server.allowed_origins[{i}]"),
+                    format!("`{origin}` must start with http:// or https://"),
+                ));
+            }
+        }
+        if self.auth.mode == AuthMode::None && !addr.ip().is_loopback() {
+            return Err(ConfigError::key(
+                "auth.mode",
+                format!(
+                    "`none` is only allowed when server.http_addr is a loopback address, not {addr}; \
+                     set auth.mode = \"jwt\" to serve other hosts"
+                ),
+            ));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(ConfigError::key("kafka.brokers", "must not be empty"));
+        }
+        if self.collections.is_empty() {
+            return Err(ConfigError::key(
+                "collections",
+                "at least one [[collections]] entry is needed",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut topics = HashSet::new();
+        for (i, c) in self.collections.iter().enumerate() {
+            let at = |key: &str| format!("collections[{i}].{key}");
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+            {
+                return Err(ConfigError::key(
+                    at("name"),
+                    format!(
+                        "`{}` must be non-empty ASCII letters, digits, `_` or `-`",
+                        c.name
+                    ),
+                ));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(ConfigError::key(
+                    at("name"),
+                    format!("collection `{}` is defined twice", c.name),
+                ));
+            }
+            if c.topics.is_empty() {
+                return Err(ConfigError::key(at("topics"), "needs at least one topic"));
+            }
+            for (j, t) in c.topics.iter().enumerate() {
+                if t.is_empty() {
+                    return Err(ConfigError::key(
+                        format!("collections[{i}].topics[{j}]"),
+                        "topic name must not be empty",
+                    ));
+                }
+                if !topics.insert(t.as_str()) {
+                    return Err(ConfigError::key(
+                        format!("collections[{i}].topics[{j}]"),
+                        format!("topic `{t}` already feeds another collection"),
+                    ));
+                }
+            }
+            if c.chunk_tokens < 16 {
+                return Err(ConfigError::key(at("chunk_tokens"), "must be at least 16"));
+            }
+            if c.chunk_overlap >= c.chunk_tokens {
+                return Err(ConfigError::key(
+                    at("chunk_overlap"),
+                    format!("must be smaller than chunk_tokens ({})", c.chunk_tokens),
+                ));
+            }
+            if let Err(e) = c.mapping().check() {
+                let setting = match &e {
+                    crate::decode::MappingError::BadPath { setting, .. } => *setting,
+                    _ => "max_record_bytes",
+                };
+                return Err(ConfigError::key(at(setting), e.to_string()));
+            }
+            if c.max_record_bytes == 0 {
+                return Err(ConfigError::key(at("max_record_bytes"), "must be positive"));
+            }
+            if c.hnsw.m < 2 || c.hnsw.ef_construction == 0 || c.hnsw.ef_search == 0 {
+                return Err(ConfigError::key(
+                    at("hnsw"),
+                    "m must be ≥ 2 and ef_construction, ef_search ≥ 1",
+                ));
+            }
+            if c.embedding.dimensions == Some(0) {
+                return Err(ConfigError::key(
+                    at("embedding.dimensions"),
+                    "must be positive",
+                ));
+            }
+            match c.provider() {
+                Provider::Precomputed if c.vector_field.is_none() => {
+                    return Err(ConfigError::key(
+                        at("embedding.provider"),
+                        "`precomputed` needs vector_field (the record field holding the vector)",
+                    ));
+                }
+                Provider::Local if c.embedding.model_dir.is_none() => {
+                    return Err(ConfigError::key(
+                        at("embedding.model_dir"),
+                        "`local` needs model_dir (a sentence-transformers directory)",
+                    ));
+                }
+                Provider::Openai if c.embedding.url.is_none() || c.embedding.model.is_none() => {
+                    return Err(ConfigError::key(
+                        at("embedding"),
+                        "`openai` needs url and model",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The collection with this name.
+    pub fn collection(&self, name: &str) -> Option<&CollectionConfig> {
+        self.collections.iter().find(|c| c.name == name)
+    }
+
+    /// The effective config as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+impl CollectionConfig {
+    /// The effective embedding provider (explicit, else inferred from the other keys).
+    pub fn provider(&self) -> Provider {
+        match self.embedding.provider {
+            Some(p) => p,
+            None if self.vector_field.is_some() => Provider::Precomputed,
+            None if self.embedding.model_dir.is_some() => Provider::Local,
+            None => Provider::None,
+        }
+    }
+
+    /// The decoder settings for this collection.
+    pub fn mapping(&self) -> Mapping {
+        Mapping {
+            format: self.format,
+            id_field: self.id_field.clone(),
+            title_field: self.title_field.clone(),
+            text_fields: self.text_fields.clone(),
+            metadata_fields: self.metadata_fields.clone(),
+            tenant_field: self.tenant_field.clone(),
+            event_time_field: self.event_time_field.clone(),
+            vector_field: self.vector_field.clone(),
+            max_record_bytes: self.max_record_bytes,
+        }
+    }
+
+    /// Fields a `filter` may name: metadata fields and the tenant field.
+    pub fn filterable_fields(&self) -> Vec<&str> {
+        let mut fields: Vec<&str> = self.metadata_fields.iter().map(String::as_str).collect();
+        if let Some(t) = &self.tenant_field
+            && !fields.contains(&t.as_str())
+        {
+            fields.push(t);
+        }
+        fields
+    }
+}
+
+/// Applies one `FRESHET_A__B__C=value` variable to the parsed table.
+///
+/// Segments are lower-cased; a numeric segment indexes an array (`FRESHET_COLLECTIONS__0__NAME`).
+/// The value keeps the type of the key it replaces when there is one (so a numeric-looking
+/// string stays a string); a new key is read as a TOML value if it parses as one, else as a
+/// string. Keys under `kafka.properties` are always strings, as librdkafka wants.
+fn apply_env_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let key = path.join(".");
+    if path.iter().any(|s| s.is_empty()) {
+        return Err(ConfigError::key(
+            name,
+            "environment override has an empty key segment",
+        ));
+    }
+    let is_property = path.len() == 3 && path[0] == "kafka" && path[1] == "properties";
+    let mut node: &mut toml::Value = {
+        let first = &path[0];
+        if !table.contains_key(first) {
+            table.insert(first.clone(), toml::Value::Table(toml::Table::new()));
+        }
+        table
+            .get_mut(first)
+            .ok_or_else(|| ConfigError::key(&key, "cannot apply environment override"))?
+    };
+    for seg in &path[1..] {
+        node = match node {
+            toml::Value::Table(t) => {
+                if !t.contains_key(seg) {
+                    t.insert(seg.clone(), toml::Value::Table(toml::Table::new()));
+                }
+                t.get_mut(seg)
+                    .ok_or_else(|| ConfigError::key(&key, "cannot apply environment override"))?
+            }
+            toml::Value::Array(a) => {
+                let idx: usize = seg.parse().map_err(|_| {
+                    ConfigError::key(&key, format!("`{seg}` is not an array index (from {name})"))
+                })?;
+                let len = a.len();
+                a.get_mut(idx).ok_or_else(|| {
+                    ConfigError::key(
+                        &key,
+                        format!("index {idx} is past the {len} entries in the file (from {name})"),
+                    )
+                })?
+            }
+            _ => {
+                return Err(ConfigError::key(
+                    &key,
+                    format!("cannot descend into a non-table value (from {name})"),
+                ));
+            }
+        };
+    }
+    let new_value = match node {
+        _ if is_property => toml::Value::String(raw.to_string()),
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Table(t) if t.is_empty() => parse_toml_scalar(raw),
+        toml::Value::Table(_) => {
+            return Err(ConfigError::key(
+                &key,
+                format!("is a section; set its keys instead (from {name})"),
+            ));
+        }
+        _ => parse_toml_scalar(raw),
+    };
+    *node = new_value;
+    Ok(())
+}
+
+fn parse_toml_scalar(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+
+[[collections]]
+name = "articles"
+topics = ["articles"]
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(
+            text,
+            Path::new("test.toml"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.server.http_addr, "127.0.0.1:8080");
+        assert_eq!(c.collections[0].chunk_tokens, 256);
+        assert_eq!(c.collections[0].provider(), Provider::None);
+        assert_eq!(c.auth.mode, AuthMode::None);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let text = format!("{MINIMAL}\nformat = \"json\"\nbogus = 1\n");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("collections[0]"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_enum_value_names_the_key() {
+        let text = format!("{MINIMAL}\nformat = \"xml\"\n");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("collections[0].format"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text = MINIMAL.replace("topics = [\"articles\"]", "topics = \"articles\"");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("collections[0].topics"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_keep_types_and_reach_arrays() {
+        let c = parse(
+            MINIMAL,
+            &[
+                ("FRESHET_KAFKA__BROKERS", "10.0.0.1:9092"),
+                ("FRESHET_SERVER__MAX_WAIT_MS", "500"),
+                ("FRESHET_COLLECTIONS__0__CHUNK_TOKENS", "64"),
+                ("FRESHET_KAFKA__PROPERTIES__SECURITY.PROTOCOL", "SASL_SSL"),
+                ("FRESHET_KAFKA__PROPERTIES__FETCH.WAIT.MAX.MS", "5"),
+                ("FRESHET_JWT_SECRET", "ignored: no double underscore"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "10.0.0.1:9092");
+        assert_eq!(c.server.max_wait_ms, 500);
+        assert_eq!(c.collections[0].chunk_tokens, 64);
+        assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(c.kafka.properties["fetch.wait.max.ms"], "5");
+    }
+
+    #[test]
+    fn env_override_of_wrong_type_names_the_key() {
+        let err = parse(MINIMAL, &[("FRESHET_SERVER__MAX_WAIT_MS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("server.max_wait_ms"), "{err}");
+    }
+
+    #[test]
+    fn env_override_past_array_end_is_an_error() {
+        let err = parse(MINIMAL, &[("FRESHET_COLLECTIONS__3__NAME", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("collections.3.name"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_collection_and_shared_topic_are_refused() {
+        let text = format!("{MINIMAL}\n[[collections]]\nname = \"articles\"\ntopics = [\"b\"]\n");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("collections[1].name"), "{err}");
+        let text = format!("{MINIMAL}\n[[collections]]\nname = \"b\"\ntopics = [\"articles\"]\n");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("collections[1].topics[0]"), "{err}");
+    }
+
+    #[test]
+    fn provider_requirements_are_checked() {
+        let text = format!("{MINIMAL}\n[collections.embedding]\nprovider = \"precomputed\"\n");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("collections[0].embedding.provider"),
+            "{err}"
+        );
+        let text = format!("{MINIMAL}\nvector_field = \"embedding\"\n");
+        assert_eq!(
+            parse(&text, &[]).unwrap().collections[0].provider(),
+            Provider::Precomputed
+        );
+    }
+
+    #[test]
+    fn auth_none_is_refused_off_loopback() {
+        let text = format!("[server]\nhttp_addr = \"0.0.0.0:8080\"\n{MINIMAL}");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("auth.mode"), "{err}");
+        let text =
+            format!("[server]\nhttp_addr = \"0.0.0.0:8080\"\n[auth]\nmode = \"jwt\"\n{MINIMAL}");
+        assert!(parse(&text, &[]).is_ok());
+    }
+
+    #[test]
+    fn bad_toml_reports_position() {
+        let err = parse("[kafka\nbrokers=1", &[]).unwrap_err().to_string();
+        assert!(err.contains("test.toml") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        let again = parse(&c.to_toml(), &[]).unwrap();
+        assert_eq!(again.collections[0].name, "articles");
+    }
+}

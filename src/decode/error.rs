@@ -1,0 +1,166 @@
+//! Why a record could not become a change event, and why a mapping is invalid.
+//!
+//! A bad record is a normal, expected outcome (the source counts it, logs it with its
+//! coordinates, moves on), so `DecodeError` is a plain enum that names the field and what was
+//! expected, and `kind` gives metrics a short stable label.
+
+/// Why one record could not be decoded. The message names the field and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The value is larger than `max_record_bytes`; checked before parsing.
+    #[error("record value is {size} bytes, over the max_record_bytes limit of {limit}")]
+    Oversize {
+        /// Length of the value in bytes.
+        size: usize,
+        /// The configured `max_record_bytes`.
+        limit: usize,
+    },
+    /// The value bytes are not JSON.
+    #[error("record value is not valid JSON (expected a JSON object): {reason}")]
+    NotJson {
+        /// The parser's message, with line and column.
+        reason: String,
+    },
+    /// The value is JSON but not an object.
+    #[error("record value is {found}, expected a JSON object")]
+    NotObject {
+        /// The JSON type found, e.g. "an array".
+        found: &'static str,
+    },
+    /// Neither `id_field` nor the Kafka key gives a non-empty id.
+    #[error("no document id: {}", missing_id_detail(.field.as_deref()))]
+    MissingId {
+        /// The configured `id_field`, if any.
+        field: Option<String>,
+    },
+    /// A field has a type or value the mapping cannot use.
+    #[error("field `{field}`: expected {expected}, found {found}")]
+    BadField {
+        /// The path as configured, or the envelope field (`op`, `after`, `payload`).
+        field: String,
+        /// What the mapping accepts there.
+        expected: &'static str,
+        /// The type found, with the value when it is a short scalar.
+        found: String,
+    },
+    /// The `vector_field` value is not a usable embedding.
+    #[error("vector field `{field}`: {reason}")]
+    BadVector {
+        /// The configured `vector_field`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A Debezium op that does not change a document: `t` (truncate), `m` (message) or unknown.
+    #[error("field `op`: Debezium op `{0}` is not supported, expected c, u, r or d")]
+    UnsupportedOp(String),
+}
+
+impl DecodeError {
+    /// Short stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Oversize { .. } => "oversize",
+            DecodeError::NotJson { .. } => "not_json",
+            DecodeError::NotObject { .. } => "not_object",
+            DecodeError::MissingId { .. } => "missing_id",
+            DecodeError::BadField { .. } => "bad_field",
+            DecodeError::BadVector { .. } => "bad_vector",
+            DecodeError::UnsupportedOp(_) => "unsupported_op",
+        }
+    }
+}
+
+fn missing_id_detail(field: Option<&str>) -> String {
+    const KEY: &str = "a JSON key (object, string or number) or UTF-8 key bytes";
+    match field {
+        Some(field) => {
+            format!("field `{field}` is missing, null or empty, and the Kafka key is not {KEY}")
+        }
+        None => format!("expected {KEY}; set id_field to take the id from the row instead"),
+    }
+}
+
+/// Why a `Mapping` cannot be used; reported once, when the config is loaded.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    /// A field path is empty or has an empty segment (`""`, `a.`, `a..b`).
+    #[error(
+        "`{setting}`: field path `{path}` is empty or has an empty segment, expected names like `a` or `a.b`"
+    )]
+    BadPath {
+        /// The config key, e.g. `text_fields`.
+        setting: &'static str,
+        /// The path as written.
+        path: String,
+    },
+    /// `max_record_bytes` is 0, which would reject every record.
+    #[error("`max_record_bytes`: expected a limit greater than 0")]
+    ZeroMaxRecordBytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_field_and_expectation() {
+        let e = DecodeError::BadField {
+            field: "updated_at".into(),
+            expected: "a timestamp",
+            found: "a boolean".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "field `updated_at`: expected a timestamp, found a boolean"
+        );
+        let e = DecodeError::MissingId {
+            field: Some("id".into()),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("no document id: field `id` is missing")
+        );
+        let e = DecodeError::MissingId { field: None };
+        assert!(e.to_string().contains("set id_field"), "{e}");
+        assert_eq!(
+            DecodeError::UnsupportedOp("t".into()).to_string(),
+            "field `op`: Debezium op `t` is not supported, expected c, u, r or d"
+        );
+    }
+
+    #[test]
+    fn kinds_are_stable_labels() {
+        let all = [
+            DecodeError::Oversize { size: 2, limit: 1 },
+            DecodeError::NotJson {
+                reason: String::new(),
+            },
+            DecodeError::NotObject { found: "an array" },
+            DecodeError::MissingId { field: None },
+            DecodeError::BadField {
+                field: String::new(),
+                expected: "",
+                found: String::new(),
+            },
+            DecodeError::BadVector {
+                field: String::new(),
+                reason: String::new(),
+            },
+            DecodeError::UnsupportedOp("t".into()),
+        ];
+        let kinds: Vec<_> = all.iter().map(DecodeError::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "oversize",
+                "not_json",
+                "not_object",
+                "missing_id",
+                "bad_field",
+                "bad_vector",
+                "unsupported_op"
+            ]
+        );
+    }
+}

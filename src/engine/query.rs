@@ -1,0 +1,595 @@
+//! Read-only queries: hybrid search, document lookups, freshness, and the collection list.
+//! Each answer carries the watermark of the collections it read.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::api::{
+    CollectionInfo, CollectionsResult, DocOut, DocumentResult, FreshnessResult, Hit, IdFreshness,
+    SearchResult, StampOut,
+};
+use crate::config::Provider;
+use crate::index::{Filter, best_chunk_per_doc, rrf};
+use crate::time::{now_ms, rfc3339_ms};
+use crate::view::StoredDoc;
+
+use super::{Collection, Engine};
+
+/// Reciprocal-rank-fusion constant (the usual 60).
+const RRF_K: f32 = 60.0;
+
+/// Retrieval mode of a search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// BM25 and vectors fused by reciprocal rank.
+    Hybrid,
+    /// BM25 only.
+    Bm25,
+    /// Vectors only.
+    Vector,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Hybrid => "hybrid",
+            Mode::Bm25 => "bm25",
+            Mode::Vector => "vector",
+        }
+    }
+}
+
+/// Read consistency of a search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Answer from the view as it is.
+    Any,
+    /// First wait until everything written before the call is applied (bounded).
+    Head,
+}
+
+/// A validated `search` call.
+#[derive(Clone, Debug)]
+pub struct SearchRequest {
+    /// Query text (may be empty for a pure vector search).
+    pub query: String,
+    /// Collection to search; `None` searches every collection the caller may read.
+    pub collection: Option<String>,
+    /// Number of results.
+    pub k: usize,
+    /// Retrieval mode.
+    pub mode: Mode,
+    /// Metadata filter.
+    pub filter: Option<Map<String, Value>>,
+    /// Query vector for collections with precomputed vectors.
+    pub vector: Option<Vec<f32>>,
+    /// Read consistency.
+    pub consistency: Consistency,
+    /// Bound on the `head` wait.
+    pub max_wait: Duration,
+}
+
+/// What a caller may see. Collections outside `collections` do not exist for it; `tenant`
+/// is a mandatory filter on each collection's tenant field.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Readable collections (`None`: all).
+    pub collections: Option<HashSet<String>>,
+    /// The caller's tenant, enforced where a collection has a tenant field.
+    pub tenant: Option<String>,
+}
+
+impl Access {
+    /// Unrestricted access (auth off, or stdio without a configured principal).
+    pub fn all() -> Access {
+        Access::default()
+    }
+
+    fn may_read(&self, collection: &str) -> bool {
+        self.collections
+            .as_ref()
+            .is_none_or(|set| set.contains(collection))
+    }
+}
+
+/// Why a query could not be answered. Every message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// No such collection (or not readable by this caller).
+    #[error("unknown collection `{name}`; available: {available}")]
+    UnknownCollection {
+        /// The name asked for.
+        name: String,
+        /// The names the caller may use.
+        available: String,
+    },
+    /// An argument is out of range or inconsistent.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No document with that id.
+    #[error("document `{id}` not found in collection `{collection}`")]
+    NotFound {
+        /// Collection searched.
+        collection: String,
+        /// Id asked for.
+        id: String,
+    },
+    /// Something broke inside; details are in the server log.
+    #[error("internal error while answering; see the server log")]
+    Internal,
+}
+
+/// One collection's ranked documents before rendering.
+struct Ranked {
+    collection: Arc<Collection>,
+    doc: Arc<StoredDoc>,
+    chunk_no: u32,
+    score: f32,
+}
+
+impl Engine {
+    fn readable(&self, access: &Access) -> Vec<&Arc<Collection>> {
+        self.collections
+            .iter()
+            .filter(|c| access.may_read(c.name()))
+            .collect()
+    }
+
+    fn resolve(&self, name: &str, access: &Access) -> Result<&Arc<Collection>, QueryError> {
+        self.collection(name)
+            .filter(|c| access.may_read(c.name()))
+            .ok_or_else(|| QueryError::UnknownCollection {
+                name: name.to_string(),
+                available: self
+                    .readable(access)
+                    .iter()
+                    .map(|c| c.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Waits until every record written to these collections' partitions before the call
+    /// is applied, at most `max_wait`. Returns false when the bound was hit (or the broker
+    /// could not be asked).
+    pub async fn wait_for_head(&self, collections: &[&Collection], max_wait: Duration) -> bool {
+        let deadline = Instant::now() + max_wait;
+        let Some(meta) = &self.meta else { return false };
+        let topics: Vec<String> = collections
+            .iter()
+            .flat_map(|c| c.config.topics.iter().cloned())
+            .collect();
+        let partitions: Vec<(String, i32)> = self
+            .progress
+            .snapshot(&topics)
+            .into_iter()
+            .map(|((t, p), _)| (t.to_string(), p))
+            .collect();
+        if partitions.is_empty() {
+            return false;
+        }
+        let expected = partitions.len();
+        let marks = meta.watermarks(partitions, max_wait).await;
+        let at = now_ms();
+        for w in &marks {
+            self.progress
+                .set_watermarks(&w.topic, w.partition, w.low, w.high, at);
+        }
+        if marks.len() < expected {
+            return false;
+        }
+        let targets: Vec<crate::view::OffsetTarget> = marks
+            .iter()
+            .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
+            .collect();
+        let mut applied = self.progress.subscribe();
+        loop {
+            if self.progress.reached_all(&targets) {
+                return true;
+            }
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return false },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    return self.progress.reached_all(&targets);
+                }
+            }
+        }
+    }
+
+    /// The `search` tool.
+    pub async fn search(
+        &self,
+        req: SearchRequest,
+        access: &Access,
+    ) -> Result<SearchResult, QueryError> {
+        if req.k == 0 || req.k > 100 {
+            return Err(QueryError::InvalidArgument(format!(
+                "k must be between 1 and 100, got {}",
+                req.k
+            )));
+        }
+        let targets: Vec<&Arc<Collection>> = match &req.collection {
+            Some(name) => vec![self.resolve(name, access)?],
+            None => self.readable(access),
+        };
+        if targets.is_empty() {
+            return Err(QueryError::InvalidArgument(
+                "no collection is readable with these credentials".into(),
+            ));
+        }
+        let query = req.query.trim();
+        if query.is_empty() && req.vector.is_none() {
+            return Err(QueryError::InvalidArgument(
+                "query is empty: pass query text (or a `vector` with mode \"vector\")".into(),
+            ));
+        }
+        // Validate filters against every target before waiting on anything.
+        let mut filters = Vec::with_capacity(targets.len());
+        for c in &targets {
+            filters.push(build_filter(c, req.filter.as_ref(), access)?);
+        }
+        let refs: Vec<&Collection> = targets.iter().map(|c| c.as_ref()).collect();
+        let mut notes = Vec::new();
+        if req.consistency == Consistency::Head && !self.wait_for_head(&refs, req.max_wait).await {
+            notes.push(format!(
+                "consistency \"head\" not reached within {} ms: answering from the view as it is",
+                req.max_wait.as_millis()
+            ));
+        }
+
+        let mut per_collection: Vec<Vec<Ranked>> = Vec::new();
+        let mut modes_used = HashSet::new();
+        for (c, filter) in targets.iter().zip(&filters) {
+            let (ranked, mode) = self.search_collection(c, &req, query, filter, &mut notes)?;
+            modes_used.insert(mode);
+            per_collection.push(ranked);
+        }
+        let ranked = merge_collections(per_collection, req.k);
+        let now = now_ms();
+        let results = ranked
+            .into_iter()
+            .map(|r| {
+                let chunk = r.doc.chunk_text(r.chunk_no);
+                Hit {
+                    id: r.doc.id.clone(),
+                    collection: r.collection.name().to_string(),
+                    score: r.score,
+                    title: r.doc.title.clone(),
+                    snippet: r.collection.text.snippet(query, chunk),
+                    metadata: r.doc.metadata.clone(),
+                    freshness: StampOut::new(&r.doc.stamp, now),
+                }
+            })
+            .collect();
+        let mode = if modes_used.len() == 1 {
+            modes_used.into_iter().next().unwrap_or(req.mode).name()
+        } else {
+            "mixed"
+        };
+        Ok(SearchResult {
+            results,
+            mode: mode.to_string(),
+            notes,
+            freshness: self.watermark(&refs),
+        })
+    }
+
+    /// Ranks one collection's documents; returns them best first with the mode actually used.
+    fn search_collection(
+        &self,
+        c: &Arc<Collection>,
+        req: &SearchRequest,
+        query: &str,
+        filter: &Filter,
+        notes: &mut Vec<String>,
+    ) -> Result<(Vec<Ranked>, Mode), QueryError> {
+        let name = c.name();
+        // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
+        let fetch = (req.k * 4).max(50);
+        let vector_query = self.query_vector(c, req)?;
+        let mode = match (req.mode, &vector_query) {
+            (Mode::Vector, Err(reason)) => {
+                return Err(QueryError::InvalidArgument(format!(
+                    "mode \"vector\" is not possible on collection `{name}`: {reason}"
+                )));
+            }
+            (Mode::Hybrid, Err(reason)) => {
+                notes.push(format!(
+                    "hybrid fell back to bm25 on collection `{name}`: {reason}"
+                ));
+                Mode::Bm25
+            }
+            (Mode::Hybrid, Ok(_)) if query.is_empty() => Mode::Vector,
+            (Mode::Bm25, _) if query.is_empty() => {
+                return Err(QueryError::InvalidArgument(
+                    "mode \"bm25\" needs query text".into(),
+                ));
+            }
+            (mode, _) => mode,
+        };
+
+        let bm25 = if mode == Mode::Vector {
+            Vec::new()
+        } else {
+            let hits = c.text.search(query, filter, fetch).map_err(|e| {
+                tracing::error!(collection = name, "BM25 search failed: {e}");
+                QueryError::Internal
+            })?;
+            let live: Vec<(Arc<StoredDoc>, u32, f32)> = hits
+                .into_iter()
+                .filter_map(|h| {
+                    c.view
+                        .get_version(&h.doc_id, h.seq)
+                        .map(|d| (d, h.chunk_no, h.score))
+                })
+                .collect();
+            best_chunk_per_doc(live, |(d, _, _)| d.id.as_str())
+        };
+        let vector = match (&vector_query, mode) {
+            (Ok(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
+                None => Vec::new(),
+                Some(index) => {
+                    let accept =
+                        |doc_id: &str| c.view.get(doc_id).is_some_and(|d| filter.matches(&d.terms));
+                    let hits = index.search(q, fetch, &accept).map_err(|e| {
+                        QueryError::InvalidArgument(format!("vector search on `{name}`: {e}"))
+                    })?;
+                    let live: Vec<(Arc<StoredDoc>, u32, f32)> = hits
+                        .into_iter()
+                        .filter_map(|h| {
+                            c.view
+                                .get_version(&h.doc_id, h.seq)
+                                .map(|d| (d, h.chunk_no, h.score))
+                        })
+                        .collect();
+                    best_chunk_per_doc(live, |(d, _, _)| d.id.as_str())
+                }
+            },
+            _ => Vec::new(),
+        };
+
+        let ranked: Vec<Ranked> = match mode {
+            Mode::Bm25 => to_ranked(c, bm25),
+            Mode::Vector => to_ranked(c, vector),
+            Mode::Hybrid => {
+                let bm25_ids: Vec<String> = bm25.iter().map(|(d, _, _)| d.id.clone()).collect();
+                let vec_ids: Vec<String> = vector.iter().map(|(d, _, _)| d.id.clone()).collect();
+                // The passage shown is the best BM25 chunk when there is one: it holds the words.
+                let mut best: HashMap<String, (Arc<StoredDoc>, u32)> = HashMap::new();
+                for (d, chunk, _) in vector.into_iter().chain(bm25) {
+                    best.insert(d.id.clone(), (d, chunk));
+                }
+                rrf(&[&bm25_ids, &vec_ids], RRF_K)
+                    .into_iter()
+                    .filter_map(|(id, score)| {
+                        best.remove(&id).map(|(doc, chunk_no)| Ranked {
+                            collection: Arc::clone(c),
+                            doc,
+                            chunk_no,
+                            score,
+                        })
+                    })
+                    .collect()
+            }
+        };
+        Ok((ranked, mode))
+    }
+
+    /// The query vector for a collection, or why there is none.
+    fn query_vector(
+        &self,
+        c: &Collection,
+        req: &SearchRequest,
+    ) -> Result<Result<Vec<f32>, String>, QueryError> {
+        match c.provider() {
+            Provider::None => Ok(Err(
+                "it has no vectors (embedding.provider = \"none\")".to_string()
+            )),
+            Provider::Precomputed => match &req.vector {
+                None => Ok(Err(format!(
+                    "its vectors are precomputed upstream, so pass the query's vector in `vector`{}",
+                    c.vectors()
+                        .map(|v| format!(" ({} numbers)", v.dim()))
+                        .unwrap_or_default()
+                ))),
+                Some(v) => {
+                    if let Some(index) = c.vectors()
+                        && index.dim() != v.len()
+                    {
+                        return Err(QueryError::InvalidArgument(format!(
+                            "`vector` has {} numbers but collection `{}` has {}-dimensional vectors",
+                            v.len(),
+                            c.name(),
+                            index.dim()
+                        )));
+                    }
+                    if v.iter().any(|x| !x.is_finite()) || v.iter().all(|x| *x == 0.0) {
+                        return Err(QueryError::InvalidArgument(
+                            "`vector` must be finite numbers, not all zero".into(),
+                        ));
+                    }
+                    Ok(Ok(v.clone()))
+                }
+            },
+            Provider::Local | Provider::Openai => Ok(Err(
+                "no query embedder is available in this build".to_string(),
+            )),
+        }
+    }
+
+    /// The `get_document` tool (and the resource template).
+    pub fn get_document(
+        &self,
+        collection: &str,
+        id: &str,
+        access: &Access,
+    ) -> Result<DocumentResult, QueryError> {
+        let c = self.resolve(collection, access)?;
+        let doc = c
+            .view
+            .get(id)
+            .filter(|d| tenant_allows(c, d, access))
+            .ok_or_else(|| QueryError::NotFound {
+                collection: collection.to_string(),
+                id: id.to_string(),
+            })?;
+        Ok(DocumentResult {
+            document: DocOut {
+                id: doc.id.clone(),
+                collection: c.name().to_string(),
+                title: doc.title.clone(),
+                text: doc.text.clone(),
+                metadata: doc.metadata.clone(),
+                freshness: StampOut::new(&doc.stamp, now_ms()),
+            },
+            freshness: self.watermark(&[c.as_ref()]),
+        })
+    }
+
+    /// The `document_freshness` tool.
+    pub fn document_freshness(
+        &self,
+        collection: &str,
+        ids: &[String],
+        access: &Access,
+    ) -> Result<FreshnessResult, QueryError> {
+        if ids.is_empty() || ids.len() > 1000 {
+            return Err(QueryError::InvalidArgument(format!(
+                "ids must hold 1 to 1000 ids, got {}",
+                ids.len()
+            )));
+        }
+        let c = self.resolve(collection, access)?;
+        let now = now_ms();
+        let documents = ids
+            .iter()
+            .map(
+                |id| match c.view.get(id).filter(|d| tenant_allows(c, d, access)) {
+                    Some(d) => IdFreshness {
+                        id: id.clone(),
+                        status: "found".into(),
+                        freshness: Some(StampOut::new(&d.stamp, now)),
+                    },
+                    None => IdFreshness {
+                        id: id.clone(),
+                        status: "not_found".into(),
+                        freshness: None,
+                    },
+                },
+            )
+            .collect();
+        Ok(FreshnessResult {
+            documents,
+            freshness: self.watermark(&[c.as_ref()]),
+        })
+    }
+
+    /// The `list_collections` tool.
+    pub fn list_collections(&self, access: &Access) -> CollectionsResult {
+        let collections = self
+            .readable(access)
+            .into_iter()
+            .map(|c| {
+                let wm = self.watermark(&[c.as_ref()]);
+                let mut modes = vec!["bm25".to_string()];
+                if c.provider() != Provider::None {
+                    modes.insert(0, "hybrid".into());
+                    modes.push("vector".into());
+                }
+                CollectionInfo {
+                    name: c.name().to_string(),
+                    topics: c.config.topics.clone(),
+                    documents: c.view.len(),
+                    chunks: c.view.chunk_count(),
+                    embedding: c.embedding_info(),
+                    filterable_fields: c
+                        .config
+                        .filterable_fields()
+                        .into_iter()
+                        .map(String::from)
+                        .collect(),
+                    modes,
+                    ingest: c.counts(),
+                    partitions: wm.partitions,
+                    caught_up: wm.caught_up,
+                }
+            })
+            .collect();
+        CollectionsResult {
+            collections,
+            as_of: rfc3339_ms(now_ms()),
+        }
+    }
+}
+
+fn tenant_allows(c: &Collection, doc: &StoredDoc, access: &Access) -> bool {
+    match (&c.config.tenant_field, &access.tenant) {
+        (Some(_), Some(tenant)) => doc.tenant.as_deref() == Some(tenant.as_str()),
+        _ => true,
+    }
+}
+
+/// The filter for one collection: the caller's, checked against the filterable fields,
+/// plus the mandatory tenant clause.
+fn build_filter(
+    c: &Collection,
+    requested: Option<&Map<String, Value>>,
+    access: &Access,
+) -> Result<Filter, QueryError> {
+    let mut filter = match requested {
+        Some(map) => {
+            let allowed = c.config.filterable_fields();
+            for field in map.keys() {
+                if !allowed.contains(&field.as_str()) {
+                    return Err(QueryError::InvalidArgument(format!(
+                        "cannot filter collection `{}` on `{field}`; filterable fields: [{}]",
+                        c.name(),
+                        allowed.join(", ")
+                    )));
+                }
+            }
+            Filter::from_json(map)
+                .map_err(|e| QueryError::InvalidArgument(format!("filter: {e}")))?
+        }
+        None => Filter::from_json(&Map::new())
+            .map_err(|e| QueryError::InvalidArgument(format!("filter: {e}")))?,
+    };
+    if let (Some(field), Some(tenant)) = (&c.config.tenant_field, &access.tenant) {
+        filter = filter.and(field, vec![tenant.clone()]);
+    }
+    Ok(filter)
+}
+
+fn to_ranked(c: &Arc<Collection>, hits: Vec<(Arc<StoredDoc>, u32, f32)>) -> Vec<Ranked> {
+    hits.into_iter()
+        .map(|(doc, chunk_no, score)| Ranked {
+            collection: Arc::clone(c),
+            doc,
+            chunk_no,
+            score,
+        })
+        .collect()
+}
+
+/// Top `k` over several collections: one collection keeps its own order and scores; several
+/// are fused by reciprocal rank, since their scores are not comparable.
+fn merge_collections(mut lists: Vec<Vec<Ranked>>, k: usize) -> Vec<Ranked> {
+    if lists.len() == 1 {
+        let mut only = lists.pop().unwrap_or_default();
+        only.truncate(k);
+        return only;
+    }
+    let mut all: Vec<Ranked> = Vec::new();
+    for list in lists {
+        for (rank, mut r) in list.into_iter().enumerate() {
+            r.score = 1.0 / (RRF_K + rank as f32 + 1.0);
+            all.push(r);
+        }
+    }
+    all.sort_by(|a, b| b.score.total_cmp(&a.score));
+    all.truncate(k);
+    all
+}

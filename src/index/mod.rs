@@ -1,0 +1,42 @@
+//! The search indexes: BM25 over chunk text (tantivy), HNSW over chunk vectors (hnsw_rs),
+//! the metadata filters both of them apply, and the fusion of their rankings.
+//!
+//! Pure, synchronous code with no knowledge of Kafka or MCP. One apply task writes
+//! (`upsert`, `delete`, `commit`); any number of query tasks search concurrently. Locks stay
+//! inside the methods and are never held across a whole search where avoidable.
+//!
+//! - [`filter`]: `{field: value | [values]}` filters and the per-document terms they match.
+//! - [`text`]: [`TextIndex`], BM25 with English stemming, title boost and snippets.
+//! - [`vector`]: [`VectorIndex`], HNSW with masking of superseded points and exact fallback.
+//! - [`fusion`]: reciprocal rank fusion and per-document grouping of chunk hits.
+
+pub mod filter;
+pub mod fusion;
+pub mod text;
+pub mod vector;
+
+pub use filter::{Filter, FilterError, FilterTerms};
+pub use fusion::{DEFAULT_RRF_K, best_chunk_per_doc, rrf};
+pub use text::{TextHit, TextIndex};
+pub use vector::{DocVectors, HnswParams, VectorHit, VectorIndex};
+
+/// Errors from the indexes. Bad input (vectors) is reported so the caller can tell the user
+/// what to change; tantivy failures are internal and carry tantivy's own message.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// tantivy failed (I/O, a poisoned writer, ...). Not caused by the query text.
+    #[error("text index failure: {0}")]
+    Text(#[from] tantivy::TantivyError),
+    /// A vector's length differs from the dimension the index was created with.
+    #[error(
+        "vector has {got} dimensions but this index holds {expected}-dimensional vectors; \
+         the query vector or embedding model must produce {expected} dimensions"
+    )]
+    DimensionMismatch { expected: usize, got: usize },
+    /// NaN or infinity would poison every distance computed against it.
+    #[error("{what} contains NaN or infinite values")]
+    NonFiniteVector { what: String },
+    /// A zero vector has no direction, so cosine similarity is undefined.
+    #[error("{what} is all zeros, so it has no direction to compare")]
+    ZeroVector { what: String },
+}

@@ -1,0 +1,33 @@
+//! freshet: an MCP context server that keeps agents' context fresh from live Kafka streams.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! source (Kafka, every partition assigned) ─► decode (json | debezium | tombstone)
+//!   ─► engine::apply (the only writer) ─► view (documents + stamps) + index (BM25, HNSW)
+//! mcp tools ─► engine queries (filters, hybrid fusion) ─► results with freshness metadata
+//! ```
+//!
+//! Modules, in that order:
+//! - [`source`]: the Kafka consumer (own thread), watermarks, the dead-letter producer.
+//! - [`decode`]: bytes → [`decode::ChangeEvent`]; pure, no I/O.
+//! - [`chunk`]: splits long texts into overlapping chunks.
+//! - [`view`]: the materialized view, freshness stamps and per-partition progress.
+//! - [`index`]: tantivy BM25, hnsw_rs vectors, filters and rank fusion.
+//! - [`engine`]: applies batches and answers queries.
+//! - [`api`]: the result shapes agents see (`Hit`, `Stamp`, `Watermark`).
+//! - [`mcp`]: the MCP server, over stdio and streamable HTTP.
+//! - [`runtime`]: starts and stops the background tasks.
+//! - [`config`]: the TOML file, env overrides and validation.
+
+pub mod api;
+pub mod chunk;
+pub mod config;
+pub mod decode;
+pub mod engine;
+pub mod index;
+pub mod mcp;
+pub mod runtime;
+pub mod source;
+pub mod time;
+pub mod view;

@@ -1,0 +1,57 @@
+//! The MCP face of freshet: four read-only tools and one resource template, served over
+//! stdio ([`serve_stdio`]) and streamable HTTP ([`serve_http`]).
+//!
+//! This is the only module that turns engine errors into MCP errors: a bad argument or an
+//! unknown collection becomes a tool result with `isError: true` and a message the agent can
+//! act on; internal failures are logged and reported without details.
+
+mod http;
+mod tools;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rmcp::ServiceExt;
+
+use crate::engine::Engine;
+
+pub use http::{router, serve_http};
+pub use tools::Freshet;
+
+/// Errors of the transports.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The HTTP listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from `server.http_addr`.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(#[source] std::io::Error),
+    /// The MCP session over stdio failed.
+    #[error("MCP over stdio: {0}")]
+    Stdio(String),
+}
+
+/// Serves MCP on stdin/stdout until the client closes stdin or `shutdown` resolves.
+pub async fn serve_stdio(
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let service = Freshet::new(engine)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| ServeError::Stdio(e.to_string()))?;
+    let cancel = service.cancellation_token();
+    tokio::select! {
+        done = service.waiting() => {
+            done.map_err(|e| ServeError::Stdio(e.to_string()))?;
+        }
+        _ = shutdown => cancel.cancel(),
+    }
+    Ok(())
+}

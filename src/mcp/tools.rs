@@ -1,0 +1,346 @@
+//! The tools (`search`, `get_document`, `document_freshness`, `list_collections`) and the
+//! `freshet://{collection}/{id}` resource template.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{
+    ErrorData as McpError, Json, RoleServer, ServerHandler, tool, tool_handler, tool_router,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::api::{CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
+use crate::engine::{Access, Consistency, Engine, Mode, QueryError, SearchRequest};
+
+/// URI template of the document resource.
+pub const DOCUMENT_TEMPLATE: &str = "freshet://{collection}/{id}";
+
+const INSTRUCTIONS: &str = "freshet serves documents kept current from live Kafka streams. \
+Call list_collections to see what can be searched, then search (hybrid BM25 + vector by default). \
+Every hit carries a freshness stamp (topic/partition/offset, event_time, age_ms) and every answer a \
+watermark saying whether the replica is caught up; pass consistency=\"head\" to wait for writes \
+made just before the call.";
+
+/// Retrieval mode argument.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeArg {
+    /// BM25 and vector results fused by reciprocal rank (default).
+    #[default]
+    Hybrid,
+    /// Keyword (BM25) only.
+    Bm25,
+    /// Vector similarity only.
+    Vector,
+}
+
+/// Consistency argument.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsistencyArg {
+    /// Answer from the view as it is (default).
+    #[default]
+    Any,
+    /// Wait until every event written before the call is applied (bounded by max_wait_ms).
+    Head,
+}
+
+/// Arguments of `search`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchArgs {
+    /// What to look for, in words.
+    #[serde(default)]
+    pub query: String,
+    /// Collection to search; every readable collection when absent.
+    pub collection: Option<String>,
+    /// Number of results, 1 to 100 (default 10).
+    #[schemars(range(min = 1, max = 100))]
+    pub k: Option<u32>,
+    /// hybrid (default), bm25 or vector.
+    pub mode: Option<ModeArg>,
+    /// Metadata filter: {field: value | [values]}; see list_collections for filterable fields.
+    pub filter: Option<Map<String, Value>>,
+    /// Query vector, for collections whose vectors are precomputed upstream.
+    pub vector: Option<Vec<f32>>,
+    /// any (default) or head (read-your-writes).
+    pub consistency: Option<ConsistencyArg>,
+    /// Upper bound of the head wait in milliseconds (default 2000).
+    pub max_wait_ms: Option<u64>,
+}
+
+/// Arguments of `get_document`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GetDocumentArgs {
+    /// Collection name.
+    pub collection: String,
+    /// Document id.
+    pub id: String,
+}
+
+/// Arguments of `document_freshness`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessArgs {
+    /// Collection name.
+    pub collection: String,
+    /// Document ids (1 to 1000).
+    pub ids: Vec<String>,
+}
+
+/// Arguments of `list_collections` (none).
+#[derive(Debug, Deserialize, JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {}
+
+/// Default bound of a `head` wait.
+const DEFAULT_MAX_WAIT_MS: u64 = 2000;
+
+/// The MCP server: a cheap handle over the engine, one per session.
+#[derive(Clone)]
+pub struct Freshet {
+    engine: Arc<Engine>,
+    tool_router: ToolRouter<Self>,
+}
+
+fn tool_error(message: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message.into())])
+}
+
+fn query_error(e: QueryError) -> CallToolResult {
+    tool_error(e.to_string())
+}
+
+/// What the caller may read. An auth layer puts an [`Access`] into the HTTP request's
+/// extensions; without one (stdio, auth off) everything is readable.
+fn access_of(ctx: &RequestContext<RoleServer>) -> Access {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Access>())
+        .cloned()
+        .unwrap_or_else(Access::all)
+}
+
+#[tool_router]
+impl Freshet {
+    /// A server over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Freshet {
+            engine,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// Search documents kept current from Kafka. Hybrid (BM25 + vector, fused by reciprocal
+    /// rank) by default. Each hit has a snippet, metadata and a freshness stamp; the answer
+    /// says whether the replica is caught up with the stream.
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn search(
+        &self,
+        Parameters(args): Parameters<SearchArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<SearchResult>, CallToolResult> {
+        let access = access_of(&ctx);
+        let cap = self.engine.config().server.max_wait_ms;
+        let max_wait_ms = args.max_wait_ms.unwrap_or(DEFAULT_MAX_WAIT_MS);
+        if max_wait_ms > cap {
+            return Err(tool_error(format!(
+                "max_wait_ms must be at most {cap}, got {max_wait_ms}"
+            )));
+        }
+        let req = SearchRequest {
+            query: args.query,
+            collection: args.collection,
+            k: args.k.unwrap_or(10) as usize,
+            mode: match args.mode.unwrap_or_default() {
+                ModeArg::Hybrid => Mode::Hybrid,
+                ModeArg::Bm25 => Mode::Bm25,
+                ModeArg::Vector => Mode::Vector,
+            },
+            filter: args.filter,
+            vector: args.vector,
+            consistency: match args.consistency.unwrap_or_default() {
+                ConsistencyArg::Any => Consistency::Any,
+                ConsistencyArg::Head => Consistency::Head,
+            },
+            max_wait: Duration::from_millis(max_wait_ms),
+        };
+        self.engine
+            .search(req, &access)
+            .await
+            .map(Json)
+            .map_err(query_error)
+    }
+
+    /// Fetch one document's current version (full text, metadata, freshness stamp).
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn get_document(
+        &self,
+        Parameters(args): Parameters<GetDocumentArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<DocumentResult>, CallToolResult> {
+        self.engine
+            .get_document(&args.collection, &args.id, &access_of(&ctx))
+            .map(Json)
+            .map_err(query_error)
+    }
+
+    /// How fresh given documents are: per id the freshness stamp of its current version, or
+    /// `not_found` (never written, or deleted), plus the collection's watermark.
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn document_freshness(
+        &self,
+        Parameters(args): Parameters<FreshnessArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<FreshnessResult>, CallToolResult> {
+        self.engine
+            .document_freshness(&args.collection, &args.ids, &access_of(&ctx))
+            .map(Json)
+            .map_err(query_error)
+    }
+
+    /// List the collections: topics, document and chunk counts, embedding model, filterable
+    /// fields, ingest counters and lag per partition.
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn list_collections(
+        &self,
+        Parameters(_args): Parameters<ListArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<CollectionsResult>, CallToolResult> {
+        Ok(Json(self.engine.list_collections(&access_of(&ctx))))
+    }
+}
+
+/// Splits `freshet://{collection}/{id}`; the id may contain `/` and percent-escapes.
+fn parse_document_uri(uri: &str) -> Option<(String, String)> {
+    let rest = uri.strip_prefix("freshet://")?;
+    let (collection, id) = rest.split_once('/')?;
+    let id = percent_decode(id)?;
+    (!collection.is_empty() && !id.is_empty()).then(|| (collection.to_string(), id))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Freshet {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new("freshet", env!("CARGO_PKG_VERSION")))
+        .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        // Documents are reached through the template; listing millions of them helps no one.
+        Ok(ListResourcesResult::with_all_items(vec![]))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(DOCUMENT_TEMPLATE, "document")
+                .with_title("A document in a collection")
+                .with_description(
+                    "The current version of one document with its freshness stamp, as JSON.",
+                )
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let Some((collection, id)) = parse_document_uri(&request.uri) else {
+            return Err(McpError::invalid_params(
+                format!(
+                    "expected a URI like {DOCUMENT_TEMPLATE}, got `{}`",
+                    request.uri
+                ),
+                None,
+            ));
+        };
+        match self
+            .engine
+            .get_document(&collection, &id, &access_of(&context))
+        {
+            Ok(doc) => {
+                let json = serde_json::to_string(&doc).map_err(|e| {
+                    tracing::error!("rendering document: {e}");
+                    McpError::internal_error("internal error while answering", None)
+                })?;
+                Ok(ReadResourceResult::new(vec![
+                    ResourceContents::text(json, request.uri.clone())
+                        .with_mime_type("application/json"),
+                ])
+                .into())
+            }
+            Err(e @ (QueryError::NotFound { .. } | QueryError::UnknownCollection { .. })) => {
+                Err(McpError::resource_not_found(
+                    e.to_string(),
+                    Some(serde_json::json!({"uri": request.uri})),
+                ))
+            }
+            Err(e) => Err(McpError::invalid_params(e.to_string(), None)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_uris_parse_with_slashes_and_escapes() {
+        assert_eq!(
+            parse_document_uri("freshet://articles/a/b%20c"),
+            Some(("articles".into(), "a/b c".into()))
+        );
+        assert_eq!(parse_document_uri("freshet://articles/"), None);
+        assert_eq!(parse_document_uri("freshet://articles"), None);
+        assert_eq!(parse_document_uri("http://articles/x"), None);
+        assert_eq!(parse_document_uri("freshet://a/%zz"), None);
+        assert_eq!(
+            parse_document_uri("freshet://a/%e2%82"),
+            None,
+            "invalid UTF-8"
+        );
+    }
+}
