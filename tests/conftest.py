@@ -53,3 +53,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int) -> None:
     if _broker is not None and exitstatus != 0:
         terminalreporter.section(f"tansu log ({_broker.log_path})")
         terminalreporter.write_line(_broker.log_tail(100) or "(empty)")
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    # The MCP SDK runs on anyio; asyncio is what agents use.
+    return "asyncio"

@@ -162,17 +162,24 @@ impl Engine {
             .iter()
             .flat_map(|c| c.config.topics.iter().cloned())
             .collect();
-        let partitions: Vec<(String, i32)> = self
-            .progress
-            .snapshot(&topics)
-            .into_iter()
-            .map(|((t, p), _)| (t.to_string(), p))
-            .collect();
-        if partitions.is_empty() {
-            return false;
-        }
+        // Right after start the consumer may not have assigned every topic yet.
+        let partitions: Vec<(String, i32)> = loop {
+            let snapshot = self.progress.snapshot(&topics);
+            let assigned: HashSet<&str> = snapshot.iter().map(|((t, _), _)| &**t).collect();
+            if topics.iter().all(|t| assigned.contains(t.as_str())) {
+                break snapshot
+                    .iter()
+                    .map(|((t, p), _)| (t.to_string(), *p))
+                    .collect();
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let expected = partitions.len();
-        let marks = meta.watermarks(partitions, max_wait).await;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let marks = meta.watermarks(partitions, remaining).await;
         let at = now_ms();
         for w in &marks {
             self.progress

@@ -27,17 +27,28 @@ pub fn token(field: &str, value: &str) -> String {
 pub enum FilterError {
     /// An empty array accepts no value at all, which is almost certainly a mistake.
     #[error("filter field `{field}` has an empty array; give at least one value or drop the field")]
-    EmptyValues { field: String },
+    EmptyValues {
+        /// The field as given in the filter.
+        field: String,
+    },
     /// Only strings, numbers and booleans (or arrays of them) can be matched.
     #[error(
         "filter field `{field}` has a {kind} value; use a string, number or boolean, or an array of them"
     )]
-    UnsupportedValue { field: String, kind: &'static str },
+    UnsupportedValue {
+        /// The field as given in the filter.
+        field: String,
+        /// The JSON kind found: "null", "object", "nested array".
+        kind: &'static str,
+    },
     /// Field names are encoded into index tokens; these names cannot be.
     #[error(
         "filter field name {field:?} is invalid: it must be non-empty and contain no control characters"
     )]
-    InvalidField { field: String },
+    InvalidField {
+        /// The field as given in the filter.
+        field: String,
+    },
 }
 
 /// A conjunction over fields of disjunctions over values:

@@ -27,16 +27,35 @@ pub enum IndexError {
     /// tantivy failed (I/O, a poisoned writer, ...). Not caused by the query text.
     #[error("text index failure: {0}")]
     Text(#[from] tantivy::TantivyError),
+    /// The text index directory could not be created.
+    #[error("cannot create text index directory {}: {source}", path.display())]
+    Directory {
+        /// The directory that was asked for.
+        path: std::path::PathBuf,
+        /// Why it could not be created.
+        source: std::io::Error,
+    },
     /// A vector's length differs from the dimension the index was created with.
     #[error(
         "vector has {got} dimensions but this index holds {expected}-dimensional vectors; \
          the query vector or embedding model must produce {expected} dimensions"
     )]
-    DimensionMismatch { expected: usize, got: usize },
+    DimensionMismatch {
+        /// The index's dimension.
+        expected: usize,
+        /// The offending vector's length.
+        got: usize,
+    },
     /// NaN or infinity would poison every distance computed against it.
     #[error("{what} contains NaN or infinite values")]
-    NonFiniteVector { what: String },
+    NonFiniteVector {
+        /// Which vector, e.g. "query vector" or a chunk of a named document.
+        what: String,
+    },
     /// A zero vector has no direction, so cosine similarity is undefined.
     #[error("{what} is all zeros, so it has no direction to compare")]
-    ZeroVector { what: String },
+    ZeroVector {
+        /// Which vector, e.g. "query vector" or a chunk of a named document.
+        what: String,
+    },
 }

@@ -42,7 +42,9 @@ const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 /// One chunk-level result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextHit {
+    /// The document the chunk belongs to.
     pub doc_id: String,
+    /// Position of the chunk within its document, from 0.
     pub chunk_no: u32,
     /// The document version this chunk was indexed from.
     pub seq: u64,
@@ -109,18 +111,11 @@ impl TextIndex {
     /// Open the index in `dir`, creating it (and the directory) if absent. Fails if the
     /// directory holds an index with a different schema.
     pub fn open_or_create(dir: &Path) -> Result<TextIndex, IndexError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            IndexError::Text(tantivy::TantivyError::SystemError(format!(
-                "cannot create text index directory {}: {e}",
-                dir.display()
-            )))
+        std::fs::create_dir_all(dir).map_err(|source| IndexError::Directory {
+            path: dir.to_owned(),
+            source,
         })?;
-        let directory = MmapDirectory::open(dir).map_err(|e| {
-            IndexError::Text(tantivy::TantivyError::SystemError(format!(
-                "cannot open text index directory {}: {e}",
-                dir.display()
-            )))
-        })?;
+        let directory = MmapDirectory::open(dir).map_err(tantivy::TantivyError::from)?;
         let (schema, fields) = schema();
         let index = Index::open_or_create(directory, schema)?;
         Self::from_index(index, fields, TITLE_BOOST)
