@@ -1,0 +1,323 @@
+//! Engine behaviour without a broker: batches are built by hand and applied directly.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::source::SourceRecord;
+
+const CONFIG: &str = r#"
+[[collections]]
+name = "articles"
+topics = ["articles"]
+id_field = "id"
+title_field = "title"
+text_fields = ["title", "body"]
+metadata_fields = ["category"]
+vector_field = "embedding"
+
+[[collections]]
+name = "notes"
+topics = ["notes"]
+metadata_fields = ["kind"]
+"#;
+
+fn engine() -> Engine {
+    let config = Config::from_toml_with_env(CONFIG, Path::new("t.toml"), Vec::new()).unwrap();
+    Engine::new(Arc::new(config), None, None).unwrap()
+}
+
+fn record(topic: &str, offset: i64, key: &str, value: Option<Value>) -> SourceRecord {
+    SourceRecord {
+        topic: Arc::from(topic),
+        partition: 0,
+        offset,
+        key: Some(key.as_bytes().to_vec()),
+        value: value.map(|v| v.to_string().into_bytes()),
+        timestamp_ms: Some(1_700_000_000_000 + offset),
+        ingested_at_ms: 1_700_000_000_500 + offset,
+    }
+}
+
+fn article(id: &str, body: &str, category: &str, axis: usize) -> Value {
+    let mut v = vec![0.0; 4];
+    v[axis] = 1.0;
+    json!({"id": id, "title": "Note", "body": body, "category": category, "embedding": v})
+}
+
+fn request(query: &str, mode: Mode) -> SearchRequest {
+    SearchRequest {
+        query: query.into(),
+        collection: Some("articles".into()),
+        k: 10,
+        mode,
+        filter: None,
+        vector: None,
+        consistency: Consistency::Any,
+        max_wait: Duration::from_millis(10),
+    }
+}
+
+async fn ids(e: &Engine, req: SearchRequest) -> Vec<String> {
+    e.search(req, &Access::all())
+        .await
+        .unwrap()
+        .results
+        .into_iter()
+        .map(|h| h.id)
+        .collect()
+}
+
+fn state(e: &Engine) -> Vec<(String, i64, String)> {
+    let mut docs: Vec<_> = e
+        .collection("articles")
+        .unwrap()
+        .view
+        .all()
+        .iter()
+        .map(|d| (d.id.clone(), d.stamp.offset, d.text.clone()))
+        .collect();
+    docs.sort();
+    docs
+}
+
+#[tokio::test]
+async fn replaying_a_batch_changes_nothing() {
+    let e = engine();
+    let batch = vec![
+        record("articles", 0, "a", Some(article("a", "apples", "x", 0))),
+        record("articles", 1, "b", Some(article("b", "bananas", "x", 1))),
+        record("articles", 2, "a", Some(article("a", "avocados", "x", 2))),
+        record("articles", 3, "b", None),
+    ];
+    let first = e.apply(&batch);
+    assert_eq!((first.upserts, first.deletes, first.replays), (3, 1, 0));
+    let before = state(&e);
+    let chunks = e.collection("articles").unwrap().text.num_chunks();
+
+    let again = e.apply(&batch);
+    assert_eq!(
+        again,
+        ApplyOutcome {
+            replays: 4,
+            ..Default::default()
+        }
+    );
+    // A replay from the middle (a restart resuming one record early) is also a no-op.
+    assert_eq!(e.apply(&batch[2..]).replays, 2);
+    assert_eq!(state(&e), before);
+    assert_eq!(before, vec![("a".into(), 2, "Note\n\navocados".into())]);
+    let c = e.collection("articles").unwrap();
+    assert_eq!(c.text.num_chunks(), chunks);
+    assert_eq!(c.vectors().unwrap().live_points(), 1);
+    assert!(
+        ids(&e, request("bananas", Mode::Bm25)).await.is_empty(),
+        "no resurrected delete"
+    );
+    assert_eq!(c.counts().replays_skipped, 6);
+}
+
+#[tokio::test]
+async fn duplicates_inside_one_batch_are_replays() {
+    let e = engine();
+    let r = record("articles", 0, "a", Some(article("a", "apples", "x", 0)));
+    let out = e.apply(&[r.clone(), r]);
+    assert_eq!((out.upserts, out.replays), (1, 1));
+}
+
+#[tokio::test]
+async fn update_replaces_old_text_and_vector() {
+    let e = engine();
+    e.apply(&[record(
+        "articles",
+        0,
+        "a",
+        Some(article("a", "apples", "x", 0)),
+    )]);
+    e.apply(&[record(
+        "articles",
+        1,
+        "a",
+        Some(article("a", "cherries", "x", 3)),
+    )]);
+    assert!(ids(&e, request("apples", Mode::Bm25)).await.is_empty());
+    assert_eq!(ids(&e, request("cherries", Mode::Bm25)).await, ["a"]);
+    let mut vreq = request("", Mode::Vector);
+    vreq.vector = Some(vec![1.0, 0.0, 0.0, 0.0]);
+    let res = e.search(vreq, &Access::all()).await.unwrap();
+    assert_eq!(res.results.len(), 1, "one live point per document");
+    assert!(
+        res.results[0].score.abs() < 1e-5,
+        "the old vector is masked"
+    );
+    let c = e.collection("articles").unwrap();
+    assert_eq!(c.vectors().unwrap().dead_points(), 1);
+}
+
+#[tokio::test]
+async fn poison_is_counted_and_neighbours_applied() {
+    let e = engine();
+    let mut bad = record("articles", 1, "x", None);
+    bad.value = Some(b"{not json".to_vec());
+    let wrong_dim = record(
+        "articles",
+        4,
+        "w",
+        Some(json!({"id": "w", "body": "w", "embedding": [1.0, 2.0]})),
+    );
+    let out = e.apply(&[
+        record("articles", 0, "a", Some(article("a", "first", "x", 0))),
+        bad,
+        record("articles", 3, "b", Some(article("b", "second", "x", 1))),
+        wrong_dim,
+    ]);
+    assert_eq!((out.upserts, out.poison), (2, 2));
+    let counts = e.collection("articles").unwrap().counts();
+    assert_eq!(counts.poison["not_json"], 1);
+    assert_eq!(counts.poison["bad_vector"], 1);
+    assert_eq!(
+        e.progress().next_offset("articles", 0),
+        Some(5),
+        "poison still advances"
+    );
+    assert_eq!(ids(&e, request("second", Mode::Bm25)).await, ["b"]);
+}
+
+#[tokio::test]
+async fn hybrid_fuses_and_explains_fallbacks() {
+    let e = engine();
+    e.apply(&[
+        record("articles", 0, "a", Some(article("a", "kafka lag", "x", 0))),
+        record("articles", 1, "b", Some(article("b", "unrelated", "x", 1))),
+    ]);
+    let mut req = request("kafka", Mode::Hybrid);
+    req.vector = Some(vec![0.0, 1.0, 0.0, 0.0]);
+    let res = e.search(req, &Access::all()).await.unwrap();
+    assert_eq!(res.mode, "hybrid");
+    let got: Vec<&str> = res.results.iter().map(|h| h.id.as_str()).collect();
+    // BM25 ranks only a; the vector list ranks b then a: a = 1/61 + 1/62, b = 1/61.
+    assert_eq!(got, ["a", "b"]);
+    assert!((res.results[0].score - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-6);
+    assert!((res.results[1].score - 1.0 / 61.0).abs() < 1e-6);
+
+    let res = e
+        .search(request("kafka", Mode::Hybrid), &Access::all())
+        .await
+        .unwrap();
+    assert_eq!(res.mode, "bm25");
+    assert!(
+        res.notes[0].contains("pass the query's vector"),
+        "{:?}",
+        res.notes
+    );
+
+    let mut notes = request("kafka", Mode::Vector);
+    notes.collection = Some("notes".into());
+    let err = e
+        .search(notes, &Access::all())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no vectors"), "{err}");
+}
+
+#[tokio::test]
+async fn filters_are_checked_and_applied() {
+    let e = engine();
+    e.apply(&[
+        record("articles", 0, "a", Some(article("a", "kafka", "ops", 0))),
+        record("articles", 1, "b", Some(article("b", "kafka", "dev", 1))),
+    ]);
+    let mut req = request("kafka", Mode::Bm25);
+    req.filter = Some(json!({"category": "dev"}).as_object().unwrap().clone());
+    assert_eq!(ids(&e, req.clone()).await, ["b"]);
+    req.filter = Some(json!({"team": "dev"}).as_object().unwrap().clone());
+    let err = e.search(req, &Access::all()).await.unwrap_err().to_string();
+    assert!(err.contains("filterable fields: [category]"), "{err}");
+}
+
+#[tokio::test]
+async fn access_hides_collections_and_tenants() {
+    let e = engine();
+    e.apply(&[record("notes", 0, "n", Some(json!({"body": "secret"})))]);
+    let only_articles = Access {
+        collections: Some(["articles".to_string()].into()),
+        tenant: None,
+    };
+    let mut req = request("secret", Mode::Bm25);
+    req.collection = Some("notes".into());
+    let err = e
+        .search(req.clone(), &only_articles)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown collection `notes`; available: articles"),
+        "{err}"
+    );
+    assert!(e.get_document("notes", "n", &only_articles).is_err());
+    assert_eq!(e.list_collections(&only_articles).collections.len(), 1);
+    req.collection = None;
+    assert!(
+        e.search(req, &only_articles)
+            .await
+            .unwrap()
+            .results
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn search_without_collection_covers_all_readable() {
+    let e = engine();
+    e.apply(&[
+        record(
+            "articles",
+            0,
+            "a",
+            Some(article("a", "shared word", "x", 0)),
+        ),
+        record("notes", 0, "n", Some(json!({"body": "shared word"}))),
+    ]);
+    let mut req = request("shared", Mode::Bm25);
+    req.collection = None;
+    let res = e.search(req, &Access::all()).await.unwrap();
+    let mut got: Vec<(String, String)> = res
+        .results
+        .into_iter()
+        .map(|h| (h.collection, h.id))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("articles".into(), "a".into()),
+            ("notes".into(), "n".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn stamps_come_from_the_record() {
+    let e = engine();
+    e.apply(&[record("notes", 7, "n", Some(json!({"body": "stamped"})))]);
+    let doc = e
+        .get_document("notes", "n", &Access::all())
+        .unwrap()
+        .document;
+    assert_eq!(doc.freshness.offset, 7);
+    assert_eq!(doc.freshness.event_time, "2023-11-14T22:13:20.007Z");
+    assert_eq!(doc.freshness.ingested_at, "2023-11-14T22:13:20.507Z");
+    assert!(doc.freshness.index_delay_ms >= 500);
+    // Without a broker the watermark is unknown, so the answer never claims to be caught up.
+    let wm = e
+        .get_document("notes", "n", &Access::all())
+        .unwrap()
+        .freshness;
+    assert!(!wm.caught_up);
+    assert_eq!(wm.partitions[0].applied_offset, Some(7));
+    assert_eq!(wm.partitions[0].lag, None);
+}
