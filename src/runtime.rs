@@ -1,4 +1,4 @@
-//! Starts the pipeline (consumer thread → apply thread) and the watermark refresher, and
+//! Starts the pipeline (consumer thread → prepare thread → apply thread) and the watermark refresher, and
 //! stops them in order on shutdown: stop consuming, let apply drain, flush dead letters.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Prepared};
 use crate::source::{self, Batch, DeadLetters, MetaClient, PollOptions, SourceError};
 
 /// Start-up failures.
@@ -37,8 +37,8 @@ pub struct Runtime {
     pub engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
     cancel: CancellationToken,
-    consumer: Option<std::thread::JoinHandle<()>>,
-    applier: Option<std::thread::JoinHandle<()>>,
+    /// Consumer, prepare and apply threads, in pipeline order.
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -58,7 +58,9 @@ impl Runtime {
             Arc::clone(&stop),
             PollOptions::default(),
         )?;
-        let applier = spawn_applier(Arc::clone(&engine), rx)?;
+        let (prepared_tx, prepared_rx) = mpsc::channel::<Vec<Prepared>>(4);
+        let preparer = spawn_preparer(Arc::clone(&engine), rx, prepared_tx)?;
+        let applier = spawn_applier(Arc::clone(&engine), prepared_rx)?;
         let cancel = CancellationToken::new();
         tokio::spawn(refresh_watermarks(
             Arc::clone(&engine),
@@ -69,8 +71,7 @@ impl Runtime {
             engine,
             stop,
             cancel,
-            consumer: Some(consumer),
-            applier: Some(applier),
+            threads: vec![consumer, preparer, applier],
         })
     }
 
@@ -79,15 +80,12 @@ impl Runtime {
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         self.stop.store(true, Ordering::Relaxed);
-        let consumer = self.consumer.take();
-        let applier = self.applier.take();
+        let threads = std::mem::take(&mut self.threads);
         let engine = Arc::clone(&self.engine);
         let joined = tokio::task::spawn_blocking(move || {
-            // The consumer drops its sender when it returns, which ends the apply loop.
-            if let Some(h) = consumer {
-                let _ = h.join();
-            }
-            if let Some(h) = applier {
+            // Each stage drops its sender when it returns, which ends the next stage's loop
+            // after it has drained what was already queued.
+            for h in threads {
                 let _ = h.join();
             }
             if let Some(dlq) = engine.dead_letters() {
@@ -103,16 +101,34 @@ impl Runtime {
     }
 }
 
-fn spawn_applier(
+fn spawn_preparer(
     engine: Arc<Engine>,
     mut rx: mpsc::Receiver<Batch>,
+    tx: mpsc::Sender<Vec<Prepared>>,
+) -> Result<std::thread::JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name("freshet-prepare".into())
+        .spawn(move || {
+            while let Some(batch) = rx.blocking_recv() {
+                if tx.blocking_send(engine.prepare(batch)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|source| StartError::Thread {
+            what: "prepare thread",
+            source,
+        })
+}
+
+fn spawn_applier(
+    engine: Arc<Engine>,
+    mut rx: mpsc::Receiver<Vec<Prepared>>,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
     std::thread::Builder::new()
         .name("freshet-apply".into())
         .spawn(move || {
-            let mut merged: Batch = Vec::new();
-            while let Some(batch) = rx.blocking_recv() {
-                merged.extend(batch);
+            while let Some(mut merged) = rx.blocking_recv() {
                 // Coalesce whatever else is waiting: one commit for all of it.
                 while merged.len() < 8192 {
                     match rx.try_recv() {
@@ -120,9 +136,9 @@ fn spawn_applier(
                         Err(_) => break,
                     }
                 }
-                let outcome = engine.apply(&merged);
-                tracing::debug!(records = merged.len(), ?outcome, "applied batch");
-                merged.clear();
+                let records = merged.len();
+                let outcome = engine.apply_prepared(merged);
+                tracing::debug!(records, ?outcome, "applied batch");
             }
         })
         .map_err(|source| StartError::Thread {

@@ -1,15 +1,19 @@
-//! The single writer: turns a batch of Kafka records into view and index changes.
+//! Turning Kafka records into view and index changes, in two stages:
 //!
-//! Order of effects per batch, chosen so readers never see a half-applied change: decode and
-//! write both indexes (new index entries carry the batch's sequence numbers, and a hit whose
-//! number differs from the view's is stale and dropped), commit BM25, then swap the view
-//! entries with their `indexed_at` stamp, then advance the partition offsets and wake
-//! `consistency: "head"` waiters.
+//! - [`Engine::prepare`] decodes, chunks (and, for collections with a model, will embed) a
+//!   batch. It reads no index and can run on its own thread, ahead of the writer.
+//! - [`Engine::apply_prepared`] is the single writer. Order of effects per batch, chosen so
+//!   readers never see a half-applied change: write both indexes (new entries carry fresh
+//!   sequence numbers, and a hit whose number differs from the view's is stale and dropped),
+//!   commit BM25, swap the view entries with their `indexed_at` stamp, then advance the
+//!   partition offsets and wake `consistency: "head"` waiters.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::chunk::chunk_spans;
+use crate::config::Provider;
 use crate::decode::{ChangeEvent, Document, RawRecord};
 use crate::index::FilterTerms;
 use crate::source::SourceRecord;
@@ -33,15 +37,88 @@ pub struct ApplyOutcome {
     pub unrouted: usize,
 }
 
+/// A record after [`Engine::prepare`]: where it came from and what it asks for.
+pub struct Prepared {
+    /// The record (its coordinates, and its bytes for the dead-letter topic).
+    pub record: SourceRecord,
+    /// What to do, or why not.
+    pub change: PreparedChange,
+}
+
+/// What a prepared record asks the writer to do.
+pub enum PreparedChange {
+    /// Insert or replace a document.
+    Upsert {
+        /// The collection.
+        collection: Arc<Collection>,
+        /// The decoded document.
+        doc: Document,
+        /// Byte ranges of `doc.text`, one per chunk.
+        chunks: Vec<Range<usize>>,
+        /// Vectors to index, by chunk number (empty: none).
+        vectors: Vec<(u32, Vec<f32>)>,
+    },
+    /// Delete a document.
+    Delete {
+        /// The collection.
+        collection: Arc<Collection>,
+        /// The document id.
+        id: String,
+    },
+    /// A record that cannot be applied: (kind, message) for counters, logs and the DLQ.
+    Poison {
+        /// The collection.
+        collection: Arc<Collection>,
+        /// Short stable label (`not_json`, `bad_vector`, ...).
+        kind: &'static str,
+        /// What was wrong, naming the field.
+        message: String,
+    },
+    /// Already applied (a replay); nothing to do.
+    Replay,
+    /// From a topic no collection reads.
+    Unrouted,
+}
+
 enum ViewChange {
     Put(Arc<Collection>, Box<StoredDoc>),
     Remove(Arc<Collection>, String),
 }
 
 impl Engine {
-    /// Applies a batch of records in order. Never fails: a record that cannot be applied is
-    /// counted, logged with its coordinates, dead-lettered if configured, and skipped.
+    /// Decodes and applies a batch in one go (both stages on the calling thread).
     pub fn apply(&self, batch: &[SourceRecord]) -> ApplyOutcome {
+        let prepared = self.prepare(batch.to_vec());
+        self.apply_prepared(prepared)
+    }
+
+    /// Stage one: decode and chunk each record. Records already applied are marked as
+    /// replays here too, so no work is spent on them; the writer checks again.
+    pub fn prepare(&self, batch: Vec<SourceRecord>) -> Vec<Prepared> {
+        batch
+            .into_iter()
+            .map(|record| {
+                let change = match self.collection_for_topic(&record.topic) {
+                    None => PreparedChange::Unrouted,
+                    Some(_)
+                        if self.progress.is_applied(
+                            &record.topic,
+                            record.partition,
+                            record.offset,
+                        ) =>
+                    {
+                        PreparedChange::Replay
+                    }
+                    Some(c) => prepare_record(c, &record),
+                };
+                Prepared { record, change }
+            })
+            .collect()
+    }
+
+    /// Stage two, the single writer. Never fails: a record that cannot be applied is
+    /// counted, logged with its coordinates, dead-lettered if configured, and skipped.
+    pub fn apply_prepared(&self, batch: Vec<Prepared>) -> ApplyOutcome {
         let mut outcome = ApplyOutcome::default();
         let mut changes: Vec<ViewChange> = Vec::with_capacity(batch.len());
         // Next offset per partition within this batch, so a record repeated inside one batch
@@ -49,13 +126,17 @@ impl Engine {
         let mut next_in_batch: HashMap<(Arc<str>, i32), i64> = HashMap::new();
         let mut touched: Vec<Arc<Collection>> = Vec::new();
 
-        for rec in batch {
+        for Prepared {
+            record: rec,
+            change,
+        } in batch
+        {
             let key = (Arc::clone(&rec.topic), rec.partition);
             let next = next_in_batch
                 .get(&key)
                 .copied()
                 .or_else(|| self.progress.next_offset(&rec.topic, rec.partition));
-            if next.is_some_and(|n| rec.offset < n) {
+            if matches!(change, PreparedChange::Replay) || next.is_some_and(|n| rec.offset < n) {
                 outcome.replays += 1;
                 if let Some(c) = self.collection_for_topic(&rec.topic) {
                     c.counts.lock().replays_skipped += 1;
@@ -63,40 +144,49 @@ impl Engine {
                 continue;
             }
             next_in_batch.insert(key, rec.offset + 1);
-            let Some(collection) = self.collection_for_topic(&rec.topic).cloned() else {
-                outcome.unrouted += 1;
-                continue;
+            let result = match change {
+                PreparedChange::Unrouted | PreparedChange::Replay => {
+                    outcome.unrouted += 1;
+                    continue;
+                }
+                PreparedChange::Poison {
+                    collection,
+                    kind,
+                    message,
+                } => Err((collection, kind, message)),
+                PreparedChange::Delete { collection, id } => self
+                    .write_delete(&collection, &id)
+                    .map(|()| ViewChange::Remove(Arc::clone(&collection), id))
+                    .map_err(|(k, m)| (collection, k, m)),
+                PreparedChange::Upsert {
+                    collection,
+                    doc,
+                    chunks,
+                    vectors,
+                } => self
+                    .write_upsert(&collection, &rec, doc, chunks, vectors)
+                    .map_err(|(k, m)| (collection, k, m)),
             };
-            match self.apply_record(&collection, rec) {
+            match result {
                 Ok(change) => {
-                    match &change {
-                        ViewChange::Put(..) => outcome.upserts += 1,
-                        ViewChange::Remove(..) => outcome.deletes += 1,
-                    }
-                    if !touched.iter().any(|c| Arc::ptr_eq(c, &collection)) {
-                        touched.push(Arc::clone(&collection));
+                    let collection = match &change {
+                        ViewChange::Put(c, _) => {
+                            outcome.upserts += 1;
+                            c
+                        }
+                        ViewChange::Remove(c, _) => {
+                            outcome.deletes += 1;
+                            c
+                        }
+                    };
+                    if !touched.iter().any(|c| Arc::ptr_eq(c, collection)) {
+                        touched.push(Arc::clone(collection));
                     }
                     changes.push(change);
                 }
-                Err((kind, message)) => {
+                Err((collection, kind, message)) => {
                     outcome.poison += 1;
-                    *collection
-                        .counts
-                        .lock()
-                        .poison
-                        .entry(kind.to_string())
-                        .or_default() += 1;
-                    tracing::warn!(
-                        collection = collection.name(),
-                        topic = %rec.topic,
-                        partition = rec.partition,
-                        offset = rec.offset,
-                        kind,
-                        "skipping record: {message}"
-                    );
-                    if let Some(dlq) = &self.dead_letters {
-                        dlq.send(collection.name(), rec, &message, kind);
-                    }
+                    self.reject(&collection, &rec, kind, &message);
                 }
             }
         }
@@ -129,73 +219,71 @@ impl Engine {
         outcome
     }
 
-    /// Decodes one record and writes it to the indexes; the view change is returned to be
-    /// made visible after the commit. `Err` carries (kind, message) of a poison record.
-    fn apply_record(
-        &self,
-        collection: &Arc<Collection>,
-        rec: &SourceRecord,
-    ) -> Result<ViewChange, (&'static str, String)> {
-        let raw = RawRecord {
-            topic: &rec.topic,
-            partition: rec.partition,
-            offset: rec.offset,
-            key: rec.key.as_deref(),
-            value: rec.value.as_deref(),
-            timestamp_ms: rec.timestamp_ms,
-        };
-        let event = collection
-            .mapping
-            .decode(&raw)
-            .map_err(|e| (e.kind(), e.to_string()))?;
-        match event {
-            ChangeEvent::Upsert(doc) => self.index_document(collection, rec, doc),
-            ChangeEvent::Delete { id, .. } => {
-                collection
-                    .text
-                    .delete(&id)
-                    .map_err(|e| ("index_error", e.to_string()))?;
-                if let Some(v) = collection.vectors() {
-                    v.delete(&id);
-                }
-                Ok(ViewChange::Remove(Arc::clone(collection), id))
-            }
+    fn reject(&self, collection: &Collection, rec: &SourceRecord, kind: &str, message: &str) {
+        *collection
+            .counts
+            .lock()
+            .poison
+            .entry(kind.to_string())
+            .or_default() += 1;
+        tracing::warn!(
+            collection = collection.name(),
+            topic = %rec.topic,
+            partition = rec.partition,
+            offset = rec.offset,
+            kind,
+            "skipping record: {message}"
+        );
+        if let Some(dlq) = &self.dead_letters {
+            dlq.send(collection.name(), rec, message, kind);
         }
     }
 
-    fn index_document(
+    fn write_delete(
+        &self,
+        collection: &Collection,
+        id: &str,
+    ) -> Result<(), (&'static str, String)> {
+        collection
+            .text
+            .delete(id)
+            .map_err(|e| ("index_error", e.to_string()))?;
+        if let Some(v) = collection.vectors() {
+            v.delete(id);
+        }
+        Ok(())
+    }
+
+    fn write_upsert(
         &self,
         collection: &Arc<Collection>,
         rec: &SourceRecord,
         doc: Document,
+        chunks: Vec<Range<usize>>,
+        vectors: Vec<(u32, Vec<f32>)>,
     ) -> Result<ViewChange, (&'static str, String)> {
         let config = &collection.config;
-        let use_vectors = collection.provider() == crate::config::Provider::Precomputed;
-        // Check the vector before touching any index, so a bad one leaves no partial update.
-        if use_vectors && let Some(v) = &doc.vector {
-            let expected = collection
-                .vectors()
-                .map(|i| i.dim())
-                .or(config.embedding.dimensions);
-            if let Some(dim) = expected
-                && v.len() != dim
-            {
-                return Err((
-                    "bad_vector",
-                    format!(
-                        "field `{}` has {} dimensions, the collection has {dim}",
-                        config.vector_field.as_deref().unwrap_or("vector"),
-                        v.len()
-                    ),
-                ));
-            }
+        // Check vectors before touching any index, so a bad one leaves no partial update.
+        let expected = collection
+            .vectors()
+            .map(|i| i.dim())
+            .or(config.embedding.dimensions);
+        if let Some(dim) = expected
+            && let Some((_, v)) = vectors.iter().find(|(_, v)| v.len() != dim)
+        {
+            return Err((
+                "bad_vector",
+                format!(
+                    "vector has {} dimensions, the collection has {dim}",
+                    v.len()
+                ),
+            ));
         }
         let mut extra: Vec<(&str, &str)> = Vec::new();
         if let (Some(field), Some(tenant)) = (&config.tenant_field, &doc.tenant) {
             extra.push((field.as_str(), tenant.as_str()));
         }
         let terms = FilterTerms::from_metadata(&doc.metadata, &extra);
-        let chunks = chunk_spans(&doc.text, config.chunk_tokens, config.chunk_overlap);
         let chunk_texts: Vec<&str> = chunks
             .iter()
             .map(|r| doc.text.get(r.clone()).unwrap_or(""))
@@ -206,15 +294,12 @@ impl Engine {
             .text
             .upsert(&doc.id, seq, title, &chunk_texts, &terms)
             .map_err(|e| ("index_error", e.to_string()))?;
-        match (&doc.vector, use_vectors) {
-            (Some(v), true) => {
-                // A precomputed vector describes the whole document: it is chunk 0's point.
-                collection
-                    .vectors_for(v.len())
-                    .upsert(&doc.id, seq, &[(0, v.clone())])
-                    .map_err(|e| ("bad_vector", e.to_string()))?;
-            }
-            _ => {
+        match vectors.first() {
+            Some((_, first)) => collection
+                .vectors_for(first.len())
+                .upsert(&doc.id, seq, &vectors)
+                .map_err(|e| ("bad_vector", e.to_string()))?,
+            None => {
                 if let Some(v) = collection.vectors() {
                     v.delete(&doc.id);
                 }
@@ -245,5 +330,48 @@ impl Engine {
                 },
             }),
         ))
+    }
+}
+
+/// Decodes one record and works out its chunks and vectors.
+fn prepare_record(collection: &Arc<Collection>, rec: &SourceRecord) -> PreparedChange {
+    let raw = RawRecord {
+        topic: &rec.topic,
+        partition: rec.partition,
+        offset: rec.offset,
+        key: rec.key.as_deref(),
+        value: rec.value.as_deref(),
+        timestamp_ms: rec.timestamp_ms,
+    };
+    let event = match collection.mapping.decode(&raw) {
+        Ok(event) => event,
+        Err(e) => {
+            return PreparedChange::Poison {
+                collection: Arc::clone(collection),
+                kind: e.kind(),
+                message: e.to_string(),
+            };
+        }
+    };
+    match event {
+        ChangeEvent::Delete { id, .. } => PreparedChange::Delete {
+            collection: Arc::clone(collection),
+            id,
+        },
+        ChangeEvent::Upsert(mut doc) => {
+            let config = &collection.config;
+            let chunks = chunk_spans(&doc.text, config.chunk_tokens, config.chunk_overlap);
+            let vectors = match (collection.provider(), doc.vector.take()) {
+                // A precomputed vector describes the whole document: it is chunk 0's point.
+                (Provider::Precomputed, Some(v)) => vec![(0, v)],
+                _ => Vec::new(),
+            };
+            PreparedChange::Upsert {
+                collection: Arc::clone(collection),
+                doc,
+                chunks,
+                vectors,
+            }
+        }
     }
 }

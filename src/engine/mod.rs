@@ -19,7 +19,7 @@ use crate::source::{DeadLetters, MetaClient};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{OffsetTarget, Progress, View};
 
-pub use apply::ApplyOutcome;
+pub use apply::{ApplyOutcome, Prepared, PreparedChange};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest};
 
 /// Errors building the engine at start-up.
