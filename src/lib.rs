@@ -17,6 +17,7 @@
 //! - [`engine`]: applies batches and answers queries.
 //! - [`api`]: the result shapes agents see (`Hit`, `Stamp`, `Watermark`).
 //! - [`mcp`]: the MCP server, over stdio and streamable HTTP.
+//! - [`metrics`]: Prometheus histograms and counters.
 //! - [`runtime`]: starts and stops the background tasks.
 //! - [`config`]: the TOML file, env overrides and validation.
 
@@ -27,6 +28,7 @@ pub mod decode;
 pub mod engine;
 pub mod index;
 pub mod mcp;
+pub mod metrics;
 pub mod runtime;
 pub mod source;
 pub mod time;

@@ -138,6 +138,7 @@ impl Engine {
                 .or_else(|| self.progress.next_offset(&rec.topic, rec.partition));
             if matches!(change, PreparedChange::Replay) || next.is_some_and(|n| rec.offset < n) {
                 outcome.replays += 1;
+                self.metrics.count_records(&rec.topic, "replay", 1);
                 if let Some(c) = self.collection_for_topic(&rec.topic) {
                     c.counts.lock().replays_skipped += 1;
                 }
@@ -147,6 +148,7 @@ impl Engine {
             let result = match change {
                 PreparedChange::Unrouted | PreparedChange::Replay => {
                     outcome.unrouted += 1;
+                    self.metrics.count_records(&rec.topic, "unrouted", 1);
                     continue;
                 }
                 PreparedChange::Poison {
@@ -179,6 +181,7 @@ impl Engine {
                             c
                         }
                     };
+                    self.metrics.count_records(&rec.topic, "applied", 1);
                     if !touched.iter().any(|c| Arc::ptr_eq(c, collection)) {
                         touched.push(Arc::clone(collection));
                     }
@@ -186,6 +189,7 @@ impl Engine {
                 }
                 Err((collection, kind, message)) => {
                     outcome.poison += 1;
+                    self.metrics.count_records(&rec.topic, "poison", 1);
                     self.reject(&collection, &rec, kind, &message);
                 }
             }
@@ -202,6 +206,8 @@ impl Engine {
             match change {
                 ViewChange::Put(c, mut doc) => {
                     doc.stamp.indexed_at_ms = indexed_at;
+                    self.metrics
+                        .observe_index_delay(c.name(), indexed_at - doc.stamp.event_time_ms);
                     c.view.put(*doc);
                     c.counts.lock().upserts += 1;
                 }

@@ -6,6 +6,7 @@ mod apply;
 mod query;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -15,6 +16,7 @@ use crate::api::{EmbeddingInfo, IngestCounts, PartitionWatermark, Watermark};
 use crate::config::{CollectionConfig, Config, Provider};
 use crate::decode::Mapping;
 use crate::index::{HnswParams, IndexError, TextIndex, VectorIndex};
+use crate::metrics::{Metrics, escape, header};
 use crate::source::{DeadLetters, MetaClient};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{OffsetTarget, Progress, View};
@@ -150,6 +152,8 @@ pub struct Engine {
     ready: AtomicBool,
     /// Partitions and the high watermarks that must be reached before `ready`.
     startup_targets: Mutex<Option<Vec<OffsetTarget>>>,
+    /// Histograms and counters for `/metrics`.
+    metrics: Metrics,
 }
 
 impl Engine {
@@ -178,6 +182,7 @@ impl Engine {
             seq: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             startup_targets: Mutex::new(None),
+            metrics: Metrics::default(),
         })
     }
 
@@ -207,6 +212,146 @@ impl Engine {
             .iter()
             .flat_map(|c| c.config.topics.iter().cloned())
             .collect()
+    }
+
+    /// Histograms and counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Everything `/metrics` shows, in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        header(
+            &mut out,
+            "freshet_ready",
+            "gauge",
+            "1 once caught up with the watermarks seen at start.",
+        );
+        let _ = writeln!(out, "freshet_ready {}", u8::from(self.is_ready()));
+        header(
+            &mut out,
+            "freshet_partition_applied_offset",
+            "gauge",
+            "Last offset applied to the view.",
+        );
+        header(
+            &mut out,
+            "freshet_partition_high_watermark",
+            "gauge",
+            "Log end offset last read from the broker.",
+        );
+        header(
+            &mut out,
+            "freshet_partition_lag",
+            "gauge",
+            "Records written but not yet applied.",
+        );
+        for ((topic, partition), p) in self.progress.snapshot(&[]) {
+            let labels = format!("topic=\"{}\",partition=\"{partition}\"", escape(&topic));
+            if let Some(next) = p.next_offset {
+                let _ = writeln!(
+                    out,
+                    "freshet_partition_applied_offset{{{labels}}} {}",
+                    next - 1
+                );
+            }
+            if let Some(high) = p.high_watermark {
+                let _ = writeln!(out, "freshet_partition_high_watermark{{{labels}}} {high}");
+            }
+            if let Some(lag) = p.lag() {
+                let _ = writeln!(out, "freshet_partition_lag{{{labels}}} {lag}");
+            }
+        }
+        header(
+            &mut out,
+            "freshet_documents",
+            "gauge",
+            "Documents in the view.",
+        );
+        header(
+            &mut out,
+            "freshet_chunks",
+            "gauge",
+            "Chunks in the BM25 index.",
+        );
+        header(
+            &mut out,
+            "freshet_vector_points",
+            "gauge",
+            "Points in the HNSW graph, live or masked dead.",
+        );
+        header(
+            &mut out,
+            "freshet_vector_dead_fraction",
+            "gauge",
+            "Share of HNSW points that are masked.",
+        );
+        header(
+            &mut out,
+            "freshet_ingest_total",
+            "counter",
+            "Changes applied, by kind.",
+        );
+        header(
+            &mut out,
+            "freshet_poison_records_total",
+            "counter",
+            "Records refused as undecodable, by kind.",
+        );
+        for c in &self.collections {
+            let name = escape(c.name());
+            let _ = writeln!(
+                out,
+                "freshet_documents{{collection=\"{name}\"}} {}",
+                c.view.len()
+            );
+            let _ = writeln!(
+                out,
+                "freshet_chunks{{collection=\"{name}\"}} {}",
+                c.text.num_chunks()
+            );
+            if let Some(v) = c.vectors() {
+                let (live, dead) = (v.live_points(), v.dead_points());
+                let _ = writeln!(
+                    out,
+                    "freshet_vector_points{{collection=\"{name}\",state=\"live\"}} {live}"
+                );
+                let _ = writeln!(
+                    out,
+                    "freshet_vector_points{{collection=\"{name}\",state=\"dead\"}} {dead}"
+                );
+                let fraction = if live + dead == 0 {
+                    0.0
+                } else {
+                    dead as f64 / (live + dead) as f64
+                };
+                let _ = writeln!(
+                    out,
+                    "freshet_vector_dead_fraction{{collection=\"{name}\"}} {fraction}"
+                );
+            }
+            let counts = c.counts();
+            for (kind, n) in [
+                ("upsert", counts.upserts),
+                ("delete", counts.deletes),
+                ("replay", counts.replays_skipped),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "freshet_ingest_total{{collection=\"{name}\",kind=\"{kind}\"}} {n}"
+                );
+            }
+            for (kind, n) in &counts.poison {
+                let _ = writeln!(
+                    out,
+                    "freshet_poison_records_total{{collection=\"{name}\",kind=\"{}\"}} {n}",
+                    escape(kind)
+                );
+            }
+        }
+        self.metrics.render(&mut out);
+        out
     }
 
     /// Dead-letter producer, if configured.

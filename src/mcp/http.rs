@@ -1,5 +1,5 @@
 //! Streamable HTTP: MCP at `/mcp` (2026-07-28 stateless requests and 2025-11-25 sessions),
-//! with Origin and Host validation, plus `/healthz` (liveness) and `/readyz` (caught up).
+//! with Origin and Host validation, plus `/healthz` (liveness), `/readyz` (caught up) and `/metrics` (Prometheus).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +36,7 @@ pub fn router(engine: Arc<Engine>, cancel: CancellationToken) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .nest_service("/mcp", mcp)
         .with_state(engine)
 }
@@ -49,6 +50,16 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
             "catching up with the stream\n",
         )
     }
+}
+
+async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        engine.render_metrics(),
+    )
 }
 
 /// Serves HTTP on `server.http_addr` until `shutdown` resolves.

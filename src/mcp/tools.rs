@@ -2,7 +2,7 @@
 //! `freshet://{collection}/{id}` resource template.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
@@ -175,11 +175,17 @@ impl Freshet {
             },
             max_wait: Duration::from_millis(max_wait_ms),
         };
+        let started = Instant::now();
+        let asked = req.mode;
+        let result = self.engine.search(req, &access).await;
+        let mode = match &result {
+            Ok(r) => r.mode.clone(),
+            Err(_) => format!("{asked:?}").to_lowercase(),
+        };
         self.engine
-            .search(req, &access)
-            .await
-            .map(Json)
-            .map_err(query_error)
+            .metrics()
+            .observe_query("search", &mode, started.elapsed());
+        result.map(Json).map_err(query_error)
     }
 
     /// Fetch one document's current version (full text, metadata, freshness stamp).
@@ -189,10 +195,14 @@ impl Freshet {
         Parameters(args): Parameters<GetDocumentArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<DocumentResult>, CallToolResult> {
+        let started = Instant::now();
+        let result = self
+            .engine
+            .get_document(&args.collection, &args.id, &access_of(&ctx));
         self.engine
-            .get_document(&args.collection, &args.id, &access_of(&ctx))
-            .map(Json)
-            .map_err(query_error)
+            .metrics()
+            .observe_query("get_document", "", started.elapsed());
+        result.map(Json).map_err(query_error)
     }
 
     /// How fresh given documents are: per id the freshness stamp of its current version, or
@@ -203,10 +213,14 @@ impl Freshet {
         Parameters(args): Parameters<FreshnessArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<FreshnessResult>, CallToolResult> {
+        let started = Instant::now();
+        let result = self
+            .engine
+            .document_freshness(&args.collection, &args.ids, &access_of(&ctx));
         self.engine
-            .document_freshness(&args.collection, &args.ids, &access_of(&ctx))
-            .map(Json)
-            .map_err(query_error)
+            .metrics()
+            .observe_query("document_freshness", "", started.elapsed());
+        result.map(Json).map_err(query_error)
     }
 
     /// List the collections: topics, document and chunk counts, embedding model, filterable
@@ -217,7 +231,12 @@ impl Freshet {
         Parameters(_args): Parameters<ListArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<CollectionsResult>, CallToolResult> {
-        Ok(Json(self.engine.list_collections(&access_of(&ctx))))
+        let started = Instant::now();
+        let result = self.engine.list_collections(&access_of(&ctx));
+        self.engine
+            .metrics()
+            .observe_query("list_collections", "", started.elapsed());
+        Ok(Json(result))
     }
 }
 

@@ -1,0 +1,283 @@
+//! Prometheus metrics at `/metrics` (text exposition format 0.0.4).
+//!
+//! Counters that already live elsewhere (ingest counts per collection, partition progress,
+//! view sizes) are read when scraped; this module only owns what has no other home:
+//! histograms and a few counters. Hand-rolled because the set is small and fixed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Bucket bounds (seconds) for query latency.
+const QUERY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Bucket bounds (seconds) for event time → searchable.
+const DELAY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+];
+
+/// A cumulative histogram with fixed buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    /// Sum in microseconds, so it fits an atomic integer.
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation in seconds (negative values count as zero).
+    pub fn observe(&self, seconds: f64) {
+        let seconds = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
+        if let Some(i) = self.bounds.iter().position(|b| seconds <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let total = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {total}");
+    }
+}
+
+/// The metrics freshet owns.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Event time → searchable, per collection.
+    index_delay: Mutex<BTreeMap<String, &'static Histogram>>,
+    /// Tool call latency by (tool, mode, outcome).
+    queries: Mutex<BTreeMap<(String, String), &'static Histogram>>,
+    /// Records seen by the writer, by (topic, outcome).
+    records: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Requests refused by authentication, by reason.
+    auth_rejections: Mutex<BTreeMap<String, u64>>,
+    /// Snapshots written, and failures.
+    pub snapshots_written: AtomicU64,
+    /// Snapshot writes that failed.
+    pub snapshot_failures: AtomicU64,
+    /// Vector index rebuilds completed.
+    pub vector_rebuilds: AtomicU64,
+    /// Partitions re-read from the start after their offsets vanished.
+    pub partition_resets: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            index_delay: Mutex::new(BTreeMap::new()),
+            queries: Mutex::new(BTreeMap::new()),
+            records: Mutex::new(BTreeMap::new()),
+            auth_rejections: Mutex::new(BTreeMap::new()),
+            snapshots_written: AtomicU64::new(0),
+            snapshot_failures: AtomicU64::new(0),
+            vector_rebuilds: AtomicU64::new(0),
+            partition_resets: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Histograms live for the whole process; leaking them keeps `observe` lock-free after the
+/// first lookup of a label set (the number of label sets is small and fixed by config).
+fn leak(bounds: &'static [f64]) -> &'static Histogram {
+    Box::leak(Box::new(Histogram::new(bounds)))
+}
+
+impl Metrics {
+    /// Records how long a version took from its event time to being searchable.
+    pub fn observe_index_delay(&self, collection: &str, delay_ms: i64) {
+        let h = *self
+            .index_delay
+            .lock()
+            .entry(collection.to_string())
+            .or_insert_with(|| leak(DELAY_BUCKETS));
+        h.observe(delay_ms as f64 / 1000.0);
+    }
+
+    /// Records one tool call's latency.
+    pub fn observe_query(&self, tool: &str, mode: &str, elapsed: Duration) {
+        let h = *self
+            .queries
+            .lock()
+            .entry((tool.to_string(), mode.to_string()))
+            .or_insert_with(|| leak(QUERY_BUCKETS));
+        h.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts records the writer handled for a topic (`applied`, `replay`, `poison`, ...).
+    pub fn count_records(&self, topic: &str, outcome: &'static str, n: u64) {
+        if n > 0 {
+            *self
+                .records
+                .lock()
+                .entry((topic.to_string(), outcome))
+                .or_default() += n;
+        }
+    }
+
+    /// Counts a request refused by authentication.
+    pub fn count_auth_rejection(&self, reason: &str) {
+        *self
+            .auth_rejections
+            .lock()
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    /// Appends freshet-owned series to `out`.
+    pub fn render(&self, out: &mut String) {
+        header(
+            out,
+            "freshet_records_total",
+            "counter",
+            "Kafka records handled by the writer, by outcome.",
+        );
+        for ((topic, outcome), n) in self.records.lock().iter() {
+            let _ = writeln!(
+                out,
+                "freshet_records_total{{topic=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(topic)
+            );
+        }
+        header(
+            out,
+            "freshet_index_delay_seconds",
+            "histogram",
+            "Event time to searchable, per applied version.",
+        );
+        for (collection, h) in self.index_delay.lock().iter() {
+            h.render(
+                out,
+                "freshet_index_delay_seconds",
+                &format!("collection=\"{}\"", escape(collection)),
+            );
+        }
+        header(
+            out,
+            "freshet_query_duration_seconds",
+            "histogram",
+            "Tool call latency by tool and retrieval mode.",
+        );
+        for ((tool, mode), h) in self.queries.lock().iter() {
+            h.render(
+                out,
+                "freshet_query_duration_seconds",
+                &format!("tool=\"{}\",mode=\"{}\"", escape(tool), escape(mode)),
+            );
+        }
+        header(
+            out,
+            "freshet_auth_rejections_total",
+            "counter",
+            "HTTP requests refused by authentication.",
+        );
+        for (reason, n) in self.auth_rejections.lock().iter() {
+            let _ = writeln!(
+                out,
+                "freshet_auth_rejections_total{{reason=\"{}\"}} {n}",
+                escape(reason)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "freshet_snapshots_written_total",
+                "Snapshots written.",
+                &self.snapshots_written,
+            ),
+            (
+                "freshet_snapshot_failures_total",
+                "Snapshot writes that failed.",
+                &self.snapshot_failures,
+            ),
+            (
+                "freshet_vector_rebuilds_total",
+                "HNSW graphs rebuilt without dead points.",
+                &self.vector_rebuilds,
+            ),
+            (
+                "freshet_partition_resets_total",
+                "Partitions re-read from the earliest offset.",
+                &self.partition_resets,
+            ),
+        ] {
+            header(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Writes `# HELP` and `# TYPE` lines.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (backslash, quote, newline).
+pub fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_with_sum_and_count() {
+        let h = Histogram::new(&[0.1, 1.0]);
+        h.observe(0.05);
+        h.observe(0.5);
+        h.observe(7.0);
+        h.observe(-1.0);
+        let mut out = String::new();
+        h.render(&mut out, "x", "a=\"b\"");
+        assert_eq!(
+            out,
+            "x_bucket{a=\"b\",le=\"0.1\"} 2\nx_bucket{a=\"b\",le=\"1\"} 3\nx_bucket{a=\"b\",le=\"+Inf\"} 4\nx_sum{a=\"b\"} 7.55\nx_count{a=\"b\"} 4\n"
+        );
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
