@@ -18,6 +18,7 @@
 //! - [`api`]: the result shapes agents see (`Hit`, `Stamp`, `Watermark`).
 //! - [`mcp`]: the MCP server, over stdio and streamable HTTP.
 //! - [`metrics`]: Prometheus histograms and counters.
+//! - [`snapshot`]: snapshot files (atomic writes, checksummed reads).
 //! - [`runtime`]: starts and stops the background tasks.
 //! - [`config`]: the TOML file, env overrides and validation.
 
@@ -30,6 +31,7 @@ pub mod index;
 pub mod mcp;
 pub mod metrics;
 pub mod runtime;
+pub mod snapshot;
 pub mod source;
 pub mod time;
 pub mod view;

@@ -1,15 +1,19 @@
-//! Starts the pipeline (consumer thread → prepare thread → apply thread) and the watermark refresher, and
-//! stops them in order on shutdown: stop consuming, let apply drain, flush dead letters.
+//! Starts the pipeline (consumer thread → prepare thread → apply thread) and the watermark
+//! refresher, and stops them in order on shutdown: stop consuming, let prepare and apply
+//! drain, write a final snapshot, flush dead letters.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, Prepared};
+use crate::snapshot;
 use crate::source::{self, Batch, DeadLetters, MetaClient, PollOptions, SourceError};
 
 /// Start-up failures.
@@ -42,14 +46,20 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and starts consuming. Must be called inside a tokio runtime.
+    /// Builds the engine and starts consuming; the newest intact snapshot (if any) is
+    /// restored first, on the consumer's thread, while HTTP already answers (not ready).
+    /// Must be called inside a tokio runtime.
     pub fn start(config: Arc<Config>) -> Result<Runtime, StartError> {
         let meta = MetaClient::new(&config.kafka)?;
         let dead_letters = DeadLetters::new(&config.kafka)?;
         let engine = Arc::new(Engine::new(Arc::clone(&config), Some(meta), dead_letters)?);
-        // Small bound: backpressure reaches the consumer (and so the broker) instead of memory.
+        let snapshots = snapshot_dir(&config);
+        // Small bounds: backpressure reaches the consumer (and so the broker) instead of memory.
         let (tx, rx) = mpsc::channel::<Batch>(8);
+        let (prepared_tx, prepared_rx) = sync_channel::<Vec<Prepared>>(4);
         let stop = Arc::new(AtomicBool::new(false));
+        let restore_into = Arc::clone(&engine);
+        let restore_from = snapshots.clone();
         let consumer = source::spawn_consumer(
             &config.kafka,
             engine.topics(),
@@ -57,10 +67,14 @@ impl Runtime {
             tx,
             Arc::clone(&stop),
             PollOptions::default(),
+            move || {
+                if let Some(dir) = restore_from {
+                    restore_newest(&restore_into, &dir);
+                }
+            },
         )?;
-        let (prepared_tx, prepared_rx) = mpsc::channel::<Vec<Prepared>>(4);
         let preparer = spawn_preparer(Arc::clone(&engine), rx, prepared_tx)?;
-        let applier = spawn_applier(Arc::clone(&engine), prepared_rx)?;
+        let applier = spawn_applier(Arc::clone(&engine), prepared_rx, snapshots)?;
         let cancel = CancellationToken::new();
         tokio::spawn(refresh_watermarks(
             Arc::clone(&engine),
@@ -75,8 +89,8 @@ impl Runtime {
         })
     }
 
-    /// Stops consuming, waits for the apply thread to finish its last batch, and flushes
-    /// dead letters.
+    /// Stops consuming, waits for prepare and apply to finish what is queued and for the
+    /// final snapshot, and flushes dead letters.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         self.stop.store(true, Ordering::Relaxed);
@@ -92,25 +106,50 @@ impl Runtime {
                 dlq.flush(Duration::from_secs(5));
             }
         });
-        if tokio::time::timeout(Duration::from_secs(10), joined)
+        if tokio::time::timeout(Duration::from_secs(120), joined)
             .await
             .is_err()
         {
-            tracing::warn!("pipeline did not stop within 10 s; exiting anyway");
+            tracing::warn!("pipeline did not stop within 120 s; exiting anyway");
         }
+    }
+}
+
+/// Where snapshots live, or `None` when `snapshot.interval_ms = 0` turns them off.
+fn snapshot_dir(config: &Config) -> Option<PathBuf> {
+    (config.snapshot.interval_ms > 0).then(|| config.server.data_dir.join("snapshots"))
+}
+
+fn restore_newest(engine: &Engine, dir: &std::path::Path) {
+    let started = Instant::now();
+    match snapshot::read_newest(dir) {
+        Some((path, data)) => {
+            let report = engine.restore(data);
+            tracing::info!(
+                snapshot = %path.display(),
+                restored = ?report.restored,
+                rebuilt = ?report.rebuilt,
+                "restored snapshot in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        None => tracing::info!(
+            "no snapshot in {}: reading every topic from the beginning",
+            dir.display()
+        ),
     }
 }
 
 fn spawn_preparer(
     engine: Arc<Engine>,
     mut rx: mpsc::Receiver<Batch>,
-    tx: mpsc::Sender<Vec<Prepared>>,
+    tx: SyncSender<Vec<Prepared>>,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
     std::thread::Builder::new()
         .name("freshet-prepare".into())
         .spawn(move || {
             while let Some(batch) = rx.blocking_recv() {
-                if tx.blocking_send(engine.prepare(batch)).is_err() {
+                if tx.send(engine.prepare(batch)).is_err() {
                     return;
                 }
             }
@@ -121,24 +160,116 @@ fn spawn_preparer(
         })
 }
 
+/// Writes snapshots in the background so the writer never waits on disk.
+struct Snapshotter {
+    dir: PathBuf,
+    every: Duration,
+    last: Instant,
+    /// Something was applied since the last snapshot.
+    dirty: bool,
+    in_flight: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Snapshotter {
+    fn due(&self) -> bool {
+        self.dirty
+            && self.last.elapsed() >= self.every
+            && self.in_flight.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Takes the cut now (consistent: we are between batches) and writes it elsewhere.
+    fn start(&mut self, engine: &Arc<Engine>) {
+        let cut = engine.snapshot_cut();
+        let dir = self.dir.clone();
+        let engine = Arc::clone(engine);
+        self.in_flight = std::thread::Builder::new()
+            .name("freshet-snapshot".into())
+            .spawn(move || write_snapshot(&engine, &dir, cut))
+            .map_err(|e| tracing::error!("cannot start snapshot thread: {e}"))
+            .ok();
+        self.dirty = false;
+        self.last = Instant::now();
+    }
+
+    /// At shutdown: waits for a write in flight, then writes the final cut on this thread.
+    fn finish(mut self, engine: &Arc<Engine>) {
+        if let Some(h) = self.in_flight.take() {
+            let _ = h.join();
+        }
+        if self.dirty {
+            write_snapshot(engine, &self.dir, engine.snapshot_cut());
+        }
+    }
+}
+
+fn write_snapshot(engine: &Engine, dir: &std::path::Path, cut: crate::engine::SnapshotCut) {
+    let started = Instant::now();
+    match snapshot::write(dir, &cut.into_data()) {
+        Ok(path) => {
+            engine
+                .metrics()
+                .snapshots_written
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                "wrote snapshot {} in {:.2} s",
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Err(e) => {
+            engine
+                .metrics()
+                .snapshot_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!("snapshot failed: {e}");
+        }
+    }
+}
+
 fn spawn_applier(
     engine: Arc<Engine>,
-    mut rx: mpsc::Receiver<Vec<Prepared>>,
+    rx: Receiver<Vec<Prepared>>,
+    snapshots: Option<PathBuf>,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
+    let every = Duration::from_millis(engine.config().snapshot.interval_ms.max(1));
+    let mut snapshotter = snapshots.map(|dir| Snapshotter {
+        dir,
+        every,
+        last: Instant::now(),
+        dirty: false,
+        in_flight: None,
+    });
     std::thread::Builder::new()
         .name("freshet-apply".into())
         .spawn(move || {
-            while let Some(mut merged) = rx.blocking_recv() {
-                // Coalesce whatever else is waiting: one commit for all of it.
-                while merged.len() < 8192 {
-                    match rx.try_recv() {
-                        Ok(more) => merged.extend(more),
-                        Err(_) => break,
+            loop {
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(mut merged) => {
+                        // Coalesce whatever else is waiting: one commit for all of it.
+                        while merged.len() < 8192 {
+                            match rx.try_recv() {
+                                Ok(more) => merged.extend(more),
+                                Err(_) => break,
+                            }
+                        }
+                        let records = merged.len();
+                        let outcome = engine.apply_prepared(merged);
+                        tracing::debug!(records, ?outcome, "applied batch");
+                        if let Some(s) = snapshotter.as_mut() {
+                            s.dirty = true;
+                        }
                     }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                let records = merged.len();
-                let outcome = engine.apply_prepared(merged);
-                tracing::debug!(records, ?outcome, "applied batch");
+                if let Some(s) = snapshotter.as_mut()
+                    && s.due()
+                {
+                    s.start(&engine);
+                }
+            }
+            if let Some(s) = snapshotter {
+                s.finish(&engine);
             }
         })
         .map_err(|source| StartError::Thread {

@@ -127,7 +127,7 @@ def test_stdio_writes_only_protocol_to_stdout(notes_config):
 
 
 async def test_restart_replays_to_the_same_view(broker, tmp_path):
-    """No snapshot yet: a restarted server re-reads the topic from the beginning. Replaying
+    """With snapshots off, a restarted server re-reads the topic from the beginning. Replaying
     upserts, updates and deletes must give the same documents at the same offsets."""
     topic = kafka_util.unique_topic("replay")
     kafka_util.create_topic(broker, topic, partitions=2)
@@ -149,13 +149,14 @@ async def test_restart_replays_to_the_same_view(broker, tmp_path):
         return ({d["id"]: (d["status"], d.get("freshness", {}).get("offset")) for d in fresh["documents"]},
                 listing["collections"][0]["documents"])
 
-    first = FreshetServer(config, tmp_path)
+    no_snapshots = {"FRESHET_SNAPSHOT__INTERVAL_MS": "0"}
+    first = FreshetServer(config, tmp_path, env=no_snapshots)
     try:
         first.wait_ready()
         before = await state(first)
     finally:
         first.stop()
-    second = FreshetServer(config, tmp_path)
+    second = FreshetServer(config, tmp_path, env=no_snapshots)
     try:
         second.wait_ready()
         after = await state(second)

@@ -4,6 +4,7 @@
 
 mod apply;
 mod query;
+mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
@@ -23,6 +24,7 @@ use crate::view::{OffsetTarget, Progress, View};
 
 pub use apply::{ApplyOutcome, Prepared, PreparedChange};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest};
+pub use snapshot::{RestoreReport, SnapshotCut};
 
 /// Errors building the engine at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,43 @@ impl Collection {
                 .map(VectorIndex::dim)
                 .or(self.config.embedding.dimensions),
         }
+    }
+
+    /// The settings that shape this collection's documents and vectors. A snapshot taken
+    /// under other settings is not restored into it (the collection is rebuilt instead).
+    pub fn fingerprint(&self) -> String {
+        let c = &self.config;
+        serde_json::json!({
+            "topics": c.topics,
+            "format": c.format,
+            "id_field": c.id_field,
+            "title_field": c.title_field,
+            "text_fields": c.text_fields,
+            "metadata_fields": c.metadata_fields,
+            "tenant_field": c.tenant_field,
+            "event_time_field": c.event_time_field,
+            "vector_field": c.vector_field,
+            "chunk_tokens": c.chunk_tokens,
+            "chunk_overlap": c.chunk_overlap,
+            "embedder": self.embedder_identity(),
+        })
+        .to_string()
+    }
+
+    /// Which embedder made this collection's vectors: vectors of different embedders must
+    /// never be mixed in one index.
+    pub fn embedder_identity(&self) -> String {
+        let e = &self.config.embedding;
+        format!(
+            "{:?}|{}|{}|{}",
+            self.provider,
+            e.model.as_deref().unwrap_or(""),
+            e.model_dir
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            e.dimensions.map(|d| d.to_string()).unwrap_or_default()
+        )
     }
 
     /// A copy of the ingest counters.

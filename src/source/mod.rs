@@ -99,6 +99,8 @@ impl Default for PollOptions {
 }
 
 /// Runs the consumer on a dedicated thread until `stop` is set or the receiver is dropped.
+/// `before` runs on that thread before anything is assigned (restoring a snapshot, so that
+/// partitions resume where it left off).
 pub fn spawn_consumer(
     kafka: &KafkaConfig,
     topics: Vec<String>,
@@ -106,6 +108,7 @@ pub fn spawn_consumer(
     batches: mpsc::Sender<Batch>,
     stop: Arc<AtomicBool>,
     options: PollOptions,
+    before: impl FnOnce() + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, SourceError> {
     let consumer: BaseConsumer = client_config(kafka, "consumer")
         .create()
@@ -114,6 +117,7 @@ pub fn spawn_consumer(
     let handle = std::thread::Builder::new()
         .name("freshet-consumer".into())
         .spawn(move || {
+            before();
             let mut poller = Poller {
                 consumer,
                 topics,
