@@ -12,9 +12,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, Prepared};
+use crate::engine::{Engine, EngineError, PreparedBatch};
 use crate::snapshot;
-use crate::source::{self, Batch, DeadLetters, MetaClient, PollOptions, SourceError};
+use crate::source::{
+    self, Batch, ConsumerLinks, DeadLetters, MetaClient, PollOptions, ResetRequest, SourceError,
+};
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,8 @@ impl Runtime {
         let snapshots = snapshot_dir(&config);
         // Small bounds: backpressure reaches the consumer (and so the broker) instead of memory.
         let (tx, rx) = mpsc::channel::<Batch>(8);
-        let (prepared_tx, prepared_rx) = sync_channel::<Vec<Prepared>>(4);
+        let (prepared_tx, prepared_rx) = sync_channel::<PreparedBatch>(4);
+        let (reset_tx, reset_rx) = std::sync::mpsc::channel::<ResetRequest>();
         let stop = Arc::new(AtomicBool::new(false));
         let restore_into = Arc::clone(&engine);
         let restore_from = snapshots.clone();
@@ -64,8 +67,11 @@ impl Runtime {
             &config.kafka,
             engine.topics(),
             Arc::clone(engine.progress()),
-            tx,
-            Arc::clone(&stop),
+            ConsumerLinks {
+                batches: tx,
+                resets: reset_rx,
+                stop: Arc::clone(&stop),
+            },
             PollOptions::default(),
             move || {
                 if let Some(dir) = restore_from {
@@ -79,6 +85,7 @@ impl Runtime {
         tokio::spawn(refresh_watermarks(
             Arc::clone(&engine),
             Duration::from_millis(config.kafka.watermark_interval_ms.max(50)),
+            reset_tx,
             cancel.clone(),
         ));
         Ok(Runtime {
@@ -143,7 +150,7 @@ fn restore_newest(engine: &Engine, dir: &std::path::Path) {
 fn spawn_preparer(
     engine: Arc<Engine>,
     mut rx: mpsc::Receiver<Batch>,
-    tx: SyncSender<Vec<Prepared>>,
+    tx: SyncSender<PreparedBatch>,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
     std::thread::Builder::new()
         .name("freshet-prepare".into())
@@ -228,7 +235,7 @@ fn write_snapshot(engine: &Engine, dir: &std::path::Path, cut: crate::engine::Sn
 
 fn spawn_applier(
     engine: Arc<Engine>,
-    rx: Receiver<Vec<Prepared>>,
+    rx: Receiver<PreparedBatch>,
     snapshots: Option<PathBuf>,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
     let every = Duration::from_millis(engine.config().snapshot.interval_ms.max(1));
@@ -242,13 +249,24 @@ fn spawn_applier(
     std::thread::Builder::new()
         .name("freshet-apply".into())
         .spawn(move || {
+            // A batch with partition resets must not be merged into an earlier one.
+            let mut held: Option<PreparedBatch> = None;
             loop {
-                match rx.recv_timeout(Duration::from_millis(200)) {
+                let next = match held.take() {
+                    Some(batch) => Ok(batch),
+                    None => rx.recv_timeout(Duration::from_millis(200)),
+                };
+                match next {
                     Ok(mut merged) => {
                         // Coalesce whatever else is waiting: one commit for all of it.
                         while merged.len() < 8192 {
                             match rx.try_recv() {
-                                Ok(more) => merged.extend(more),
+                                Ok(more) => {
+                                    if let Err(more) = merged.absorb(more) {
+                                        held = Some(more);
+                                        break;
+                                    }
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -278,14 +296,34 @@ fn spawn_applier(
         })
 }
 
-async fn refresh_watermarks(engine: Arc<Engine>, every: Duration, cancel: CancellationToken) {
+/// Keeps lag current, and asks the consumer to re-read a partition whose applied offset no
+/// longer exists in the broker's log (topic recreated, or retention passed it).
+async fn refresh_watermarks(
+    engine: Arc<Engine>,
+    every: Duration,
+    resets: std::sync::mpsc::Sender<ResetRequest>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut requested: std::collections::HashMap<ResetRequest, Instant> = Default::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {
                 engine.refresh_watermarks(Duration::from_secs(2)).await;
+                for (topic, partition, reason) in engine.partitions_to_reset() {
+                    let key = (topic, partition);
+                    // One request per partition until the writer has acted on it.
+                    if requested.get(&key).is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {
+                        continue;
+                    }
+                    tracing::warn!(topic = key.0, partition = key.1, "{reason}");
+                    if resets.send(key.clone()).is_err() {
+                        return;
+                    }
+                    requested.insert(key, Instant::now());
+                }
             }
         }
     }

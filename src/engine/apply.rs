@@ -16,7 +16,7 @@ use crate::chunk::chunk_spans;
 use crate::config::Provider;
 use crate::decode::{ChangeEvent, Document, RawRecord};
 use crate::index::FilterTerms;
-use crate::source::SourceRecord;
+use crate::source::{Batch, SourceRecord};
 use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
 
@@ -35,6 +35,36 @@ pub struct ApplyOutcome {
     pub poison: usize,
     /// Records from topics no collection reads.
     pub unrouted: usize,
+}
+
+/// A batch after [`Engine::prepare`], in the order the writer must apply it.
+pub struct PreparedBatch {
+    /// Partitions whose documents must go first (their log was replaced).
+    pub resets: Vec<(Arc<str>, i32)>,
+    /// The records.
+    pub items: Vec<Prepared>,
+}
+
+impl PreparedBatch {
+    /// Appends `other` if that keeps the order of effects (it has no resets).
+    pub fn absorb(&mut self, other: PreparedBatch) -> Result<(), PreparedBatch> {
+        if other.resets.is_empty() {
+            self.items.extend(other.items);
+            Ok(())
+        } else {
+            Err(other)
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when there is nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.resets.is_empty()
+    }
 }
 
 /// A record after [`Engine::prepare`]: where it came from and what it asks for.
@@ -74,8 +104,6 @@ pub enum PreparedChange {
         /// What was wrong, naming the field.
         message: String,
     },
-    /// Already applied (a replay); nothing to do.
-    Replay,
     /// From a topic no collection reads.
     Unrouted,
 }
@@ -86,39 +114,77 @@ enum ViewChange {
 }
 
 impl Engine {
-    /// Decodes and applies a batch in one go (both stages on the calling thread).
-    pub fn apply(&self, batch: &[SourceRecord]) -> ApplyOutcome {
-        let prepared = self.prepare(batch.to_vec());
+    /// Decodes and applies records in one go (both stages on the calling thread).
+    pub fn apply(&self, records: &[SourceRecord]) -> ApplyOutcome {
+        let prepared = self.prepare(Batch {
+            resets: Vec::new(),
+            records: records.to_vec(),
+        });
         self.apply_prepared(prepared)
     }
 
-    /// Stage one: decode and chunk each record. Records already applied are marked as
-    /// replays here too, so no work is spent on them; the writer checks again.
-    pub fn prepare(&self, batch: Vec<SourceRecord>) -> Vec<Prepared> {
-        batch
+    /// Stage one: decode and chunk each record. Replays are recognised by the writer, which
+    /// alone knows the offsets applied (a partition reset may be on its way to it).
+    pub fn prepare(&self, batch: Batch) -> PreparedBatch {
+        let items = batch
+            .records
             .into_iter()
             .map(|record| {
                 let change = match self.collection_for_topic(&record.topic) {
                     None => PreparedChange::Unrouted,
-                    Some(_)
-                        if self.progress.is_applied(
-                            &record.topic,
-                            record.partition,
-                            record.offset,
-                        ) =>
-                    {
-                        PreparedChange::Replay
-                    }
                     Some(c) => prepare_record(c, &record),
                 };
                 Prepared { record, change }
             })
-            .collect()
+            .collect();
+        PreparedBatch {
+            resets: batch.resets,
+            items,
+        }
+    }
+
+    /// Forgets everything a partition contributed: its documents leave the view and both
+    /// indexes, and its offsets start over. Used when the partition's log was replaced (topic
+    /// recreated, or retention removed records not yet applied).
+    fn purge_partition(&self, topic: &str, partition: i32) -> usize {
+        let Some(c) = self.collection_for_topic(topic) else {
+            self.progress.reset(topic, partition);
+            return 0;
+        };
+        let mut removed = 0;
+        for doc in c.view.all() {
+            if &*doc.stamp.topic == topic && doc.stamp.partition == partition {
+                if let Err(e) = self.write_delete(c, &doc.id) {
+                    tracing::error!(collection = c.name(), "purging {}: {}", doc.id, e.1);
+                }
+                c.view.remove(&doc.id);
+                removed += 1;
+            }
+        }
+        if let Err(e) = c.text.commit() {
+            tracing::error!(collection = c.name(), "BM25 commit failed: {e}");
+        }
+        self.progress.reset(topic, partition);
+        self.metrics
+            .partition_resets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            collection = c.name(),
+            topic,
+            partition,
+            removed,
+            "partition log replaced: removed its documents, re-reading it from the start"
+        );
+        removed
     }
 
     /// Stage two, the single writer. Never fails: a record that cannot be applied is
     /// counted, logged with its coordinates, dead-lettered if configured, and skipped.
-    pub fn apply_prepared(&self, batch: Vec<Prepared>) -> ApplyOutcome {
+    pub fn apply_prepared(&self, batch: PreparedBatch) -> ApplyOutcome {
+        for (topic, partition) in &batch.resets {
+            self.purge_partition(topic, *partition);
+        }
+        let batch = batch.items;
         let mut outcome = ApplyOutcome::default();
         let mut changes: Vec<ViewChange> = Vec::with_capacity(batch.len());
         // Next offset per partition within this batch, so a record repeated inside one batch
@@ -136,7 +202,7 @@ impl Engine {
                 .get(&key)
                 .copied()
                 .or_else(|| self.progress.next_offset(&rec.topic, rec.partition));
-            if matches!(change, PreparedChange::Replay) || next.is_some_and(|n| rec.offset < n) {
+            if next.is_some_and(|n| rec.offset < n) {
                 outcome.replays += 1;
                 self.metrics.count_records(&rec.topic, "replay", 1);
                 if let Some(c) = self.collection_for_topic(&rec.topic) {
@@ -146,7 +212,7 @@ impl Engine {
             }
             next_in_batch.insert(key, rec.offset + 1);
             let result = match change {
-                PreparedChange::Unrouted | PreparedChange::Replay => {
+                PreparedChange::Unrouted => {
                     outcome.unrouted += 1;
                     self.metrics.count_records(&rec.topic, "unrouted", 1);
                     continue;

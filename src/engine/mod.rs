@@ -22,7 +22,7 @@ use crate::source::{DeadLetters, MetaClient};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{OffsetTarget, Progress, View};
 
-pub use apply::{ApplyOutcome, Prepared, PreparedChange};
+pub use apply::{ApplyOutcome, Prepared, PreparedBatch, PreparedChange};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest};
 pub use snapshot::{RestoreReport, SnapshotCut};
 
@@ -438,6 +438,29 @@ impl Engine {
         }
         self.update_readiness(&marks);
         marks.len()
+    }
+
+    /// Partitions whose next offset is outside the broker's log: the log was replaced (topic
+    /// deleted and recreated) or retention removed records not yet applied. Each must be
+    /// re-read from its start, with what it contributed to the view removed first.
+    pub fn partitions_to_reset(&self) -> Vec<(String, i32, String)> {
+        self.progress
+            .snapshot(&[])
+            .into_iter()
+            .filter_map(|((topic, partition), p)| {
+                let next = p.next_offset?;
+                let reason = match (p.low_watermark, p.high_watermark) {
+                    (_, Some(high)) if p.log_replaced => format!(
+                        "log end offset {high} is behind what was applied (next offset {next}): the topic was recreated"
+                    ),
+                    (Some(low), _) if low > next => format!(
+                        "log start offset {low} is past the next offset to apply ({next}): records were removed before being applied"
+                    ),
+                    _ => return None,
+                };
+                Some((topic.to_string(), partition, reason))
+            })
+            .collect()
     }
 
     /// True once the view has caught up with the watermarks first read at start.

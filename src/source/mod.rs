@@ -47,8 +47,24 @@ pub struct SourceRecord {
     pub ingested_at_ms: i64,
 }
 
-/// Records handed to the apply thread in one go (in partition order).
-pub type Batch = Vec<SourceRecord>;
+/// What the consumer hands downstream in one go.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Partitions re-read from their earliest offset from here on: everything the view holds
+    /// from them must go before `records` are applied (the log they came from is gone).
+    pub resets: Vec<(Arc<str>, i32)>,
+    /// Records, in partition order.
+    pub records: Vec<SourceRecord>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.resets.is_empty() && self.records.is_empty()
+    }
+}
+
+/// A request to re-read a partition from its earliest offset.
+pub type ResetRequest = (String, i32);
 
 /// Errors setting up Kafka clients.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +114,16 @@ impl Default for PollOptions {
     }
 }
 
+/// How the consumer thread talks to the rest of the pipeline.
+pub struct ConsumerLinks {
+    /// Where batches go (bounded: a full channel stops polling).
+    pub batches: mpsc::Sender<Batch>,
+    /// Partitions to re-read from the start.
+    pub resets: std::sync::mpsc::Receiver<ResetRequest>,
+    /// Set to stop polling.
+    pub stop: Arc<AtomicBool>,
+}
+
 /// Runs the consumer on a dedicated thread until `stop` is set or the receiver is dropped.
 /// `before` runs on that thread before anything is assigned (restoring a snapshot, so that
 /// partitions resume where it left off).
@@ -105,8 +131,7 @@ pub fn spawn_consumer(
     kafka: &KafkaConfig,
     topics: Vec<String>,
     progress: Arc<Progress>,
-    batches: mpsc::Sender<Batch>,
-    stop: Arc<AtomicBool>,
+    links: ConsumerLinks,
     options: PollOptions,
     before: impl FnOnce() + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, SourceError> {
@@ -126,8 +151,9 @@ pub fn spawn_consumer(
                 metadata_timeout,
                 options,
                 last_error_log: None,
+                resets: links.resets,
             };
-            poller.run(&batches, &stop);
+            poller.run(&links.batches, &links.stop);
         })
         .map_err(|e| {
             SourceError::Config(rdkafka::error::KafkaError::ClientCreation(e.to_string()))
@@ -145,12 +171,14 @@ struct Poller {
     options: PollOptions,
     /// Rate limit for repeated broker errors.
     last_error_log: Option<Instant>,
+    /// Partitions to re-read from the start (their offsets no longer exist).
+    resets: std::sync::mpsc::Receiver<ResetRequest>,
 }
 
 impl Poller {
     fn run(&mut self, batches: &mpsc::Sender<Batch>, stop: &AtomicBool) {
         let mut next_refresh = Instant::now();
-        let mut batch: Batch = Vec::new();
+        let mut batch = Batch::default();
         while !stop.load(Ordering::Relaxed) {
             if Instant::now() >= next_refresh {
                 self.refresh_assignment();
@@ -161,17 +189,22 @@ impl Poller {
                         Duration::from_millis(500)
                     };
             }
+            while let Ok((topic, partition)) = self.resets.try_recv() {
+                if self.reassign_from_start(&topic, partition) {
+                    batch.resets.push((Arc::from(topic.as_str()), partition));
+                }
+            }
             if self.assigned.is_empty() {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
             // Block briefly for the first record, then drain what is already buffered.
             let mut timeout = Duration::from_millis(100);
-            while batch.len() < self.options.max_batch {
+            while batch.records.len() < self.options.max_batch {
                 match self.consumer.poll(timeout) {
                     None => break,
                     Some(Ok(msg)) => {
-                        batch.push(SourceRecord {
+                        batch.records.push(SourceRecord {
                             topic: Arc::from(msg.topic()),
                             partition: msg.partition(),
                             offset: msg.offset(),
@@ -190,6 +223,41 @@ impl Poller {
             }
             if !batch.is_empty() && batches.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return; // the apply thread is gone: shutting down
+            }
+        }
+    }
+
+    /// Assigns every partition again, `partition` of `topic` from its earliest offset and the
+    /// others where the view stands. Returns false if the assignment failed.
+    fn reassign_from_start(&mut self, topic: &str, partition: i32) -> bool {
+        let mut tpl = TopicPartitionList::new();
+        for (t, &count) in &self.assigned {
+            for p in 0..count {
+                let offset = if t == topic && p == partition {
+                    Offset::Beginning
+                } else {
+                    match self.progress.next_offset(t, p) {
+                        Some(next) => Offset::Offset(next),
+                        None => Offset::Beginning,
+                    }
+                };
+                if tpl.add_partition_offset(t, p, offset).is_err() {
+                    return false;
+                }
+            }
+        }
+        match self.consumer.assign(&tpl) {
+            Ok(()) => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    "re-reading partition from its earliest offset"
+                );
+                true
+            }
+            Err(e) => {
+                self.log_error(&e);
+                false
             }
         }
     }

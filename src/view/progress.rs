@@ -18,6 +18,12 @@ pub struct PartitionProgress {
     pub low_watermark: Option<i64>,
     /// When the broker's watermarks were last read (ms since the epoch).
     pub watermarks_read_at_ms: Option<i64>,
+    /// Highest log end offset seen in this process (a log's end never moves back).
+    pub max_high_watermark: Option<i64>,
+    /// The broker's log for this partition is not the one applied from: its end moved back
+    /// (topic recreated), or at the first reading it was already below the next offset to
+    /// apply (recreated while freshet was down). Sticky until [`Progress::reset`].
+    pub log_replaced: bool,
 }
 
 impl PartitionProgress {
@@ -95,6 +101,19 @@ impl Progress {
         true
     }
 
+    /// Forgets what was applied from a partition (its log was replaced).
+    pub fn reset(&self, topic: &str, partition: i32) {
+        if let Some(p) = self
+            .partitions
+            .write()
+            .get_mut(&(Arc::from(topic), partition))
+        {
+            p.next_offset = None;
+            p.log_replaced = false;
+            p.max_high_watermark = p.high_watermark;
+        }
+    }
+
     /// True if `offset` of a partition is already applied.
     pub fn is_applied(&self, topic: &str, partition: i32, offset: i64) -> bool {
         self.next_offset(topic, partition)
@@ -105,6 +124,12 @@ impl Progress {
     pub fn set_watermarks(&self, topic: &str, partition: i32, low: i64, high: i64, at_ms: i64) {
         let mut map = self.partitions.write();
         let entry = map.entry((Arc::from(topic), partition)).or_default();
+        let replaced = match entry.max_high_watermark {
+            Some(max) => high < max,
+            None => entry.next_offset.is_some_and(|next| high < next),
+        };
+        entry.log_replaced |= replaced;
+        entry.max_high_watermark = Some(entry.max_high_watermark.map_or(high, |m| m.max(high)));
         entry.low_watermark = Some(low);
         entry.high_watermark = Some(high);
         entry.watermarks_read_at_ms = Some(at_ms);
@@ -200,6 +225,40 @@ mod tests {
             p.reached_all(&[(t, 2, 0)]),
             "an empty partition needs no waiting"
         );
+    }
+
+    #[test]
+    fn a_log_end_moving_back_means_the_log_was_replaced() {
+        let p = Progress::default();
+        p.track("t", 0, None);
+        p.advance("t", 0, 9);
+        p.set_watermarks("t", 0, 0, 10, 1);
+        p.set_watermarks("t", 0, 0, 12, 2);
+        assert!(!p.snapshot(&[])[0].1.log_replaced);
+        p.set_watermarks("t", 0, 0, 3, 3);
+        assert!(
+            p.snapshot(&[])[0].1.log_replaced,
+            "end moved back: recreated"
+        );
+        p.set_watermarks("t", 0, 0, 20, 4);
+        assert!(p.snapshot(&[])[0].1.log_replaced, "sticky until reset");
+        p.reset("t", 0);
+        let (_, after) = p.snapshot(&[]).remove(0);
+        assert!(!after.log_replaced && after.next_offset.is_none());
+        p.set_watermarks("t", 0, 0, 21, 5);
+        assert!(!p.snapshot(&[])[0].1.log_replaced);
+    }
+
+    #[test]
+    fn first_reading_below_a_restored_offset_means_replaced() {
+        let p = Progress::default();
+        p.track("t", 0, Some(500));
+        p.set_watermarks("t", 0, 0, 40, 1);
+        assert!(p.snapshot(&[])[0].1.log_replaced);
+        let q = Progress::default();
+        q.track("t", 0, Some(500));
+        q.set_watermarks("t", 0, 0, 500, 1);
+        assert!(!q.snapshot(&[])[0].1.log_replaced);
     }
 
     #[tokio::test]
