@@ -106,10 +106,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_tansu(workdir: Path, port: int | None = None, timeout: float = 20.0) -> Broker:
-    """Start tansu (memory storage) on 127.0.0.1 and wait until it serves metadata."""
+def start_tansu(workdir: Path, port: int | None = None, timeout: float = 20.0,
+                advertised_port: int | None = None) -> Broker:
+    """Start tansu (memory storage) on 127.0.0.1 and wait until it serves metadata.
+    `advertised_port` makes clients reconnect through another port (e.g. a proxy);
+    readiness is then checked by the caller."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "tansu.log"
     log_file = open(log_path, "wb")
@@ -125,7 +129,7 @@ def start_tansu(workdir: Path, port: int | None = None, timeout: float = 20.0) -
             str(find_tansu()),
             "broker",
             "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/",
         ],
         cwd=workdir,
@@ -135,7 +139,9 @@ def start_tansu(workdir: Path, port: int | None = None, timeout: float = 20.0) -
         stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
     )
-    broker = Broker(f"127.0.0.1:{port}", process, log_path, log_file)
+    broker = Broker(f"127.0.0.1:{advertised_port or port}", process, log_path, log_file)
+    if advertised_port:
+        return broker
     try:
         wait_ready(broker, timeout)
     except Exception:

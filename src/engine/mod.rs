@@ -411,13 +411,27 @@ impl Engine {
             .map(|(k, p)| PartitionWatermark::new(k, p))
             .collect();
         let assigned: HashSet<&str> = partitions.iter().map(|p| p.topic.as_str()).collect();
+        // Lag computed from old watermarks (broker unreachable) proves nothing.
+        let now = now_ms();
+        let fresh_after = now - self.watermark_staleness_ms();
+        let watermarks_fresh = self
+            .progress
+            .snapshot(&topics)
+            .iter()
+            .all(|(_, p)| p.watermarks_read_at_ms.is_some_and(|at| at >= fresh_after));
         let caught_up = topics.iter().all(|t| assigned.contains(t.as_str()))
+            && watermarks_fresh
             && partitions.iter().all(|p| p.lag == Some(0));
         Watermark {
-            as_of: rfc3339_ms(now_ms()),
+            as_of: rfc3339_ms(now),
             caught_up,
             partitions,
         }
+    }
+
+    /// How old the last watermark reading may be for an answer to claim `caught_up`.
+    fn watermark_staleness_ms(&self) -> i64 {
+        (self.config.kafka.watermark_interval_ms as i64 * 3).max(5_000)
     }
 
     /// Reads all partitions' watermarks from the broker and stores them; returns how many

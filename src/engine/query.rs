@@ -240,7 +240,9 @@ impl Engine {
         }
         let refs: Vec<&Collection> = targets.iter().map(|c| c.as_ref()).collect();
         let mut notes = Vec::new();
+        let mut head_missed = false;
         if req.consistency == Consistency::Head && !self.wait_for_head(&refs, req.max_wait).await {
+            head_missed = true;
             notes.push(format!(
                 "consistency \"head\" not reached within {} ms: answering from the view as it is",
                 req.max_wait.as_millis()
@@ -276,11 +278,13 @@ impl Engine {
         } else {
             "mixed"
         };
+        let mut freshness = self.watermark(&refs);
+        freshness.caught_up &= !head_missed;
         Ok(SearchResult {
             results,
             mode: mode.to_string(),
             notes,
-            freshness: self.watermark(&refs),
+            freshness,
         })
     }
 
