@@ -287,6 +287,13 @@ pub struct HnswConfig {
     /// Candidate list size while searching (raised to k when k is larger).
     #[serde(default = "default_hnsw_ef_search")]
     pub ef_search: usize,
+    /// Rebuild the graph in the background once this share of its points are masked
+    /// (superseded or deleted versions).
+    #[serde(default = "default_rebuild_dead_fraction")]
+    pub rebuild_dead_fraction: f64,
+    /// ... and at least this many are, so small indexes are not rebuilt for a few updates.
+    #[serde(default = "default_rebuild_min_dead")]
+    pub rebuild_min_dead: usize,
 }
 
 impl Default for HnswConfig {
@@ -295,6 +302,8 @@ impl Default for HnswConfig {
             m: default_hnsw_m(),
             ef_construction: default_hnsw_ef_construction(),
             ef_search: default_hnsw_ef_search(),
+            rebuild_dead_fraction: default_rebuild_dead_fraction(),
+            rebuild_min_dead: default_rebuild_min_dead(),
         }
     }
 }
@@ -307,6 +316,12 @@ fn default_hnsw_ef_construction() -> usize {
 }
 fn default_hnsw_ef_search() -> usize {
     100
+}
+fn default_rebuild_dead_fraction() -> f64 {
+    0.3
+}
+fn default_rebuild_min_dead() -> usize {
+    1000
 }
 
 /// How callers are authenticated on HTTP.
@@ -537,6 +552,12 @@ impl Config {
             }
             if c.max_record_bytes == 0 {
                 return Err(ConfigError::key(at("max_record_bytes"), "must be positive"));
+            }
+            if !(c.hnsw.rebuild_dead_fraction > 0.0 && c.hnsw.rebuild_dead_fraction <= 1.0) {
+                return Err(ConfigError::key(
+                    at("hnsw.rebuild_dead_fraction"),
+                    "must be in (0, 1]",
+                ));
             }
             if c.hnsw.m < 2 || c.hnsw.ef_construction == 0 || c.hnsw.ef_search == 0 {
                 return Err(ConfigError::key(

@@ -280,6 +280,7 @@ fn spawn_applier(
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
+                engine.maintain_vector_indexes();
                 if let Some(s) = snapshotter.as_mut()
                     && s.due()
                 {

@@ -320,9 +320,7 @@ impl Engine {
             .text
             .delete(id)
             .map_err(|e| ("index_error", e.to_string()))?;
-        if let Some(v) = collection.vectors() {
-            v.delete(id);
-        }
+        collection.delete_vectors(id);
         Ok(())
     }
 
@@ -366,17 +364,9 @@ impl Engine {
             .text
             .upsert(&doc.id, seq, title, &chunk_texts, &terms)
             .map_err(|e| ("index_error", e.to_string()))?;
-        match vectors.first() {
-            Some((_, first)) => collection
-                .vectors_for(first.len())
-                .upsert(&doc.id, seq, &vectors)
-                .map_err(|e| ("bad_vector", e.to_string()))?,
-            None => {
-                if let Some(v) = collection.vectors() {
-                    v.delete(&doc.id);
-                }
-            }
-        }
+        collection
+            .upsert_vectors(&doc.id, seq, &vectors)
+            .map_err(|e| ("bad_vector", e.to_string()))?;
         let event_time_ms = doc
             .event_time_ms
             .or(rec.timestamp_ms)

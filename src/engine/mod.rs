@@ -3,15 +3,16 @@
 //! the read-only queries the MCP tools call.
 
 mod apply;
+mod compaction;
 mod query;
 mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::api::{EmbeddingInfo, IngestCounts, PartitionWatermark, Watermark};
 use crate::config::{CollectionConfig, Config, Provider};
@@ -23,6 +24,7 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{OffsetTarget, Progress, View};
 
 pub use apply::{ApplyOutcome, Prepared, PreparedBatch, PreparedChange};
+use compaction::{Rebuild, VectorOp};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest};
 pub use snapshot::{RestoreReport, SnapshotCut};
 
@@ -58,8 +60,11 @@ pub struct Collection {
     pub view: View,
     /// BM25 over chunks.
     pub text: TextIndex,
-    /// HNSW over vectors; created when the dimension is known (config or first vector).
-    vectors: OnceLock<VectorIndex>,
+    /// HNSW over vectors; created when the dimension is known (config or first vector), and
+    /// replaced whole when a rebuild without dead points is swapped in.
+    vectors: RwLock<Option<Arc<VectorIndex>>>,
+    /// Vector writes made while a rebuild runs, replayed into the new graph before the swap.
+    rebuild_log: Mutex<Option<Vec<VectorOp>>>,
     provider: Provider,
     counts: Mutex<IngestCounts>,
 }
@@ -77,15 +82,16 @@ impl Collection {
             collection: config.name.clone(),
             source,
         })?;
-        let vectors = OnceLock::new();
+        let vectors = RwLock::new(None);
         if let (Provider::Precomputed, Some(dim)) = (provider, config.embedding.dimensions) {
-            let _ = vectors.set(VectorIndex::new(dim, hnsw_params(&config)));
+            *vectors.write() = Some(Arc::new(VectorIndex::new(dim, hnsw_params(&config))));
         }
         Ok(Collection {
             mapping: config.mapping(),
             view: View::default(),
             text,
             vectors,
+            rebuild_log: Mutex::new(None),
             provider,
             counts: Mutex::new(IngestCounts::default()),
             config,
@@ -98,14 +104,53 @@ impl Collection {
     }
 
     /// The vector index, once it exists.
-    pub fn vectors(&self) -> Option<&VectorIndex> {
-        self.vectors.get()
+    pub fn vectors(&self) -> Option<Arc<VectorIndex>> {
+        self.vectors.read().clone()
     }
 
     /// The vector index for vectors of `dim` dimensions, creating it on first use.
-    fn vectors_for(&self, dim: usize) -> &VectorIndex {
-        self.vectors
-            .get_or_init(|| VectorIndex::new(dim, hnsw_params(&self.config)))
+    fn vectors_for(&self, dim: usize) -> Arc<VectorIndex> {
+        if let Some(v) = self.vectors() {
+            return v;
+        }
+        let mut slot = self.vectors.write();
+        Arc::clone(
+            slot.get_or_insert_with(|| Arc::new(VectorIndex::new(dim, hnsw_params(&self.config)))),
+        )
+    }
+
+    /// Replaces a document's vectors (writer only); logged while a rebuild runs.
+    fn upsert_vectors(
+        &self,
+        doc_id: &str,
+        seq: u64,
+        vectors: &[(u32, Vec<f32>)],
+    ) -> Result<(), IndexError> {
+        let Some((_, first)) = vectors.first() else {
+            self.delete_vectors(doc_id);
+            return Ok(());
+        };
+        self.vectors_for(first.len()).upsert(doc_id, seq, vectors)?;
+        if let Some(log) = self.rebuild_log.lock().as_mut() {
+            log.push(VectorOp::Upsert {
+                doc_id: doc_id.to_string(),
+                seq,
+                vectors: vectors.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Masks a document's vectors (writer only); logged while a rebuild runs.
+    fn delete_vectors(&self, doc_id: &str) {
+        if let Some(v) = self.vectors() {
+            v.delete(doc_id);
+        }
+        if let Some(log) = self.rebuild_log.lock().as_mut() {
+            log.push(VectorOp::Delete {
+                doc_id: doc_id.to_string(),
+            });
+        }
     }
 
     /// How vectors are produced for this collection.
@@ -120,7 +165,7 @@ impl Collection {
             model: self.config.embedding.model.clone(),
             dimensions: self
                 .vectors()
-                .map(VectorIndex::dim)
+                .map(|v| v.dim())
                 .or(self.config.embedding.dimensions),
         }
     }
@@ -193,6 +238,8 @@ pub struct Engine {
     startup_targets: Mutex<Option<Vec<OffsetTarget>>>,
     /// Histograms and counters for `/metrics`.
     metrics: Metrics,
+    /// Vector index rebuilds running in the background, by collection index.
+    rebuilds: Mutex<Vec<Rebuild>>,
 }
 
 impl Engine {
@@ -222,6 +269,7 @@ impl Engine {
             ready: AtomicBool::new(false),
             startup_targets: Mutex::new(None),
             metrics: Metrics::default(),
+            rebuilds: Mutex::new(Vec::new()),
         })
     }
 

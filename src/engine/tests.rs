@@ -321,3 +321,61 @@ async fn stamps_come_from_the_record() {
     assert_eq!(wm.partitions[0].applied_offset, Some(7));
     assert_eq!(wm.partitions[0].lag, None);
 }
+
+#[tokio::test]
+async fn vector_rebuild_drops_dead_points_and_keeps_results() {
+    // `articles` (the first collection) gets low rebuild thresholds.
+    let text = CONFIG.replacen(
+        "vector_field = \"embedding\"\n",
+        "vector_field = \"embedding\"\n[collections.hnsw]\nrebuild_dead_fraction = 0.5\nrebuild_min_dead = 10\n",
+        1,
+    );
+    let config = Config::from_toml_with_env(&text, Path::new("t.toml"), Vec::new()).unwrap();
+    let e = Engine::new(Arc::new(config), None, None).unwrap();
+    let doc = |i: usize, rev: usize| {
+        let v: Vec<f64> = (0..4)
+            .map(|d| ((i * 31 + rev) * 7 + d * 3) as f64 % 11.0 + 0.5)
+            .collect();
+        json!({"id": format!("d{i}"), "body": format!("rev {rev}"), "category": "x", "embedding": v})
+    };
+    let mut batch = Vec::new();
+    for rev in 0..4 {
+        for i in 0..30 {
+            let offset = (rev * 30 + i) as i64;
+            batch.push(record(
+                "articles",
+                offset,
+                &format!("d{i}"),
+                Some(doc(i, rev)),
+            ));
+        }
+    }
+    e.apply(&batch);
+    let c = e.collection("articles").unwrap();
+    let old = c.vectors().unwrap();
+    assert_eq!((old.live_points(), old.dead_points()), (30, 90));
+    let mut req = request("", Mode::Vector);
+    req.vector = Some(vec![1.0, 2.0, 3.0, 4.0]);
+    req.k = 30;
+    let before = ids(&e, req.clone()).await;
+
+    e.maintain_vector_indexes(); // starts the rebuild
+    // Writes made while it runs must reach the new graph.
+    e.apply(&[
+        record("articles", 120, "d0", None),
+        record("articles", 121, "d1", Some(doc(1, 9))),
+    ]);
+    e.finish_vector_rebuilds();
+    let fresh = c.vectors().unwrap();
+    assert!(!Arc::ptr_eq(&old, &fresh), "a new graph was swapped in");
+    assert_eq!(fresh.live_points(), 29);
+    assert!(
+        fresh.dead_points() <= 2,
+        "only the replayed writes' old versions are dead"
+    );
+    let mut after = ids(&e, req).await;
+    let mut expected: Vec<String> = before.into_iter().filter(|id| id != "d0").collect();
+    after.sort();
+    expected.sort();
+    assert_eq!(after, expected, "same documents before and after the swap");
+}
