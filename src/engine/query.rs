@@ -329,15 +329,11 @@ impl Engine {
                 tracing::error!(collection = name, "BM25 search failed: {e}");
                 QueryError::Internal
             })?;
-            let live: Vec<(Arc<StoredDoc>, u32, f32)> = hits
-                .into_iter()
-                .filter_map(|h| {
-                    c.view
-                        .get_version(&h.doc_id, h.seq)
-                        .map(|d| (d, h.chunk_no, h.score))
-                })
-                .collect();
-            best_chunk_per_doc(live, |(d, _, _)| d.id.as_str())
+            current_best(
+                c,
+                hits.into_iter()
+                    .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
+            )
         };
         let vector = match (&vector_query, mode) {
             (Ok(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
@@ -348,15 +344,11 @@ impl Engine {
                     let hits = index.search(q, fetch, &accept).map_err(|e| {
                         QueryError::InvalidArgument(format!("vector search on `{name}`: {e}"))
                     })?;
-                    let live: Vec<(Arc<StoredDoc>, u32, f32)> = hits
-                        .into_iter()
-                        .filter_map(|h| {
-                            c.view
-                                .get_version(&h.doc_id, h.seq)
-                                .map(|d| (d, h.chunk_no, h.score))
-                        })
-                        .collect();
-                    best_chunk_per_doc(live, |(d, _, _)| d.id.as_str())
+                    current_best(
+                        c,
+                        hits.into_iter()
+                            .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
+                    )
                 }
             },
             _ => Vec::new(),
@@ -572,6 +564,22 @@ fn build_filter(
         filter = filter.and(field, vec![tenant.clone()]);
     }
     Ok(filter)
+}
+
+/// Keeps the hits whose version is still the view's current one (index entries of replaced
+/// versions may linger until the next commit), then each document's best chunk.
+fn current_best(
+    c: &Collection,
+    hits: impl Iterator<Item = (String, u64, u32, f32)>,
+) -> Vec<(Arc<StoredDoc>, u32, f32)> {
+    let live: Vec<(Arc<StoredDoc>, u32, f32)> = hits
+        .filter_map(|(doc_id, seq, chunk_no, score)| {
+            c.view
+                .get_version(&doc_id, seq)
+                .map(|d| (d, chunk_no, score))
+        })
+        .collect();
+    best_chunk_per_doc(live, |(d, _, _)| d.id.as_str())
 }
 
 fn to_ranked(c: &Arc<Collection>, hits: Vec<(Arc<StoredDoc>, u32, f32)>) -> Vec<Ranked> {
