@@ -20,7 +20,7 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{OffsetTarget, Progress, View};
 
 pub use apply::{ApplyOutcome, Prepared, PreparedChange};
-pub use query::{Access, Consistency, Mode, QueryError, SearchRequest};
+pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
 
 /// Errors building the engine at start-up.
 #[derive(Debug, thiserror::Error)]
