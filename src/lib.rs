@@ -17,10 +17,12 @@
 //! - [`engine`]: applies batches and answers queries.
 //! - [`api`]: the result shapes agents see (`Hit`, `Stamp`, `Watermark`).
 //! - [`mcp`]: the MCP server, over stdio and streamable HTTP.
+//! - [`auth`]: bearer JWTs on HTTP and the stdio principal → who calls, what it may read.
 //! - [`runtime`]: starts and stops the background tasks.
 //! - [`config`]: the TOML file, env overrides and validation.
 
 pub mod api;
+pub mod auth;
 pub mod chunk;
 pub mod config;
 pub mod decode;
