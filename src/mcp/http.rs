@@ -179,8 +179,13 @@ async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Respons
     let status = response.status();
     if status.is_client_error() {
         // rmcp's refusals: foreign Origin or Host (403), unknown session (404), bad headers.
-        let why = status.canonical_reason().unwrap_or("refused").to_string();
-        gate.audit.record(rejected(principal, status, why));
+        let why = match status {
+            StatusCode::FORBIDDEN => "Origin or Host not allowed",
+            StatusCode::NOT_FOUND => "unknown MCP session",
+            other => other.canonical_reason().unwrap_or("refused"),
+        };
+        gate.audit
+            .record(rejected(principal, status, why.to_string()));
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
