@@ -118,6 +118,7 @@ pub struct Freshet {
     tool_router: ToolRouter<Self>,
     /// Where tool calls are recorded (none in unit tests).
     audit: Option<AuditLog>,
+    /// Which transport the audit lines name.
     transport: Transport,
     /// The caller of a request that carries no HTTP parts: the stdio principal. HTTP
     /// requests get theirs from the auth middleware, and without one they may read nothing.
