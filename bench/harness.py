@@ -130,11 +130,20 @@ async def phase_recall(server: FreshetServer, corpus: Corpus, n: int, queries: i
 async def phase_latency(server: FreshetServer, corpus: Corpus, clients: int, mode: str,
                         seconds: float) -> dict:
     latencies: list[float] = []
-    deadline = time.monotonic() + seconds
+    ready = asyncio.Event()
+    connected = 0
+    deadline = float("inf")
 
     async def one_client(seed: int) -> None:
+        nonlocal connected, deadline
         rng = random.Random(seed)
         async with http_client(server.mcp_url) as client:
+            # Sessions are opened first: the clock measures queries, not handshakes.
+            connected += 1
+            if connected == clients:
+                deadline = time.monotonic() + seconds
+                ready.set()
+            await ready.wait()
             while time.monotonic() < deadline:
                 args = {"collection": "bench", "k": 10, "mode": mode}
                 if mode != "vector":
@@ -297,8 +306,8 @@ async def run(args: argparse.Namespace) -> dict:
                     lat.update({"mode": mode, "clients": clients,
                                 "ingesting_per_s": args.load_rate if loaded else 0})
                     result["latency"].append(lat)
-                    print(f"latency {mode} x{clients} load={loaded}: p50={lat['p50']:.2f} "
-                          f"p99={lat['p99']:.2f} ms qps={lat['qps']:.0f}", flush=True)
+                    print(f"latency {mode} x{clients} load={loaded}: p50={lat.get('p50', 0):.2f} "
+                          f"p99={lat.get('p99', 0):.2f} ms qps={lat['qps']:.0f}", flush=True)
             if steady:
                 steady.stop_flag.set()
                 steady.join()

@@ -342,19 +342,20 @@ pub struct AuthConfig {
     /// `none` or `jwt`.
     #[serde(default)]
     pub mode: AuthMode,
-    /// Expected `iss`.
+    /// Expected `iss` (required for `jwt`).
     #[serde(default)]
     pub issuer: Option<String>,
-    /// Expected `aud`.
+    /// Expected `aud`; default: the resource URL (`auth.resource`), as MCP clients request
+    /// tokens for that resource (RFC 8707).
     #[serde(default)]
     pub audience: Option<String>,
-    /// Environment variable holding an HS256 secret.
+    /// Environment variable holding an HS256 secret (at least 32 bytes).
     #[serde(default)]
     pub hs256_secret_env: Option<String>,
-    /// PEM public key for RS256/ES256.
+    /// PEM public key for RS256/ES256: the PEM text itself, or the path of a PEM file.
     #[serde(default)]
     pub public_key_pem: Option<String>,
-    /// A JWKS file with the accepted keys.
+    /// A JWKS file (`{"keys": [...]}`) with the accepted public keys.
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
     /// Claim listing the collections a caller may read.
@@ -363,6 +364,20 @@ pub struct AuthConfig {
     /// Claim naming the caller's tenant.
     #[serde(default = "default_tenant_claim")]
     pub tenant_claim: String,
+    /// This server's resource identifier as clients address it (RFC 9728 `resource`);
+    /// default `http://<server.http_addr>/mcp`.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Issuers of the authorization servers clients should get tokens from (RFC 9728);
+    /// default: `[auth.issuer]`.
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+    /// Who a `freshet stdio` caller is (stdio has no tokens).
+    #[serde(default)]
+    pub stdio: StdioPrincipalConfig,
 }
 
 impl Default for AuthConfig {
@@ -376,6 +391,10 @@ impl Default for AuthConfig {
             jwks_file: None,
             collections_claim: default_collections_claim(),
             tenant_claim: default_tenant_claim(),
+            resource: None,
+            authorization_servers: Vec::new(),
+            leeway_secs: default_leeway_secs(),
+            stdio: StdioPrincipalConfig::default(),
         }
     }
 }
@@ -386,14 +405,53 @@ fn default_collections_claim() -> String {
 fn default_tenant_claim() -> String {
     "tenant".into()
 }
+fn default_leeway_secs() -> u64 {
+    30
+}
+
+/// `[auth.stdio]`: the principal of a stdio session. The process that spawns freshet owns
+/// its stdin, so this is configuration, not a credential. Default: unrestricted.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioPrincipalConfig {
+    /// Name recorded as the audit log's `principal.sub`.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// Readable collections; default: all. `"*"` also means all.
+    #[serde(default)]
+    pub collections: Option<Vec<String>>,
+    /// The caller's tenant; default: every tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
 
 /// `[audit]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// The JSON-lines audit file; default `<data_dir>/audit.jsonl`.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// Write `"[redacted]"` instead of the `query` argument's text.
+    #[serde(default)]
+    pub redact_query: bool,
+    /// The file is rotated (renamed to `<path>.<first seq>`) before it grows past this size.
+    #[serde(default = "default_audit_max_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: None,
+            redact_query: false,
+            max_bytes: default_audit_max_bytes(),
+        }
+    }
+}
+
+fn default_audit_max_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 /// `[snapshot]`
@@ -483,6 +541,10 @@ impl Config {
                      set auth.mode = \"jwt\" to serve other hosts"
                 ),
             ));
+        }
+        self.validate_auth(addr)?;
+        if self.audit.max_bytes < 1024 {
+            return Err(ConfigError::key("audit.max_bytes", "must be at least 1024"));
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(ConfigError::key("kafka.brokers", "must not be empty"));
@@ -594,6 +656,113 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_auth(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if let Some(cols) = &auth.stdio.collections {
+            for (i, name) in cols.iter().enumerate() {
+                if name != "*" && !self.collections.iter().any(|c| &c.name == name) {
+                    return Err(ConfigError::key(
+                        format!("auth.stdio.collections[{i}]"),
+                        format!("no collection is named `{name}`"),
+                    ));
+                }
+            }
+        }
+        if auth.collections_claim.is_empty() {
+            return Err(ConfigError::key(
+                "auth.collections_claim",
+                "must not be empty",
+            ));
+        }
+        if auth.tenant_claim.is_empty() {
+            return Err(ConfigError::key("auth.tenant_claim", "must not be empty"));
+        }
+        if auth.leeway_secs > 300 {
+            return Err(ConfigError::key(
+                "auth.leeway_secs",
+                "must be at most 300 (a larger skew means a clock to fix)",
+            ));
+        }
+        if let Some(resource) = &auth.resource {
+            check_http_url("auth.resource", resource)?;
+        }
+        for (i, s) in auth.authorization_servers.iter().enumerate() {
+            check_http_url(&format!("auth.authorization_servers[{i}]"), s)?;
+        }
+        if auth.mode != AuthMode::Jwt {
+            return Ok(());
+        }
+        match &auth.issuer {
+            None => {
+                return Err(ConfigError::key(
+                    "auth.issuer",
+                    "is required with mode = \"jwt\" (the `iss` every token must carry)",
+                ));
+            }
+            Some(i) if i.is_empty() => {
+                return Err(ConfigError::key("auth.issuer", "must not be empty"));
+            }
+            Some(_) => {}
+        }
+        if auth.audience.as_deref() == Some("") {
+            return Err(ConfigError::key("auth.audience", "must not be empty"));
+        }
+        if auth.hs256_secret_env.is_none()
+            && auth.public_key_pem.is_none()
+            && auth.jwks_file.is_none()
+        {
+            return Err(ConfigError::key(
+                "auth",
+                "mode = \"jwt\" needs a key: hs256_secret_env, public_key_pem or jwks_file",
+            ));
+        }
+        if auth.resource.is_none() && addr.ip().is_unspecified() {
+            return Err(ConfigError::key(
+                "auth.resource",
+                format!(
+                    "is required when server.http_addr is a wildcard address ({addr}): \
+                     set the URL clients use, e.g. \"https://freshet.example.com/mcp\""
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// This server's protected-resource identifier (`auth.resource`, else
+    /// `http://<server.http_addr>/mcp`).
+    pub fn resource_url(&self) -> String {
+        match &self.auth.resource {
+            Some(r) => r.clone(),
+            None => format!("http://{}/mcp", self.server.http_addr),
+        }
+    }
+
+    /// The `aud` every token must carry: `auth.audience`, else the resource URL.
+    pub fn audience(&self) -> String {
+        self.auth
+            .audience
+            .clone()
+            .unwrap_or_else(|| self.resource_url())
+    }
+
+    /// The authorization servers advertised to clients: `auth.authorization_servers`, else
+    /// the issuer.
+    pub fn authorization_servers(&self) -> Vec<String> {
+        if self.auth.authorization_servers.is_empty() {
+            self.auth.issuer.iter().cloned().collect()
+        } else {
+            self.auth.authorization_servers.clone()
+        }
+    }
+
+    /// The audit log file: `audit.path`, else `<data_dir>/audit.jsonl`.
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit
+            .path
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("audit.jsonl"))
     }
 
     /// The collection with this name.
@@ -716,6 +885,21 @@ fn apply_env_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<
     };
     *node = new_value;
     Ok(())
+}
+
+fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !url.contains(['?', '#']) => {
+            Ok(())
+        }
+        _ => Err(ConfigError::key(
+            key,
+            format!("`{url}` must be an http:// or https:// URL without query or fragment"),
+        )),
+    }
 }
 
 fn parse_toml_scalar(raw: &str) -> toml::Value {
@@ -845,9 +1029,52 @@ topics = ["articles"]
         let text = format!("[server]\nhttp_addr = \"0.0.0.0:8080\"\n{MINIMAL}");
         let err = parse(&text, &[]).unwrap_err().to_string();
         assert!(err.starts_with("auth.mode"), "{err}");
-        let text =
-            format!("[server]\nhttp_addr = \"0.0.0.0:8080\"\n[auth]\nmode = \"jwt\"\n{MINIMAL}");
-        assert!(parse(&text, &[]).is_ok());
+        let text = format!(
+            "[server]\nhttp_addr = \"10.1.2.3:8080\"\n[auth]\nmode = \"jwt\"\nissuer = \"https://i\"\n\
+             hs256_secret_env = \"S\"\n{MINIMAL}"
+        );
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(c.resource_url(), "http://10.1.2.3:8080/mcp");
+        assert_eq!(c.audience(), "http://10.1.2.3:8080/mcp");
+        assert_eq!(c.authorization_servers(), ["https://i"]);
+    }
+
+    #[test]
+    fn jwt_mode_needs_issuer_key_and_a_resource_on_wildcard_addresses() {
+        let jwt = |extra: &str| {
+            format!(
+                "[server]\nhttp_addr = \"0.0.0.0:8080\"\n[auth]\nmode = \"jwt\"\n{extra}\n{MINIMAL}"
+            )
+        };
+        let err = |text: String| parse(&text, &[]).unwrap_err().to_string();
+        assert!(err(jwt("hs256_secret_env = \"S\"")).starts_with("auth.issuer"));
+        assert!(err(jwt("issuer = \"https://i\"")).starts_with("auth:"));
+        let keyed = "issuer = \"https://i\"\nhs256_secret_env = \"S\"";
+        assert!(err(jwt(keyed)).starts_with("auth.resource"));
+        let bad_url = format!("{keyed}\nresource = \"freshet.example/mcp\"");
+        assert!(err(jwt(&bad_url)).starts_with("auth.resource"));
+        let good = format!("{keyed}\nresource = \"https://f.example/mcp\"\naudience = \"freshet\"");
+        let c = parse(&jwt(&good), &[]).unwrap();
+        assert_eq!(c.resource_url(), "https://f.example/mcp");
+        assert_eq!(c.audience(), "freshet");
+    }
+
+    #[test]
+    fn stdio_principal_names_known_collections() {
+        let text = format!("{MINIMAL}\n[auth.stdio]\ncollections = [\"articles\", \"nope\"]\n");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("auth.stdio.collections[1]"), "{err}");
+        let c = parse(MINIMAL, &[("FRESHET_AUTH__STDIO__TENANT", "acme")]).unwrap();
+        assert_eq!(c.auth.stdio.tenant.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn audit_defaults_to_the_data_dir() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.audit_path(), Path::new("data/audit.jsonl"));
+        assert!(!c.audit.redact_query);
+        let err = parse(MINIMAL, &[("FRESHET_AUDIT__MAX_BYTES", "10")]).unwrap_err();
+        assert!(err.to_string().starts_with("audit.max_bytes"), "{err}");
     }
 
     #[test]

@@ -19,10 +19,14 @@
 //! - [`mcp`]: the MCP server, over stdio and streamable HTTP.
 //! - [`metrics`]: Prometheus histograms and counters.
 //! - [`snapshot`]: snapshot files (atomic writes, checksummed reads).
+//! - [`auth`]: bearer JWTs on HTTP and the stdio principal → who calls, what it may read.
+//! - [`audit`]: the hash-chained audit log of tool calls and rejected requests.
 //! - [`runtime`]: starts and stops the background tasks.
 //! - [`config`]: the TOML file, env overrides and validation.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod chunk;
 pub mod config;
 pub mod decode;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use freshet::config::{AuthMode, Config};
+use freshet::audit::{AuditLog, Verdict};
+use freshet::auth::{Authenticator, Caller, DevToken};
+use freshet::config::Config;
 use freshet::runtime::Runtime;
 
 #[derive(Parser)]
@@ -23,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve MCP over streamable HTTP at /mcp (plus /healthz and /readyz).
+    /// Serve MCP over streamable HTTP at /mcp (plus /healthz, /readyz and, with auth on,
+    /// /.well-known/oauth-protected-resource).
     Serve {
         /// Config file (TOML).
         #[arg(long, short)]
@@ -35,11 +38,55 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file and print the effective config (exit 2 on error).
+    /// Validate a config file and its auth keys, and print the effective config (exit 2 on
+    /// error).
     CheckConfig {
         /// Config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Mint a development HS256 JWT for `auth.mode = "jwt"` and print it.
+    Token {
+        /// Environment variable holding the HS256 secret (as `auth.hs256_secret_env`).
+        #[arg(long)]
+        secret_env: String,
+        /// The token's `sub`.
+        #[arg(long)]
+        sub: String,
+        /// Readable collections, comma-separated (`*` for all); omitted: none.
+        #[arg(long, value_delimiter = ',')]
+        collections: Option<Vec<String>>,
+        /// The caller's tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime: 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// `iss`; default: `auth.issuer` of --config.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// `aud`; default: the audience --config expects.
+        #[arg(long)]
+        audience: Option<String>,
+        /// Config file to take the issuer, audience and claim names from.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain across FILEs in order (oldest first, e.g. `audit.jsonl.*
+    /// audit.jsonl`); exit 0 if intact, 1 at the first broken line.
+    Verify {
+        /// Audit files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -50,6 +97,28 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve { config } => run(&config, Transport::Http),
         Command::Stdio { config } => run(&config, Transport::Stdio),
+        Command::Token {
+            secret_env,
+            sub,
+            collections,
+            tenant,
+            ttl,
+            issuer,
+            audience,
+            config,
+        } => token(TokenArgs {
+            secret_env,
+            sub,
+            collections,
+            tenant,
+            ttl,
+            issuer,
+            audience,
+            config,
+        }),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => audit_verify(&files),
     };
     match result {
         Ok(code) => code,
@@ -72,14 +141,100 @@ fn init_tracing() {
 }
 
 fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
-        Ok(config) => {
-            print!("{}", config.to_toml());
-            Ok(ExitCode::SUCCESS)
-        }
+    let config = match Config::load(path) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("freshet: invalid config: {e}");
-            Ok(ExitCode::from(2))
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // Key material too: a missing secret or unreadable JWKS file should fail here, not at
+    // the first request.
+    if let Err(e) = Authenticator::from_config(&config) {
+        eprintln!("freshet: invalid config: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    print!("{}", config.to_toml());
+    Ok(ExitCode::SUCCESS)
+}
+
+struct TokenArgs {
+    secret_env: String,
+    sub: String,
+    collections: Option<Vec<String>>,
+    tenant: Option<String>,
+    ttl: String,
+    issuer: Option<String>,
+    audience: Option<String>,
+    config: Option<PathBuf>,
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("freshet: invalid config: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => None,
+    };
+    let issuer = args
+        .issuer
+        .or_else(|| config.as_ref().and_then(|c| c.auth.issuer.clone()))
+        .context("no issuer: pass --issuer or --config with auth.issuer")?;
+    let audience = args
+        .audience
+        .or_else(|| config.as_ref().map(Config::audience))
+        .context("no audience: pass --audience or --config")?;
+    let secret = std::env::var(&args.secret_env)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .with_context(|| format!("environment variable {} is not set", args.secret_env))?;
+    let ttl_secs =
+        freshet::auth::parse_ttl(&args.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let defaults = freshet::config::AuthConfig::default();
+    let auth = config.as_ref().map(|c| &c.auth).unwrap_or(&defaults);
+    let dev = DevToken {
+        sub: args.sub,
+        issuer,
+        audience,
+        ttl_secs,
+        collections: args.collections,
+        tenant: args.tenant,
+        collections_claim: auth.collections_claim.clone(),
+        tenant_claim: auth.tenant_claim.clone(),
+    };
+    let token = freshet::auth::mint_hs256(secret.as_bytes(), &dev)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.secret_env))?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_verify(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    match freshet::audit::verify_chain(files).context("reading the audit files")? {
+        Verdict::Intact(i) => {
+            let range = match (i.first_seq, i.last_seq) {
+                (Some(a), Some(b)) => format!("seq {a}..{b}"),
+                _ => "no lines".into(),
+            };
+            println!(
+                "intact: {} lines in {} file(s), {range}",
+                i.lines,
+                files.len()
+            );
+            if let Some(first) = i.first_seq.filter(|s| *s > 1) {
+                println!("note: the chain starts at seq {first}; earlier files were not given");
+            }
+            if let Some(hash) = i.last_hash {
+                println!("last line sha256: {hash} (keep it to detect a truncated tail later)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verdict::Broken(b) => {
+            println!("broken: {}:{}: {}", b.file.display(), b.line, b.what);
+            Ok(ExitCode::from(1))
         }
     }
 }
@@ -98,26 +253,37 @@ fn run(path: &std::path::Path, transport: Transport) -> anyhow::Result<ExitCode>
             return Ok(ExitCode::from(2));
         }
     };
-    if transport == Transport::Http && config.auth.mode == AuthMode::Jwt {
-        anyhow::bail!(
-            "auth.mode = \"jwt\" is not available in this build yet; use \"none\" on loopback"
-        );
-    }
+    let auth = match Authenticator::from_config(&config) {
+        Ok(a) => a.map(Arc::new),
+        Err(e) => {
+            eprintln!("freshet: invalid config: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let audit = AuditLog::from_config(&config).context("opening the audit log")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async move {
+    let served = rt.block_on(async {
         let runtime = Runtime::start(Arc::clone(&config)).context("starting the pipeline")?;
         let engine = Arc::clone(&runtime.engine);
         let served = match transport {
-            Transport::Http => freshet::mcp::serve_http(engine, shutdown_signal()).await,
-            Transport::Stdio => freshet::mcp::serve_stdio(engine, shutdown_signal()).await,
+            Transport::Http => {
+                freshet::mcp::serve_http(engine, auth, audit.clone(), shutdown_signal()).await
+            }
+            Transport::Stdio => {
+                let caller = Caller::stdio(&config.auth);
+                freshet::mcp::serve_stdio(engine, caller, audit.clone(), shutdown_signal()).await
+            }
         };
         runtime.shutdown().await;
-        served.context("serving MCP")?;
-        Ok(ExitCode::SUCCESS)
-    })
+        served.context("serving MCP")
+    });
+    // Off the runtime: closing joins the writer thread and syncs the file.
+    audit.close();
+    served?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -140,9 +140,30 @@ async def stdio_client(config: Path, env: dict[str, str] | None = None, mode: st
         command=str(freshet_bin()),
         args=["stdio", "--config", str(config)],
         env={**os.environ, "FRESHET_LOG": "warn", **(env or {})},
+        # data_dir (audit log, snapshots) is relative: keep it beside the config.
+        cwd=str(config.parent),
     )
     async with Client(params, mode=mode) as client:
         yield client
+
+
+def mint_token(secret_env: str, secret: str, sub: str, *, collections: list[str] | None = None,
+               tenant: str | None = None, ttl: str = "10m", issuer: str | None = None,
+               audience: str | None = None, config: Path | None = None) -> str:
+    """A dev HS256 token from `freshet token` (the command the README shows)."""
+    args = [str(freshet_bin()), "token", "--secret-env", secret_env, "--sub", sub, "--ttl", ttl]
+    if collections is not None:
+        args += ["--collections", ",".join(collections)]
+    for flag, value in (("--tenant", tenant), ("--issuer", issuer), ("--audience", audience)):
+        if value is not None:
+            args += [flag, value]
+    if config is not None:
+        args += ["--config", str(config)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, secret_env: secret})
+    if done.returncode != 0:
+        raise RuntimeError(f"freshet token failed ({done.returncode}): {done.stderr}")
+    return done.stdout.strip()
 
 
 class ToolError(Exception):

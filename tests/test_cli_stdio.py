@@ -106,7 +106,7 @@ def test_stdio_writes_only_protocol_to_stdout(notes_config):
     ]
     proc = subprocess.Popen([str(freshet_bin()), "stdio", "--config", str(config)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "FRESHET_LOG": "debug"})
+                            env={**os.environ, "FRESHET_LOG": "debug"}, cwd=config.parent)
     out_lines = []
     try:
         for m in messages:

@@ -25,7 +25,7 @@ use crate::view::{OffsetTarget, Progress, View};
 
 pub use apply::{ApplyOutcome, Prepared, PreparedBatch, PreparedChange};
 use compaction::{Rebuild, VectorOp};
-pub use query::{Access, Consistency, Mode, QueryError, SearchRequest};
+pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
 pub use snapshot::{RestoreReport, SnapshotCut};
 
 /// Errors building the engine at start-up.

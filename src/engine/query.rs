@@ -74,18 +74,42 @@ pub struct SearchRequest {
 
 /// What a caller may see. Collections outside `collections` do not exist for it; `tenant`
 /// is a mandatory filter on each collection's tenant field.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Access {
     /// Readable collections (`None`: all).
     pub collections: Option<HashSet<String>>,
-    /// The caller's tenant, enforced where a collection has a tenant field.
-    pub tenant: Option<String>,
+    /// Which tenants' documents the caller sees where a collection has a tenant field.
+    pub tenant: TenantScope,
+}
+
+/// Which tenants' documents a caller sees in collections that have a `tenant_field`.
+/// Collections without one are not affected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TenantScope {
+    /// Every tenant (auth off, or a stdio principal configured without a tenant).
+    All,
+    /// Only documents whose tenant is this value.
+    Only(String),
+    /// None at all: an authenticated caller without a tenant claim must not see every
+    /// tenant's documents, so it sees none of them (fail closed).
+    NoTenant,
 }
 
 impl Access {
     /// Unrestricted access (auth off, or stdio without a configured principal).
     pub fn all() -> Access {
-        Access::default()
+        Access {
+            collections: None,
+            tenant: TenantScope::All,
+        }
+    }
+
+    /// No access at all: the fallback when a request arrives without a verified caller.
+    pub fn none() -> Access {
+        Access {
+            collections: Some(HashSet::new()),
+            tenant: TenantScope::NoTenant,
+        }
     }
 
     fn may_read(&self, collection: &str) -> bool {
@@ -338,6 +362,7 @@ impl Engine {
         let vector = match (&vector_query, mode) {
             (Ok(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
                 None => Vec::new(),
+                Some(_) if filter.rejects_everything() => Vec::new(),
                 Some(index) => {
                     let accept =
                         |doc_id: &str| c.view.get(doc_id).is_some_and(|d| filter.matches(&d.terms));
@@ -530,8 +555,9 @@ impl Engine {
 
 fn tenant_allows(c: &Collection, doc: &StoredDoc, access: &Access) -> bool {
     match (&c.config.tenant_field, &access.tenant) {
-        (Some(_), Some(tenant)) => doc.tenant.as_deref() == Some(tenant.as_str()),
-        _ => true,
+        (None, _) | (Some(_), TenantScope::All) => true,
+        (Some(_), TenantScope::Only(tenant)) => doc.tenant.as_deref() == Some(tenant.as_str()),
+        (Some(_), TenantScope::NoTenant) => false,
     }
 }
 
@@ -560,8 +586,13 @@ fn build_filter(
         None => Filter::from_json(&Map::new())
             .map_err(|e| QueryError::InvalidArgument(format!("filter: {e}")))?,
     };
-    if let (Some(field), Some(tenant)) = (&c.config.tenant_field, &access.tenant) {
-        filter = filter.and(field, vec![tenant.clone()]);
+    if let Some(field) = &c.config.tenant_field {
+        match &access.tenant {
+            TenantScope::All => {}
+            TenantScope::Only(tenant) => filter = filter.and(field, vec![tenant.clone()]),
+            // A clause without values matches nothing, in both retrievers.
+            TenantScope::NoTenant => filter = filter.and(field, Vec::new()),
+        }
     }
     Ok(filter)
 }
@@ -611,4 +642,199 @@ fn merge_collections(mut lists: Vec<Vec<Ranked>>, k: usize) -> Vec<Ranked> {
     all.sort_by(|a, b| b.score.total_cmp(&a.score));
     all.truncate(k);
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::source::SourceRecord;
+
+    /// `docs` has a tenant field (and vectors, so both retrievers are exercised); `open`
+    /// has none.
+    const CONFIG: &str = r#"
+[[collections]]
+name = "docs"
+topics = ["docs"]
+id_field = "id"
+text_fields = ["body"]
+metadata_fields = ["kind"]
+tenant_field = "tenant"
+vector_field = "v"
+
+[[collections]]
+name = "open"
+topics = ["open"]
+id_field = "id"
+"#;
+
+    fn engine() -> Engine {
+        let config = Config::from_toml_with_env(CONFIG, Path::new("t.toml"), Vec::new())
+            .expect("test config is valid");
+        Engine::new(Arc::new(config), None, None).expect("engine builds")
+    }
+
+    fn put(e: &Engine, topic: &str, offset: i64, value: Value) {
+        let id = value["id"].as_str().unwrap_or_default().to_string();
+        e.apply(&[SourceRecord {
+            topic: Arc::from(topic),
+            partition: 0,
+            offset,
+            key: Some(id.into_bytes()),
+            value: Some(value.to_string().into_bytes()),
+            timestamp_ms: Some(1_700_000_000_000),
+            ingested_at_ms: 1_700_000_000_000,
+        }]);
+    }
+
+    fn tenant(t: &str) -> Access {
+        Access {
+            collections: None,
+            tenant: TenantScope::Only(t.into()),
+        }
+    }
+
+    fn no_tenant() -> Access {
+        Access {
+            collections: None,
+            tenant: TenantScope::NoTenant,
+        }
+    }
+
+    async fn found(e: &Engine, mode: Mode, filter: Option<Value>, access: &Access) -> Vec<String> {
+        let req = SearchRequest {
+            query: "shared".into(),
+            collection: Some("docs".into()),
+            k: 10,
+            mode,
+            filter: filter.and_then(|f| f.as_object().cloned()),
+            vector: Some(vec![1.0, 0.0]),
+            consistency: Consistency::Any,
+            max_wait: Duration::from_millis(1),
+        };
+        let mut ids: Vec<String> = match e.search(req, access).await {
+            Ok(r) => r.results.into_iter().map(|h| h.id).collect(),
+            Err(err) => panic!("search failed: {err}"),
+        };
+        ids.sort();
+        ids
+    }
+
+    fn seed(e: &Engine) {
+        put(
+            e,
+            "docs",
+            0,
+            json!({"id": "a1", "tenant": "a", "kind": "x", "body": "shared words", "v": [1.0, 0.0]}),
+        );
+        put(
+            e,
+            "docs",
+            1,
+            json!({"id": "b1", "tenant": "b", "kind": "x", "body": "shared words", "v": [1.0, 0.1]}),
+        );
+        put(
+            e,
+            "docs",
+            2,
+            json!({"id": "none", "kind": "x", "body": "shared words", "v": [1.0, 0.2]}),
+        );
+        put(e, "open", 0, json!({"id": "o", "body": "shared words"}));
+    }
+
+    #[tokio::test]
+    async fn tenant_claim_is_a_mandatory_filter_in_every_mode() {
+        let e = engine();
+        seed(&e);
+        for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
+            assert_eq!(
+                found(&e, mode, None, &tenant("a")).await,
+                ["a1"],
+                "{mode:?}"
+            );
+            assert_eq!(
+                found(&e, mode, None, &tenant("b")).await,
+                ["b1"],
+                "{mode:?}"
+            );
+            assert_eq!(
+                found(&e, mode, None, &Access::all()).await,
+                ["a1", "b1", "none"]
+            );
+            // A caller's own tenant filter can narrow, never widen.
+            let widen = json!({"tenant": ["a", "b"]});
+            assert_eq!(found(&e, mode, Some(widen), &tenant("a")).await, ["a1"]);
+            let other = json!({"tenant": "b"});
+            assert!(found(&e, mode, Some(other), &tenant("a")).await.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn caller_without_tenant_sees_nothing_of_tenanted_collections() {
+        let e = engine();
+        seed(&e);
+        for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
+            assert!(
+                found(&e, mode, None, &no_tenant()).await.is_empty(),
+                "{mode:?}"
+            );
+            let asks = json!({"tenant": "a"});
+            assert!(found(&e, mode, Some(asks), &no_tenant()).await.is_empty());
+        }
+        assert!(e.get_document("docs", "a1", &no_tenant()).is_err());
+        assert!(e.get_document("docs", "none", &no_tenant()).is_err());
+        let fresh = e
+            .document_freshness("docs", &["a1".into(), "none".into()], &no_tenant())
+            .map(|r| {
+                r.documents
+                    .into_iter()
+                    .map(|d| d.status)
+                    .collect::<Vec<_>>()
+            });
+        assert_eq!(
+            fresh.ok(),
+            Some(vec!["not_found".into(), "not_found".into()])
+        );
+        // Collections without a tenant field are unaffected.
+        assert!(e.get_document("open", "o", &no_tenant()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn lookups_hide_other_tenants_and_a_moved_document_follows_its_tenant() {
+        let e = engine();
+        seed(&e);
+        assert!(e.get_document("docs", "a1", &tenant("a")).is_ok());
+        let hidden = e.get_document("docs", "a1", &tenant("b"));
+        assert!(matches!(hidden, Err(QueryError::NotFound { .. })));
+        put(
+            &e,
+            "docs",
+            3,
+            json!({"id": "a1", "tenant": "b", "kind": "x", "body": "shared words", "v": [1.0, 0.0]}),
+        );
+        for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
+            assert!(
+                found(&e, mode, None, &tenant("a")).await.is_empty(),
+                "{mode:?}"
+            );
+            assert_eq!(
+                found(&e, mode, None, &tenant("b")).await,
+                ["a1", "b1"],
+                "{mode:?}"
+            );
+        }
+        assert!(e.get_document("docs", "a1", &tenant("a")).is_err());
+        assert!(e.get_document("docs", "a1", &tenant("b")).is_ok());
+    }
+
+    #[test]
+    fn no_access_lists_nothing() {
+        let e = engine();
+        assert!(e.list_collections(&Access::none()).collections.is_empty());
+        assert!(e.get_document("open", "o", &Access::none()).is_err());
+    }
 }

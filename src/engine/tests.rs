@@ -245,7 +245,7 @@ async fn access_hides_collections_and_tenants() {
     e.apply(&[record("notes", 0, "n", Some(json!({"body": "secret"})))]);
     let only_articles = Access {
         collections: Some(["articles".to_string()].into()),
-        tenant: None,
+        tenant: TenantScope::All,
     };
     let mut req = request("secret", Mode::Bm25);
     req.collection = Some("notes".into());

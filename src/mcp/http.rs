@@ -1,13 +1,23 @@
 //! Streamable HTTP: MCP at `/mcp` (2026-07-28 stateless requests and 2025-11-25 sessions),
-//! with Origin and Host validation, plus `/healthz` (liveness), `/readyz` (caught up) and `/metrics` (Prometheus).
+//! with Origin and Host validation and bearer-token authentication, plus `/healthz`
+//! (liveness), `/readyz` (caught up), `/metrics` (Prometheus) and
+//! `/.well-known/oauth-protected-resource[/mcp]`
+//! (RFC 9728 metadata, when auth is on).
+//!
+//! rmcp has no server-side auth, so [`gate`] stands in front of `/mcp`: it verifies the
+//! token, answers 401 with the MCP challenge when there is none or it is bad, and otherwise
+//! puts the caller's [`Access`] and [`Principal`] into the request's extensions, where the
+//! tools find them (rmcp passes the request's `http::request::Parts` on to every handler).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
@@ -15,10 +25,28 @@ use rmcp::transport::streamable_http_server::{
 use tokio_util::sync::CancellationToken;
 
 use super::{Freshet, ServeError};
-use crate::engine::Engine;
+use crate::audit::{self, AuditLog, Entry, HttpRequest, Outcome, RequestId, Transport};
+use crate::auth::{Authenticator, Caller, Principal, Rejection};
+use crate::engine::{Access, Engine};
+use crate::time::{now_ms, rfc3339_ms};
+
+/// What the `/mcp` gate needs.
+#[derive(Clone)]
+struct Gate {
+    /// `None` when `auth.mode = "none"` (loopback only): every caller is anonymous.
+    auth: Option<Arc<Authenticator>>,
+    audit: AuditLog,
+    /// For the auth-rejection counter.
+    engine: Arc<Engine>,
+}
 
 /// The HTTP routes, ready to serve; `cancel` ends open MCP sessions.
-pub fn router(engine: Arc<Engine>, cancel: CancellationToken) -> Router {
+pub fn router(
+    engine: Arc<Engine>,
+    auth: Option<Arc<Authenticator>>,
+    audit: AuditLog,
+    cancel: CancellationToken,
+) -> Router {
     let server = &engine.config().server;
     let mcp_config = StreamableHttpServerConfig::default()
         // Sessions for 2025-11-25 clients; 2026-07-28 requests are served statelessly anyway.
@@ -28,17 +56,55 @@ pub fn router(engine: Arc<Engine>, cancel: CancellationToken) -> Router {
         .with_allowed_hosts(server.allowed_hosts.clone())
         .with_cancellation_token(cancel);
     let for_sessions = Arc::clone(&engine);
+    let session_audit = audit.clone();
     let mcp: StreamableHttpService<Freshet, LocalSessionManager> = StreamableHttpService::new(
-        move || Ok(Freshet::new(Arc::clone(&for_sessions))),
+        move || {
+            Ok(Freshet::new(Arc::clone(&for_sessions))
+                .with_audit(session_audit.clone(), Transport::Http)
+                // Only the gate grants access on HTTP; a request it did not see reads nothing.
+                .with_stdio_caller(Caller {
+                    principal: Principal::default(),
+                    access: Access::none(),
+                }))
+        },
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    Router::new()
+    let gate_state = Gate {
+        auth: auth.clone(),
+        audit,
+        engine: Arc::clone(&engine),
+    };
+    let mcp_routes = Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(gate_state, gate));
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .nest_service("/mcp", mcp)
         .with_state(engine)
+        .merge(mcp_routes);
+    if let Some(auth) = auth {
+        let metadata = auth.resource_metadata();
+        let serve = move || {
+            let body = metadata.clone();
+            async move { axum::Json(body) }
+        };
+        app = app
+            .route("/.well-known/oauth-protected-resource", get(serve.clone()))
+            .route("/.well-known/oauth-protected-resource/mcp", get(serve));
+    }
+    app
+}
+
+async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        engine.render_metrics(),
+    )
 }
 
 async fn readyz(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
@@ -52,19 +118,123 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        engine.render_metrics(),
-    )
+/// The bearer token of the `Authorization` header. Only the header counts: a token in the
+/// query string would end up in proxy and access logs, so it is never looked at.
+fn bearer(headers: &HeaderMap) -> Result<&str, Rejection> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return match headers.contains_key(header::AUTHORIZATION) {
+            true => Err(Rejection::Invalid(
+                "more than one Authorization header".into(),
+            )),
+            false => Err(Rejection::Missing),
+        };
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Rejection::Invalid("Authorization header is not ASCII".into()))?;
+    match value.trim().split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(Rejection::Invalid(
+            "Authorization must be `Bearer <token>`".into(),
+        )),
+    }
+}
+
+/// Authenticates every `/mcp` request and audits the ones refused (here or by rmcp).
+async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let time = rfc3339_ms(now_ms());
+    let request_id = audit::new_request_id();
+    let http = HttpRequest {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+    };
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let rejected = |principal: Option<Principal>, status: StatusCode, why: String| Entry {
+        time: time.clone(),
+        request_id: request_id.clone(),
+        transport: Transport::Http,
+        principal,
+        client: user_agent.clone(),
+        http: Some(http.clone()),
+        tool: None,
+        arguments: None,
+        results: Vec::new(),
+        latency_ms: audit::millis(started.elapsed()),
+        outcome: Outcome::Rejected,
+        error: Some(why),
+        status: Some(status.as_u16()),
+    };
+    let caller = match &gate.auth {
+        None => Caller::anonymous(),
+        Some(auth) => match bearer(req.headers()).and_then(|token| auth.verify(token)) {
+            Ok(caller) => caller,
+            Err(rejection) => {
+                let why = rejection.to_string();
+                gate.engine.metrics().count_auth_rejection(rejection.kind());
+                gate.audit
+                    .record(rejected(None, StatusCode::UNAUTHORIZED, why));
+                return unauthorized(auth, &rejection, &request_id);
+            }
+        },
+    };
+    let principal = (caller.principal != Principal::default()).then(|| caller.principal.clone());
+    req.extensions_mut().insert(caller.access);
+    req.extensions_mut().insert(caller.principal);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let mut response = next.run(req).await;
+    let status = response.status();
+    if status.is_client_error() {
+        // rmcp's refusals: foreign Origin or Host (403), unknown session (404), bad headers.
+        let why = match status {
+            StatusCode::FORBIDDEN => "Origin or Host not allowed",
+            StatusCode::NOT_FOUND => "unknown MCP session",
+            other => other.canonical_reason().unwrap_or("refused"),
+        };
+        gate.audit
+            .record(rejected(principal, status, why.to_string()));
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// 401 with the MCP authorization challenge (RFC 6750 + RFC 9728 `resource_metadata`).
+fn unauthorized(auth: &Authenticator, rejection: &Rejection, request_id: &str) -> Response {
+    let (error, description) = match rejection {
+        Rejection::Missing => ("unauthorized", "a bearer token is required".to_string()),
+        Rejection::Invalid(why) => ("invalid_token", why.clone()),
+    };
+    let body = axum::Json(serde_json::json!({
+        "error": error,
+        "error_description": description,
+    }));
+    let mut response = (StatusCode::UNAUTHORIZED, body).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&auth.challenge(rejection)) {
+        headers.insert(header::WWW_AUTHENTICATE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    response
 }
 
 /// Serves HTTP on `server.http_addr` until `shutdown` resolves.
 pub async fn serve_http(
     engine: Arc<Engine>,
+    auth: Option<Arc<Authenticator>>,
+    audit: AuditLog,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addr = engine.config().server.http_addr.clone();
@@ -75,9 +245,15 @@ pub async fn serve_http(
             source,
         })?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
-    tracing::info!("MCP over streamable HTTP at http://{local}/mcp");
+    match &auth {
+        Some(a) => tracing::info!(
+            "MCP over streamable HTTP at http://{local}/mcp (bearer JWT; resource {})",
+            a.resource()
+        ),
+        None => tracing::info!("MCP over streamable HTTP at http://{local}/mcp (no auth)"),
+    }
     let cancel = CancellationToken::new();
-    let app = router(engine, cancel.clone());
+    let app = router(engine, auth, audit, cancel.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -85,4 +261,35 @@ pub async fn serve_http(
         })
         .await
         .map_err(ServeError::Http)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_tokens_come_only_from_one_authorization_header() {
+        assert_eq!(bearer(&headers(&[])), Err(Rejection::Missing));
+        assert_eq!(bearer(&headers(&["Bearer abc"])), Ok("abc"));
+        assert_eq!(bearer(&headers(&["bearer  abc "])), Ok("abc"));
+        for bad in [
+            &["Basic dXNlcjpwdw=="][..],
+            &["Bearer"],
+            &["Bearer "],
+            &["Bearer a", "Bearer b"],
+        ] {
+            assert!(
+                matches!(bearer(&headers(bad)), Err(Rejection::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The MCP face of freshet: four read-only tools and one resource template, served over
-//! stdio ([`serve_stdio`]) and streamable HTTP ([`serve_http`]).
+//! stdio ([`serve_stdio`]) and streamable HTTP ([`serve_http`], behind bearer-token auth).
+//! Every tool call is written to the audit log with its caller and the documents returned.
 //!
 //! This is the only module that turns engine errors into MCP errors: a bad argument or an
 //! unknown collection becomes a tool result with `isError: true` and a message the agent can
@@ -13,6 +14,8 @@ use std::sync::Arc;
 
 use rmcp::ServiceExt;
 
+use crate::audit::{AuditLog, Transport};
+use crate::auth::Caller;
 use crate::engine::Engine;
 
 pub use http::{router, serve_http};
@@ -37,12 +40,17 @@ pub enum ServeError {
     Stdio(String),
 }
 
-/// Serves MCP on stdin/stdout until the client closes stdin or `shutdown` resolves.
+/// Serves MCP on stdin/stdout until the client closes stdin or `shutdown` resolves. Every
+/// call is made as `caller` (from `[auth.stdio]`) and recorded in `audit`.
 pub async fn serve_stdio(
     engine: Arc<Engine>,
+    caller: Caller,
+    audit: AuditLog,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let service = Freshet::new(engine)
+        .with_stdio_caller(caller)
+        .with_audit(audit, Transport::Stdio)
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| ServeError::Stdio(e.to_string()))?;

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
-    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
+    ResourceTemplate, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{
@@ -19,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::api::{CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
+use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
+use crate::auth::{Caller, Principal};
 use crate::engine::{Access, Consistency, Engine, Mode, QueryError, SearchRequest};
+use crate::time::{now_ms, rfc3339_ms};
 
 /// URI template of the document resource.
 pub const DOCUMENT_TEMPLATE: &str = "freshet://{collection}/{id}";
@@ -111,6 +116,13 @@ const DEFAULT_MAX_WAIT_MS: u64 = 2000;
 pub struct Freshet {
     engine: Arc<Engine>,
     tool_router: ToolRouter<Self>,
+    /// Where tool calls are recorded (none in unit tests).
+    audit: Option<AuditLog>,
+    /// Which transport the audit lines name.
+    transport: Transport,
+    /// The caller of a request that carries no HTTP parts: the stdio principal. HTTP
+    /// requests get theirs from the auth middleware, and without one they may read nothing.
+    stdio_caller: Arc<Caller>,
 }
 
 fn tool_error(message: impl Into<String>) -> CallToolResult {
@@ -121,24 +133,112 @@ fn query_error(e: QueryError) -> CallToolResult {
     tool_error(e.to_string())
 }
 
-/// What the caller may read. An auth layer puts an [`Access`] into the HTTP request's
-/// extensions; without one (stdio, auth off) everything is readable.
-fn access_of(ctx: &RequestContext<RoleServer>) -> Access {
-    ctx.extensions
-        .get::<http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<Access>())
-        .cloned()
-        .unwrap_or_else(Access::all)
+/// Who is calling and what it may read. On HTTP the auth middleware puts an [`Access`] and
+/// a [`Principal`] into the request's extensions, which rmcp hands over with the
+/// [`http::request::Parts`]; an HTTP request without an `Access` reads nothing (fail closed).
+/// Without HTTP parts (stdio) the configured stdio caller applies.
+fn caller_of(ctx: &RequestContext<RoleServer>, stdio: &Caller) -> Caller {
+    match ctx.extensions.get::<http::request::Parts>() {
+        Some(parts) => Caller {
+            principal: parts
+                .extensions
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or_default(),
+            access: parts
+                .extensions
+                .get::<Access>()
+                .cloned()
+                .unwrap_or_else(Access::none),
+        },
+        None => stdio.clone(),
+    }
+}
+
+/// The facts of a call the audit line needs, taken before the context is consumed.
+struct CallFacts {
+    started: Instant,
+    time: String,
+    request_id: String,
+    principal: Option<Principal>,
+    client: Option<String>,
+}
+
+impl CallFacts {
+    fn new(ctx: &RequestContext<RoleServer>, caller: &Caller) -> CallFacts {
+        let parts = ctx.extensions.get::<http::request::Parts>();
+        let request_id = parts
+            .and_then(|p| p.extensions.get::<RequestId>())
+            .map(|id| id.0.clone())
+            .unwrap_or_else(audit::new_request_id);
+        let client = ctx
+            .client_info()
+            .map(|info| format!("{} {}", info.name, info.version))
+            .or_else(|| {
+                parts
+                    .and_then(|p| p.headers.get(http::header::USER_AGENT))
+                    .and_then(|ua| ua.to_str().ok())
+                    .map(String::from)
+            });
+        let principal =
+            (caller.principal != Principal::default()).then(|| caller.principal.clone());
+        CallFacts {
+            started: Instant::now(),
+            time: rfc3339_ms(now_ms()),
+            request_id,
+            principal,
+            client,
+        }
+    }
+
+    fn entry(self, transport: Transport, tool: String, arguments: Option<Value>) -> Entry {
+        Entry {
+            time: self.time,
+            request_id: self.request_id,
+            transport,
+            principal: self.principal,
+            client: self.client,
+            http: None,
+            tool: Some(tool),
+            arguments,
+            results: Vec::new(),
+            latency_ms: audit::millis(self.started.elapsed()),
+            outcome: Outcome::Ok,
+            error: None,
+            status: None,
+        }
+    }
 }
 
 #[tool_router]
 impl Freshet {
-    /// A server over `engine`.
+    /// A server over `engine` for stdio, whose caller is unrestricted and unaudited until
+    /// [`Freshet::with_stdio_caller`] and [`Freshet::with_audit`] say otherwise.
     pub fn new(engine: Arc<Engine>) -> Self {
         Freshet {
             engine,
             tool_router: Self::tool_router(),
+            audit: None,
+            transport: Transport::Stdio,
+            stdio_caller: Arc::new(Caller::anonymous()),
         }
+    }
+
+    /// Records every tool call in `audit`, marked with `transport`.
+    pub fn with_audit(mut self, audit: AuditLog, transport: Transport) -> Self {
+        self.audit = Some(audit);
+        self.transport = transport;
+        self
+    }
+
+    /// The caller of requests that arrive without HTTP parts (stdio).
+    pub fn with_stdio_caller(mut self, caller: Caller) -> Self {
+        self.stdio_caller = Arc::new(caller);
+        self
+    }
+
+    fn access(&self, ctx: &RequestContext<RoleServer>) -> Access {
+        caller_of(ctx, &self.stdio_caller).access
     }
 
     /// Search documents kept current from Kafka. Hybrid (BM25 + vector, fused by reciprocal
@@ -150,7 +250,7 @@ impl Freshet {
         Parameters(args): Parameters<SearchArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<SearchResult>, CallToolResult> {
-        let access = access_of(&ctx);
+        let access = self.access(&ctx);
         let cap = self.engine.config().server.max_wait_ms;
         let max_wait_ms = args.max_wait_ms.unwrap_or(DEFAULT_MAX_WAIT_MS);
         if max_wait_ms > cap {
@@ -198,7 +298,7 @@ impl Freshet {
         let started = Instant::now();
         let result = self
             .engine
-            .get_document(&args.collection, &args.id, &access_of(&ctx));
+            .get_document(&args.collection, &args.id, &self.access(&ctx));
         self.engine
             .metrics()
             .observe_query("get_document", "", started.elapsed());
@@ -214,9 +314,9 @@ impl Freshet {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<FreshnessResult>, CallToolResult> {
         let started = Instant::now();
-        let result = self
-            .engine
-            .document_freshness(&args.collection, &args.ids, &access_of(&ctx));
+        let result =
+            self.engine
+                .document_freshness(&args.collection, &args.ids, &self.access(&ctx));
         self.engine
             .metrics()
             .observe_query("document_freshness", "", started.elapsed());
@@ -232,7 +332,7 @@ impl Freshet {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<CollectionsResult>, CallToolResult> {
         let started = Instant::now();
-        let result = self.engine.list_collections(&access_of(&ctx));
+        let result = self.engine.list_collections(&self.access(&ctx));
         self.engine
             .metrics()
             .observe_query("list_collections", "", started.elapsed());
@@ -267,6 +367,47 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Freshet {
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let Some(log) = &self.audit else {
+            let tcc = ToolCallContext::new(self, request, context);
+            return self.tool_router.call(tcc).await;
+        };
+        let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
+        let tool = request.name.to_string();
+        let arguments = log.arguments(request.arguments.as_ref());
+        let collection = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("collection"))
+            .and_then(Value::as_str)
+            .map(String::from);
+        let tcc = ToolCallContext::new(self, request, context);
+        let result = self.tool_router.call(tcc).await;
+        let mut entry = facts.entry(self.transport, tool, arguments);
+        match &result {
+            Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => {
+                entry.outcome = Outcome::ToolError;
+                entry.error = Some(first_text(r));
+            }
+            Ok(CallToolResponse::Complete(r)) => {
+                if let Some(structured) = &r.structured_content {
+                    entry.results = audit::returned(structured, collection.as_deref());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                entry.outcome = Outcome::Error;
+                entry.error = Some(e.message.to_string());
+            }
+        }
+        log.record(entry);
+        result
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -307,6 +448,53 @@ impl ServerHandler for Freshet {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        let Some(log) = &self.audit else {
+            return self.read_document(&request, &context);
+        };
+        let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
+        let arguments = Some(serde_json::json!({"uri": request.uri}));
+        let result = self.read_document(&request, &context);
+        let mut entry = facts.entry(self.transport, "resources/read".into(), arguments);
+        match &result {
+            Ok(ReadResourceResponse::Complete(r)) => {
+                entry.results = r
+                    .contents
+                    .iter()
+                    .filter_map(|c| match c {
+                        ResourceContents::TextResourceContents { text, .. } => {
+                            serde_json::from_str::<Value>(text).ok()
+                        }
+                        _ => None,
+                    })
+                    .flat_map(|v| audit::returned(&v, None))
+                    .collect();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                entry.outcome = Outcome::Error;
+                entry.error = Some(e.message.to_string());
+            }
+        }
+        log.record(entry);
+        result
+    }
+}
+
+fn first_text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .find_map(|c| c.as_text().map(|t| t.text.clone()))
+        .unwrap_or_default()
+}
+
+impl Freshet {
+    /// `resources/read` of `freshet://{collection}/{id}`.
+    fn read_document(
+        &self,
+        request: &ReadResourceRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
         let Some((collection, id)) = parse_document_uri(&request.uri) else {
             return Err(McpError::invalid_params(
                 format!(
@@ -318,7 +506,7 @@ impl ServerHandler for Freshet {
         };
         match self
             .engine
-            .get_document(&collection, &id, &access_of(&context))
+            .get_document(&collection, &id, &self.access(context))
         {
             Ok(doc) => {
                 let json = serde_json::to_string(&doc).map_err(|e| {
