@@ -259,6 +259,20 @@ def test_bad_tokens_are_rejected_with_invalid_token(server, keys, kind):
     assert "mcp-session-id" not in res.headers
 
 
+def test_rejections_are_counted_in_metrics(server):
+    def count(reason: str) -> float:
+        for line in httpx2.get(f"{server.url}/metrics").text.splitlines():
+            if line.startswith(f'freshet_auth_rejections_total{{reason="{reason}"}}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    missing, invalid = count("missing_token"), count("invalid_token")
+    assert post_mcp(server).status_code == 401
+    assert post_mcp(server, bearer("garbage")).status_code == 401
+    assert count("missing_token") == missing + 1
+    assert count("invalid_token") == invalid + 1
+
+
 def test_token_only_counts_in_the_authorization_header(server):
     good = token_for(server, collections=["*"], tenant="t1")
     assert post_mcp(server, bearer(good)).status_code == 200
