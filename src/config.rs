@@ -269,9 +269,16 @@ pub struct EmbeddingConfig {
     /// Environment variable holding the API key for `openai`.
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// Vector dimension; checked against every vector. Default: taken from the first vector.
+    /// Vector dimension; checked against every vector. Default: taken from the first vector
+    /// (`local`: the model's). For `openai` it is also sent as the request's `dimensions`.
     #[serde(default)]
     pub dimensions: Option<usize>,
+    /// Texts per request for `openai` (default 32).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Timeout of one `openai` request in milliseconds (default 30000); failures are retried.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[collections.hnsw]`
@@ -630,6 +637,12 @@ impl Config {
             if c.embedding.dimensions == Some(0) {
                 return Err(ConfigError::key(
                     at("embedding.dimensions"),
+                    "must be positive",
+                ));
+            }
+            if c.embedding.batch_size == Some(0) {
+                return Err(ConfigError::key(
+                    at("embedding.batch_size"),
                     "must be positive",
                 ));
             }

@@ -4,14 +4,16 @@
 //!
 //! ```text
 //! source (Kafka, every partition assigned) ─► decode (json | debezium | tombstone)
-//!   ─► engine::apply (the only writer) ─► view (documents + stamps) + index (BM25, HNSW)
+//!   ─► engine::prepare (chunk, embed) ─► engine::apply (the only writer) ─► view (documents + stamps) + index (BM25, HNSW)
 //! mcp tools ─► engine queries (filters, hybrid fusion) ─► results with freshness metadata
 //! ```
 //!
 //! Modules, in that order:
 //! - [`source`]: the Kafka consumer (own thread), watermarks, the dead-letter producer.
 //! - [`decode`]: bytes → [`decode::ChangeEvent`]; pure, no I/O.
-//! - [`chunk`]: splits long texts into overlapping chunks.
+//! - [`chunk`]: splits long texts into overlapping chunks (model tokens or words).
+//! - [`embed`]: text → vectors: a local sentence-transformers model (candle) or an
+//!   OpenAI-compatible server.
 //! - [`view`]: the materialized view, freshness stamps and per-partition progress.
 //! - [`index`]: tantivy BM25, hnsw_rs vectors, filters and rank fusion.
 //! - [`engine`]: applies batches and answers queries.
@@ -30,6 +32,7 @@ pub mod auth;
 pub mod chunk;
 pub mod config;
 pub mod decode;
+pub mod embed;
 pub mod engine;
 pub mod index;
 pub mod mcp;

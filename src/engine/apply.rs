@@ -1,7 +1,9 @@
 //! Turning Kafka records into view and index changes, in two stages:
 //!
-//! - [`Engine::prepare`] decodes, chunks (and, for collections with a model, will embed) a
-//!   batch. It reads no index and can run on its own thread, ahead of the writer.
+//! - [`Engine::prepare`] decodes, chunks and embeds a batch. It reads no index and runs on
+//!   its own thread, ahead of the writer, so embedding (the slowest step by far) overlaps
+//!   with Kafka polling and with applying the previous batch. The channels around it are
+//!   bounded, so a slow embedder slows the consumer rather than filling memory.
 //! - [`Engine::apply_prepared`] is the single writer. Order of effects per batch, chosen so
 //!   readers never see a half-applied change: write both indexes (new entries carry fresh
 //!   sequence numbers, and a hit whose number differs from the view's is stale and dropped),
@@ -11,10 +13,11 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::chunk::chunk_spans;
 use crate::config::Provider;
 use crate::decode::{ChangeEvent, Document, RawRecord};
+use crate::embed::{EmbedError, Embedder};
 use crate::index::FilterTerms;
 use crate::source::{Batch, SourceRecord};
 use crate::time::now_ms;
@@ -123,11 +126,25 @@ impl Engine {
         self.apply_prepared(prepared)
     }
 
-    /// Stage one: decode and chunk each record. Replays are recognised by the writer, which
-    /// alone knows the offsets applied (a partition reset may be on its way to it).
+    /// Stage one: decode and chunk each record, then embed the chunks of every collection
+    /// with an embedder (one call per collection, so the model sees large batches). Replays
+    /// are recognised by the writer, which alone knows the offsets applied (a partition reset
+    /// may be on its way to it).
     pub fn prepare(&self, batch: Batch) -> PreparedBatch {
-        let items = batch
-            .records
+        let mut items = self.decode_and_chunk(batch.records);
+        for c in &self.collections {
+            if let Some(embedder) = &c.embedder {
+                embed_collection(c, embedder.as_ref(), &mut items);
+            }
+        }
+        PreparedBatch {
+            resets: batch.resets,
+            items,
+        }
+    }
+
+    fn decode_and_chunk(&self, records: Vec<SourceRecord>) -> Vec<Prepared> {
+        records
             .into_iter()
             .map(|record| {
                 let change = match self.collection_for_topic(&record.topic) {
@@ -136,11 +153,7 @@ impl Engine {
                 };
                 Prepared { record, change }
             })
-            .collect();
-        PreparedBatch {
-            resets: batch.resets,
-            items,
-        }
+            .collect()
     }
 
     /// Forgets everything a partition contributed: its documents leave the view and both
@@ -421,8 +434,7 @@ fn prepare_record(collection: &Arc<Collection>, rec: &SourceRecord) -> PreparedC
             id,
         },
         ChangeEvent::Upsert(mut doc) => {
-            let config = &collection.config;
-            let chunks = chunk_spans(&doc.text, config.chunk_tokens, config.chunk_overlap);
+            let chunks = collection.chunker.spans(&doc.text);
             let vectors = match (collection.provider(), doc.vector.take()) {
                 // A precomputed vector describes the whole document: it is chunk 0's point.
                 (Provider::Precomputed, Some(v)) => vec![(0, v)],
@@ -436,4 +448,113 @@ fn prepare_record(collection: &Arc<Collection>, rec: &SourceRecord) -> PreparedC
             }
         }
     }
+}
+
+/// Longest wait between attempts while an embedding server is unavailable.
+const MAX_EMBED_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Embeds every chunk of `collection`'s upserts in `batch` and attaches the vectors.
+///
+/// A transient failure (server down, rate limited) is retried until it succeeds: the
+/// records stay in this stage, the bounded channels fill, and the consumer stops polling,
+/// so nothing is dropped and nothing is applied out of order. A permanent failure (the
+/// server refuses the input, wrong dimension) is narrowed down to the records that cause
+/// it, which become poison (`embed_error`); the rest of the batch goes on.
+fn embed_collection(collection: &Arc<Collection>, embedder: &dyn Embedder, batch: &mut [Prepared]) {
+    let members: Vec<usize> = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            matches!(&p.change, PreparedChange::Upsert { collection: c, .. } if Arc::ptr_eq(c, collection))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if members.is_empty() {
+        return;
+    }
+    match embed_records(collection, embedder, batch, &members) {
+        Ok(()) => {}
+        Err(e) if members.len() > 1 => {
+            tracing::warn!(
+                collection = collection.name(),
+                records = members.len(),
+                "embedding the batch failed ({e}); retrying record by record"
+            );
+            for &i in &members {
+                if let Err(e) = embed_records(collection, embedder, batch, &[i]) {
+                    poison_for_embedding(collection, &mut batch[i], e);
+                }
+            }
+        }
+        Err(e) => poison_for_embedding(collection, &mut batch[members[0]], e),
+    }
+}
+
+/// Embeds the chunks of the upserts at `members` in one call and stores the vectors.
+fn embed_records(
+    collection: &Collection,
+    embedder: &dyn Embedder,
+    batch: &mut [Prepared],
+    members: &[usize],
+) -> Result<(), EmbedError> {
+    let vectors = {
+        let mut texts: Vec<&str> = Vec::new();
+        for &i in members {
+            if let PreparedChange::Upsert { doc, chunks, .. } = &batch[i].change {
+                texts.extend(chunks.iter().map(|r| doc.text.get(r.clone()).unwrap_or("")));
+            }
+        }
+        embed_until_available(collection, embedder, &texts)?
+    };
+    let mut vectors = vectors.into_iter();
+    for &i in members {
+        if let PreparedChange::Upsert {
+            chunks,
+            vectors: out,
+            ..
+        } = &mut batch[i].change
+        {
+            *out = (0..chunks.len() as u32).zip(vectors.by_ref()).collect();
+        }
+    }
+    Ok(())
+}
+
+/// Calls the embedder, waiting out transient failures with capped exponential backoff.
+fn embed_until_available(
+    collection: &Collection,
+    embedder: &dyn Embedder,
+    texts: &[&str],
+) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match embedder.embed(texts) {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(
+                    collection = collection.name(),
+                    texts = texts.len(),
+                    wait_ms = wait.as_millis() as u64,
+                    "embedder unavailable, ingestion paused: {e}"
+                );
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(MAX_EMBED_BACKOFF);
+            }
+            Ok(vectors) if vectors.len() != texts.len() => {
+                return Err(EmbedError::Model(format!(
+                    "{} vectors for {} texts",
+                    vectors.len(),
+                    texts.len()
+                )));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn poison_for_embedding(collection: &Arc<Collection>, prepared: &mut Prepared, error: EmbedError) {
+    prepared.change = PreparedChange::Poison {
+        collection: Arc::clone(collection),
+        kind: "embed_error",
+        message: format!("cannot embed the document: {error}"),
+    };
 }

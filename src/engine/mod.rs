@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::api::{EmbeddingInfo, IngestCounts, PartitionWatermark, Watermark};
+use crate::chunk::Chunker;
 use crate::config::{CollectionConfig, Config, Provider};
 use crate::decode::Mapping;
+use crate::embed::{self, EmbedError, Embedder, LocalEmbedder};
 use crate::index::{HnswParams, IndexError, TextIndex, VectorIndex};
 use crate::metrics::{Metrics, escape, header};
 use crate::source::{DeadLetters, MetaClient};
@@ -39,15 +41,13 @@ pub enum EngineError {
         /// What the index said.
         source: IndexError,
     },
-    /// The collection asks for an embedder this build cannot run.
-    #[error(
-        "collection `{collection}`: embedding.provider `{provider}` is not available in this build; use `precomputed` or `none`"
-    )]
-    UnsupportedProvider {
+    /// The collection's embedder could not be built (model directory, API key, ...).
+    #[error("collection `{collection}`: {source}")]
+    Embedder {
         /// The collection.
         collection: String,
-        /// The provider asked for.
-        provider: String,
+        /// What is wrong, naming the path or key.
+        source: EmbedError,
     },
 }
 
@@ -66,26 +66,43 @@ pub struct Collection {
     /// Vector writes made while a rebuild runs, replayed into the new graph before the swap.
     rebuild_log: Mutex<Option<Vec<VectorOp>>>,
     provider: Provider,
+    /// Makes vectors from text (`local`, `openai`); `None` for `precomputed` and `none`.
+    embedder: Option<Arc<dyn Embedder>>,
+    /// Splits texts into chunks: in model tokens when the embedder has a tokenizer.
+    chunker: Chunker,
     counts: Mutex<IngestCounts>,
 }
 
 impl Collection {
-    fn new(config: CollectionConfig) -> Result<Collection, EngineError> {
+    /// Builds collection `index` of the config. Local models are loaded once per directory
+    /// and shared through `models`.
+    fn new(
+        index: usize,
+        config: CollectionConfig,
+        models: &mut HashMap<std::path::PathBuf, Arc<LocalEmbedder>>,
+    ) -> Result<Collection, EngineError> {
         let provider = config.provider();
-        if matches!(provider, Provider::Local | Provider::Openai) {
-            return Err(EngineError::UnsupportedProvider {
+        let embedder = embed::for_collection(index, &config, models).map_err(|source| {
+            EngineError::Embedder {
                 collection: config.name.clone(),
-                provider: format!("{provider:?}").to_lowercase(),
-            });
-        }
+                source,
+            }
+        })?;
         let text = TextIndex::in_ram().map_err(|source| EngineError::Index {
             collection: config.name.clone(),
             source,
         })?;
         let vectors = RwLock::new(None);
-        if let (Provider::Precomputed, Some(dim)) = (provider, config.embedding.dimensions) {
+        let known_dim = embedder
+            .as_ref()
+            .and_then(|e| e.identity().dimensions)
+            .or(config.embedding.dimensions);
+        if let (Provider::Precomputed | Provider::Local | Provider::Openai, Some(dim)) =
+            (provider, known_dim)
+        {
             *vectors.write() = Some(Arc::new(VectorIndex::new(dim, hnsw_params(&config))));
         }
+        let chunker = chunker_for(&config, embedder.as_deref());
         Ok(Collection {
             mapping: config.mapping(),
             view: View::default(),
@@ -93,6 +110,8 @@ impl Collection {
             vectors,
             rebuild_log: Mutex::new(None),
             provider,
+            embedder,
+            chunker,
             counts: Mutex::new(IngestCounts::default()),
             config,
         })
@@ -158,14 +177,29 @@ impl Collection {
         self.provider
     }
 
+    /// The embedder that makes this collection's vectors from text, if any.
+    pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
+        self.embedder.as_ref()
+    }
+
+    /// How texts are split into chunks.
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
     /// Embedding set-up as shown to agents.
     pub fn embedding_info(&self) -> EmbeddingInfo {
+        let identity = self.embedder.as_ref().map(|e| e.identity());
         EmbeddingInfo {
             provider: format!("{:?}", self.provider).to_lowercase(),
-            model: self.config.embedding.model.clone(),
+            model: identity
+                .as_ref()
+                .map(|i| i.model.clone())
+                .or_else(|| self.config.embedding.model.clone()),
             dimensions: self
                 .vectors()
                 .map(|v| v.dim())
+                .or(identity.and_then(|i| i.dimensions))
                 .or(self.config.embedding.dimensions),
         }
     }
@@ -191,25 +225,70 @@ impl Collection {
         .to_string()
     }
 
-    /// Which embedder made this collection's vectors: vectors of different embedders must
-    /// never be mixed in one index.
+    /// Which vector space this collection's vectors are in, as one string:
+    /// `provider:model:dimensions:fingerprint`, where the fingerprint hashes the model files
+    /// and tokenizer settings (`local`) or the URL, model and requested dimension (`openai`).
+    /// `precomputed` collections give `precomputed:<vector_field>:<dimensions>`, `none` gives
+    /// `none`; an unknown dimension is `?`.
+    ///
+    /// A snapshot stores this next to its vectors. On restore, if the current value differs,
+    /// the stored vectors are from another model and must not be loaded into the index: the
+    /// documents are restored and re-embedded instead.
     pub fn embedder_identity(&self) -> String {
-        let e = &self.config.embedding;
-        format!(
-            "{:?}|{}|{}|{}",
-            self.provider,
-            e.model.as_deref().unwrap_or(""),
-            e.model_dir
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            e.dimensions.map(|d| d.to_string()).unwrap_or_default()
-        )
+        // Only dimensions known before any vector arrives: a value learned from the first
+        // vector would make the identity (and the snapshot fingerprint) change over time.
+        let dim = self.config.embedding.dimensions.map(|d| d.to_string());
+        match (&self.embedder, self.provider) {
+            (Some(e), _) => {
+                let id = e.identity();
+                let dim = dim
+                    .or_else(|| id.dimensions.map(|d| d.to_string()))
+                    .unwrap_or_else(|| "?".into());
+                format!("{}:{}:{dim}:{}", id.provider, id.model, id.fingerprint)
+            }
+            (None, Provider::Precomputed) => format!(
+                "precomputed:{}:{}",
+                self.config.vector_field.as_deref().unwrap_or(""),
+                dim.unwrap_or_else(|| "?".into())
+            ),
+            (None, _) => "none".into(),
+        }
     }
 
     /// A copy of the ingest counters.
     pub fn counts(&self) -> IngestCounts {
         self.counts.lock().clone()
+    }
+}
+
+/// Token chunks for a model with a tokenizer, capped at what the model reads whole; word
+/// chunks otherwise.
+fn chunker_for(config: &CollectionConfig, embedder: Option<&dyn Embedder>) -> Chunker {
+    let (size, overlap) = (config.chunk_tokens, config.chunk_overlap);
+    match embedder.and_then(|e| e.tokenizer()) {
+        Some((tokenizer, window)) => {
+            let capped = size.min(window);
+            // Keep the overlap a fraction of the chunk when the cap shrank it.
+            let overlap = if capped < size {
+                overlap.min(capped / 4)
+            } else {
+                overlap
+            };
+            if capped < size {
+                tracing::debug!(
+                    collection = config.name,
+                    chunk_tokens = size,
+                    model_window = window,
+                    "chunks capped at the model's window of {window} tokens (overlap {overlap})"
+                );
+            }
+            Chunker::Tokens {
+                tokenizer: Arc::new(tokenizer.clone()),
+                size: capped,
+                overlap,
+            }
+        }
+        None => Chunker::Words { size, overlap },
     }
 }
 
@@ -252,11 +331,12 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let mut collections = Vec::new();
         let mut by_topic = HashMap::new();
+        let mut models = HashMap::new();
         for (i, c) in config.collections.iter().enumerate() {
             for t in &c.topics {
                 by_topic.insert(t.clone(), i);
             }
-            collections.push(Arc::new(Collection::new(c.clone())?));
+            collections.push(Arc::new(Collection::new(i, c.clone(), &mut models)?));
         }
         Ok(Engine {
             config,
@@ -592,5 +672,7 @@ impl Engine {
     }
 }
 
+#[cfg(test)]
+mod embed_tests;
 #[cfg(test)]
 mod tests;

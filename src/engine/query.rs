@@ -273,10 +273,13 @@ impl Engine {
             ));
         }
 
+        let embedded = embed_query(&targets, &req, query).await;
         let mut per_collection: Vec<Vec<Ranked>> = Vec::new();
         let mut modes_used = HashSet::new();
-        for (c, filter) in targets.iter().zip(&filters) {
-            let (ranked, mode) = self.search_collection(c, &req, query, filter, &mut notes)?;
+        for ((c, filter), embedded) in targets.iter().zip(&filters).zip(&embedded) {
+            let vector_query = self.query_vector(c, &req, query, embedded.as_ref())?;
+            let (ranked, mode) =
+                self.search_collection(c, &req, query, vector_query, filter, &mut notes)?;
             modes_used.insert(mode);
             per_collection.push(ranked);
         }
@@ -318,13 +321,13 @@ impl Engine {
         c: &Arc<Collection>,
         req: &SearchRequest,
         query: &str,
+        vector_query: Result<Vec<f32>, String>,
         filter: &Filter,
         notes: &mut Vec<String>,
     ) -> Result<(Vec<Ranked>, Mode), QueryError> {
         let name = c.name();
         // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
         let fetch = (req.k * 4).max(50);
-        let vector_query = self.query_vector(c, req)?;
         let mode = match (req.mode, &vector_query) {
             (Mode::Vector, Err(reason)) => {
                 return Err(QueryError::InvalidArgument(format!(
@@ -406,45 +409,36 @@ impl Engine {
         Ok((ranked, mode))
     }
 
-    /// The query vector for a collection, or why there is none.
+    /// The query vector for a collection, or why there is none. `embedded` is the query
+    /// text's vector from the collection's embedder, when [`embed_query`] made one.
     fn query_vector(
         &self,
         c: &Collection,
         req: &SearchRequest,
+        query: &str,
+        embedded: Option<&Result<Vec<f32>, String>>,
     ) -> Result<Result<Vec<f32>, String>, QueryError> {
+        if let Some(v) = &req.vector
+            && c.provider() != Provider::None
+        {
+            return check_query_vector(c, v).map(Ok);
+        }
         match c.provider() {
             Provider::None => Ok(Err(
                 "it has no vectors (embedding.provider = \"none\")".to_string()
             )),
-            Provider::Precomputed => match &req.vector {
-                None => Ok(Err(format!(
-                    "its vectors are precomputed upstream, so pass the query's vector in `vector`{}",
-                    c.vectors()
-                        .map(|v| format!(" ({} numbers)", v.dim()))
-                        .unwrap_or_default()
-                ))),
-                Some(v) => {
-                    if let Some(index) = c.vectors()
-                        && index.dim() != v.len()
-                    {
-                        return Err(QueryError::InvalidArgument(format!(
-                            "`vector` has {} numbers but collection `{}` has {}-dimensional vectors",
-                            v.len(),
-                            c.name(),
-                            index.dim()
-                        )));
-                    }
-                    if v.iter().any(|x| !x.is_finite()) || v.iter().all(|x| *x == 0.0) {
-                        return Err(QueryError::InvalidArgument(
-                            "`vector` must be finite numbers, not all zero".into(),
-                        ));
-                    }
-                    Ok(Ok(v.clone()))
-                }
+            Provider::Precomputed => Ok(Err(format!(
+                "its vectors are precomputed upstream, so pass the query's vector in `vector`{}",
+                c.vectors()
+                    .map(|v| format!(" ({} numbers)", v.dim()))
+                    .unwrap_or_default()
+            ))),
+            Provider::Local | Provider::Openai => match embedded {
+                Some(Ok(v)) => Ok(Ok(v.clone())),
+                Some(Err(e)) => Ok(Err(format!("the query could not be embedded: {e}"))),
+                None if query.is_empty() => Ok(Err("pass query text to embed".to_string())),
+                None => Ok(Err("the query was not embedded".to_string())),
             },
-            Provider::Local | Provider::Openai => Ok(Err(
-                "no query embedder is available in this build".to_string(),
-            )),
         }
     }
 
@@ -551,6 +545,70 @@ impl Engine {
             as_of: rfc3339_ms(now_ms()),
         }
     }
+}
+
+/// Checks a caller-supplied query vector against the collection's dimension.
+fn check_query_vector(c: &Collection, v: &[f32]) -> Result<Vec<f32>, QueryError> {
+    if let Some(index) = c.vectors()
+        && index.dim() != v.len()
+    {
+        return Err(QueryError::InvalidArgument(format!(
+            "`vector` has {} numbers but collection `{}` has {}-dimensional vectors",
+            v.len(),
+            c.name(),
+            index.dim()
+        )));
+    }
+    if v.iter().any(|x| !x.is_finite()) || v.iter().all(|x| *x == 0.0) {
+        return Err(QueryError::InvalidArgument(
+            "`vector` must be finite numbers, not all zero".into(),
+        ));
+    }
+    Ok(v.to_vec())
+}
+
+/// Embeds the query text once per distinct embedder among `targets` that needs it (vector
+/// or hybrid mode, query text, no caller-supplied vector), on the blocking pool so the
+/// model never runs on an async worker. One entry per target, in order.
+async fn embed_query(
+    targets: &[&Arc<Collection>],
+    req: &SearchRequest,
+    query: &str,
+) -> Vec<Option<Result<Vec<f32>, String>>> {
+    let mut out: Vec<Option<Result<Vec<f32>, String>>> = vec![None; targets.len()];
+    if req.mode == Mode::Bm25 || req.vector.is_some() || query.is_empty() {
+        return out;
+    }
+    // Collections sharing a model share one embedder (and so one query vector).
+    // Keyed by the embedder's address (a usize, so the future stays Send).
+    let mut done: Vec<(usize, Result<Vec<f32>, String>)> = Vec::new();
+    for (slot, c) in out.iter_mut().zip(targets) {
+        let Some(embedder) = c.embedder() else {
+            continue;
+        };
+        let key = Arc::as_ptr(embedder) as *const () as usize;
+        if let Some((_, result)) = done.iter().find(|(k, _)| *k == key) {
+            *slot = Some(result.clone());
+            continue;
+        }
+        let embedder = Arc::clone(embedder);
+        let text = query.to_string();
+        let result = match tokio::task::spawn_blocking(move || embedder.embed(&[&text])).await {
+            Ok(Ok(mut vectors)) if vectors.len() == 1 => Ok(vectors.remove(0)),
+            Ok(Ok(_)) => Err("the embedder returned no vector".to_string()),
+            Ok(Err(e)) => {
+                tracing::warn!(collection = c.name(), "query embedding failed: {e}");
+                Err(e.to_string())
+            }
+            Err(e) => {
+                tracing::error!(collection = c.name(), "query embedding task failed: {e}");
+                Err("internal error".to_string())
+            }
+        };
+        done.push((key, result.clone()));
+        *slot = Some(result);
+    }
+    out
 }
 
 fn tenant_allows(c: &Collection, doc: &StoredDoc, access: &Access) -> bool {
