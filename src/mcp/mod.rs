@@ -7,6 +7,7 @@
 //! act on; internal failures are logged and reported without details.
 
 mod http;
+mod notify;
 mod tools;
 
 use std::future::Future;
