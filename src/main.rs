@@ -246,6 +246,10 @@ enum Transport {
 }
 
 fn run(path: &std::path::Path, transport: Transport) -> anyhow::Result<ExitCode> {
+    if transport == Transport::Stdio {
+        // Before any thread starts: from here on only the MCP transport writes to stdout.
+        freshet::mcp::reserve_stdout().context("reserving stdout for the protocol")?;
+    }
     let config = match Config::load(path) {
         Ok(c) => Arc::new(c),
         Err(e) => {

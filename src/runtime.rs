@@ -1,6 +1,6 @@
-//! Starts the pipeline (consumer thread → prepare thread → apply thread) and the watermark
-//! refresher, and stops them in order on shutdown: stop consuming, let prepare and apply
-//! drain, write a final snapshot, flush dead letters.
+//! Starts the pipeline (consumer thread → prepare thread → apply thread), the watermark
+//! refresher and the catch-up progress log, and stops them in order on shutdown: stop
+//! consuming, let prepare and apply drain, write a final snapshot, flush dead letters.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,6 +86,11 @@ impl Runtime {
             Arc::clone(&engine),
             Duration::from_millis(config.kafka.watermark_interval_ms.max(50)),
             reset_tx,
+            cancel.clone(),
+        ));
+        tokio::spawn(crate::catch_up::run(
+            Arc::clone(&engine),
+            Duration::from_millis(config.server.progress_log_interval_ms),
             cancel.clone(),
         ));
         Ok(Runtime {

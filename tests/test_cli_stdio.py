@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -94,7 +95,17 @@ async def test_stdio_serves_tools_to_the_python_sdk(broker, notes_config):
         assert doc["document"]["title"] == "Sidecar note"
 
 
-def test_stdio_writes_only_protocol_to_stdout(notes_config):
+@pytest.mark.parametrize("env, stderr_has", [
+    ({"FRESHET_LOG": "debug"}, b"DEBUG"),
+    # librdkafka's own debug output, from its threads and its built-in logger (before freshet's
+    # log callback is installed): all of it must go to stderr.
+    ({"FRESHET_LOG": "trace", "FRESHET_KAFKA__PROPERTIES__DEBUG": "all"}, b"librdkafka v"),
+    # A broker that refuses connections: librdkafka's connection errors, logged again and again.
+    ({"FRESHET_LOG": "debug", "FRESHET_KAFKA__BROKERS": "127.0.0.1:1"}, b"127.0.0.1:1"),
+], ids=["debug", "librdkafka-debug-all", "broker-down"])
+def test_stdio_writes_only_protocol_to_stdout(notes_config, env, stderr_has, tmp_path):
+    """Every stdout line is JSON-RPC (freshet also points fd 1 at stderr for everything but
+    the MCP transport, so even a dependency's stray print cannot reach the client)."""
     _, config = notes_config
     messages = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -104,9 +115,12 @@ def test_stdio_writes_only_protocol_to_stdout(notes_config):
          "params": {"name": "search", "arguments": {"query": "anything", "k": 0}}},
         {"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
     ]
+    # stderr to a file: a pipe nobody drains fills up with librdkafka's debug output and
+    # blocks the server.
+    err_file = open(tmp_path / "stderr.log", "w+b")
     proc = subprocess.Popen([str(freshet_bin()), "stdio", "--config", str(config)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "FRESHET_LOG": "debug"}, cwd=config.parent)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err_file,
+                            env={**os.environ, **env}, cwd=config.parent)
     out_lines = []
     try:
         for m in messages:
@@ -114,15 +128,22 @@ def test_stdio_writes_only_protocol_to_stdout(notes_config):
             proc.stdin.flush()
             if "id" in m:
                 out_lines.append(proc.stdout.readline())
-        rest, err = proc.communicate(input=b"", timeout=20)  # EOF ends the session and the process
+        # fd 1 of the server now points at its stderr; the protocol uses a private duplicate.
+        fd1 = Path(f"/proc/{proc.pid}/fd/1")
+        if fd1.parent.is_dir():
+            assert os.readlink(fd1) == str(tmp_path / "stderr.log")
+        rest, _ = proc.communicate(input=b"", timeout=20)  # EOF ends the session and the process
     finally:
         if proc.poll() is None:
             proc.kill()
+        err_file.seek(0)
+        err = err_file.read()
+        err_file.close()
     out_lines += [line for line in rest.splitlines(keepends=True) if line.strip()]
     replies = [json.loads(line) for line in out_lines]  # every stdout line is JSON-RPC
     assert [r["id"] for r in replies] == [1, 2, 3]
     assert replies[1]["result"]["isError"] is True
-    assert b"DEBUG" in err or b"INFO" in err, "logs go to stderr"
+    assert stderr_has in err, "logs go to stderr"
     assert proc.returncode == 0
 
 

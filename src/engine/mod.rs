@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::api::{EmbeddingInfo, IngestCounts, PartitionWatermark, Watermark};
+use crate::catch_up::CatchUp;
 use crate::chunk::Chunker;
 use crate::config::{CollectionConfig, Config, Provider};
 use crate::decode::Mapping;
@@ -319,6 +320,8 @@ pub struct Engine {
     metrics: Metrics,
     /// Vector index rebuilds running in the background, by collection index.
     rebuilds: Mutex<Vec<Rebuild>>,
+    /// Apply-rate samples while catching up at start.
+    catch_up: CatchUp,
 }
 
 impl Engine {
@@ -350,6 +353,7 @@ impl Engine {
             startup_targets: Mutex::new(None),
             metrics: Metrics::default(),
             rebuilds: Mutex::new(Vec::new()),
+            catch_up: CatchUp::default(),
         })
     }
 
@@ -384,6 +388,11 @@ impl Engine {
     /// Histograms and counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Catch-up progress at start (see [`crate::catch_up`]).
+    pub fn catch_up(&self) -> &CatchUp {
+        &self.catch_up
     }
 
     /// Everything `/metrics` shows, in Prometheus text format.

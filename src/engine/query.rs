@@ -112,7 +112,8 @@ impl Access {
         }
     }
 
-    fn may_read(&self, collection: &str) -> bool {
+    /// True if this caller may read `collection`.
+    pub fn may_read(&self, collection: &str) -> bool {
         self.collections
             .as_ref()
             .is_none_or(|set| set.contains(collection))
@@ -537,6 +538,7 @@ impl Engine {
                     ingest: c.counts(),
                     partitions: wm.partitions,
                     caught_up: wm.caught_up,
+                    catch_up: self.catch_up_info(c),
                 }
             })
             .collect();

@@ -7,6 +7,8 @@
 //! act on; internal failures are logged and reported without details.
 
 mod http;
+mod notify;
+mod stdio;
 mod tools;
 
 use std::future::Future;
@@ -19,6 +21,7 @@ use crate::auth::Caller;
 use crate::engine::Engine;
 
 pub use http::{router, serve_http};
+pub use stdio::reserve_stdout;
 pub use tools::Freshet;
 
 /// Errors of the transports.
@@ -41,7 +44,8 @@ pub enum ServeError {
 }
 
 /// Serves MCP on stdin/stdout until the client closes stdin or `shutdown` resolves. Every
-/// call is made as `caller` (from `[auth.stdio]`) and recorded in `audit`.
+/// call is made as `caller` (from `[auth.stdio]`) and recorded in `audit`. Call
+/// [`reserve_stdout`] first, so that nothing but the protocol reaches stdout.
 pub async fn serve_stdio(
     engine: Arc<Engine>,
     caller: Caller,
@@ -51,7 +55,7 @@ pub async fn serve_stdio(
     let service = Freshet::new(engine)
         .with_stdio_caller(caller)
         .with_audit(audit, Transport::Stdio)
-        .serve(rmcp::transport::stdio())
+        .serve((tokio::io::stdin(), stdio::protocol_out()))
         .await
         .map_err(|e| ServeError::Stdio(e.to_string()))?;
     let cancel = service.cancellation_token();

@@ -26,6 +26,8 @@ use crate::auth::{Caller, Principal};
 use crate::engine::{Access, Consistency, Engine, Mode, QueryError, SearchRequest};
 use crate::time::{now_ms, rfc3339_ms};
 
+use super::notify::{self, SessionLevel};
+
 /// URI template of the document resource.
 pub const DOCUMENT_TEMPLATE: &str = "freshet://{collection}/{id}";
 
@@ -123,6 +125,8 @@ pub struct Freshet {
     /// The caller of a request that carries no HTTP parts: the stdio principal. HTTP
     /// requests get theirs from the auth middleware, and without one they may read nothing.
     stdio_caller: Arc<Caller>,
+    /// The level this session asked for with `logging/setLevel`.
+    log_level: SessionLevel,
 }
 
 fn tool_error(message: impl Into<String>) -> CallToolResult {
@@ -221,6 +225,7 @@ impl Freshet {
             audit: None,
             transport: Transport::Stdio,
             stdio_caller: Arc::new(Caller::anonymous()),
+            log_level: SessionLevel::default(),
         }
     }
 
@@ -372,6 +377,13 @@ impl ServerHandler for Freshet {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        notify::warn_if_catching_up(
+            &self.engine,
+            &self.log_level,
+            &self.access(&context),
+            &context,
+        )
+        .await;
         let Some(log) = &self.audit else {
             let tcc = ToolCallContext::new(self, request, context);
             return self.tool_router.call(tcc).await;
@@ -408,15 +420,28 @@ impl ServerHandler for Freshet {
         result
     }
 
+    #[allow(deprecated)] // enable_logging: see set_level
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                // Only to tell clients that answers come from a replica still catching up.
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("freshet", env!("CARGO_PKG_VERSION")))
         .with_instructions(INSTRUCTIONS)
+    }
+
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what 2025-11-25 clients use
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.log_level.set(request.level);
+        Ok(())
     }
 
     async fn list_resources(
@@ -448,6 +473,13 @@ impl ServerHandler for Freshet {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        notify::warn_if_catching_up(
+            &self.engine,
+            &self.log_level,
+            &self.access(&context),
+            &context,
+        )
+        .await;
         let Some(log) = &self.audit else {
             return self.read_document(&request, &context);
         };
