@@ -8,13 +8,17 @@
 //!
 //! Two folds done once at load time save work on every batch: the query, key and value
 //! projections are one `[3·hidden, hidden]` matrix (one matrix product instead of three), and
-//! the attention scale `1/√head_dim` is multiplied into the query weights.
+//! the attention scale `1/√head_dim` is multiplied into the query weights. The dense layers,
+//! attention and GELU run in the kernels of [`super::kernels`]; candle holds the weights and
+//! does the embeddings lookup and the layer norms.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
+
+use super::kernels::{self, Epilogue};
 use serde::Deserialize;
 
 /// The fields of a Hugging Face `config.json` this encoder reads.
@@ -82,13 +86,35 @@ pub enum BertError {
     Candle(#[from] candle_core::Error),
 }
 
+/// A dense layer as [`kernels::linear`] wants it: the weight transposed to `[in, out]`.
+struct Dense {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    fn new(linear: &Linear) -> Result<Dense, BertError> {
+        Ok(Dense {
+            weight_t: linear.weight().t()?.contiguous()?,
+            bias: linear
+                .bias()
+                .cloned()
+                .ok_or_else(|| BertError::Weights("dense layer without bias".into()))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, epilogue: Epilogue<'_>) -> Result<Tensor, BertError> {
+        Ok(kernels::linear(x, &self.weight_t, &self.bias, epilogue)?)
+    }
+}
+
 struct Layer {
     /// Query, key and value projections fused; the query part is pre-scaled.
-    qkv: Linear,
-    attn_out: Linear,
+    qkv: Dense,
+    attn_out: Dense,
     attn_norm: LayerNorm,
-    ffn_in: Linear,
-    ffn_out: Linear,
+    ffn_in: Dense,
+    ffn_out: Dense,
     ffn_norm: LayerNorm,
 }
 
@@ -210,16 +236,15 @@ impl Bert {
                 0,
             )?;
             let qkv_bias = Tensor::cat(&[(bias(&q)? * scale)?, bias(&k)?, bias(&v)?], 0)?;
+            let dense = |name: &str, out: usize, inp: usize| -> Result<Dense, BertError> {
+                Dense::new(&w.linear(&format!("{p}.{name}"), out, inp)?)
+            };
             layers.push(Layer {
-                qkv: Linear::new(qkv_weight, Some(qkv_bias)),
-                attn_out: w.linear(&format!("{p}.attention.output.dense"), h, h)?,
+                qkv: Dense::new(&Linear::new(qkv_weight, Some(qkv_bias)))?,
+                attn_out: dense("attention.output.dense", h, h)?,
                 attn_norm: w.layer_norm(&format!("{p}.attention.output.LayerNorm"), h, eps)?,
-                ffn_in: w.linear(
-                    &format!("{p}.intermediate.dense"),
-                    config.intermediate_size,
-                    h,
-                )?,
-                ffn_out: w.linear(&format!("{p}.output.dense"), h, config.intermediate_size)?,
+                ffn_in: dense("intermediate.dense", config.intermediate_size, h)?,
+                ffn_out: dense("output.dense", h, config.intermediate_size)?,
                 ffn_norm: w.layer_norm(&format!("{p}.output.LayerNorm"), h, eps)?,
             });
         }
@@ -296,32 +321,14 @@ impl Bert {
         x: &Tensor,
         lens: &[usize],
     ) -> Result<Tensor, BertError> {
-        let h = self.hidden;
-        let qkv = layer.qkv.forward(x)?;
-        let mut contexts = Vec::with_capacity(lens.len());
-        let mut start = 0;
-        for &len in lens {
-            let seq = qkv.narrow(0, start, len)?;
-            // [len, 3h] → three [heads, len, head_dim] tensors.
-            let split = |part: usize| -> candle_core::Result<Tensor> {
-                seq.narrow(1, part * h, h)?
-                    .reshape((len, self.heads, self.head_dim))?
-                    .transpose(0, 1)?
-                    .contiguous()
-            };
-            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let scores = q.matmul(&k.t()?)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let context = probs.matmul(&v)?.transpose(0, 1)?.reshape((len, h))?;
-            contexts.push(context);
-            start += len;
-        }
-        let context = Tensor::cat(&contexts, 0)?;
-        let attended = layer
-            .attn_norm
-            .forward(&layer.attn_out.forward(&context)?.add(x)?)?;
-        let inner = layer.ffn_in.forward(&attended)?.gelu_erf()?;
-        let out = layer.ffn_out.forward(&inner)?.add(&attended)?;
+        let qkv = layer.qkv.forward(x, Epilogue::None)?;
+        let context = kernels::packed_attention(&qkv, lens, self.heads, self.head_dim)?;
+        let attended = layer.attn_out.forward(&context, Epilogue::Residual(x))?;
+        let attended = layer.attn_norm.forward(&attended)?;
+        let inner = layer.ffn_in.forward(&attended, Epilogue::Gelu)?;
+        let out = layer
+            .ffn_out
+            .forward(&inner, Epilogue::Residual(&attended))?;
         Ok(layer.ffn_norm.forward(&out)?)
     }
 }

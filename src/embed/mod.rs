@@ -10,6 +10,7 @@
 //! its vectors live in; vectors from two identities must never share an index.
 
 pub mod bert;
+mod kernels;
 pub mod local;
 pub mod openai;
 #[cfg(test)]
@@ -93,6 +94,16 @@ pub struct EmbedderIdentity {
 pub trait Embedder: Send + Sync {
     /// One vector per text, in order. Vectors are L2-normalised where the model defines it.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+
+    /// The vector of one query text. Same vector space as [`embed`](Self::embed); an
+    /// embedder may run it apart from bulk work so queries stay fast during ingestion.
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        let mut vectors = self.embed(&[text])?;
+        match vectors.pop() {
+            Some(v) if vectors.is_empty() => Ok(v),
+            _ => Err(EmbedError::Model("expected one vector for one text".into())),
+        }
+    }
 
     /// Which vector space the vectors are in.
     fn identity(&self) -> EmbedderIdentity;

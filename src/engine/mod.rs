@@ -43,12 +43,13 @@ pub enum EngineError {
         source: IndexError,
     },
     /// The collection's embedder could not be built (model directory, API key, ...).
-    #[error("collection `{collection}`: {source}")]
+    #[error("collection `{collection}`: {error}")]
     Embedder {
         /// The collection.
         collection: String,
-        /// What is wrong, naming the path or key.
-        source: EmbedError,
+        /// What is wrong, naming the path or key. (Not a `source`: the message already
+        /// says it all, and a source would be printed twice in the error chain.)
+        error: EmbedError,
     },
 }
 
@@ -83,10 +84,10 @@ impl Collection {
         models: &mut HashMap<std::path::PathBuf, Arc<LocalEmbedder>>,
     ) -> Result<Collection, EngineError> {
         let provider = config.provider();
-        let embedder = embed::for_collection(index, &config, models).map_err(|source| {
+        let embedder = embed::for_collection(index, &config, models).map_err(|error| {
             EngineError::Embedder {
                 collection: config.name.clone(),
-                source,
+                error,
             }
         })?;
         let text = TextIndex::in_ram().map_err(|source| EngineError::Index {

@@ -595,9 +595,8 @@ async fn embed_query(
         }
         let embedder = Arc::clone(embedder);
         let text = query.to_string();
-        let result = match tokio::task::spawn_blocking(move || embedder.embed(&[&text])).await {
-            Ok(Ok(mut vectors)) if vectors.len() == 1 => Ok(vectors.remove(0)),
-            Ok(Ok(_)) => Err("the embedder returned no vector".to_string()),
+        let result = match tokio::task::spawn_blocking(move || embedder.embed_query(&text)).await {
+            Ok(Ok(vector)) => Ok(vector),
             Ok(Err(e)) => {
                 tracing::warn!(collection = c.name(), "query embedding failed: {e}");
                 Err(e.to_string())
