@@ -3,8 +3,8 @@ freshet sidecar (stdio) or a freshet server (streamable HTTP, with a bearer toke
 `search` the way an agent would. The loaded tools are ordinary LangChain tools: hand them to
 any agent (`create_agent(model, tools)`); no LLM is needed to run this file.
 
-    # stdio: spawns `freshet stdio --config CONFIG` as a sidecar
-    python examples/langchain_agent.py --stdio --config /abs/path/freshet.toml "consumer lag"
+    # stdio: spawns `freshet stdio --config CONFIG` as a sidecar (in this directory)
+    python examples/langchain_agent.py --stdio --config config/demo.toml "consumer lag"
     # streamable HTTP; the token comes from --token or $FRESHET_TOKEN (sent as a bearer header)
     FRESHET_TOKEN=... python examples/langchain_agent.py --url http://127.0.0.1:8080/mcp "consumer lag"
 
@@ -33,19 +33,14 @@ REPO = Path(__file__).resolve().parent.parent
 def connection(args: argparse.Namespace) -> dict:
     """The adapters' connection config for one freshet."""
     if args.stdio:
-        config = Path(args.config).resolve()
-        # A relative path would be looked up from `cwd` below: make it absolute first.
-        command = str(Path(args.freshet).resolve()) if os.sep in args.freshet else args.freshet
         return {
             "transport": "stdio",
-            "command": command,
-            "args": ["stdio", "--config", str(config)],
+            "command": args.freshet,
+            "args": ["stdio", "--config", args.config],
             # The MCP SDK passes only a minimal environment to the child: hand on freshet's own
-            # settings (FRESHET_KAFKA__BROKERS, FRESHET_LOG, ...) explicitly.
+            # settings (FRESHET_SERVER__DATA_DIR, FRESHET_KAFKA__BROKERS, ...) explicitly.
             "env": {**{k: v for k, v in os.environ.items() if k.startswith("FRESHET_")},
                     "PATH": os.environ.get("PATH", "")},
-            # A relative server.data_dir then lands beside the config, not wherever this runs.
-            "cwd": str(config.parent),
         }
     token = args.token or os.environ.get("FRESHET_TOKEN")
     return {

