@@ -90,9 +90,11 @@ impl Collection {
                 error,
             }
         })?;
-        let text = TextIndex::in_ram().map_err(|source| EngineError::Index {
-            collection: config.name.clone(),
-            source,
+        let text = TextIndex::in_ram_with_title_boost(config.title_boost()).map_err(|source| {
+            EngineError::Index {
+                collection: config.name.clone(),
+                source,
+            }
         })?;
         let vectors = RwLock::new(None);
         let known_dim = embedder
