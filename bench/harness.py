@@ -1,17 +1,23 @@
 """freshet benchmark harness (see bench/run.sh for the one command that runs it).
 
-Phases, each against a release `freshet serve` fed by a private tansu broker, measured over
-MCP streamable HTTP with the Python SDK, on this machine, in one run:
+Phases, on this machine, in one run, against one private tansu broker:
 
-1. ingest   — N documents with 384-d precomputed vectors are produced first; freshet starts and
-              catches up; records/s to ready, and resident memory per document.
-2. recall   — HNSW top-10 (mode "vector") against exact search over the same vectors (numpy).
-3. latency  — p50/p99 of `search` per mode (bm25, vector, hybrid) with 1, 4 and 16 concurrent
-              clients, idle and while a producer updates documents at a steady rate.
-4. freshness — records produced at fixed rates, each carrying its produce time as event time:
-              produce → searchable measured by polling `get_document` (a sample) and from the
-              `index_delay_ms` stamps (all), next to the produce → consume floor of a plain
-              librdkafka consumer reading the same topic in the same run.
+1. ingest    — N documents with 384-d precomputed vectors are produced first; a release
+               `freshet serve` starts and catches up: records/s to ready, resident memory per
+               document.
+2. recall    — HNSW top-10 (mode "vector") against exact search over the same vectors (numpy).
+3. latency   — p50/p99 of `search` per mode (bm25, vector, hybrid) with 1, 4 and 16 concurrent
+               closed-loop clients (bench/loadgen.py: MCP `tools/call` over streamable HTTP),
+               idle and while a producer updates documents at a steady rate.
+4. freshness — new records produced at fixed rates, each with a unique token and its produce
+               time as event time; produce → searchable measured by polling `get_document`, by
+               polling `search` for the token, and from the `index_delay_ms` stamps, next to
+               the produce → consume floor of a plain librdkafka consumer in the same run.
+5. embedder  — a second freshet with the local model (raw text, no vectors in the records):
+               ingest rate and freshness at low rates.
+6. peer      — Pathway (bench/peer_pathway.py, its own virtualenv) reads the same topic from the
+               same broker: catch-up time, memory, query latency and freshness measured the same
+               way (freshet is stopped meanwhile, so each has the machine to itself).
 """
 
 from __future__ import annotations
@@ -22,40 +28,36 @@ import json
 import os
 import platform
 import random
-import statistics
 import sys
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Awaitable, Callable
 
+import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 import kafka_util  # noqa: E402
+import loadgen  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from freshet_util import FreshetServer, call, http_client, write_config  # noqa: E402
+from loadgen import percentiles  # noqa: E402
 
 SCALES = {"small": 10_000, "medium": 100_000, "large": 1_000_000}
 DIM = 384
 VOCAB = [f"w{i:04d}" for i in range(5000)]
+HNSW = {"m": 16, "ef_construction": 200, "ef_search": 100}
+
+#: Async "is this document visible yet?" check: (document id, its unique token) → bool.
+Probe = Callable[[str, str], Awaitable[bool]]
 
 
 def now_ms() -> float:
     return time.time() * 1000.0
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    xs = sorted(values)
-
-    def pct(p: float) -> float:
-        return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-    return {"n": len(xs), "p50": pct(50), "p95": pct(95), "p99": pct(99), "max": xs[-1],
-            "mean": statistics.fmean(xs)}
 
 
 class Corpus:
@@ -72,18 +74,27 @@ class Corpus:
     def text(self, words: int) -> str:
         return " ".join(VOCAB[i] for i in self.rng.choice(len(VOCAB), size=words, p=self.word_p))
 
-    def doc(self, i: int, **extra) -> dict:
-        return {"id": f"d{i}", "title": self.text(6), "body": self.text(60),
-                "embedding": np.round(self.vectors[i], 5).tolist(), **extra}
+    def doc(self, i: int, vector: bool = True, **extra) -> dict:
+        doc = {"id": f"d{i}", "title": self.text(6), "body": self.text(60), **extra}
+        if vector:
+            doc["embedding"] = np.round(self.vectors[i], 5).tolist()
+        return doc
 
 
-def config_for(work: Path, brokers: str, topic: str) -> Path:
-    return write_config(work / "freshet.toml",
-                        {"kafka": {"brokers": brokers}, "snapshot": {"interval_ms": 0}},
-                        [{"name": "bench", "topics": [topic], "format": "json", "id_field": "id",
-                          "title_field": "title", "text_fields": ["title", "body"],
-                          "event_time_field": "produced_at", "vector_field": "embedding",
-                          "embedding": {"provider": "precomputed", "dimensions": DIM}}])
+def freshet_config(work: Path, brokers: str, topic: str, name: str, local_model: bool = False) -> Path:
+    collection = {"name": name, "topics": [topic], "format": "json", "id_field": "id",
+                  "title_field": "title", "text_fields": ["title", "body"],
+                  "event_time_field": "produced_at"}
+    if local_model:
+        collection["embedding"] = {"provider": "local", "model_dir": str(ROOT / "models" / "all-MiniLM-L6-v2")}
+    else:
+        collection["vector_field"] = "embedding"
+        collection["embedding"] = {"provider": "precomputed", "dimensions": DIM}
+        collection["hnsw"] = dict(HNSW)
+    return write_config(work / f"{name}.toml",
+                        {"kafka": {"brokers": brokers}, "snapshot": {"interval_ms": 0},
+                         "server": {"data_dir": str(work / f"data-{name}")}},
+                        [collection])
 
 
 def rss_bytes(pid: int) -> int:
@@ -93,11 +104,13 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def produce_all(brokers: str, topic: str, corpus: Corpus, n: int) -> None:
+def produce_all(brokers: str, topic: str, corpus: Corpus, n: int, vector: bool = True) -> int:
+    """Produces documents 0..n-1 then document 0 again alone (so tansu reports the log end
+    exactly, see README: Known limits). Returns the number of records."""
     p = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "batch.num.messages": 2000,
                   "queue.buffering.max.messages": 200000, "compression.type": "lz4"})
     for i in range(n):
-        doc = corpus.doc(i, produced_at=int(now_ms()))
+        doc = corpus.doc(i, vector=vector, produced_at=int(now_ms()))
         while True:
             try:
                 p.produce(topic, key=doc["id"], value=json.dumps(doc).encode())
@@ -106,11 +119,61 @@ def produce_all(brokers: str, topic: str, corpus: Corpus, n: int) -> None:
                 p.poll(0.05)
         if i % 1000 == 0:
             p.poll(0)
-    # The last record alone, so tansu reports the log end exactly (see README: Known limits).
-    p.flush(120)
-    doc = corpus.doc(0, produced_at=int(now_ms()))
+    p.flush(300)
+    doc = corpus.doc(0, vector=vector, produced_at=int(now_ms()))
     p.produce(topic, key=doc["id"], value=json.dumps(doc).encode())
     p.flush(30)
+    return n + 1
+
+
+# ----------------------------------------------------------------------------- freshet access
+
+
+class FreshetTarget:
+    """Lean MCP access to a running freshet: one POST per tool call (2026-07-28 stateless)."""
+
+    def __init__(self, server: FreshetServer, collection: str):
+        self.server, self.collection = server, collection
+        self.http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64))
+
+    async def tool(self, name: str, args: dict) -> tuple[bool, dict]:
+        r = await self.http.post(self.server.mcp_url, content=loadgen.mcp_body(name, args),
+                                 headers=loadgen.mcp_headers(name))
+        r.raise_for_status()
+        result = loadgen.mcp_result(r.content)["result"]
+        return not result.get("isError", False), result.get("structuredContent") or {}
+
+    async def has_document(self, doc_id: str, token: str) -> bool:
+        ok, _ = await self.tool("get_document", {"collection": self.collection, "id": doc_id})
+        return ok
+
+    async def search_finds(self, doc_id: str, token: str) -> bool:
+        ok, res = await self.tool("search", {"collection": self.collection, "query": token,
+                                             "mode": "bm25", "k": 1})
+        return ok and any(h["id"] == doc_id for h in res.get("results", []))
+
+    def query_bodies(self, corpus: Corpus, mode: str, count: int = 500) -> list[bytes]:
+        rng = random.Random(5)
+        bodies = []
+        for k in range(count):
+            args = {"collection": self.collection, "k": 10, "mode": mode}
+            if mode != "vector":
+                args["query"] = " ".join(rng.choice(VOCAB[:500]) for _ in range(3))
+            if mode != "bm25":
+                args["vector"] = np.round(corpus.vectors[rng.randrange(len(corpus.vectors))], 5).tolist()
+            bodies.append(loadgen.mcp_body("search", args, request_id=k + 1))
+        return bodies
+
+    def latency(self, corpus: Corpus, mode: str, clients: int, seconds: float) -> dict:
+        return loadgen.closed_loop("127.0.0.1", self.server.port, "/mcp", loadgen.mcp_headers("search"),
+                                   self.query_bodies(corpus, mode), clients, seconds,
+                                   must_contain=b'"isError":false')
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+# ----------------------------------------------------------------------------- phases
 
 
 async def phase_recall(server: FreshetServer, corpus: Corpus, n: int, queries: int = 200) -> dict:
@@ -124,40 +187,7 @@ async def phase_recall(server: FreshetServer, corpus: Corpus, n: int, queries: i
             res = await call(client, "search", {"vector": q.tolist(), "mode": "vector", "k": 10,
                                                 "collection": "bench"})
             hits += len(exact & {h["id"] for h in res["results"]})
-    return {"recall_at_10": hits / (10 * queries), "queries": queries}
-
-
-async def phase_latency(server: FreshetServer, corpus: Corpus, clients: int, mode: str,
-                        seconds: float) -> dict:
-    latencies: list[float] = []
-    ready = asyncio.Event()
-    connected = 0
-    deadline = float("inf")
-
-    async def one_client(seed: int) -> None:
-        nonlocal connected, deadline
-        rng = random.Random(seed)
-        async with http_client(server.mcp_url) as client:
-            # Sessions are opened first: the clock measures queries, not handshakes.
-            connected += 1
-            if connected == clients:
-                deadline = time.monotonic() + seconds
-                ready.set()
-            await ready.wait()
-            while time.monotonic() < deadline:
-                args = {"collection": "bench", "k": 10, "mode": mode}
-                if mode != "vector":
-                    args["query"] = " ".join(rng.choice(VOCAB[:500]) for _ in range(3))
-                if mode != "bm25":
-                    args["vector"] = corpus.vectors[rng.randrange(len(corpus.vectors))].tolist()
-                t0 = time.perf_counter()
-                await call(client, "search", args)
-                latencies.append((time.perf_counter() - t0) * 1000)
-
-    await asyncio.gather(*(one_client(s) for s in range(clients)))
-    out = percentiles(latencies)
-    out["qps"] = len(latencies) / seconds
-    return out
+    return {"recall_at_10": hits / (10 * queries), "queries": queries, "hnsw": dict(HNSW)}
 
 
 class SteadyProducer(threading.Thread):
@@ -182,12 +212,28 @@ class SteadyProducer(threading.Thread):
         self.p.flush(10)
 
 
-async def phase_freshness(server: FreshetServer, brokers: str, topic: str, corpus: Corpus,
-                          rate: int, seconds: float, sample_every: int) -> dict:
-    """Produces new documents at `rate`/s; measures produce → searchable three ways."""
-    floor: list[float] = []
+def latency_matrix(measure: Callable[[str, int], dict], modes: list[str], client_counts: list[int],
+                   label: str, loaded_rate: float = 0) -> list[dict]:
+    rows = []
+    for mode in modes:
+        for clients in client_counts:
+            lat = measure(mode, clients)
+            lat.update({"mode": mode, "clients": clients, "ingesting_per_s": loaded_rate})
+            rows.append(lat)
+            print(f"{label} latency {mode} x{clients} ingest={loaded_rate:.0f}/s: p50={lat.get('p50', 0):.2f} "
+                  f"p99={lat.get('p99', 0):.2f} ms qps={lat['qps']:.0f} errors={lat['errors']}", flush=True)
+    return rows
+
+
+async def phase_freshness(brokers: str, topic: str, corpus: Corpus, rate: int, seconds: float,
+                          probes: dict[str, Probe], samples_per_s: float = 10, vector: bool = True,
+                          floor: bool = True) -> dict:
+    """Produces new documents at `rate`/s for `seconds`, each with a unique token; a sample
+    (about `samples_per_s` of them a second) is watched by every probe, each sample on its own
+    task (so a slow answer never delays the next sample's clock)."""
+    floor_ms: list[float] = []
     stop = threading.Event()
-    prefix = f"f{rate}-{int(time.time())}-"
+    prefix = f"f{rate}x{int(time.time()) % 100000}x"
 
     def plain_consumer() -> None:
         c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-floor", "enable.auto.commit": False,
@@ -199,67 +245,203 @@ async def phase_freshness(server: FreshetServer, brokers: str, topic: str, corpu
             msg = c.poll(0.05)
             if msg is None or msg.error() or not msg.key() or not msg.key().decode().startswith(prefix):
                 continue
-            floor.append(now_ms() - json.loads(msg.value())["produced_at"])
+            floor_ms.append(now_ms() - json.loads(msg.value())["produced_at"])
         c.close()
 
     floor_thread = threading.Thread(target=plain_consumer, daemon=True)
-    floor_thread.start()
-    time.sleep(1.0)
+    if floor:
+        floor_thread.start()
+        time.sleep(1.0)
 
-    queue: asyncio.Queue = asyncio.Queue()
-    polled: list[float] = []
-    produced: list[str] = []
+    observed: dict[str, list[float]] = {label: [] for label in probes}
+    timeouts: dict[str, int] = {label: 0 for label in probes}
 
-    async def poller() -> None:
-        async with http_client(server.mcp_url) as client:
-            while True:
-                item = await queue.get()
-                if item is None:
+    async def watch(label: str, probe: Probe, doc_id: str, token: str, t0: float) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if await probe(doc_id, token):
+                    observed[label].append(now_ms() - t0)
                     return
-                doc_id, t0 = item
-                while True:
-                    res = await client.call_tool("get_document", {"collection": "bench", "id": doc_id})
-                    if not res.is_error:
-                        polled.append(now_ms() - t0)
-                        break
-                    await asyncio.sleep(0.002)
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.002)
+        timeouts[label] += 1
 
-    pollers = [asyncio.create_task(poller()) for _ in range(8)]
+    tasks = []
+    produced: list[str] = []
+    sample_every = max(1, int(rate / samples_per_s))
     p = Producer({"bootstrap.servers": brokers, "linger.ms": 0})
     start = time.monotonic()
     i = 0
     while time.monotonic() - start < seconds:
-        doc = corpus.doc(i % len(corpus.vectors), produced_at=0)
+        doc = corpus.doc(i % len(corpus.vectors), vector=vector)
         doc["id"] = f"{prefix}{i}"
+        token = f"{prefix}{i}t"
+        doc["body"] = f"{doc['body']} {token}"
         doc["produced_at"] = t0 = int(now_ms())
         p.produce(topic, key=doc["id"], value=json.dumps(doc).encode())
         p.poll(0)
         produced.append(doc["id"])
         if i % sample_every == 0:
-            queue.put_nowait((doc["id"], t0))
+            tasks += [asyncio.create_task(watch(label, probe, doc["id"], token, t0)) for label, probe in probes.items()]
         i += 1
         wait = start + i / rate - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         elif i % 50 == 0:
             await asyncio.sleep(0)
-    p.flush(30)
     achieved = i / (time.monotonic() - start)
-    for _ in pollers:
-        queue.put_nowait(None)
-    await asyncio.gather(*pollers)
-    await asyncio.sleep(1.0)
+    p.flush(30)
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(0.5)
     stop.set()
-    floor_thread.join()
+    if floor:
+        floor_thread.join()
+    result = {"rate": rate, "achieved_rate": achieved, "produced": len(produced), "ids": produced,
+              "plain_consumer_floor_ms": percentiles(floor_ms)}
+    for label in probes:
+        result[label] = percentiles(observed[label])
+        result[label]["timeouts"] = timeouts[label]
+    return result
 
+
+async def freshet_stamps(target: FreshetTarget, ids: list[str]) -> dict:
     stamps: list[float] = []
-    async with http_client(server.mcp_url) as client:
-        for k in range(0, len(produced), 1000):
-            res = await call(client, "document_freshness", {"collection": "bench", "ids": produced[k:k + 1000]})
+    for k in range(0, len(ids), 1000):
+        ok, res = await target.tool("document_freshness", {"collection": target.collection, "ids": ids[k:k + 1000]})
+        if ok:
             stamps += [d["freshness"]["index_delay_ms"] for d in res["documents"] if d["status"] == "found"]
-    return {"rate": rate, "achieved_rate": achieved, "produced": len(produced),
-            "polled_get_document_ms": percentiles(polled), "stamp_index_delay_ms": percentiles(stamps),
-            "plain_consumer_floor_ms": percentiles(floor)}
+    return percentiles(stamps)
+
+
+def print_freshness(who: str, fr: dict) -> None:
+    keys = [k for k in fr if k.endswith("_ms")]
+    summary = ", ".join(f"{k}: p50={fr[k].get('p50', 0):.0f} p99={fr[k].get('p99', 0):.0f} n={fr[k].get('n', 0)}"
+                        for k in keys)
+    print(f"{who} freshness @{fr['rate']}/s (achieved {fr['achieved_rate']:.0f}): {summary}", flush=True)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: int, result: dict) -> None:
+    records = produce_all(broker.bootstrap, topic, corpus, n)
+    print(f"produced {records} records", flush=True)
+    server = FreshetServer(freshet_config(work, broker.bootstrap, topic, "bench"), work,
+                           env={"FRESHET_LOG": "warn"})
+    target = FreshetTarget(server, "bench")
+    try:
+        t = time.monotonic()
+        server.wait_ready(timeout=args.ready_timeout)
+        catch_up = time.monotonic() - t
+        rss = rss_bytes(server.process.pid)
+        result["ingest"] = {"records": records, "seconds_to_ready": catch_up, "records_per_s": records / catch_up,
+                            "rss_bytes": rss, "rss_bytes_per_doc": rss / n}
+        print(f"freshet ingest: {result['ingest']}", flush=True)
+
+        result["recall"] = await phase_recall(server, corpus, n)
+        print(f"recall: {result['recall']}", flush=True)
+
+        result["latency"] = latency_matrix(
+            lambda mode, c: target.latency(corpus, mode, c, args.latency_seconds),
+            ["bm25", "vector", "hybrid"], args.clients, "freshet")
+        steady = SteadyProducer(broker.bootstrap, topic, corpus, n, args.load_rate)
+        steady.start()
+        result["latency"] += latency_matrix(
+            lambda mode, c: target.latency(corpus, mode, c, args.latency_seconds),
+            ["bm25", "vector", "hybrid"], args.clients, "freshet", loaded_rate=args.load_rate)
+        steady.stop_flag.set()
+        steady.join()
+
+        result["freshness"] = []
+        for rate in args.rates:
+            fr = await phase_freshness(broker.bootstrap, topic, corpus, rate, args.freshness_seconds,
+                                       {"polled_get_document_ms": target.has_document,
+                                        "polled_search_ms": target.search_finds})
+            fr["stamp_index_delay_ms"] = await freshet_stamps(target, fr["ids"])
+            del fr["ids"]
+            result["freshness"].append(fr)
+            print_freshness("freshet", fr)
+        result["rss_bytes_end"] = rss_bytes(server.process.pid)
+    finally:
+        await target.aclose()
+        server.stop()
+
+
+async def run_embedder(args, work: Path, broker, corpus: Corpus, result: dict) -> None:
+    """freshet with the local model: records carry text only."""
+    topic = "bench_text"
+    kafka_util.create_topic(broker.bootstrap, topic, partitions=args.partitions)
+    records = produce_all(broker.bootstrap, topic, corpus, args.embed_docs, vector=False)
+    server = FreshetServer(freshet_config(work, broker.bootstrap, topic, "text", local_model=True), work,
+                           env={"FRESHET_LOG": "warn"})
+    target = FreshetTarget(server, "text")
+    try:
+        t = time.monotonic()
+        server.wait_ready(timeout=args.ready_timeout)
+        catch_up = time.monotonic() - t
+        out = {"records": records, "seconds_to_ready": catch_up, "records_per_s": records / catch_up,
+               "rss_bytes": rss_bytes(server.process.pid), "model": "all-MiniLM-L6-v2 (local, candle)",
+               "words_per_doc": 66, "freshness": []}
+        print(f"embedder ingest: {out['records']} records in {catch_up:.1f}s = {out['records_per_s']:.1f}/s", flush=True)
+        for rate in args.embed_rates:
+            fr = await phase_freshness(broker.bootstrap, topic, corpus, rate, args.freshness_seconds,
+                                       {"polled_get_document_ms": target.has_document,
+                                        "polled_search_ms": target.search_finds}, vector=False)
+            fr["stamp_index_delay_ms"] = await freshet_stamps(target, fr["ids"])
+            del fr["ids"]
+            out["freshness"].append(fr)
+            print_freshness("embedder", fr)
+        result["embedder"] = out
+    finally:
+        await target.aclose()
+        server.stop()
+
+
+async def run_peer(args, work: Path, broker, topic: str, corpus: Corpus, result: dict) -> None:
+    import peer_client
+
+    peer = peer_client.PathwayPeer()
+    port = kafka_util.free_port()
+    out: dict = {"name": "Pathway", "settings": peer_client.SETTINGS}
+    t = time.monotonic()
+    peer.start(broker.bootstrap, topic, port, work / "pathway", reserved=result["_topic_records"] + 10_000)
+    try:
+        # Caught up when the last record produced to the topic is visible (ids from the
+        # freshness phases, which came last).
+        last_id, last_token = result["_last_doc"]
+        async with httpx.AsyncClient(timeout=60) as http:
+            deadline = time.monotonic() + args.ready_timeout
+            while not await peer.contains(http, last_token, last_id):
+                if time.monotonic() > deadline or not peer.alive():
+                    raise RuntimeError(f"Pathway did not catch up:\n{peer.log_tail()}")
+                await asyncio.sleep(0.25)
+            out["seconds_to_caught_up"] = time.monotonic() - t
+            out["records"] = result["_topic_records"]
+            out["records_per_s"] = out["records"] / out["seconds_to_caught_up"]
+            out["rss_bytes"] = peer.rss_bytes()
+            print(f"pathway caught up {out['records']} records in {out['seconds_to_caught_up']:.1f}s, "
+                  f"rss {out['rss_bytes'] / 2**20:.0f} MiB", flush=True)
+
+            out["latency"] = latency_matrix(
+                lambda mode, c: peer.latency(corpus, mode, c, args.latency_seconds, VOCAB),
+                peer.modes, args.clients, "pathway")
+
+            async def finds(doc_id: str, token: str) -> bool:
+                return await peer.contains(http, token, doc_id)
+
+            out["freshness"] = []
+            for rate in args.rates:
+                fr = await phase_freshness(broker.bootstrap, topic, corpus, rate, args.freshness_seconds,
+                                           {"polled_search_ms": finds})
+                del fr["ids"]
+                out["freshness"].append(fr)
+                print_freshness("pathway", fr)
+            out["rss_bytes_end"] = peer.rss_bytes()
+    finally:
+        peer.stop()
+    result["peer"] = out
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -271,71 +453,52 @@ async def run(args: argparse.Namespace) -> dict:
     kafka_util.create_topic(broker, topic, partitions=args.partitions)
     corpus = Corpus(n)
     result: dict = {"scale": args.scale, "docs": n, "dim": DIM, "partitions": args.partitions,
-                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                    "clients": args.clients, "latency_seconds": args.latency_seconds,
+                    "freshness_seconds": args.freshness_seconds, "load_rate": args.load_rate,
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                "load_avg_at_start": os.getloadavg()[0]},
                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    server = None
     try:
-        t = time.monotonic()
-        produce_all(broker.bootstrap, topic, corpus, n)
-        result["produce_seconds"] = time.monotonic() - t
-        print(f"produced {n} documents in {result['produce_seconds']:.1f} s", flush=True)
-
-        server = FreshetServer(config_for(work, broker.bootstrap, topic), work,
-                               env={"FRESHET_LOG": "warn"})
-        t = time.monotonic()
-        server.wait_ready(timeout=args.ready_timeout)
-        catch_up = time.monotonic() - t
-        rss = rss_bytes(server.process.pid)
-        result["ingest"] = {"records": n + 1, "seconds_to_ready": catch_up, "records_per_s": (n + 1) / catch_up,
-                            "rss_bytes": rss, "rss_bytes_per_doc": rss / n}
-        print(f"ingest: {result['ingest']}", flush=True)
-
-        result["recall"] = await phase_recall(server, corpus, n)
-        result["recall"]["hnsw"] = {"m": 16, "ef_construction": 200, "ef_search": 100}
-        print(f"recall: {result['recall']}", flush=True)
-
-        result["latency"] = []
-        for loaded in (False, True):
-            steady = None
-            if loaded:
-                steady = SteadyProducer(broker.bootstrap, topic, corpus, n, args.load_rate)
-                steady.start()
-            for mode in ("bm25", "vector", "hybrid"):
-                for clients in (1, 4, 16):
-                    lat = await phase_latency(server, corpus, clients, mode, args.latency_seconds)
-                    lat.update({"mode": mode, "clients": clients,
-                                "ingesting_per_s": args.load_rate if loaded else 0})
-                    result["latency"].append(lat)
-                    print(f"latency {mode} x{clients} load={loaded}: p50={lat.get('p50', 0):.2f} "
-                          f"p99={lat.get('p99', 0):.2f} ms qps={lat['qps']:.0f}", flush=True)
-            if steady:
-                steady.stop_flag.set()
-                steady.join()
-
-        result["freshness"] = []
-        for rate in args.rates:
-            fr = await phase_freshness(server, broker.bootstrap, topic, corpus, rate, args.freshness_seconds,
-                                       sample_every=max(1, rate // 100))
-            result["freshness"].append(fr)
-            print(f"freshness @{rate}/s: polled={fr['polled_get_document_ms']} stamps={fr['stamp_index_delay_ms']} "
-                  f"floor={fr['plain_consumer_floor_ms']}", flush=True)
+        await run_freshet(args, work, broker, topic, corpus, n, result)
+        if args.embed_docs:
+            await run_embedder(args, work, broker, corpus, result)
+        if not args.no_peer:
+            # A marker document after everything else: the peer has caught up when it sees it.
+            p = Producer({"bootstrap.servers": broker.bootstrap})
+            marker = corpus.doc(1, produced_at=int(now_ms()))
+            marker["id"], marker["body"] = "catchupmarker", "catchupmarkertoken"
+            p.produce(topic, key=marker["id"], value=json.dumps(marker).encode())
+            p.flush(10)
+            result["_last_doc"] = (marker["id"], "catchupmarkertoken")
+            c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bench-count"})
+            result["_topic_records"] = sum(
+                c.get_watermark_offsets(TopicPartition(topic, p_), timeout=10)[1] for p_ in range(args.partitions))
+            c.close()
+            await run_peer(args, work, broker, topic, corpus, result)
     finally:
-        if server:
-            server.stop()
         broker.stop()
+        result.pop("_last_doc", None)
+        result.pop("_topic_records", None)
+    result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     ap.add_argument("--scale", choices=SCALES, default="small")
     ap.add_argument("--docs", type=int, help="override the scale's document count")
     ap.add_argument("--partitions", type=int, default=2)
-    ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000, 5000])
+    ap.add_argument("--rates", type=ints, default=[100, 1000, 5000], help="freshness produce rates, records/s")
+    ap.add_argument("--clients", type=ints, default=[1, 4, 16], help="concurrent query clients")
     ap.add_argument("--freshness-seconds", type=float, default=20)
     ap.add_argument("--latency-seconds", type=float, default=8)
     ap.add_argument("--load-rate", type=float, default=200, help="updates/s while measuring loaded latency")
-    ap.add_argument("--ready-timeout", type=float, default=3600)
+    ap.add_argument("--embed-docs", type=int, default=1000,
+                    help="documents for the local-embedder phase (0 skips it)")
+    ap.add_argument("--embed-rates", type=ints, default=[10, 50], help="freshness rates with the local embedder")
+    ap.add_argument("--no-peer", action="store_true", help="skip the Pathway side")
+    ap.add_argument("--ready-timeout", type=float, default=7200)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     result = asyncio.run(run(args))

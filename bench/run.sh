@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
 # Benchmark harness: freshness, ingest throughput, query latency and recall of a release
-# freshet against a real (tansu) broker, over MCP HTTP. Results: bench/results/*.json and
-# docs/BENCHMARKS.md (+ docs/img/*.png).
+# freshet against a real (tansu) broker, over MCP HTTP, side by side with Pathway reading the
+# same topic. Results: bench/results/*.json and docs/BENCHMARKS.md (+ docs/img/*.png).
 #
-#   bash bench/run.sh                      # small scale (10k docs), ~10 minutes
+#   bash bench/run.sh                      # small scale (10k docs), ~12 minutes
 #   bash bench/run.sh --scale medium       # 100k docs
-#   bash bench/run.sh --scale large        # 1M docs (needs ~12 GB RAM, ~1 h)
+#   bash bench/run.sh --scale large        # 1M docs (needs ~12 GB RAM, over an hour)
 #   bash bench/run.sh --help               # all parameters
+#
+# Installs what it needs, idempotently: scripts/setup.sh (broker, model), .venv-bench
+# (bench/requirements.txt) and .venv-pathway (bench/requirements-pathway.txt, ~1.6 GB).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-VENV=.venv-bench
-REQ=bench/requirements.txt
-if [[ ! -x "$VENV/bin/python" ]]; then
-  python3 -m venv "$VENV"
-fi
-want="$(sha256sum "$REQ" | cut -d' ' -f1)"
-if [[ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]]; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
-  echo "$want" >"$VENV/.requirements.sha256"
+venv() {  # venv DIR REQUIREMENTS: create DIR and install REQUIREMENTS when they changed
+  local dir="$1" req="$2" want
+  [[ -x "$dir/bin/python" ]] || python3 -m venv "$dir"
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [[ "$(cat "$dir/.requirements.sha256" 2>/dev/null)" != "$want" ]]; then
+    echo "bench: installing $req into $dir" >&2
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+    echo "$want" >"$dir/.requirements.sha256"
+  fi
+}
+venv .venv-bench bench/requirements.txt
+if [[ " $* " != *" --no-peer "* ]]; then
+  venv .venv-pathway bench/requirements-pathway.txt
 fi
 bash scripts/setup.sh
 cargo build --locked --release --bins --quiet
-FRESHET_BIN="$PWD/target/release/freshet" exec "$VENV/bin/python" bench/harness.py "$@"
+out="$(mktemp)"
+FRESHET_BIN="$PWD/target/release/freshet" .venv-bench/bin/python bench/harness.py "$@" | tee "$out"
+result="$(sed -n 's/^wrote //p' "$out" | tail -1)"
+rm -f "$out"
+[[ -n "$result" ]] && .venv-bench/bin/python bench/report.py "$result"

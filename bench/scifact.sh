@@ -45,3 +45,6 @@ else
 fi
 
 "$REF/bin/python" bench/scifact.py --broker "$BROKERS" "$@"
+"$REF/bin/python" bench/report.py "$(
+  "$REF/bin/python" -c 'import sys; a = sys.argv[1:]; print(a[a.index("--out") + 1] if "--out" in a else "bench/results/scifact.json")' "$@"
+)"

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
@@ -245,6 +246,14 @@ pub async fn serve_http(
             source,
         })?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
+    // Responses are written in several small pieces (headers, SSE event, end of stream):
+    // with Nagle's algorithm on, each piece after the first waits for the client's delayed
+    // ACK (~40 ms on Linux), which would dominate every tool call's latency.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on an accepted connection");
+        }
+    });
     match &auth {
         Some(a) => tracing::info!(
             "MCP over streamable HTTP at http://{local}/mcp (bearer JWT; resource {})",
