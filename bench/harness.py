@@ -39,18 +39,21 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# The release build (bench/run.sh builds it); the tests' helper would otherwise pick the debug one.
+os.environ.setdefault("FRESHET_BIN", str(ROOT / "target" / "release" / "freshet"))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 import kafka_util  # noqa: E402
 import loadgen  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from freshet_util import FreshetServer, call, http_client, write_config  # noqa: E402
+from floor import FloorConsumer  # noqa: E402
 from loadgen import percentiles  # noqa: E402
 
 SCALES = {"small": 10_000, "medium": 100_000, "large": 1_000_000}
 DIM = 384
 VOCAB = [f"w{i:04d}" for i in range(5000)]
-HNSW = {"m": 16, "ef_construction": 200, "ef_search": 100}
+HNSW = {"m": 16, "ef_construction": 100, "ef_search": 100}  # freshet's defaults
 
 #: Async "is this document visible yet?" check: (document id, its unique token) → bool.
 Probe = Callable[[str, str], Awaitable[bool]]
@@ -61,18 +64,32 @@ def now_ms() -> float:
 
 
 class Corpus:
-    """Deterministic documents: Zipf-ish words and unit vectors."""
+    """Deterministic documents: Zipf-ish words and unit vectors.
 
-    def __init__(self, n: int, seed: int = 7):
+    `clustered` vectors (the default) are topics plus noise, like real text embeddings: a
+    centre for every 50 documents, each document at cosine ≈ 0.7 from its centre. `uniform`
+    vectors are independent random directions: no structure at all, the worst case for any
+    approximate index (every document is almost equally far from every query)."""
+
+    def __init__(self, n: int, vectors: str = "clustered", seed: int = 7):
         rng = np.random.default_rng(seed)
-        self.vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+        noise = rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM)
+        if vectors == "clustered":
+            centres = rng.standard_normal((max(1, n // 50), DIM)).astype(np.float32) / np.sqrt(DIM)
+            self.vectors = centres[rng.integers(len(centres), size=n)] + noise
+        else:
+            self.vectors = noise
         self.vectors /= np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        self.kind = vectors
         ranks = np.arange(1, len(VOCAB) + 1)
         self.word_p = (1 / ranks) / (1 / ranks).sum()
         self.rng = rng
 
     def text(self, words: int) -> str:
         return " ".join(VOCAB[i] for i in self.rng.choice(len(VOCAB), size=words, p=self.word_p))
+
+    def vector_json(self, i: int) -> str:
+        return json.dumps(np.round(self.vectors[i], 5).tolist())
 
     def doc(self, i: int, vector: bool = True, **extra) -> dict:
         doc = {"id": f"d{i}", "title": self.text(6), "body": self.text(60), **extra}
@@ -181,13 +198,15 @@ async def phase_recall(server: FreshetServer, corpus: Corpus, n: int, queries: i
     hits = 0
     async with http_client(server.mcp_url) as client:
         for _ in range(queries):
-            q = corpus.vectors[rng.integers(n)] + 0.5 * rng.standard_normal(DIM).astype(np.float32)
+            # A query near a document (cosine ≈ 0.9), like a paraphrase of it.
+            q = corpus.vectors[rng.integers(n)] + 0.5 * rng.standard_normal(DIM).astype(np.float32) / np.sqrt(DIM)
             q /= np.linalg.norm(q)
             exact = {f"d{i}" for i in np.argsort(-(corpus.vectors[:n] @ q))[:10]}
             res = await call(client, "search", {"vector": q.tolist(), "mode": "vector", "k": 10,
                                                 "collection": "bench"})
             hits += len(exact & {h["id"] for h in res["results"]})
-    return {"recall_at_10": hits / (10 * queries), "queries": queries, "hnsw": dict(HNSW)}
+    return {"recall_at_10": hits / (10 * queries), "queries": queries, "hnsw": dict(HNSW),
+            "vectors": corpus.kind}
 
 
 class SteadyProducer(threading.Thread):
@@ -231,27 +250,8 @@ async def phase_freshness(brokers: str, topic: str, corpus: Corpus, rate: int, s
     """Produces new documents at `rate`/s for `seconds`, each with a unique token; a sample
     (about `samples_per_s` of them a second) is watched by every probe, each sample on its own
     task (so a slow answer never delays the next sample's clock)."""
-    floor_ms: list[float] = []
-    stop = threading.Event()
     prefix = f"f{rate}x{int(time.time()) % 100000}x"
-
-    def plain_consumer() -> None:
-        c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-floor", "enable.auto.commit": False,
-                      "fetch.wait.max.ms": 10})
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        c.assign([TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p))[1])
-                  for p in parts])
-        while not stop.is_set():
-            msg = c.poll(0.05)
-            if msg is None or msg.error() or not msg.key() or not msg.key().decode().startswith(prefix):
-                continue
-            floor_ms.append(now_ms() - json.loads(msg.value())["produced_at"])
-        c.close()
-
-    floor_thread = threading.Thread(target=plain_consumer, daemon=True)
-    if floor:
-        floor_thread.start()
-        time.sleep(1.0)
+    floor_consumer = FloorConsumer(brokers, topic, prefix) if floor else None
 
     observed: dict[str, list[float]] = {label: [] for label in probes}
     timeouts: dict[str, int] = {label: 0 for label in probes}
@@ -265,26 +265,35 @@ async def phase_freshness(brokers: str, topic: str, corpus: Corpus, rate: int, s
                     return
             except httpx.HTTPError:
                 pass
-            await asyncio.sleep(0.002)
+            # Poll every 2 ms at first, then at 5 % of the time waited so far (at most 20 ms):
+            # a fixed fast poll of many slow samples would load the server it measures.
+            await asyncio.sleep(min(0.002 + 0.05 * (now_ms() - t0) / 1000, 0.02))
         timeouts[label] += 1
 
+    # Records are serialised before the clock starts: json.dumps of a 384-d vector costs
+    # more than producing it, and the producer must keep the rate.
+    pool = []
+    for k in range(min(2000, len(corpus.vectors))):
+        doc = corpus.doc(k, vector=False)
+        pool.append((json.dumps(doc["title"]), doc["body"], corpus.vector_json(k) if vector else None))
     tasks = []
     produced: list[str] = []
     sample_every = max(1, int(rate / samples_per_s))
-    p = Producer({"bootstrap.servers": brokers, "linger.ms": 0})
+    # librdkafka's default linger (5 ms): what a producer of a live stream typically runs with.
+    p = Producer({"bootstrap.servers": brokers, "linger.ms": 5})
     start = time.monotonic()
     i = 0
     while time.monotonic() - start < seconds:
-        doc = corpus.doc(i % len(corpus.vectors), vector=vector)
-        doc["id"] = f"{prefix}{i}"
-        token = f"{prefix}{i}t"
-        doc["body"] = f"{doc['body']} {token}"
-        doc["produced_at"] = t0 = int(now_ms())
-        p.produce(topic, key=doc["id"], value=json.dumps(doc).encode())
+        title, body, vector_json = pool[i % len(pool)]
+        doc_id, token = f"{prefix}{i}", f"{prefix}{i}t"
+        t0 = int(now_ms())
+        value = (f'{{"id":"{doc_id}","title":{title},"body":"{body} {token}","produced_at":{t0}'
+                 + (f',"embedding":{vector_json}}}' if vector_json else "}"))
+        p.produce(topic, key=doc_id, value=value.encode())
         p.poll(0)
-        produced.append(doc["id"])
+        produced.append(doc_id)
         if i % sample_every == 0:
-            tasks += [asyncio.create_task(watch(label, probe, doc["id"], token, t0)) for label, probe in probes.items()]
+            tasks += [asyncio.create_task(watch(label, probe, doc_id, token, t0)) for label, probe in probes.items()]
         i += 1
         wait = start + i / rate - time.monotonic()
         if wait > 0:
@@ -295,9 +304,7 @@ async def phase_freshness(brokers: str, topic: str, corpus: Corpus, rate: int, s
     p.flush(30)
     await asyncio.gather(*tasks)
     await asyncio.sleep(0.5)
-    stop.set()
-    if floor:
-        floor_thread.join()
+    floor_ms = floor_consumer.finish() if floor_consumer else []
     result = {"rate": rate, "achieved_rate": achieved, "produced": len(produced), "ids": produced,
               "plain_consumer_floor_ms": percentiles(floor_ms)}
     for label in probes:
@@ -451,7 +458,7 @@ async def run(args: argparse.Namespace) -> dict:
     broker = kafka_util.start_tansu(work / "tansu")
     topic = "bench"
     kafka_util.create_topic(broker, topic, partitions=args.partitions)
-    corpus = Corpus(n)
+    corpus = Corpus(n, args.vectors)
     result: dict = {"scale": args.scale, "docs": n, "dim": DIM, "partitions": args.partitions,
                     "clients": args.clients, "latency_seconds": args.latency_seconds,
                     "freshness_seconds": args.freshness_seconds, "load_rate": args.load_rate,
@@ -497,10 +504,16 @@ def main() -> int:
     ap.add_argument("--embed-docs", type=int, default=1000,
                     help="documents for the local-embedder phase (0 skips it)")
     ap.add_argument("--embed-rates", type=ints, default=[10, 50], help="freshness rates with the local embedder")
+    ap.add_argument("--ef-search", type=int, default=HNSW["ef_search"], help="freshet's hnsw.ef_search")
+    ap.add_argument("--ef-construction", type=int, default=HNSW["ef_construction"],
+                    help="freshet's hnsw.ef_construction")
+    ap.add_argument("--vectors", choices=["clustered", "uniform"], default="clustered",
+                    help="synthetic vectors: topics plus noise, or independent random directions")
     ap.add_argument("--no-peer", action="store_true", help="skip the Pathway side")
     ap.add_argument("--ready-timeout", type=float, default=7200)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
+    HNSW.update(ef_search=args.ef_search, ef_construction=args.ef_construction)
     result = asyncio.run(run(args))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.scale}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"

@@ -174,6 +174,7 @@ impl Engine {
                 removed += 1;
             }
         }
+        c.flush_vectors();
         if let Err(e) = c.text.commit() {
             tracing::error!(collection = c.name(), "BM25 commit failed: {e}");
         }
@@ -275,6 +276,7 @@ impl Engine {
         }
 
         for c in &touched {
+            c.flush_vectors();
             if let Err(e) = c.text.commit() {
                 // The writer keeps the operations; the next commit retries them.
                 tracing::error!(collection = c.name(), "BM25 commit failed: {e}");

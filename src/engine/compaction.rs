@@ -76,8 +76,9 @@ impl Engine {
                 .spawn(move || {
                     let fresh = VectorIndex::new(dim, params);
                     for doc in exported {
-                        fresh.upsert(&doc.doc_id, doc.seq, &doc.vectors)?;
+                        fresh.stage_upsert(&doc.doc_id, doc.seq, &doc.vectors)?;
                     }
+                    fresh.flush();
                     Ok(fresh)
                 });
             match spawned {

@@ -142,7 +142,8 @@ impl Collection {
         )
     }
 
-    /// Replaces a document's vectors (writer only); logged while a rebuild runs.
+    /// Queues replacing a document's vectors (writer only; visible after
+    /// [`flush_vectors`](Self::flush_vectors)); logged while a rebuild runs.
     fn upsert_vectors(
         &self,
         doc_id: &str,
@@ -153,7 +154,8 @@ impl Collection {
             self.delete_vectors(doc_id);
             return Ok(());
         };
-        self.vectors_for(first.len()).upsert(doc_id, seq, vectors)?;
+        self.vectors_for(first.len())
+            .stage_upsert(doc_id, seq, vectors)?;
         if let Some(log) = self.rebuild_log.lock().as_mut() {
             log.push(VectorOp::Upsert {
                 doc_id: doc_id.to_string(),
@@ -164,15 +166,22 @@ impl Collection {
         Ok(())
     }
 
-    /// Masks a document's vectors (writer only); logged while a rebuild runs.
+    /// Queues masking a document's vectors (writer only); logged while a rebuild runs.
     fn delete_vectors(&self, doc_id: &str) {
         if let Some(v) = self.vectors() {
-            v.delete(doc_id);
+            v.stage_delete(doc_id);
         }
         if let Some(log) = self.rebuild_log.lock().as_mut() {
             log.push(VectorOp::Delete {
                 doc_id: doc_id.to_string(),
             });
+        }
+    }
+
+    /// Applies the queued vector writes (one parallel insert for the whole batch).
+    fn flush_vectors(&self) {
+        if let Some(v) = self.vectors() {
+            v.flush();
         }
     }
 

@@ -207,7 +207,10 @@ fn restore_collection(c: &Collection, snap: &CollectionSnapshot) -> u64 {
         let Some(dim) = v.vectors.first().map(|(_, x)| x.len()) else {
             continue;
         };
-        if let Err(e) = c.vectors_for(dim).upsert(&v.doc_id, v.seq, &v.vectors) {
+        if let Err(e) = c
+            .vectors_for(dim)
+            .stage_upsert(&v.doc_id, v.seq, &v.vectors)
+        {
             tracing::error!(
                 collection = c.name(),
                 id = v.doc_id,
@@ -215,6 +218,8 @@ fn restore_collection(c: &Collection, snap: &CollectionSnapshot) -> u64 {
             );
         }
     }
+    // Every restored vector in one parallel insert.
+    c.flush_vectors();
     if let Err(e) = c.text.commit() {
         tracing::error!(collection = c.name(), "committing restored BM25 index: {e}");
     }
