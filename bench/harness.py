@@ -98,8 +98,8 @@ class Corpus:
         return doc
 
 
-def freshet_config(work: Path, brokers: str, topic: str, name: str, local_model: bool = False) -> Path:
-    collection = {"name": name, "topics": [topic], "format": "json", "id_field": "id",
+def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local_model: bool = False) -> Path:
+    collection = {"name": name, "topics": topics, "format": "json", "id_field": "id",
                   "title_field": "title", "text_fields": ["title", "body"],
                   "event_time_field": "produced_at"}
     if local_model:
@@ -313,6 +313,28 @@ async def phase_freshness(brokers: str, topic: str, corpus: Corpus, rate: int, s
     return result
 
 
+async def caught_up(brokers: str, topic: str, corpus: Corpus, finds: Probe, vector: bool = True,
+                    timeout: float = 1800) -> float:
+    """Produces a marker record and waits until `finds` sees it: everything produced before it
+    has been applied. Each phase starts from an idle system, so a backlog left by the
+    previous phase (e.g. updates that arrived during loaded queries) is not measured as the
+    next phase's latency. Returns the seconds waited."""
+    marker = corpus.doc(0, vector=vector, produced_at=int(now_ms()))
+    marker["id"] = f"mark{int(time.time() * 1000)}"
+    token = f"{marker['id']}t"
+    marker["body"] += f" {token}"
+    p = Producer({"bootstrap.servers": brokers})
+    p.produce(topic, key=marker["id"], value=json.dumps(marker).encode())
+    p.flush(30)
+    started = time.monotonic()
+    while not await finds(marker["id"], token):
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"not caught up after {timeout}s")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+    return time.monotonic() - started
+
+
 async def freshet_stamps(target: FreshetTarget, ids: list[str]) -> dict:
     stamps: list[float] = []
     for k in range(0, len(ids), 1000):
@@ -335,7 +357,12 @@ def print_freshness(who: str, fr: dict) -> None:
 async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: int, result: dict) -> None:
     records = produce_all(broker.bootstrap, topic, corpus, n)
     print(f"produced {records} records", flush=True)
-    server = FreshetServer(freshet_config(work, broker.bootstrap, topic, "bench"), work,
+    # Each freshness rate writes to a topic of its own: a plain consumer's latency on tansu
+    # grows with the size of the partition it reads, and would differ between phases.
+    fresh_topics = [f"fresh{rate}" for rate in args.rates]
+    for name in fresh_topics:
+        kafka_util.create_topic(broker, name, partitions=args.partitions)
+    server = FreshetServer(freshet_config(work, broker.bootstrap, [topic, *fresh_topics], "bench"), work,
                            env={"FRESHET_LOG": "warn"})
     target = FreshetTarget(server, "bench")
     try:
@@ -363,9 +390,11 @@ async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: i
 
         result["freshness"] = []
         for rate in args.rates:
-            fr = await phase_freshness(broker.bootstrap, topic, corpus, rate, args.freshness_seconds,
+            backlog_s = await caught_up(broker.bootstrap, topic, corpus, target.has_document)
+            fr = await phase_freshness(broker.bootstrap, f"fresh{rate}", corpus, rate, args.freshness_seconds,
                                        {"polled_get_document_ms": target.has_document,
                                         "polled_search_ms": target.search_finds})
+            fr["backlog_wait_s"] = backlog_s
             fr["stamp_index_delay_ms"] = await freshet_stamps(target, fr["ids"])
             del fr["ids"]
             result["freshness"].append(fr)
@@ -381,7 +410,7 @@ async def run_embedder(args, work: Path, broker, corpus: Corpus, result: dict) -
     topic = "bench_text"
     kafka_util.create_topic(broker.bootstrap, topic, partitions=args.partitions)
     records = produce_all(broker.bootstrap, topic, corpus, args.embed_docs, vector=False)
-    server = FreshetServer(freshet_config(work, broker.bootstrap, topic, "text", local_model=True), work,
+    server = FreshetServer(freshet_config(work, broker.bootstrap, [topic], "text", local_model=True), work,
                            env={"FRESHET_LOG": "warn"})
     target = FreshetTarget(server, "text")
     try:
@@ -393,9 +422,11 @@ async def run_embedder(args, work: Path, broker, corpus: Corpus, result: dict) -
                "words_per_doc": 66, "freshness": []}
         print(f"embedder ingest: {out['records']} records in {catch_up:.1f}s = {out['records_per_s']:.1f}/s", flush=True)
         for rate in args.embed_rates:
+            backlog_s = await caught_up(broker.bootstrap, topic, corpus, target.has_document, vector=False)
             fr = await phase_freshness(broker.bootstrap, topic, corpus, rate, args.freshness_seconds,
                                        {"polled_get_document_ms": target.has_document,
                                         "polled_search_ms": target.search_finds}, vector=False)
+            fr["backlog_wait_s"] = backlog_s
             fr["stamp_index_delay_ms"] = await freshet_stamps(target, fr["ids"])
             del fr["ids"]
             out["freshness"].append(fr)
@@ -413,7 +444,10 @@ async def run_peer(args, work: Path, broker, topic: str, corpus: Corpus, result:
     port = kafka_util.free_port()
     out: dict = {"name": "Pathway", "settings": peer_client.SETTINGS}
     t = time.monotonic()
-    peer.start(broker.bootstrap, topic, port, work / "pathway", reserved=result["_topic_records"] + 10_000)
+    # The peer's freshness records go to the documents topic itself: Pathway 0.33 given a
+    # list of topics never delivered the records of the (then empty) extra topics here.
+    peer.start(broker.bootstrap, topic, port, work / "pathway",
+               reserved=result["_topic_records"] + int(sum(args.rates) * args.freshness_seconds) + 10_000)
     try:
         # Caught up when the last record produced to the topic is visible (ids from the
         # freshness phases, which came last).
@@ -440,8 +474,10 @@ async def run_peer(args, work: Path, broker, topic: str, corpus: Corpus, result:
 
             out["freshness"] = []
             for rate in args.rates:
+                backlog_s = await caught_up(broker.bootstrap, topic, corpus, finds)
                 fr = await phase_freshness(broker.bootstrap, topic, corpus, rate, args.freshness_seconds,
                                            {"polled_search_ms": finds})
+                fr["backlog_wait_s"] = backlog_s
                 del fr["ids"]
                 out["freshness"].append(fr)
                 print_freshness("pathway", fr)
@@ -451,7 +487,8 @@ async def run_peer(args, work: Path, broker, topic: str, corpus: Corpus, result:
     result["peer"] = out
 
 
-async def run(args: argparse.Namespace) -> dict:
+async def run(args: argparse.Namespace, result: dict) -> None:
+    """Runs every phase, filling `result` as it goes."""
     n = args.docs or SCALES[args.scale]
     work = ROOT / ".tools" / "bench" / datetime.now().strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
@@ -459,12 +496,12 @@ async def run(args: argparse.Namespace) -> dict:
     topic = "bench"
     kafka_util.create_topic(broker, topic, partitions=args.partitions)
     corpus = Corpus(n, args.vectors)
-    result: dict = {"scale": args.scale, "docs": n, "dim": DIM, "partitions": args.partitions,
+    result.update({"scale": args.scale, "docs": n, "dim": DIM, "partitions": args.partitions,
                     "clients": args.clients, "latency_seconds": args.latency_seconds,
                     "freshness_seconds": args.freshness_seconds, "load_rate": args.load_rate,
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "load_avg_at_start": os.getloadavg()[0]},
-                    "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                    "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     try:
         await run_freshet(args, work, broker, topic, corpus, n, result)
         if args.embed_docs:
@@ -487,7 +524,6 @@ async def run(args: argparse.Namespace) -> dict:
         result.pop("_last_doc", None)
         result.pop("_topic_records", None)
     result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return result
 
 
 def main() -> int:
@@ -514,12 +550,21 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
     HNSW.update(ef_search=args.ef_search, ef_construction=args.ef_construction)
-    result = asyncio.run(run(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.scale}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
-    return 0
+    result: dict = {}
+    try:
+        asyncio.run(run(args, result))
+        return 0
+    except BaseException as e:
+        # Keep what was measured: a failure in a late phase must not lose the earlier ones.
+        result["error"] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        if "ingest" in result:
+            args.out.mkdir(parents=True, exist_ok=True)
+            suffix = "-failed" if "error" in result else ""
+            path = args.out / f"{args.scale}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}.json"
+            path.write_text(json.dumps(result, indent=2))
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

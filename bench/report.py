@@ -257,7 +257,7 @@ def replace_block(text: str, tag: str, body: str) -> str:
 
 
 def newest(pattern: str) -> Path | None:
-    found = sorted(RESULTS.glob(pattern))
+    found = sorted(p for p in RESULTS.glob(pattern) if not p.stem.endswith("-failed"))
     return found[-1] if found else None
 
 
