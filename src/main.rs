@@ -132,7 +132,9 @@ fn main() -> ExitCode {
 /// Logs go to stderr, always: on stdio, stdout belongs to the protocol.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FRESHET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // hnsw_rs logs its parameters at INFO every time an index is created (each start,
+        // each rebuild): noise beside freshet's own lines.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
