@@ -73,14 +73,7 @@ impl Engine {
             );
             let spawned = std::thread::Builder::new()
                 .name("freshet-rebuild".into())
-                .spawn(move || {
-                    let fresh = VectorIndex::new(dim, params);
-                    for doc in exported {
-                        fresh.stage_upsert(&doc.doc_id, doc.seq, &doc.vectors)?;
-                    }
-                    fresh.flush();
-                    Ok(fresh)
-                });
+                .spawn(move || VectorIndex::from_docs(dim, params, exported));
             match spawned {
                 Ok(handle) => rebuilds.push(Rebuild {
                     collection: Arc::clone(c),

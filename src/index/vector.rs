@@ -368,10 +368,21 @@ impl VectorIndex {
     /// A fresh index holding only the live points, with no dead ones. Meant for a background
     /// rebuild: the caller must replay writes made after the call before swapping it in.
     pub fn compacted(&self) -> Result<VectorIndex, IndexError> {
-        let fresh = VectorIndex::new(self.dim, self.params);
-        for doc in self.export() {
-            fresh.upsert(&doc.doc_id, doc.seq, &doc.vectors)?;
+        VectorIndex::from_docs(self.dim, self.params, self.export())
+    }
+
+    /// A new index holding these documents' vectors, inserted in one parallel flush (what a
+    /// rebuild does with an [`export`](Self::export)).
+    pub fn from_docs(
+        dim: usize,
+        params: HnswParams,
+        docs: Vec<DocVectors>,
+    ) -> Result<VectorIndex, IndexError> {
+        let fresh = VectorIndex::new(dim, params);
+        for doc in docs {
+            fresh.stage_upsert(&doc.doc_id, doc.seq, &doc.vectors)?;
         }
+        fresh.flush();
         Ok(fresh)
     }
 
