@@ -249,11 +249,12 @@ impl VectorIndex {
     /// at high `ef_construction`) run on all cores; then every new version replaces its old
     /// one in a single table update, so a search never sees a document with neither.
     pub fn flush(&self) {
+        // The writer lock first: two flushes must publish their batches in staging order.
+        let _writer = self.writer.lock();
         let ops = std::mem::take(&mut *self.staged.lock());
         if ops.is_empty() {
             return;
         }
-        let _writer = self.writer.lock();
         let first_id = self.table.read().points.len();
         let mut inserts: Vec<(&[f32], usize)> = Vec::new();
         for op in &ops {
