@@ -354,6 +354,34 @@ def print_freshness(who: str, fr: dict) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
+def time_to_ready(server: FreshetServer, records: int, timeout: float) -> dict:
+    """Waits for /readyz; the catch-up rate and resident memory at that point."""
+    t = time.monotonic()
+    server.wait_ready(timeout=timeout)
+    catch_up = time.monotonic() - t
+    return {"records": records, "seconds_to_ready": catch_up, "records_per_s": records / catch_up,
+            "rss_bytes": rss_bytes(server.process.pid)}
+
+
+async def freshet_freshness(target: FreshetTarget, brokers: str, backlog_topic: str, topic_of_rate,
+                            corpus: Corpus, rates: list[int], seconds: float, who: str,
+                            vector: bool = True) -> list[dict]:
+    """The freshness phase at each rate, every probe freshet offers plus its stamps; each
+    rate starts once `backlog_topic` is caught up."""
+    out = []
+    for rate in rates:
+        backlog_s = await caught_up(brokers, backlog_topic, corpus, target.has_document, vector=vector)
+        fr = await phase_freshness(brokers, topic_of_rate(rate), corpus, rate, seconds,
+                                   {"polled_get_document_ms": target.has_document,
+                                    "polled_search_ms": target.search_finds}, vector=vector)
+        fr["backlog_wait_s"] = backlog_s
+        fr["stamp_index_delay_ms"] = await freshet_stamps(target, fr["ids"])
+        del fr["ids"]
+        out.append(fr)
+        print_freshness(who, fr)
+    return out
+
+
 async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: int, result: dict) -> None:
     records = produce_all(broker.bootstrap, topic, corpus, n)
     print(f"produced {records} records", flush=True)
@@ -366,12 +394,8 @@ async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: i
                            env={"FRESHET_LOG": "warn"})
     target = FreshetTarget(server, "bench")
     try:
-        t = time.monotonic()
-        server.wait_ready(timeout=args.ready_timeout)
-        catch_up = time.monotonic() - t
-        rss = rss_bytes(server.process.pid)
-        result["ingest"] = {"records": records, "seconds_to_ready": catch_up, "records_per_s": records / catch_up,
-                            "rss_bytes": rss, "rss_bytes_per_doc": rss / n}
+        ingest = time_to_ready(server, records, args.ready_timeout)
+        result["ingest"] = {**ingest, "rss_bytes_per_doc": ingest["rss_bytes"] / n}
         print(f"freshet ingest: {result['ingest']}", flush=True)
 
         result["recall"] = await phase_recall(server, corpus, n)
@@ -388,17 +412,9 @@ async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: i
         steady.stop_flag.set()
         steady.join()
 
-        result["freshness"] = []
-        for rate in args.rates:
-            backlog_s = await caught_up(broker.bootstrap, topic, corpus, target.has_document)
-            fr = await phase_freshness(broker.bootstrap, f"fresh{rate}", corpus, rate, args.freshness_seconds,
-                                       {"polled_get_document_ms": target.has_document,
-                                        "polled_search_ms": target.search_finds})
-            fr["backlog_wait_s"] = backlog_s
-            fr["stamp_index_delay_ms"] = await freshet_stamps(target, fr["ids"])
-            del fr["ids"]
-            result["freshness"].append(fr)
-            print_freshness("freshet", fr)
+        result["freshness"] = await freshet_freshness(
+            target, broker.bootstrap, topic, lambda rate: f"fresh{rate}", corpus, args.rates,
+            args.freshness_seconds, "freshet")
         result["rss_bytes_end"] = rss_bytes(server.process.pid)
     finally:
         await target.aclose()
@@ -414,23 +430,13 @@ async def run_embedder(args, work: Path, broker, corpus: Corpus, result: dict) -
                            env={"FRESHET_LOG": "warn"})
     target = FreshetTarget(server, "text")
     try:
-        t = time.monotonic()
-        server.wait_ready(timeout=args.ready_timeout)
-        catch_up = time.monotonic() - t
-        out = {"records": records, "seconds_to_ready": catch_up, "records_per_s": records / catch_up,
-               "rss_bytes": rss_bytes(server.process.pid), "model": "all-MiniLM-L6-v2 (local, candle)",
-               "words_per_doc": 66, "freshness": []}
-        print(f"embedder ingest: {out['records']} records in {catch_up:.1f}s = {out['records_per_s']:.1f}/s", flush=True)
-        for rate in args.embed_rates:
-            backlog_s = await caught_up(broker.bootstrap, topic, corpus, target.has_document, vector=False)
-            fr = await phase_freshness(broker.bootstrap, topic, corpus, rate, args.freshness_seconds,
-                                       {"polled_get_document_ms": target.has_document,
-                                        "polled_search_ms": target.search_finds}, vector=False)
-            fr["backlog_wait_s"] = backlog_s
-            fr["stamp_index_delay_ms"] = await freshet_stamps(target, fr["ids"])
-            del fr["ids"]
-            out["freshness"].append(fr)
-            print_freshness("embedder", fr)
+        out = {**time_to_ready(server, records, args.ready_timeout),
+               "model": "all-MiniLM-L6-v2 (local, candle)", "words_per_doc": 66}
+        print(f"embedder ingest: {out['records']} records in {out['seconds_to_ready']:.1f}s = "
+              f"{out['records_per_s']:.1f}/s", flush=True)
+        out["freshness"] = await freshet_freshness(
+            target, broker.bootstrap, topic, lambda rate: topic, corpus, args.embed_rates,
+            args.freshness_seconds, "embedder", vector=False)
         result["embedder"] = out
     finally:
         await target.aclose()
