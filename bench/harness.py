@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -112,6 +113,18 @@ def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local
                         {"kafka": {"brokers": brokers}, "snapshot": {"interval_ms": 0},
                          "server": {"data_dir": str(work / f"data-{name}")}},
                         [collection])
+
+
+def git_commit() -> str:
+    """The commit measured, with "+dirty" when the work tree has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def rss_bytes(pid: int) -> int:
@@ -507,6 +520,7 @@ async def run(args: argparse.Namespace, result: dict) -> None:
                     "freshness_seconds": args.freshness_seconds, "load_rate": args.load_rate,
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "load_avg_at_start": os.getloadavg()[0]},
+                    "commit": git_commit(),
                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     try:
         await run_freshet(args, work, broker, topic, corpus, n, result)
