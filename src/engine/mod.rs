@@ -477,6 +477,12 @@ impl Engine {
         );
         header(
             &mut out,
+            "freshet_vector_graph_backlog",
+            "gauge",
+            "Searchable points still waiting for their HNSW graph insert (found by exact scan).",
+        );
+        header(
+            &mut out,
             "freshet_ingest_total",
             "counter",
             "Changes applied, by kind.",
@@ -517,6 +523,11 @@ impl Engine {
                 let _ = writeln!(
                     out,
                     "freshet_vector_dead_fraction{{collection=\"{name}\"}} {fraction}"
+                );
+                let _ = writeln!(
+                    out,
+                    "freshet_vector_graph_backlog{{collection=\"{name}\"}} {}",
+                    v.graph_backlog()
                 );
             }
             let counts = c.counts();

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use hnsw_rs::anndists::dist::Distance;
 use hnsw_rs::hnsw::{Hnsw, Neighbour};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use super::IndexError;
@@ -100,10 +100,22 @@ impl Distance<f32> for UnitCosine {
 
 /// HNSW index of chunk vectors with masking of dead points. `Send + Sync`: one apply task
 /// writes, any number of query tasks search.
+///
+/// A flushed point is searchable at once, before it is in the graph: graph inserts (about a
+/// millisecond each) run on a background thread, and until a point's insert is done, searches
+/// find it by an exact scan of the few waiting points. So a record's visibility does not wait
+/// for the graph, and the writer goes on with the next batch while the graph catches up. At
+/// most [`MAX_GRAPH_BACKLOG`] points wait; a flush beyond that blocks until the graph catches
+/// up, so a burst slows ingest instead of making every search scan a long list.
 pub struct VectorIndex {
+    inner: Arc<Inner>,
+}
+
+/// What the index and its graph-insert thread share.
+struct Inner {
     dim: usize,
     params: HnswParams,
-    /// hnsw_rs synchronises internally; `insert` and `search_filter` take `&self`.
+    /// hnsw_rs synchronises internally; `insert` and `search` take `&self`.
     hnsw: Hnsw<'static, f32, UnitCosine>,
     /// Point id (the hnsw `DataId`) → what it is and whether it is still live. Held only for
     /// short lookups, never while calling the caller's predicate.
@@ -113,6 +125,25 @@ pub struct VectorIndex {
     writer: Mutex<()>,
     /// Checked writes waiting for [`flush`](VectorIndex::flush), in order.
     staged: Mutex<Vec<StagedOp>>,
+    /// How far the graph has caught up with the table.
+    graph: Mutex<GraphProgress>,
+    /// Signalled when points are published (the insert thread waits for work) and when
+    /// points reach the graph (flushes and [`wait_indexed`](VectorIndex::wait_indexed) wait).
+    graph_changed: Condvar,
+}
+
+/// Point ids are given out in order, so the points still waiting for the graph are exactly
+/// the ids `inserted..published`.
+#[derive(Default)]
+struct GraphProgress {
+    /// Ids below this are in the graph (or died before their turn and were skipped).
+    inserted: usize,
+    /// Ids below this are in the table, searchable.
+    published: usize,
+    /// No insert thread could be started: flushes insert on their own thread instead.
+    inline: bool,
+    /// The index was dropped: the insert thread exits.
+    stopping: bool,
 }
 
 /// A write accepted by `stage_upsert` / `stage_delete`, applied by `flush`.
@@ -125,9 +156,15 @@ enum StagedOp {
     Delete(Arc<str>),
 }
 
-/// Below this many new points a flush inserts on the calling thread: handing a few
-/// inserts to rayon costs more than it saves.
+/// Below this many new points an insert round runs on one thread: handing a few inserts to
+/// rayon costs more than it saves.
 const PARALLEL_INSERT_MIN: usize = 8;
+/// Points the insert thread takes per round. Visibility does not depend on it (waiting
+/// points are scanned); larger rounds keep rayon's threads busier.
+const INSERT_ROUND: usize = 1024;
+/// Most points that may wait for the graph. Scanning this many 384-d vectors costs a search
+/// about 0.2 ms; a flush that would leave more waiting blocks until the graph catches up.
+pub const MAX_GRAPH_BACKLOG: usize = 4096;
 
 #[derive(Default)]
 struct PointTable {
@@ -142,8 +179,8 @@ struct Point {
     doc: Arc<str>,
     chunk_no: u32,
     seq: u64,
-    /// Our copy of the normalised vector, for exact fallback search, export and rebuild
-    /// (hnsw_rs's own copy is not reachable by id). Freed when the point dies.
+    /// Our copy of the normalised vector, for exact search, export and rebuild (hnsw_rs's
+    /// own copy is not reachable by id). Freed when the point dies.
     vector: Box<[f32]>,
     live: bool,
 }
@@ -159,11 +196,137 @@ impl PointTable {
             }
         }
     }
+
+    fn apply(&mut self, op: StagedOp) {
+        match op {
+            StagedOp::Upsert { doc, seq, vectors } => {
+                self.kill_doc(&doc);
+                let first = self.points.len();
+                for (chunk_no, vector) in vectors {
+                    self.points.push(Point {
+                        doc: Arc::clone(&doc),
+                        chunk_no,
+                        seq,
+                        vector: vector.into_boxed_slice(),
+                        live: true,
+                    });
+                }
+                let ids: Vec<usize> = (first..self.points.len()).collect();
+                self.live += ids.len();
+                if !ids.is_empty() {
+                    self.by_doc.insert(doc, ids);
+                }
+            }
+            StagedOp::Delete(doc) => self.kill_doc(&doc),
+        }
+    }
+}
+
+impl Inner {
+    /// Inserts the points `start..end` that are still live into the graph.
+    fn insert_into_graph(&self, start: usize, end: usize) {
+        // Copies, so the table is not locked for the length of the inserts.
+        let batch: Vec<(Box<[f32]>, usize)> = {
+            let table = self.table.read();
+            (start..end)
+                .filter_map(|id| {
+                    let point = table.points.get(id).filter(|p| p.live)?;
+                    Some((point.vector.clone(), id))
+                })
+                .collect()
+        };
+        if batch.len() >= PARALLEL_INSERT_MIN {
+            use rayon::prelude::*;
+            batch
+                .par_iter()
+                .for_each(|(vector, id)| self.hnsw.insert_slice((&vector[..], *id)));
+        } else {
+            for (vector, id) in &batch {
+                self.hnsw.insert_slice((&vector[..], *id));
+            }
+        }
+    }
+
+    /// Records that `start..end` reached the graph and wakes whoever waits for it.
+    fn mark_inserted(&self, end: usize) {
+        let mut progress = self.graph.lock();
+        progress.inserted = progress.inserted.max(end);
+        self.graph_changed.notify_all();
+    }
+
+    /// Makes ids below `published` searchable and hands them to the graph.
+    fn publish(&self, published: usize) {
+        let mut progress = self.graph.lock();
+        progress.published = published;
+        self.graph_changed.notify_all();
+    }
+
+    /// Blocks until at most `backlog` points wait for the graph. Without an insert thread,
+    /// does the inserts itself.
+    fn wait_for_graph(&self, backlog: usize) {
+        let mut progress = self.graph.lock();
+        while progress.published - progress.inserted > backlog {
+            if progress.inline {
+                let (start, end) = (progress.inserted, progress.published);
+                drop(progress);
+                self.insert_into_graph(start, end);
+                self.mark_inserted(end);
+                progress = self.graph.lock();
+            } else {
+                self.graph_changed.wait(&mut progress);
+            }
+        }
+    }
+
+    /// The ids not yet in the graph, as of now.
+    fn graph_backlog(&self) -> std::ops::Range<usize> {
+        let progress = self.graph.lock();
+        progress.inserted..progress.published
+    }
+}
+
+/// The insert thread: takes published points in rounds and inserts them, until the index is
+/// dropped.
+fn run_graph_inserts(inner: Arc<Inner>) {
+    loop {
+        let (start, end) = {
+            let mut progress = inner.graph.lock();
+            loop {
+                if progress.stopping {
+                    return;
+                }
+                if progress.inserted < progress.published {
+                    break;
+                }
+                inner.graph_changed.wait(&mut progress);
+            }
+            let start = progress.inserted;
+            (start, progress.published.min(start + INSERT_ROUND))
+        };
+        inner.insert_into_graph(start, end);
+        inner.mark_inserted(end);
+    }
+}
+
+impl Drop for VectorIndex {
+    fn drop(&mut self) {
+        // Not joined: the thread finishes its round and exits; dropping must not block a
+        // query task that happened to hold the last reference.
+        self.inner.graph.lock().stopping = true;
+        self.inner.graph_changed.notify_all();
+    }
 }
 
 impl VectorIndex {
     /// An empty index for `dim`-dimensional vectors.
     pub fn new(dim: usize, params: HnswParams) -> VectorIndex {
+        VectorIndex::with_insert_thread(dim, params, true)
+    }
+
+    /// `insert_thread: false` makes flushes do the graph inserts themselves, once the backlog
+    /// limit is passed (the fallback when no thread can be started; tests use it to hold
+    /// points in the backlog).
+    fn with_insert_thread(dim: usize, params: HnswParams, insert_thread: bool) -> VectorIndex {
         let params = HnswParams {
             m: params.m.clamp(2, 255),
             ef_construction: params.ef_construction.max(1),
@@ -176,24 +339,41 @@ impl VectorIndex {
             params.ef_construction,
             UnitCosine,
         );
-        VectorIndex {
+        let inner = Arc::new(Inner {
             dim,
             params,
             hnsw,
             table: RwLock::new(PointTable::default()),
             writer: Mutex::new(()),
             staged: Mutex::new(Vec::new()),
+            graph: Mutex::new(GraphProgress::default()),
+            graph_changed: Condvar::new(),
+        });
+        let for_thread = Arc::clone(&inner);
+        let started = insert_thread.then(|| {
+            std::thread::Builder::new()
+                .name("freshet-hnsw".into())
+                .spawn(move || run_graph_inserts(for_thread))
+        });
+        match started {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::warn!("cannot start the HNSW insert thread ({e}); inserting on flush");
+                inner.graph.lock().inline = true;
+            }
+            None => inner.graph.lock().inline = true,
         }
+        VectorIndex { inner }
     }
 
     /// The dimension every vector must have.
     pub fn dim(&self) -> usize {
-        self.dim
+        self.inner.dim
     }
 
     /// The parameters in effect (after clamping).
     pub fn params(&self) -> HnswParams {
-        self.params
+        self.inner.params
     }
 
     /// Replace every point of `doc_id` with these chunk vectors; the old points are masked
@@ -217,8 +397,7 @@ impl VectorIndex {
     }
 
     /// Like [`upsert`](Self::upsert), but only checks and queues the write: nothing is
-    /// visible until [`flush`](Self::flush), which inserts everything queued in parallel.
-    /// An error means nothing was queued.
+    /// visible until [`flush`](Self::flush). An error means nothing was queued.
     pub fn stage_upsert(
         &self,
         doc_id: &str,
@@ -229,10 +408,10 @@ impl VectorIndex {
             .iter()
             .map(|(chunk_no, vector)| {
                 let what = || format!("vector for chunk {chunk_no} of document {doc_id:?}");
-                normalise(vector, self.dim, what).map(|v| (*chunk_no, v))
+                normalise(vector, self.inner.dim, what).map(|v| (*chunk_no, v))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.staged.lock().push(StagedOp::Upsert {
+        self.inner.staged.lock().push(StagedOp::Upsert {
             doc: Arc::from(doc_id),
             seq,
             vectors: normalised,
@@ -242,64 +421,56 @@ impl VectorIndex {
 
     /// Queues masking every point of `doc_id`, ordered after the writes queued before it.
     pub fn stage_delete(&self, doc_id: &str) {
-        self.staged.lock().push(StagedOp::Delete(Arc::from(doc_id)));
+        self.inner
+            .staged
+            .lock()
+            .push(StagedOp::Delete(Arc::from(doc_id)));
     }
 
-    /// Applies the queued writes in order. The graph inserts (the expensive part, ~ms each
-    /// at high `ef_construction`) run on all cores; then every new version replaces its old
-    /// one in a single table update, so a search never sees a document with neither.
+    /// Applies the queued writes in order and makes them searchable. Each document's new
+    /// version replaces its old one in a single table update, so a search never sees a
+    /// document with neither. Graph inserts happen behind (see [`VectorIndex`]); this blocks
+    /// only while more than [`MAX_GRAPH_BACKLOG`] points wait for them.
     pub fn flush(&self) {
+        self.flush_with_backlog(MAX_GRAPH_BACKLOG);
+    }
+
+    fn flush_with_backlog(&self, backlog: usize) {
+        let inner = &self.inner;
         // The writer lock first: two flushes must publish their batches in staging order.
-        let _writer = self.writer.lock();
-        let ops = std::mem::take(&mut *self.staged.lock());
+        let _writer = inner.writer.lock();
+        let ops = std::mem::take(&mut *inner.staged.lock());
         if ops.is_empty() {
             return;
         }
-        let first_id = self.table.read().points.len();
-        let mut inserts: Vec<(&[f32], usize)> = Vec::new();
-        for op in &ops {
-            if let StagedOp::Upsert { vectors, .. } = op {
-                for (_, vector) in vectors {
-                    inserts.push((vector.as_slice(), first_id + inserts.len()));
-                }
-            }
-        }
-        // Into the graph first: searches ignore ids not yet in the table.
-        if inserts.len() >= PARALLEL_INSERT_MIN {
-            use rayon::prelude::*;
-            inserts
-                .par_iter()
-                .for_each(|&(vector, id)| self.hnsw.insert_slice((vector, id)));
-        } else {
-            for &(vector, id) in &inserts {
-                self.hnsw.insert_slice((vector, id));
-            }
-        }
-        drop(inserts);
-        let mut table = self.table.write();
+        let mut table = inner.table.write();
+        let mut published = table.points.len();
         for op in ops {
-            match op {
-                StagedOp::Upsert { doc, seq, vectors } => {
-                    table.kill_doc(&doc);
-                    let first = table.points.len();
-                    for (chunk_no, vector) in vectors {
-                        table.points.push(Point {
-                            doc: Arc::clone(&doc),
-                            chunk_no,
-                            seq,
-                            vector: vector.into_boxed_slice(),
-                            live: true,
-                        });
-                    }
-                    let ids: Vec<usize> = (first..table.points.len()).collect();
-                    table.live += ids.len();
-                    if !ids.is_empty() {
-                        table.by_doc.insert(doc, ids);
-                    }
-                }
-                StagedOp::Delete(doc) => table.kill_doc(&doc),
+            table.apply(op);
+            if table.points.len() - published >= backlog {
+                // A big batch (a restore, a burst): let the graph catch up part way.
+                published = table.points.len();
+                drop(table);
+                inner.publish(published);
+                inner.wait_for_graph(backlog);
+                table = inner.table.write();
             }
         }
+        published = table.points.len();
+        drop(table);
+        inner.publish(published);
+        inner.wait_for_graph(backlog);
+    }
+
+    /// Blocks until every flushed point is in the graph (rebuilds, benchmarks and tests;
+    /// searches never need it).
+    pub fn wait_indexed(&self) {
+        self.inner.wait_for_graph(0);
+    }
+
+    /// Points flushed and searchable but not yet in the graph (found by exact scan).
+    pub fn graph_backlog(&self) -> usize {
+        self.inner.graph_backlog().len()
     }
 
     /// The top `limit` live points nearest to `query` whose document passes `accept`, best
@@ -307,26 +478,35 @@ impl VectorIndex {
     ///
     /// Masked points and rejected documents never take a place in the top `limit`: the graph
     /// is asked for more candidates than needed (in proportion to the dead fraction), and for
-    /// more again, in proportion to the pass rate seen, while too few pass. When the index is
-    /// small, the graph runs out, or the filter is so selective that a large part of the
-    /// graph would have to be walked, the answer comes from an exact scan of the accepted
-    /// documents' live points instead: correct results beat speed. `accept` is called at
-    /// most once per document and never while an index lock is held.
+    /// more again, in proportion to the pass rate seen, while too few pass. Points still
+    /// waiting for the graph are scanned exactly and merged in. When the index is small, the
+    /// graph runs out, or the filter is so selective that a large part of the graph would
+    /// have to be walked, the answer comes from an exact scan of the accepted documents' live
+    /// points instead: correct results beat speed. `accept` is called at most once per
+    /// document and never while an index lock is held.
     pub fn search(
         &self,
         query: &[f32],
         limit: usize,
         accept: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<VectorHit>, IndexError> {
-        let query = normalise(query, self.dim, || "query vector".to_owned())?;
+        let query = normalise(query, self.inner.dim, || "query vector".to_owned())?;
         let live = self.live_points();
         if limit == 0 || live == 0 {
             return Ok(Vec::new());
         }
         let mut verdicts = Verdicts::new(accept);
-        if live >= 2 * self.params.ef_search.max(limit)
-            && let Some(hits) = self.graph_search(&query, limit, &mut verdicts)
+        // Read before the graph walk: whatever is below it is in the graph the walk sees.
+        let backlog = self.inner.graph_backlog();
+        let enough = 2 * self.inner.params.ef_search.max(limit);
+        if live >= enough
+            && backlog.start >= enough
+            && let Some(mut hits) = self.graph_search(&query, limit, &mut verdicts)
         {
+            if !backlog.is_empty() {
+                let waiting = self.backlog_search(&query, limit, backlog, &mut verdicts);
+                merge_hits(&mut hits, waiting, limit);
+            }
             return Ok(hits);
         }
         Ok(self.exact_search(&query, limit, &mut verdicts))
@@ -334,18 +514,18 @@ impl VectorIndex {
 
     /// Number of points a search can return.
     pub fn live_points(&self) -> usize {
-        self.table.read().live
+        self.inner.table.read().live
     }
 
     /// Number of masked points still in the graph, for the dead-fraction metric and rebuilds.
     pub fn dead_points(&self) -> usize {
-        let table = self.table.read();
+        let table = self.inner.table.read();
         table.points.len() - table.live
     }
 
     /// Every live vector grouped per document (sorted by id): what a snapshot stores.
     pub fn export(&self) -> Vec<DocVectors> {
-        let table = self.table.read();
+        let table = self.inner.table.read();
         let mut docs: Vec<DocVectors> = table
             .by_doc
             .iter()
@@ -369,11 +549,11 @@ impl VectorIndex {
     /// A fresh index holding only the live points, with no dead ones. Meant for a background
     /// rebuild: the caller must replay writes made after the call before swapping it in.
     pub fn compacted(&self) -> Result<VectorIndex, IndexError> {
-        VectorIndex::from_docs(self.dim, self.params, self.export())
+        VectorIndex::from_docs(self.inner.dim, self.inner.params, self.export())
     }
 
-    /// A new index holding these documents' vectors, inserted in one parallel flush (what a
-    /// rebuild does with an [`export`](Self::export)).
+    /// A new index holding these documents' vectors, all in its graph (what a rebuild does
+    /// with an [`export`](Self::export)).
     pub fn from_docs(
         dim: usize,
         params: HnswParams,
@@ -383,7 +563,9 @@ impl VectorIndex {
         for doc in docs {
             fresh.stage_upsert(&doc.doc_id, doc.seq, &doc.vectors)?;
         }
-        fresh.flush();
+        // Nobody searches it yet, so no backlog limit: one long insert run.
+        fresh.flush_with_backlog(usize::MAX);
+        fresh.wait_indexed();
         Ok(fresh)
     }
 
@@ -396,15 +578,14 @@ impl VectorIndex {
         verdicts: &mut Verdicts<'_>,
     ) -> Option<Vec<VectorHit>> {
         let (live, total) = {
-            let table = self.table.read();
+            let table = self.inner.table.read();
             (table.live, table.points.len())
         };
+        let ef_search = self.inner.params.ef_search;
         // Enough candidates that, at the current dead fraction, `limit` live ones come back.
         let mut wanted = (limit * total).div_ceil(live.max(1)).max(limit);
         loop {
-            let neighbours = self
-                .hnsw
-                .search(query, wanted, self.params.ef_search.max(wanted));
+            let neighbours = self.inner.hnsw.search(query, wanted, ef_search.max(wanted));
             let exhausted = neighbours.len() < wanted;
             let mut hits = self.accepted(&neighbours, verdicts);
             if hits.len() >= limit {
@@ -426,11 +607,10 @@ impl VectorIndex {
     fn accepted(&self, neighbours: &[Neighbour], verdicts: &mut Verdicts<'_>) -> Vec<VectorHit> {
         // Copy what we need under the lock; the predicate runs after it is released.
         let candidates: Vec<(Arc<str>, u32, u64, f32)> = {
-            let table = self.table.read();
+            let table = self.inner.table.read();
             neighbours
                 .iter()
                 .filter_map(|n| {
-                    // Ids not in the table yet belong to an upsert still being published.
                     let point = table.points.get(n.d_id).filter(|p| p.live)?;
                     Some((
                         Arc::clone(&point.doc),
@@ -453,6 +633,38 @@ impl VectorIndex {
             .collect()
     }
 
+    /// Exact scan of the live points in `ids` (the graph's backlog): the best `limit` whose
+    /// document passes, best first.
+    fn backlog_search(
+        &self,
+        query: &[f32],
+        limit: usize,
+        ids: std::ops::Range<usize>,
+        verdicts: &mut Verdicts<'_>,
+    ) -> Vec<VectorHit> {
+        let mut scored: Vec<(f32, Arc<str>, u32, u64)> = {
+            let table = self.inner.table.read();
+            let end = ids.end.min(table.points.len());
+            table.points[ids.start.min(end)..end]
+                .iter()
+                .filter(|p| p.live)
+                .map(|p| (dot(query, &p.vector), Arc::clone(&p.doc), p.chunk_no, p.seq))
+                .collect()
+        };
+        scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        scored
+            .into_iter()
+            .filter(|(_, doc, ..)| verdicts.accepts(doc))
+            .take(limit)
+            .map(|(score, doc, chunk_no, seq)| VectorHit {
+                doc_id: doc.to_string(),
+                chunk_no,
+                seq,
+                score: score.clamp(-1.0, 1.0),
+            })
+            .collect()
+    }
+
     /// Exact scan of the live points of accepted documents.
     fn exact_search(
         &self,
@@ -460,10 +672,10 @@ impl VectorIndex {
         limit: usize,
         verdicts: &mut Verdicts<'_>,
     ) -> Vec<VectorHit> {
-        let docs: Vec<Arc<str>> = self.table.read().by_doc.keys().cloned().collect();
+        let docs: Vec<Arc<str>> = self.inner.table.read().by_doc.keys().cloned().collect();
         // Each document is seen once here, so known verdicts are reused but not recorded.
         let accepted: Vec<Arc<str>> = docs.into_iter().filter(|doc| verdicts.peek(doc)).collect();
-        let table = self.table.read();
+        let table = self.inner.table.read();
         let mut scored: Vec<(f32, usize)> = accepted
             .iter()
             .filter_map(|doc| table.by_doc.get(doc))
@@ -486,6 +698,21 @@ impl VectorIndex {
             })
             .collect()
     }
+}
+
+/// Merges graph hits with backlog hits into the best `limit`, best first. A point can be in
+/// both when its insert finished during the search; it is kept once.
+fn merge_hits(hits: &mut Vec<VectorHit>, waiting: Vec<VectorHit>, limit: usize) {
+    for hit in waiting {
+        let seen = hits
+            .iter()
+            .any(|h| h.doc_id == hit.doc_id && h.chunk_no == hit.chunk_no && h.seq == hit.seq);
+        if !seen {
+            hits.push(hit);
+        }
+    }
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    hits.truncate(limit);
 }
 
 /// The caller's predicate, memoised per document for the length of one search.
@@ -776,6 +1003,7 @@ mod tests {
         let flipped: Vec<f32> = vectors[0].iter().map(|x| -x).collect();
         index.upsert("d0", 2, &[(0, flipped)]).unwrap();
         index.delete("d1");
+        index.wait_indexed();
         for (query, gone) in [(&vectors[0], "d0"), (&vectors[1], "d1")] {
             for hits in [
                 index
@@ -870,6 +1098,7 @@ mod tests {
                 .upsert(&format!("d{i}"), 1, &[(0, v.clone())])
                 .unwrap();
         }
+        index.wait_indexed();
         let passing = ["d7", "d300", "d999", "d1500", "d1999"];
         let accept = |doc: &str| passing.contains(&doc);
         let query = rng.vector(16);
@@ -925,6 +1154,7 @@ mod tests {
                 .upsert(&format!("d{i}"), 1, &[(0, v.clone())])
                 .unwrap();
         }
+        index.wait_indexed();
         let unit: Vec<Vec<f32>> = vectors
             .iter()
             .map(|v| normalise(v, dim, String::new).unwrap())
@@ -952,6 +1182,100 @@ mod tests {
         let recall = found as f64 / (queries * 10) as f64;
         eprintln!("recall@10 = {recall}");
         assert!(recall >= 0.95, "recall@10 = {recall}");
+    }
+
+    #[test]
+    fn points_waiting_for_the_graph_are_searchable() {
+        let mut rng = Rng(11);
+        let index = VectorIndex::with_insert_thread(8, HnswParams::default(), false);
+        let vectors: Vec<Vec<f32>> = (0..400).map(|_| rng.vector(8)).collect();
+        for (i, v) in vectors.iter().enumerate().take(300) {
+            index
+                .stage_upsert(&format!("d{i}"), 1, &[(0, v.clone())])
+                .unwrap();
+        }
+        index.flush();
+        index.wait_indexed();
+        assert_eq!(index.graph_backlog(), 0);
+        // 100 new documents and a new version of d0 that points the other way, held back
+        // from the graph.
+        for (i, v) in vectors.iter().enumerate().skip(300) {
+            index
+                .stage_upsert(&format!("d{i}"), 1, &[(0, v.clone())])
+                .unwrap();
+        }
+        let flipped: Vec<f32> = vectors[0].iter().map(|x| -x).collect();
+        index
+            .stage_upsert("d0", 2, &[(0, flipped.clone())])
+            .unwrap();
+        index.flush_with_backlog(usize::MAX);
+        assert_eq!(index.graph_backlog(), 101);
+
+        let exact = |query: &[f32]| {
+            let mut all: Vec<(f32, String)> = (1..400)
+                .map(|i| (&vectors[i], format!("d{i}")))
+                .chain([(&flipped, "d0".to_owned())])
+                .map(|(v, id)| {
+                    let q = normalise(query, 8, String::new).unwrap();
+                    (dot(&normalise(v, 8, String::new).unwrap(), &q), id)
+                })
+                .collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0));
+            all.truncate(10);
+            all.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+        };
+        for query in [&vectors[350], &vectors[0], &flipped, &vectors[5]] {
+            let hits = index.search(query, 10, &all).unwrap();
+            let ids: Vec<String> = hits.iter().map(|h| h.doc_id.clone()).collect();
+            let truth = exact(query);
+            // A waiting point that is the nearest is always found (it is scanned exactly).
+            assert_eq!(ids[0], truth[0], "{ids:?} vs {truth:?}");
+            let overlap = ids.iter().filter(|id| truth.contains(id)).count();
+            assert!(overlap >= 9, "{ids:?} vs {truth:?}");
+            assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+            assert!(
+                hits.iter().all(|h| h.doc_id != "d0" || h.seq == 2),
+                "{hits:?}"
+            );
+            let unique: std::collections::HashSet<&str> =
+                hits.iter().map(|h| h.doc_id.as_str()).collect();
+            assert_eq!(unique.len(), hits.len(), "a point returned twice: {hits:?}");
+        }
+        let before = index.search(&vectors[350], 10, &all).unwrap();
+        index.wait_indexed();
+        assert_eq!(index.graph_backlog(), 0);
+        let after = index.search(&vectors[350], 10, &all).unwrap();
+        assert_eq!(
+            (&before[0].doc_id, before[0].seq),
+            (&after[0].doc_id, after[0].seq),
+            "the same nearest point, now from the graph"
+        );
+    }
+
+    #[test]
+    fn a_flush_leaves_at_most_the_backlog_limit_waiting() {
+        let mut rng = Rng(3);
+        let index = VectorIndex::new(4, HnswParams::default());
+        let n = MAX_GRAPH_BACKLOG * 2 + 100;
+        for i in 0..n {
+            index
+                .stage_upsert(&format!("d{i}"), 1, &[(0, rng.vector(4))])
+                .unwrap();
+        }
+        index.flush();
+        assert!(index.graph_backlog() <= MAX_GRAPH_BACKLOG);
+        assert_eq!(index.live_points(), n);
+        index.wait_indexed();
+        assert_eq!(index.graph_backlog(), 0);
+        // Every point reached the graph: a graph walk finds the exact nearest.
+        let query = rng.vector(4);
+        let q = normalise(&query, 4, String::new).unwrap();
+        let graph = index.graph_search(&q, 5, &mut Verdicts::new(&all)).unwrap();
+        let exact = index.exact_search(&q, 1, &mut Verdicts::new(&all));
+        assert!(
+            graph.iter().any(|h| h.doc_id == exact[0].doc_id),
+            "{graph:?}"
+        );
     }
 
     #[test]
