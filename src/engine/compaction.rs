@@ -3,8 +3,9 @@
 //! hnsw_rs cannot delete, so superseded and deleted versions stay in the graph, masked.
 //! When they pass `hnsw.rebuild_dead_fraction`, the writer exports the live vectors and a
 //! background thread builds a fresh graph from them while queries keep using the old one and
-//! ingestion goes on. Vector writes made meanwhile are logged; when the build is done, the
-//! writer replays the log into the new graph and swaps it in, between two batches.
+//! ingestion goes on. Vector writes made meanwhile are logged; the build thread replays the
+//! log into the new graph until little is left, and the writer replays the rest and swaps it
+//! in, between two batches (so a swap costs the writer only the last few writes).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -54,9 +55,12 @@ impl Engine {
             }
             let Some(index) = c.vectors() else { continue };
             let (live, dead) = (index.live_points(), index.dead_points());
+            // Only dead points a rebuild can remove count: those replayed into the last
+            // rebuild are in this graph too, and would start the next rebuild at once.
+            let removable = index.dead_points_since_live();
             let hnsw = &c.config.hnsw;
-            if dead < hnsw.rebuild_min_dead
-                || (dead as f64) < hnsw.rebuild_dead_fraction * (live + dead) as f64
+            if removable < hnsw.rebuild_min_dead
+                || (removable as f64) < hnsw.rebuild_dead_fraction * (live + dead) as f64
             {
                 continue;
             }
@@ -71,9 +75,14 @@ impl Engine {
                 dead,
                 "rebuilding the vector index without its dead points"
             );
+            let collection = Arc::clone(c);
             let spawned = std::thread::Builder::new()
                 .name("freshet-rebuild".into())
-                .spawn(move || VectorIndex::from_docs(dim, params, exported));
+                .spawn(move || {
+                    let fresh = VectorIndex::from_docs(dim, params, exported)?;
+                    catch_up(&collection, &fresh);
+                    Ok(fresh)
+                });
             match spawned {
                 Ok(handle) => rebuilds.push(Rebuild {
                     collection: Arc::clone(c),
@@ -111,23 +120,11 @@ impl Engine {
             }
         };
         let replayed = log.len();
-        for op in log {
-            let applied = match op {
-                VectorOp::Upsert {
-                    doc_id,
-                    seq,
-                    vectors,
-                } => fresh.upsert(&doc_id, seq, &vectors),
-                VectorOp::Delete { doc_id } => {
-                    fresh.delete(&doc_id);
-                    Ok(())
-                }
-            };
-            if let Err(e) = applied {
-                tracing::error!(collection = c.name(), "replaying into rebuilt index: {e}");
-            }
-        }
+        // The last writes are inserted on every core: they are the live stream's backlog now.
+        fresh.mark_live();
+        replay(c, &fresh, log);
         let live = fresh.live_points();
+        fresh.mark_live();
         *c.vectors.write() = Some(Arc::new(fresh));
         self.metrics.vector_rebuilds.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
@@ -138,4 +135,44 @@ impl Engine {
             job.started.elapsed().as_secs_f64()
         );
     }
+}
+
+/// Below this many logged writes, the build thread leaves the rest to the writer's swap.
+const SWAP_TAIL: usize = 256;
+
+/// On the build thread: replays the writes logged since the export into `fresh`, round after
+/// round, until a round is short; then waits for the graph. The writer keeps logging
+/// meanwhile and replays what is left when it swaps.
+fn catch_up(c: &Collection, fresh: &VectorIndex) {
+    loop {
+        let ops = match c.rebuild_log.lock().as_mut() {
+            Some(log) => std::mem::take(log),
+            None => return,
+        };
+        let short = ops.len() < SWAP_TAIL;
+        replay(c, fresh, ops);
+        fresh.wait_indexed();
+        if short {
+            return;
+        }
+    }
+}
+
+/// Applies logged vector writes to `fresh`, in order.
+fn replay(c: &Collection, fresh: &VectorIndex, ops: Vec<VectorOp>) {
+    for op in ops {
+        match op {
+            VectorOp::Upsert {
+                doc_id,
+                seq,
+                vectors,
+            } => {
+                if let Err(e) = fresh.stage_upsert(&doc_id, seq, &vectors) {
+                    tracing::error!(collection = c.name(), "replaying into rebuilt index: {e}");
+                }
+            }
+            VectorOp::Delete { doc_id } => fresh.stage_delete(&doc_id),
+        }
+    }
+    fresh.flush();
 }

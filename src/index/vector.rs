@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hnsw_rs::anndists::dist::Distance;
 use hnsw_rs::hnsw::{Hnsw, Neighbour};
@@ -130,6 +131,12 @@ struct Inner {
     /// Signalled when points are published (the insert thread waits for work) and when
     /// points reach the graph (flushes and [`wait_indexed`](VectorIndex::wait_indexed) wait).
     graph_changed: Condvar,
+    /// Whether a large round may use every core. Off while an index is built in the
+    /// background (a rebuild), so it does not take the cores from the live index's inserts.
+    parallel_inserts: AtomicBool,
+    /// Dead points the index already had when it went live (see
+    /// [`dead_points_since_live`](VectorIndex::dead_points_since_live)).
+    dead_at_live: AtomicUsize,
 }
 
 /// Point ids are given out in order, so the points still waiting for the graph are exactly
@@ -156,9 +163,10 @@ enum StagedOp {
     Delete(Arc<str>),
 }
 
-/// Below this many new points an insert round runs on one thread: handing a few inserts to
-/// rayon costs more than it saves.
-const PARALLEL_INSERT_MIN: usize = 8;
+/// Below this many waiting points an insert round runs on the insert thread alone, so a
+/// steady trickle of records takes at most one core from queries; a backlog this large (a
+/// burst, a catch-up) is inserted on every core.
+const PARALLEL_INSERT_MIN: usize = 256;
 /// Points the insert thread takes per round. Visibility does not depend on it (waiting
 /// points are scanned); larger rounds keep rayon's threads busier.
 const INSERT_ROUND: usize = 1024;
@@ -235,7 +243,7 @@ impl Inner {
                 })
                 .collect()
         };
-        if batch.len() >= PARALLEL_INSERT_MIN {
+        if batch.len() >= PARALLEL_INSERT_MIN && self.parallel_inserts.load(Ordering::Relaxed) {
             use rayon::prelude::*;
             batch
                 .par_iter()
@@ -348,6 +356,8 @@ impl VectorIndex {
             staged: Mutex::new(Vec::new()),
             graph: Mutex::new(GraphProgress::default()),
             graph_changed: Condvar::new(),
+            parallel_inserts: AtomicBool::new(true),
+            dead_at_live: AtomicUsize::new(0),
         });
         let for_thread = Arc::clone(&inner);
         let started = insert_thread.then(|| {
@@ -523,6 +533,23 @@ impl VectorIndex {
         table.points.len() - table.live
     }
 
+    /// Dead points added since [`mark_live`](Self::mark_live): what a rebuild could remove
+    /// that the last one could not.
+    pub fn dead_points_since_live(&self) -> usize {
+        self.dead_points()
+            .saturating_sub(self.inner.dead_at_live.load(Ordering::Relaxed))
+    }
+
+    /// Marks a rebuilt index as the live one: its graph inserts may use every core again,
+    /// and the dead points it was born with (writes replayed into it) are its baseline, so
+    /// an update-heavy stream does not start a new rebuild the moment one is swapped in.
+    pub fn mark_live(&self) {
+        self.inner.parallel_inserts.store(true, Ordering::Relaxed);
+        self.inner
+            .dead_at_live
+            .store(self.dead_points(), Ordering::Relaxed);
+    }
+
     /// Every live vector grouped per document (sorted by id): what a snapshot stores.
     pub fn export(&self) -> Vec<DocVectors> {
         let table = self.inner.table.read();
@@ -553,13 +580,15 @@ impl VectorIndex {
     }
 
     /// A new index holding these documents' vectors, all in its graph (what a rebuild does
-    /// with an [`export`](Self::export)).
+    /// with an [`export`](Self::export)). Built on one core, in the background: call
+    /// [`mark_live`](Self::mark_live) when it replaces the live index.
     pub fn from_docs(
         dim: usize,
         params: HnswParams,
         docs: Vec<DocVectors>,
     ) -> Result<VectorIndex, IndexError> {
         let fresh = VectorIndex::new(dim, params);
+        fresh.inner.parallel_inserts.store(false, Ordering::Relaxed);
         for doc in docs {
             fresh.stage_upsert(&doc.doc_id, doc.seq, &doc.vectors)?;
         }
@@ -867,7 +896,6 @@ mod tests {
     fn staged_writes_apply_in_order_at_flush() {
         let index = VectorIndex::new(4, HnswParams::default());
         let v = |x: f32| vec![(0u32, vec![x, 1.0, 0.0, 0.0])];
-        // More than PARALLEL_INSERT_MIN points, so the parallel path runs.
         for i in 0..20 {
             index
                 .stage_upsert(&format!("d{i}"), i, &v(i as f32))
@@ -1275,6 +1303,22 @@ mod tests {
         assert!(
             graph.iter().any(|h| h.doc_id == exact[0].doc_id),
             "{graph:?}"
+        );
+    }
+
+    #[test]
+    fn dead_points_count_from_when_the_index_went_live() {
+        let index = VectorIndex::new(2, HnswParams::default());
+        for seq in 1..=3 {
+            index.upsert("a", seq, &[(0, vec![1.0, 0.0])]).unwrap();
+        }
+        assert_eq!(index.dead_points_since_live(), 2);
+        index.mark_live();
+        assert_eq!(index.dead_points_since_live(), 0);
+        index.upsert("a", 4, &[(0, vec![0.0, 1.0])]).unwrap();
+        assert_eq!(
+            (index.dead_points(), index.dead_points_since_live()),
+            (3, 1)
         );
     }
 
