@@ -47,7 +47,7 @@ def harness_section(r: dict, name: str) -> tuple[str, dict]:
     peer = r.get("peer")
     out = [f"### {r['scale']}: {r['docs']:,} documents, {r['dim']}-d vectors, {r['partitions']} partitions",
            "",
-           f"Run {r['started_at']} → {r.get('finished_at', '?')}; raw results "
+           f"Run {r['started_at']} → {r.get('finished_at', '?')} of commit `{r.get('commit', 'not recorded')}`; raw results "
            f"[`{name}`](../{name}); load average at start {r['machine'].get('load_avg_at_start', 0):.2f} "
            f"on {r['machine']['cpus']} CPUs. Latency: {r.get('latency_seconds', '?')} s per cell; "
            f"freshness: {r.get('freshness_seconds', '?')} s per rate.", ""]
