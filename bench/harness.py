@@ -137,7 +137,10 @@ def rss_bytes(pid: int) -> int:
 def produce_all(brokers: str, topic: str, corpus: Corpus, n: int, vector: bool = True) -> int:
     """Produces documents 0..n-1 then document 0 again alone (so tansu reports the log end
     exactly, see README: Known limits). Returns the number of records."""
-    p = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "batch.num.messages": 2000,
+    # Long linger: this loop makes ~2k documents/s, and tansu's in-memory store serves a
+    # partition of many small batches slowly (a 1M-document topic of ~44-record batches
+    # stalled freshet's first fetches for minutes). ~200 records per batch instead.
+    p = Producer({"bootstrap.servers": brokers, "linger.ms": 100, "batch.num.messages": 2000,
                   "queue.buffering.max.messages": 200000, "compression.type": "lz4"})
     for i in range(n):
         doc = corpus.doc(i, vector=vector, produced_at=int(now_ms()))
