@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -370,10 +371,30 @@ def print_freshness(who: str, fr: dict) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
-def time_to_ready(server: FreshetServer, records: int, timeout: float) -> dict:
-    """Waits for /readyz; the catch-up rate and resident memory at that point."""
+def time_to_ready(server: FreshetServer, records: int, timeout: float, progress: list) -> dict:
+    """Waits for /readyz; the catch-up rate and resident memory at that point. Meanwhile
+    appends (seconds, documents applied, resident bytes) to `progress` every 10 s, so a
+    catch-up that is stopped part way still leaves its rate on record."""
     t = time.monotonic()
-    server.wait_ready(timeout=timeout)
+    done = threading.Event()
+
+    def sample() -> None:
+        with httpx.Client(timeout=5) as client:
+            while not done.wait(10):
+                try:
+                    metrics = client.get(f"{server.url}/metrics").text
+                    docs = sum(float(line.split()[-1]) for line in metrics.splitlines()
+                               if line.startswith("freshet_documents{"))
+                    progress.append((round(time.monotonic() - t, 1), int(docs), rss_bytes(server.process.pid)))
+                except (httpx.HTTPError, OSError, ValueError):
+                    pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        server.wait_ready(timeout=timeout)
+    finally:
+        done.set()
     catch_up = time.monotonic() - t
     return {"records": records, "seconds_to_ready": catch_up, "records_per_s": records / catch_up,
             "rss_bytes": rss_bytes(server.process.pid)}
@@ -410,7 +431,8 @@ async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: i
                            env={"FRESHET_LOG": "warn"})
     target = FreshetTarget(server, "bench")
     try:
-        ingest = time_to_ready(server, records, args.ready_timeout)
+        result["ingest_progress"] = []
+        ingest = time_to_ready(server, records, args.ready_timeout, result["ingest_progress"])
         result["ingest"] = {**ingest, "rss_bytes_per_doc": ingest["rss_bytes"] / n}
         print(f"freshet ingest: {result['ingest']}", flush=True)
 
@@ -446,7 +468,7 @@ async def run_embedder(args, work: Path, broker, corpus: Corpus, result: dict) -
                            env={"FRESHET_LOG": "warn"})
     target = FreshetTarget(server, "text")
     try:
-        out = {**time_to_ready(server, records, args.ready_timeout),
+        out = {**time_to_ready(server, records, args.ready_timeout, []),
                "model": "all-MiniLM-L6-v2 (local, candle)", "words_per_doc": 66}
         print(f"embedder ingest: {out['records']} records in {out['seconds_to_ready']:.1f}s = "
               f"{out['records_per_s']:.1f}/s", flush=True)
@@ -572,6 +594,8 @@ def main() -> int:
     ap.add_argument("--ready-timeout", type=float, default=7200)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
+    # A stopped run (SIGTERM) unwinds like an error, so what was measured is written.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     HNSW.update(ef_search=args.ef_search, ef_construction=args.ef_construction)
     result: dict = {}
     try:
@@ -582,7 +606,8 @@ def main() -> int:
         result["error"] = f"{type(e).__name__}: {e}"
         raise
     finally:
-        if "ingest" in result:
+        # A run stopped during catch-up (a signal, a timeout) still keeps its progress.
+        if "ingest" in result or result.get("ingest_progress"):
             args.out.mkdir(parents=True, exist_ok=True)
             suffix = "-failed" if "error" in result else ""
             path = args.out / f"{args.scale}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}.json"

@@ -5,7 +5,7 @@
 #
 #   bash bench/run.sh                      # small scale (10k docs), ~12 minutes
 #   bash bench/run.sh --scale medium       # 100k docs
-#   bash bench/run.sh --scale large        # 1M docs (needs ~12 GB RAM, over an hour)
+#   bash bench/run.sh --scale large --no-peer --partitions 4   # 1M docs, freshet alone (~16 GB RAM, ~1.5 h)
 #   bash bench/run.sh --help               # all parameters
 #
 # Installs what it needs, idempotently: scripts/setup.sh (broker, model), .venv-bench
