@@ -131,7 +131,7 @@ def build(args: argparse.Namespace) -> None:
     }
     raw = pw.io.kafka.read(
         rdkafka,
-        topic=args.topic.split(",") if "," in args.topic else args.topic,
+        topic=args.topic,
         format="json",
         schema=DocSchema,
         json_field_paths={"doc_id": "/id"},
@@ -244,7 +244,7 @@ def announce_when_listening(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--brokers", required=True)
-    parser.add_argument("--topic", required=True, help="a topic, or several separated by commas")
+    parser.add_argument("--topic", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--reserved", type=int, default=10_000,
