@@ -75,13 +75,16 @@ class Corpus:
 
     def __init__(self, n: int, vectors: str = "clustered", seed: int = 7):
         rng = np.random.default_rng(seed)
-        noise = rng.standard_normal((n, DIM)).astype(np.float32) / np.sqrt(DIM)
-        if vectors == "clustered":
-            centres = rng.standard_normal((max(1, n // 50), DIM)).astype(np.float32) / np.sqrt(DIM)
-            self.vectors = centres[rng.integers(len(centres), size=n)] + noise
-        else:
-            self.vectors = noise
-        self.vectors /= np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        centres = rng.standard_normal((max(1, n // 50), DIM)).astype(np.float32) / np.sqrt(DIM)
+        # Filled in chunks: at 1M documents whole-array temporaries would triple the harness's
+        # ~1.5 GB of vectors beside a broker and server that need the memory themselves.
+        self.vectors = np.empty((n, DIM), dtype=np.float32)
+        for start in range(0, n, 65_536):
+            rows = self.vectors[start:start + 65_536]
+            rows[:] = rng.standard_normal(rows.shape, dtype=np.float32) / np.float32(np.sqrt(DIM))
+            if vectors == "clustered":
+                rows += centres[rng.integers(len(centres), size=len(rows))]
+            rows /= np.linalg.norm(rows, axis=1, keepdims=True)
         self.kind = vectors
         ranks = np.arange(1, len(VOCAB) + 1)
         self.word_p = (1 / ranks) / (1 / ranks).sum()
