@@ -355,13 +355,50 @@ async def caught_up(brokers: str, topic: str, corpus: Corpus, finds: Probe, vect
     return time.monotonic() - started
 
 
+def rfc3339_ms(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000
+
+
 async def freshet_stamps(target: FreshetTarget, ids: list[str]) -> dict:
-    stamps: list[float] = []
+    """Percentiles of the records' `index_delay_ms` stamps, and of its two parts: event time →
+    freshet's consumer has the record (broker and fetch), and consumer → searchable
+    (freshet's own pipeline)."""
+    delay, consumed, pipeline = [], [], []
     for k in range(0, len(ids), 1000):
         ok, res = await target.tool("document_freshness", {"collection": target.collection, "ids": ids[k:k + 1000]})
-        if ok:
-            stamps += [d["freshness"]["index_delay_ms"] for d in res["documents"] if d["status"] == "found"]
-    return percentiles(stamps)
+        for d in res.get("documents", []) if ok else []:
+            if d["status"] == "found":
+                f = d["freshness"]
+                event, ingested, indexed = (rfc3339_ms(f[key]) for key in ("event_time", "ingested_at", "indexed_at"))
+                delay.append(f["index_delay_ms"])
+                consumed.append(ingested - event)
+                pipeline.append(indexed - ingested)
+    return {"stamp_index_delay_ms": percentiles(delay), "stamp_to_consumer_ms": percentiles(consumed),
+            "stamp_consumer_to_searchable_ms": percentiles(pipeline)}
+
+
+async def apply_stage_totals(target: FreshetTarget) -> dict[str, tuple[float, float]]:
+    """(seconds, batches) so far per ingest stage, from freshet's `/metrics`."""
+    text = (await target.http.get(f"{target.server.url}/metrics")).text
+    totals: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for part, index in (("_sum", 0), ("_count", 1)):
+            head = f"freshet_apply_stage_seconds{part}{{stage=\""
+            if line.startswith(head):
+                stage = line[len(head):].split('"', 1)[0]
+                totals.setdefault(stage, [0.0, 0.0])[index] = float(line.split()[-1])
+    return {stage: (v[0], v[1]) for stage, v in totals.items()}
+
+
+def stage_means(before: dict, after: dict, seconds: float) -> dict:
+    """Per stage between two `apply_stage_totals`: batches/s and mean ms per batch."""
+    out = {}
+    for stage, (total, count) in after.items():
+        total0, count0 = before.get(stage, (0.0, 0.0))
+        if count > count0:
+            out[stage] = {"batches_per_s": (count - count0) / seconds,
+                          "mean_ms": 1000 * (total - total0) / (count - count0)}
+    return out
 
 
 def print_freshness(who: str, fr: dict) -> None:
@@ -411,11 +448,14 @@ async def freshet_freshness(target: FreshetTarget, brokers: str, backlog_topic: 
     out = []
     for rate in rates:
         backlog_s = await caught_up(brokers, backlog_topic, corpus, target.has_document, vector=vector)
+        stages_before, clock = await apply_stage_totals(target), time.monotonic()
         fr = await phase_freshness(brokers, topic_of_rate(rate), corpus, rate, seconds,
                                    {"polled_get_document_ms": target.has_document,
                                     "polled_search_ms": target.search_finds}, vector=vector)
+        fr["apply_stages"] = stage_means(stages_before, await apply_stage_totals(target),
+                                         time.monotonic() - clock)
         fr["backlog_wait_s"] = backlog_s
-        fr["stamp_index_delay_ms"] = await freshet_stamps(target, fr["ids"])
+        fr.update(await freshet_stamps(target, fr["ids"]))
         del fr["ids"]
         out.append(fr)
         print_freshness(who, fr)

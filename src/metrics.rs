@@ -15,6 +15,11 @@ use parking_lot::Mutex;
 const QUERY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// Bucket bounds (seconds) for one ingest stage's work on one batch.
+const STAGE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 /// Bucket bounds (seconds) for event time → searchable.
 const DELAY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
@@ -85,6 +90,8 @@ pub struct Metrics {
     index_delay: Mutex<BTreeMap<String, &'static Histogram>>,
     /// Tool call latency by (tool, mode, outcome).
     queries: Mutex<BTreeMap<(String, String), &'static Histogram>>,
+    /// Time per batch in each ingest stage (see [`ApplyStage`]).
+    apply_stages: Mutex<BTreeMap<&'static str, &'static Histogram>>,
     /// Records seen by the writer, by (topic, outcome).
     records: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Requests refused by authentication, by reason.
@@ -104,12 +111,40 @@ impl Default for Metrics {
         Metrics {
             index_delay: Mutex::new(BTreeMap::new()),
             queries: Mutex::new(BTreeMap::new()),
+            apply_stages: Mutex::new(BTreeMap::new()),
             records: Mutex::new(BTreeMap::new()),
             auth_rejections: Mutex::new(BTreeMap::new()),
             snapshots_written: AtomicU64::new(0),
             snapshot_failures: AtomicU64::new(0),
             vector_rebuilds: AtomicU64::new(0),
             partition_resets: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The steps a batch of records goes through between the Kafka consumer and being
+/// searchable, timed per batch so an operator can see where freshness goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyStage {
+    /// Decoding, chunking and embedding (the prepare thread).
+    Prepare,
+    /// Writing the view's pending changes into both indexes, record by record.
+    Write,
+    /// Publishing the batch's vectors to the vector index (waits when the HNSW graph is
+    /// too far behind).
+    VectorFlush,
+    /// Committing the BM25 index and reloading its searcher.
+    TextCommit,
+}
+
+impl ApplyStage {
+    /// The `stage` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ApplyStage::Prepare => "prepare",
+            ApplyStage::Write => "write",
+            ApplyStage::VectorFlush => "vector_flush",
+            ApplyStage::TextCommit => "text_commit",
         }
     }
 }
@@ -138,6 +173,16 @@ impl Metrics {
             .lock()
             .entry((tool.to_string(), mode.to_string()))
             .or_insert_with(|| leak(QUERY_BUCKETS));
+        h.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how long one batch spent in an ingest stage.
+    pub fn observe_apply_stage(&self, stage: ApplyStage, elapsed: Duration) {
+        let h = *self
+            .apply_stages
+            .lock()
+            .entry(stage.label())
+            .or_insert_with(|| leak(STAGE_BUCKETS));
         h.observe(elapsed.as_secs_f64());
     }
 
@@ -200,6 +245,19 @@ impl Metrics {
                 out,
                 "freshet_query_duration_seconds",
                 &format!("tool=\"{}\",mode=\"{}\"", escape(tool), escape(mode)),
+            );
+        }
+        header(
+            out,
+            "freshet_apply_stage_seconds",
+            "histogram",
+            "Time per ingest batch in each stage from consumer to searchable.",
+        );
+        for (stage, h) in self.apply_stages.lock().iter() {
+            h.render(
+                out,
+                "freshet_apply_stage_seconds",
+                &format!("stage=\"{stage}\""),
             );
         }
         header(

@@ -13,12 +13,13 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Provider;
 use crate::decode::{ChangeEvent, Document, RawRecord};
 use crate::embed::{EmbedError, Embedder};
 use crate::index::FilterTerms;
+use crate::metrics::ApplyStage;
 use crate::source::{Batch, SourceRecord};
 use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
@@ -131,12 +132,15 @@ impl Engine {
     /// are recognised by the writer, which alone knows the offsets applied (a partition reset
     /// may be on its way to it).
     pub fn prepare(&self, batch: Batch) -> PreparedBatch {
+        let started = Instant::now();
         let mut items = self.decode_and_chunk(batch.records);
         for c in &self.collections {
             if let Some(embedder) = &c.embedder {
                 embed_collection(c, embedder.as_ref(), &mut items);
             }
         }
+        self.metrics
+            .observe_apply_stage(ApplyStage::Prepare, started.elapsed());
         PreparedBatch {
             resets: batch.resets,
             items,
@@ -205,6 +209,7 @@ impl Engine {
         // is recognised as a replay too.
         let mut next_in_batch: HashMap<(Arc<str>, i32), i64> = HashMap::new();
         let mut touched: Vec<Arc<Collection>> = Vec::new();
+        let writing = Instant::now();
 
         for Prepared {
             record: rec,
@@ -275,12 +280,27 @@ impl Engine {
             }
         }
 
+        if !touched.is_empty() {
+            self.metrics
+                .observe_apply_stage(ApplyStage::Write, writing.elapsed());
+        }
+        let (mut flushing, mut committing) = (Duration::ZERO, Duration::ZERO);
         for c in &touched {
+            let started = Instant::now();
             c.flush_vectors();
+            let flushed = Instant::now();
+            flushing += flushed - started;
             if let Err(e) = c.text.commit() {
                 // The writer keeps the operations; the next commit retries them.
                 tracing::error!(collection = c.name(), "BM25 commit failed: {e}");
             }
+            committing += flushed.elapsed();
+        }
+        if !touched.is_empty() {
+            self.metrics
+                .observe_apply_stage(ApplyStage::VectorFlush, flushing);
+            self.metrics
+                .observe_apply_stage(ApplyStage::TextCommit, committing);
         }
         let indexed_at = now_ms();
         for change in changes {

@@ -120,6 +120,33 @@ async fn replaying_a_batch_changes_nothing() {
     assert_eq!(c.counts().replays_skipped, 6);
 }
 
+/// The `_count` of one stage's `freshet_apply_stage_seconds` series (0 when absent).
+fn stage_count(e: &Engine, stage: &str) -> u64 {
+    let prefix = format!("freshet_apply_stage_seconds_count{{stage=\"{stage}\"}} ");
+    e.render_metrics()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn every_applied_batch_is_timed_by_stage() {
+    let e = engine();
+    let batch = vec![
+        record("articles", 0, "a", Some(article("a", "apples", "x", 0))),
+        record("articles", 1, "b", Some(article("b", "bananas", "x", 1))),
+    ];
+    e.apply(&batch);
+    e.apply(&[record("articles", 2, "a", None)]);
+    for stage in ["prepare", "write", "vector_flush", "text_commit"] {
+        assert_eq!(stage_count(&e, stage), 2, "{stage}");
+    }
+    // A batch of replays touches no index: it is prepared but not written or committed.
+    e.apply(&batch);
+    assert_eq!(stage_count(&e, "prepare"), 3);
+    assert_eq!(stage_count(&e, "text_commit"), 2);
+}
+
 #[tokio::test]
 async fn duplicates_inside_one_batch_are_replays() {
     let e = engine();
