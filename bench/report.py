@@ -219,6 +219,27 @@ def plots(r: dict, stem: str) -> list[str]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     files.append(path.name)
+
+    progress = r.get("ingest_progress") or []
+    if len(progress) >= 7:  # (seconds, documents, resident bytes) every 10 s of catch-up
+        seconds, docs, rss = zip(*progress)
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 4.4), sharex=True)
+        top.plot(seconds, [d / 1e3 for d in docs], label="documents applied (thousands)")
+        top.plot(seconds, [b / 2**20 for b in rss], label="resident memory (MiB)")
+        top.legend(fontsize=7)
+        top.set_title(f"catch-up of {r['docs']:,} documents")
+        # 60 s windows: applying is lumpy at 10 s resolution (see BENCHMARKS.md).
+        step = 6
+        rate = [(docs[k] - docs[k - step]) / (seconds[k] - seconds[k - step]) for k in range(step, len(docs))]
+        bottom.plot(seconds[step:], rate)
+        bottom.set_ylabel("documents/s\n(60 s windows)")
+        bottom.set_xlabel("seconds since start")
+        bottom.set_ylim(bottom=0)
+        fig.tight_layout()
+        path = IMG / f"{stem}-catch-up.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path.name)
     return files
 
 
