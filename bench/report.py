@@ -37,15 +37,20 @@ def stage_table(freshness: list[dict]) -> list[str]:
     if not phases:
         return []
     out = ["**Where the pipeline's time goes** while producing at each rate (freshet's "
-           "`freshet_apply_stage_seconds`: mean ms per batch; `prepare` decodes and chunks, `write` "
-           "updates both indexes, `vector_flush` publishes the vectors, `text_commit` commits BM25 and "
-           "reloads its searcher):", "",
-           "| rate/s | batches/s | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 2) + "|"]
+           "`freshet_apply_stage_seconds` over the phase: mean ms per batch; `prepare` decodes and chunks "
+           "each polled batch, the writer then applies whatever has been prepared as one batch: `write` "
+           "updates both indexes, `vector_flush` publishes the vectors (waiting while over 4,096 wait for "
+           "the HNSW graph), `text_commit` commits BM25 and reloads its searcher; *writer busy* is the "
+           "share of the phase the writer spent in those three):", "",
+           "| rate/s | polled batches/s | applied batches/s | " + " | ".join(STAGES) + " | writer busy |",
+           "|---" * (len(STAGES) + 4) + "|"]
     for fr in phases:
         st = fr["apply_stages"]
-        batches = max((v["batches_per_s"] for v in st.values()), default=0)
-        out.append(f"| {fr['rate']} | {batches:.1f} | "
-                   + " | ".join(fmt(st.get(name, {}).get("mean_ms"), 2) for name in STAGES) + " |")
+        applied = st.get("text_commit", {}).get("batches_per_s", 0)
+        busy = applied * sum(st.get(name, {}).get("mean_ms", 0) for name in STAGES[1:]) / 1000
+        out.append(f"| {fr['rate']} | {st.get('prepare', {}).get('batches_per_s', 0):.1f} | {applied:.1f} | "
+                   + " | ".join(fmt(st.get(name, {}).get("mean_ms"), 2) for name in STAGES)
+                   + f" | {busy:.0%} |")
     return out + [""]
 
 
