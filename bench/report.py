@@ -176,6 +176,13 @@ def plots(r: dict, stem: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     IMG.mkdir(parents=True, exist_ok=True)
+
+    def save(fig, name: str) -> str:
+        fig.tight_layout()
+        fig.savefig(IMG / name, dpi=110)
+        plt.close(fig)
+        return name
+
     files = []
     peer_lat = {latency_key(x): x for x in (r.get("peer") or {}).get("latency", [])}
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -193,11 +200,7 @@ def plots(r: dict, stem: str) -> list[str]:
     ax.set_ylabel("ms (log)")
     ax.set_title(f"search latency p99, {r['docs']:,} documents")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = IMG / f"{stem}-latency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    files.append(path.name)
+    files.append(save(fig, f"{stem}-latency.png"))
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     rates = [fr["rate"] for fr in r["freshness"]]
@@ -219,11 +222,7 @@ def plots(r: dict, stem: str) -> list[str]:
     ax.set_ylabel("ms (log)")
     ax.set_title("produce → searchable")
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = IMG / f"{stem}-freshness.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    files.append(path.name)
+    files.append(save(fig, f"{stem}-freshness.png"))
 
     progress = r.get("ingest_progress") or []
     if len(progress) >= 7:  # (seconds, documents, resident bytes) every 10 s of catch-up
@@ -240,11 +239,7 @@ def plots(r: dict, stem: str) -> list[str]:
         bottom.set_ylabel("documents/s\n(60 s windows)")
         bottom.set_xlabel("seconds since start")
         bottom.set_ylim(bottom=0)
-        fig.tight_layout()
-        path = IMG / f"{stem}-catch-up.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path.name)
+        files.append(save(fig, f"{stem}-catch-up.png"))
     return files
 
 
