@@ -68,17 +68,15 @@ async def wait_applied(server: FreshetServer, topic: str, last: dict[int, int], 
 
 
 def produce_docs(producer: Producer, topic: str, start: int, count: int, partitions: int = 2) -> dict[int, int]:
-    """Upserts doc-<i> into partition i % partitions; returns the last offset per partition.
-    The last record of each partition goes alone, so even tansu reports its end exactly."""
+    """Upserts doc-<i> into partition i % partitions, batched the way an ordinary producer
+    batches (linger, compression); returns the last offset per partition."""
     last = {}
     by_part: dict[int, list] = {}
     for i in range(start, start + count):
         by_part.setdefault(i % partitions, []).append(
             (f"doc-{i}", {"id": f"doc-{i}", "title": f"title {i}", "body": f"payload number {i}", "v": i}))
     for part, records in by_part.items():
-        if len(records) > 1:
-            producer.send_many(topic, records[:-1], partition=part)
-        last[part] = producer.send(topic, key=records[-1][0], value=records[-1][1], partition=part).offset
+        last[part] = producer.send_many(topic, records, partition=part)[-1].offset
     return last
 
 
@@ -350,11 +348,11 @@ async def test_readiness_flips_only_after_catch_up_and_lag_moves(broker, tmp_pat
 
 
 async def test_broker_down_at_start_then_up(tmp_path):
-    port = free_port()
+    port = free_port(4)
     topic = "late"
     config = docs_config(tmp_path / "freshet.toml", f"127.0.0.1:{port}", topic)
     server = FreshetServer(config, tmp_path)
-    tansu = None
+    kafka = None
     try:
         time.sleep(2)
         assert server.process.poll() is None, server.log()
@@ -363,9 +361,9 @@ async def test_broker_down_at_start_then_up(tmp_path):
         async with http_client(server.mcp_url) as client:
             res = await call(client, "search", {"query": "x", "collection": "docs", "mode": "bm25"})
             assert res["freshness"]["caught_up"] is False
-        tansu = kafka_util.start_tansu(tmp_path / "tansu", port=port)
-        kafka_util.create_topic(tansu, topic, partitions=1)
-        with Producer(tansu) as p:
+        kafka = kafka_util.start_kafka(tmp_path / "kafka", port=port)
+        kafka_util.create_topic(kafka, topic, partitions=1)
+        with Producer(kafka) as p:
             p.send(topic, key="late-1", value={"id": "late-1", "title": "t", "body": "arrived after the broker"})
         server.wait_ready(timeout=60)
         async with http_client(server.mcp_url) as client:
@@ -374,24 +372,23 @@ async def test_broker_down_at_start_then_up(tmp_path):
             assert [h["id"] for h in res["results"]] == ["late-1"]
     finally:
         server.stop()
-        if tansu:
-            tansu.stop()
+        if kafka:
+            kafka.stop()
 
 
 async def test_broker_lost_mid_stream_then_back(tmp_path):
     """A network partition between freshet and its broker: the server keeps answering from its
     view, the watermark keeps the last known state while staleness grows, and consuming
     resumes without a restart when the broker is reachable again."""
-    proxy_port, broker_port = free_port(), free_port()
-    tansu = kafka_util.start_tansu(tmp_path / "tansu", port=broker_port, advertised_port=proxy_port)
+    proxy_port, broker_port = free_port(), free_port(4)
     proxy = Proxy(proxy_port, broker_port)
+    kafka = kafka_util.start_kafka(tmp_path / "kafka", port=broker_port, advertised_port=proxy_port)
     topic = "flaky"
     try:
-        kafka_util.wait_ready(tansu)
-        kafka_util.create_topic(tansu, topic, partitions=1)
-        config = docs_config(tmp_path / "freshet.toml", tansu.bootstrap, topic)
+        kafka_util.create_topic(kafka, topic, partitions=1)
+        config = docs_config(tmp_path / "freshet.toml", kafka.bootstrap, topic)
         server = FreshetServer(config, tmp_path)
-        with Producer(tansu) as p:
+        with Producer(kafka) as p:
             last = produce_docs(p, topic, 0, 20, partitions=1)
         server.wait_ready()
         await wait_applied(server, topic, last)
@@ -413,7 +410,7 @@ async def test_broker_lost_mid_stream_then_back(tmp_path):
         # Written while freshet cannot see the broker.
         direct = f"127.0.0.1:{broker_port}"
         proxy.restore()
-        with Producer(tansu) as p:
+        with Producer(kafka) as p:
             p.send(topic, key="fresh-1", value={"id": "fresh-1", "title": "t", "body": "after the outage"})
         deadline = time.monotonic() + 60
         while (await state(server, ["fresh-1"]))["fresh-1"][0] != "found":
@@ -425,7 +422,7 @@ async def test_broker_lost_mid_stream_then_back(tmp_path):
     finally:
         server.stop()
         proxy.close()
-        tansu.stop()
+        kafka.stop()
 
 
 async def test_topic_deleted_and_recreated_under_a_running_server(broker, tmp_path):
