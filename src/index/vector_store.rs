@@ -365,27 +365,67 @@ pub fn newest_graph(dir: &Path, generation: u64, max_points: usize) -> Option<Gr
     })
 }
 
-/// Removes what no longer belongs to the checkpoint: journals and graph dumps of other
-/// generations, graph dumps of this one other than `keep`, and temporary files.
+/// The generation a journal or graph file name belongs to (`journal-<gen>.log`,
+/// `graph-<gen>-<points>...`).
+fn generation_of(name: &str) -> Option<u64> {
+    let rest = name
+        .strip_prefix("journal-")
+        .or_else(|| name.strip_prefix("graph-"))?;
+    rest.get(..10)?.parse().ok()
+}
+
+/// Removes what no longer belongs to a checkpoint of generation `generation`: journals and
+/// graph dumps of older generations, temporary files and, when `keep` names this
+/// generation's newest dump, its other dumps. Newer generations (created but not committed
+/// yet) are left alone.
 pub fn remove_stale(dir: &Path, generation: u64, keep: Option<&str>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let current = journal_path(dir, generation);
     for e in entries.flatten() {
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         let stale = if name.starts_with('.') && name.ends_with(".tmp") {
             true
-        } else if name.starts_with("journal-") {
-            path != current
-        } else if name.starts_with("graph-") {
-            keep.is_none_or(|k| !name.starts_with(&format!("{k}.")))
         } else {
-            false
+            match generation_of(&name) {
+                Some(g) if g < generation => true,
+                Some(g) if g == generation && name.starts_with("graph-") => {
+                    keep.is_some_and(|k| !name.starts_with(&format!("{k}.")))
+                }
+                _ => false,
+            }
         };
         if stale && let Err(err) = fs::remove_file(&path) {
             tracing::warn!("cannot remove {}: {err}", path.display());
+        }
+    }
+}
+
+/// Removes temporary files (`.*.tmp`) that interrupted writes left in `dir`.
+pub fn remove_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.')
+            && name.ends_with(".tmp")
+            && let Err(err) = fs::remove_file(e.path())
+        {
+            tracing::warn!("cannot remove {}: {err}", e.path().display());
+        }
+    }
+}
+
+/// Removes the files of a dump that failed half way (`<basename>.*`).
+pub fn remove_dump(dir: &Path, basename: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(basename) {
+            let _ = fs::remove_file(e.path());
         }
     }
 }
@@ -495,12 +535,16 @@ mod tests {
     fn graph_meta_round_trip_and_damage() {
         let dir = tempfile::tempdir().unwrap();
         for ext in ["graph", "data"] {
-            fs::write(dir.path().join(format!("graph-1-5.hnsw.{ext}")), ext).unwrap();
+            fs::write(
+                dir.path().join(format!("graph-0000000001-5.hnsw.{ext}")),
+                ext,
+            )
+            .unwrap();
         }
         let meta = GraphMeta {
             generation: 1,
             points: 5,
-            basename: "graph-1-5".into(),
+            basename: "graph-0000000001-5".into(),
             graph_crc: crc32fast::hash(b"graph"),
             data_crc: crc32fast::hash(b"data"),
         };
@@ -512,9 +556,16 @@ mod tests {
             "more points than the journal"
         );
         assert_eq!(newest_graph(dir.path(), 2, 10), None, "another generation");
-        fs::write(dir.path().join("graph-1-5.hnsw.data"), "datx").unwrap();
+        fs::write(dir.path().join("graph-0000000001-5.hnsw.data"), "datx").unwrap();
         assert_eq!(newest_graph(dir.path(), 1, 10), None);
-        remove_stale(dir.path(), 1, None);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let journal = journal_path(dir.path(), 3);
+        fs::write(&journal, b"newer, not committed yet").unwrap();
+        fs::write(dir.path().join("graph-0000000001-3.hnsw.data"), "older").unwrap();
+        remove_stale(dir.path(), 1, Some("graph-0000000001-5"));
+        let left = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left, 4, "the older dump goes, the newer journal stays");
+        remove_stale(dir.path(), 2, None);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(journal.exists());
     }
 }

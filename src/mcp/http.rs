@@ -121,7 +121,7 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
     if let Some(f) = engine.metrics().storage.failure() {
         let what = if f.disk_full { "disk full" } else { "error" };
         body.push_str(&format!(
-            "warning: snapshots failing ({what}, {} attempts): {}\n",
+            "warning: checkpoints failing ({what}, {} attempts): {}\n",
             f.attempts, f.error
         ));
     }
