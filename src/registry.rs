@@ -219,6 +219,63 @@ impl Registry {
         }
     }
 
+    /// The version numbers registered under `subject`.
+    pub fn versions(&self, subject: &str) -> Result<Vec<i64>, RegistryError> {
+        let url = format!(
+            "{}/subjects/{}/versions",
+            self.base,
+            encode_segment(subject)
+        );
+        match self.get_with_retries(&url) {
+            Ok(body) => serde_json::from_str(&body).map_err(|e| RegistryError::Request {
+                url,
+                message: format!("expected a JSON array of versions: {e}"),
+            }),
+            Err(Failure::NotFound) => Ok(Vec::new()),
+            Err(Failure::Transient(message) | Failure::Final(message)) => {
+                Err(RegistryError::Request { url, message })
+            }
+        }
+    }
+
+    /// What `check-config --online` reports: that the registry answers, and for each topic a
+    /// collection reads, the subjects its values and keys are registered under (the default
+    /// topic-name strategy, `<topic>-value` and `<topic>-key`). Lines start with `#` so the
+    /// printed config stays valid TOML.
+    pub fn report(&self, config: &Config) -> Result<String, RegistryError> {
+        let subjects: HashSet<String> = self.subjects()?.into_iter().collect();
+        let mut out = format!(
+            "# schema registry {}: reachable, {} subjects\n",
+            self.base,
+            subjects.len()
+        );
+        for collection in &config.collections {
+            let value_kind = collection.format.schema_kind();
+            let key_kind = collection.key_format.schema_kind();
+            for topic in &collection.topics {
+                let mut parts = Vec::new();
+                for (suffix, kind) in [("value", value_kind), ("key", key_kind)] {
+                    let subject = format!("{topic}-{suffix}");
+                    if subjects.contains(&subject) {
+                        let versions = self.versions(&subject)?;
+                        let listed: Vec<String> = versions.iter().map(i64::to_string).collect();
+                        parts.push(format!("{subject} (versions {})", listed.join(", ")));
+                    } else if let Some(kind) = kind {
+                        parts.push(format!("{subject} not registered yet ({})", kind.label()));
+                    }
+                }
+                if !parts.is_empty() {
+                    out.push_str(&format!(
+                        "# collection `{}`, topic `{topic}`: {}\n",
+                        collection.name,
+                        parts.join("; ")
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Fetches and parses schema `id` with everything it references.
     fn fetch(&self, id: u32) -> Result<Schema, LookupError> {
         let url = format!("{}/schemas/ids/{id}", self.base);

@@ -54,7 +54,7 @@ pub struct SchemaText {
 #[derive(Debug)]
 pub enum Schema {
     /// An Avro writer schema with the named types it references.
-    Avro(AvroSchema),
+    Avro(Box<AvroSchema>),
     /// A Protobuf file with its imports.
     Protobuf(ProtoSchema),
     /// A JSON Schema: payloads are JSON documents.
@@ -69,7 +69,7 @@ impl Schema {
         references: &[SchemaText],
     ) -> Result<Schema, String> {
         match kind {
-            SchemaKind::Avro => AvroSchema::parse(text, references).map(Schema::Avro),
+            SchemaKind::Avro => AvroSchema::parse(text, references).map(|s| Schema::Avro(Box::new(s))),
             SchemaKind::Protobuf => ProtoSchema::parse(text, references).map(Schema::Protobuf),
             SchemaKind::Json => {
                 serde_json::from_str::<serde_json::Value>(text)
