@@ -69,7 +69,9 @@ impl Schema {
         references: &[SchemaText],
     ) -> Result<Schema, String> {
         match kind {
-            SchemaKind::Avro => AvroSchema::parse(text, references).map(|s| Schema::Avro(Box::new(s))),
+            SchemaKind::Avro => {
+                AvroSchema::parse(text, references).map(|s| Schema::Avro(Box::new(s)))
+            }
             SchemaKind::Protobuf => ProtoSchema::parse(text, references).map(Schema::Protobuf),
             SchemaKind::Json => {
                 serde_json::from_str::<serde_json::Value>(text)
