@@ -102,8 +102,10 @@ pub struct Metrics {
     pub snapshot_failures: AtomicU64,
     /// Vector index rebuilds completed.
     pub vector_rebuilds: AtomicU64,
-    /// Partitions re-read from the start after their offsets vanished.
+    /// Partitions re-read from the start because their topic was recreated.
     pub partition_resets: AtomicU64,
+    /// Times retention removed records of a partition before they were applied.
+    pub partition_truncations: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -118,6 +120,7 @@ impl Default for Metrics {
             snapshot_failures: AtomicU64::new(0),
             vector_rebuilds: AtomicU64::new(0),
             partition_resets: AtomicU64::new(0),
+            partition_truncations: AtomicU64::new(0),
         }
     }
 }
@@ -291,8 +294,13 @@ impl Metrics {
             ),
             (
                 "freshet_partition_resets_total",
-                "Partitions re-read from the earliest offset.",
+                "Partitions re-read from the start because their topic was recreated.",
                 &self.partition_resets,
+            ),
+            (
+                "freshet_partition_truncations_total",
+                "Times retention removed records of a partition before they were applied.",
+                &self.partition_truncations,
             ),
         ] {
             header(out, name, "counter", help);

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::index::DocVectors;
 
 const MAGIC: &[u8; 8] = b"FRESHET\0";
-const FORMAT_VERSION: u32 = 1;
+// 2: topic IDs beside the offsets.
+const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: u64 = 24;
 /// Snapshots kept on disk; older ones are removed after a successful write.
 const KEEP: usize = 3;
@@ -65,6 +66,9 @@ pub struct CollectionSnapshot {
     pub docs: Vec<DocSnapshot>,
     /// Their live vectors.
     pub vectors: Vec<DocVectors>,
+    /// (topic, Kafka topic ID) of the topic generation the offsets belong to: a topic found
+    /// with another ID at restart was recreated while freshet was down.
+    pub topic_ids: Vec<(String, String)>,
 }
 
 /// One document's stored form.
@@ -274,6 +278,7 @@ mod tests {
                 name: "c".into(),
                 fingerprint: "f".into(),
                 partitions: vec![("t".into(), 0, 42)],
+                topic_ids: vec![("t".into(), "AAAAAAAAAAAAAAAAAAAAAA".into())],
                 docs: (0..docs)
                     .map(|i| DocSnapshot {
                         id: format!("d{i}"),
