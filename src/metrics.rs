@@ -100,6 +100,8 @@ pub struct Metrics {
     pub snapshots_written: AtomicU64,
     /// Snapshot writes that failed.
     pub snapshot_failures: AtomicU64,
+    /// Whether snapshot writes are failing right now, and why.
+    pub storage: StorageHealth,
     /// Vector index rebuilds completed.
     pub vector_rebuilds: AtomicU64,
     /// Partitions re-read from the start because their topic was recreated.
@@ -118,10 +120,55 @@ impl Default for Metrics {
             auth_rejections: Mutex::new(BTreeMap::new()),
             snapshots_written: AtomicU64::new(0),
             snapshot_failures: AtomicU64::new(0),
+            storage: StorageHealth::default(),
             vector_rebuilds: AtomicU64::new(0),
             partition_resets: AtomicU64::new(0),
             partition_truncations: AtomicU64::new(0),
         }
+    }
+}
+
+/// Whether snapshot writes currently fail. Kept so that a failure is reported once, when it
+/// starts (log, `/readyz`, gauges), and its end once, instead of at every retry.
+#[derive(Debug, Default)]
+pub struct StorageHealth {
+    failing: Mutex<Option<StorageFailure>>,
+}
+
+/// A run of failed snapshot writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFailure {
+    /// The latest error.
+    pub error: String,
+    /// The file system is full (or over quota).
+    pub disk_full: bool,
+    /// Failed attempts in this run.
+    pub attempts: u64,
+}
+
+impl StorageHealth {
+    /// Records a failed write; true when this starts a run of failures or changes its kind
+    /// (disk full or not): the moment to log it.
+    pub fn failed(&self, error: String, disk_full: bool) -> bool {
+        let mut failing = self.failing.lock();
+        let news = failing.as_ref().is_none_or(|f| f.disk_full != disk_full);
+        let attempts = failing.as_ref().map_or(0, |f| f.attempts) + 1;
+        *failing = Some(StorageFailure {
+            error,
+            disk_full,
+            attempts,
+        });
+        news
+    }
+
+    /// Records a successful write; returns the run of failures it ends, if any.
+    pub fn succeeded(&self) -> Option<StorageFailure> {
+        self.failing.lock().take()
+    }
+
+    /// The current run of failures, if writes are failing.
+    pub fn failure(&self) -> Option<StorageFailure> {
+        self.failing.lock().clone()
     }
 }
 
@@ -275,6 +322,22 @@ impl Metrics {
                 "freshet_auth_rejections_total{{reason=\"{}\"}} {n}",
                 escape(reason)
             );
+        }
+        let failure = self.storage.failure();
+        for (name, help, value) in [
+            (
+                "freshet_snapshot_failing",
+                "1 while snapshot writes fail (the last attempt failed).",
+                failure.is_some(),
+            ),
+            (
+                "freshet_snapshot_disk_full",
+                "1 while snapshot writes fail because the file system is full.",
+                failure.as_ref().is_some_and(|f| f.disk_full),
+            ),
+        ] {
+            header(out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {}", u8::from(value));
         }
         for (name, help, value) in [
             (

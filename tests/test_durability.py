@@ -3,11 +3,14 @@ snapshots and restarts, crashes, readiness, metrics, and broker faults."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import subprocess
 import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import httpx2
@@ -140,6 +143,114 @@ async def test_corrupt_snapshot_is_skipped_for_the_previous_one(broker, tmp_path
         assert all(s == "found" for s, _, _ in st.values())
     finally:
         server.stop()
+
+
+async def test_garbage_snapshot_with_valid_checksum_falls_back(broker, tmp_path):
+    """A snapshot whose header, length and checksum are right but whose body is garbage (a
+    length field of ~6.8e18) is skipped like any corrupt one: no abort, no panic, the previous
+    snapshot is restored and the rest replayed."""
+    topic = kafka_util.unique_topic("garbage")
+    kafka_util.create_topic(broker, topic, partitions=2)
+    config = docs_config(tmp_path / "freshet.toml", broker.bootstrap, topic)
+    with Producer(broker) as p:
+        for batch in range(2):
+            last = produce_docs(p, topic, batch * 20, 20)
+            server = FreshetServer(config, tmp_path)
+            try:
+                server.wait_ready()
+                await wait_applied(server, topic, last)
+            finally:
+                assert server.stop() == 0
+    snapshots = sorted((tmp_path / "data" / "snapshots").glob("snapshot-*.bin"))
+    assert len(snapshots) >= 2
+    newest = snapshots[-1]
+    header = newest.read_bytes()[:12]  # magic and format version
+    body = (12345).to_bytes(8, "little") + (0x5F00_0000_0000_0000).to_bytes(8, "little") + b"\xab" * 4096
+    newest.write_bytes(header + len(body).to_bytes(8, "little") + zlib.crc32(body).to_bytes(4, "little") + body)
+
+    server = FreshetServer(config, tmp_path)
+    try:
+        server.wait_ready()
+        await wait_applied(server, topic, last)
+        log = server.log()
+        assert "skipping snapshot" in log and "cannot decode" in log, log
+        assert "restored snapshot" in log and "panicked" not in log
+        assert metric(metrics(server), "freshet_documents", collection="docs") == 40
+        st = await state(server, [f"doc-{i}" for i in range(40)])
+        assert all(s == "found" for s, _, _ in st.values())
+    finally:
+        assert server.stop() == 0
+
+
+def mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+async def test_full_disk_is_reported_once_and_leaves_no_temporary_files(broker, tmp_path):
+    """data_dir on a tiny file system: leftovers of an earlier crash are removed at start, each
+    failed snapshot removes its temporary file, the failure shows in /readyz and the gauges and
+    is logged once (not at every retry), and snapshots resume once there is space."""
+    data = tmp_path / "data"
+    if not mount_tmpfs(data, "192k"):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        topic = kafka_util.unique_topic("diskfull")
+        kafka_util.create_topic(broker, topic, partitions=1)
+        config = write_config(tmp_path / "freshet.toml",
+                              {"kafka": {"brokers": broker.bootstrap, "watermark_interval_ms": 100},
+                               "snapshot": {"interval_ms": 200},
+                               "audit": {"path": str(tmp_path / "audit.jsonl")}},
+                              [{"name": "docs", "topics": [topic], "id_field": "id"}])
+        # What a crash in the middle of a write leaves behind, taking space.
+        (data / "snapshots").mkdir()
+        leftover = data / "snapshots" / ".snapshot-000000000000001.bin.tmp"
+        leftover.write_bytes(b"\0" * 64 * 1024)
+        with Producer(broker) as p:
+            # ~400 kB of text: no snapshot fits in 192 kB.
+            p.send_many(topic, [(f"d{i}", {"id": f"d{i}", "body": f"word{i} " * 500}) for i in range(100)],
+                        partition=0)
+        server = FreshetServer(config, tmp_path)
+        try:
+            server.wait_ready()
+            assert not leftover.exists(), "leftovers are removed at start"
+            deadline = time.monotonic() + 30
+            while "disk full" not in httpx2.get(f"{server.url}/readyz").text:
+                assert time.monotonic() < deadline, server.log()[-3000:]
+                time.sleep(0.1)
+            ready = httpx2.get(f"{server.url}/readyz")
+            assert ready.status_code == 200 and "snapshots failing" in ready.text, ready.text
+            samples = metrics(server)
+            assert metric(samples, "freshet_snapshot_disk_full") == 1
+            assert metric(samples, "freshet_snapshot_failing") == 1
+            # More attempts, still one log line, and never a temporary file left behind.
+            first_failures = metric(samples, "freshet_snapshot_failures_total")
+            with Producer(broker) as p:
+                for i in range(5):
+                    p.send(topic, key=f"e{i}", value={"id": f"e{i}", "body": "more"}, partition=0)
+                    time.sleep(0.3)
+                    assert list((data / "snapshots").glob("*.tmp")) == []
+            assert metric(metrics(server), "freshet_snapshot_failures_total") > first_failures
+            assert server.log().count("the disk is full") == 1, server.log()[-3000:]
+
+            # Space again: the next snapshot succeeds and the warning goes away.
+            subprocess.run(["mount", "-o", "remount,size=16m", str(data)], check=True)
+            with Producer(broker) as p:
+                p.send(topic, key="f", value={"id": "f", "body": "after"}, partition=0)
+            deadline = time.monotonic() + 30
+            while metric(metrics(server), "freshet_snapshot_failing") != 0:
+                assert time.monotonic() < deadline, server.log()[-3000:]
+                time.sleep(0.1)
+            assert httpx2.get(f"{server.url}/readyz").text == "ready\n"
+            assert "snapshots are written again" in server.log()
+            assert list((data / "snapshots").glob("snapshot-*.bin"))
+        finally:
+            assert server.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)
 
 
 async def test_kill_9_at_random_points_loses_nothing(broker, tmp_path):

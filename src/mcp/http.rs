@@ -109,14 +109,23 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
-    if engine.is_ready() {
-        (StatusCode::OK, "ready\n")
+    let (status, mut body) = if engine.is_ready() {
+        (StatusCode::OK, String::from("ready\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "catching up with the stream\n",
+            String::from("catching up with the stream\n"),
         )
+    };
+    // Answers are unaffected, so readiness is too; but the operator reading this must know.
+    if let Some(f) = engine.metrics().storage.failure() {
+        let what = if f.disk_full { "disk full" } else { "error" };
+        body.push_str(&format!(
+            "warning: snapshots failing ({what}, {} attempts): {}\n",
+            f.attempts, f.error
+        ));
     }
+    (status, body)
 }
 
 /// The bearer token of the `Authorization` header. Only the header counts: a token in the
