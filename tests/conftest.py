@@ -61,3 +61,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int) -> None:
 def anyio_backend() -> str:
     # The MCP SDK runs on anyio; asyncio is what agents use.
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory):
+    """A schema registry for the session (scripts/schema_registry.py, the Confluent REST
+    API), or the one at FRESHET_TEST_SCHEMA_REGISTRY. Yields its base URL."""
+    external = os.environ.get("FRESHET_TEST_SCHEMA_REGISTRY", "").strip()
+    if external:
+        yield external.rstrip("/")
+        return
+    import schema_registry_util
+
+    registry = schema_registry_util.start(tmp_path_factory.mktemp("schema-registry"))
+    try:
+        yield registry.url
+    finally:
+        registry.stop()

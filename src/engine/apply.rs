@@ -453,7 +453,12 @@ fn prepare_record(collection: &Arc<Collection>, rec: &SourceRecord) -> PreparedC
         value: rec.value.as_deref(),
         timestamp_ms: rec.timestamp_ms,
     };
-    let event = match collection.mapping.decode(&raw) {
+    // Wire-format records may fetch their schema here: this is the prepare thread, never
+    // the async runtime nor the writer.
+    let event = match collection
+        .mapping
+        .decode_with(&raw, collection.schemas.as_deref())
+    {
         Ok(event) => event,
         Err(e) => {
             return PreparedChange::Poison {

@@ -18,7 +18,7 @@ use crate::api::{EmbeddingInfo, IngestCounts, PartitionWatermark, Watermark};
 use crate::catch_up::CatchUp;
 use crate::chunk::Chunker;
 use crate::config::{CollectionConfig, Config, Provider};
-use crate::decode::Mapping;
+use crate::decode::{Mapping, SchemaSource};
 use crate::embed::{self, EmbedError, Embedder, LocalEmbedder};
 use crate::index::{HnswParams, IndexError, TextIndex, VectorIndex};
 use crate::metrics::{Metrics, escape, header};
@@ -42,6 +42,9 @@ pub enum EngineError {
         /// What the index said.
         source: IndexError,
     },
+    /// The schema registry client could not be built (credentials, certificates).
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
     /// The collection's embedder could not be built (model directory, API key, ...).
     #[error("collection `{collection}`: {error}")]
     Embedder {
@@ -58,6 +61,8 @@ pub struct Collection {
     /// Settings from the config file.
     pub config: CollectionConfig,
     mapping: Mapping,
+    /// Schemas for wire-format records (`[schema_registry]`), shared by all collections.
+    schemas: Option<Arc<dyn SchemaSource>>,
     /// The current documents.
     pub view: View,
     /// BM25 over chunks.
@@ -82,6 +87,7 @@ impl Collection {
         index: usize,
         config: CollectionConfig,
         models: &mut HashMap<std::path::PathBuf, Arc<LocalEmbedder>>,
+        schemas: Option<Arc<dyn SchemaSource>>,
     ) -> Result<Collection, EngineError> {
         let provider = config.provider();
         let embedder = embed::for_collection(index, &config, models).map_err(|error| {
@@ -109,6 +115,7 @@ impl Collection {
         let chunker = chunker_for(&config, embedder.as_deref());
         Ok(Collection {
             mapping: config.mapping(),
+            schemas,
             view: View::default(),
             text,
             vectors,
@@ -347,11 +354,14 @@ impl Engine {
         let mut collections = Vec::new();
         let mut by_topic = HashMap::new();
         let mut models = HashMap::new();
+        let schemas = crate::registry::Registry::from_config(&config)?
+            .map(|registry| Arc::new(registry) as Arc<dyn SchemaSource>);
         for (i, c) in config.collections.iter().enumerate() {
             for t in &c.topics {
                 by_topic.insert(t.clone(), i);
             }
-            collections.push(Arc::new(Collection::new(i, c.clone(), &mut models)?));
+            let collection = Collection::new(i, c.clone(), &mut models, schemas.clone())?;
+            collections.push(Arc::new(collection));
         }
         Ok(Engine {
             config,
