@@ -104,8 +104,10 @@ pub struct Metrics {
     pub storage: StorageHealth,
     /// Vector index rebuilds completed.
     pub vector_rebuilds: AtomicU64,
-    /// Partitions re-read from the start after their offsets vanished.
+    /// Partitions re-read from the start because their topic was recreated.
     pub partition_resets: AtomicU64,
+    /// Times retention removed records of a partition before they were applied.
+    pub partition_truncations: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -121,6 +123,7 @@ impl Default for Metrics {
             storage: StorageHealth::default(),
             vector_rebuilds: AtomicU64::new(0),
             partition_resets: AtomicU64::new(0),
+            partition_truncations: AtomicU64::new(0),
         }
     }
 }
@@ -354,8 +357,13 @@ impl Metrics {
             ),
             (
                 "freshet_partition_resets_total",
-                "Partitions re-read from the earliest offset.",
+                "Partitions re-read from the start because their topic was recreated.",
                 &self.partition_resets,
+            ),
+            (
+                "freshet_partition_truncations_total",
+                "Times retention removed records of a partition before they were applied.",
+                &self.partition_truncations,
             ),
         ] {
             header(out, name, "counter", help);

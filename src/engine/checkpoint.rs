@@ -220,8 +220,12 @@ impl Engine {
             c.view.put(doc.into_stored(terms));
         }
         for part in &checkpoint.partitions {
-            self.progress
-                .track(&part.topic, part.partition, Some(part.next_offset));
+            self.progress.track(
+                &part.topic,
+                part.partition,
+                Some(part.next_offset),
+                part.topic_id.as_deref().map(Arc::from),
+            );
             tracing::info!(
                 collection = c.name(),
                 topic = part.topic,
@@ -381,7 +385,7 @@ impl Engine {
                     topic: topic.to_string(),
                     partition,
                     next_offset: next,
-                    topic_id: None,
+                    topic_id: progress.topic_id.as_deref().map(str::to_owned),
                 })
             })
             .collect();
