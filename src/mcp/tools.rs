@@ -414,8 +414,7 @@ impl ServerHandler for Freshet {
                 entry.error = Some(e.message.to_string());
             }
         }
-        log.record(entry);
-        result
+        audited(log, entry, result).await
     }
 
     #[allow(deprecated)] // enable_logging: see set_level
@@ -505,8 +504,7 @@ impl ServerHandler for Freshet {
                 entry.error = Some(e.message.to_string());
             }
         }
-        log.record(entry);
-        result
+        audited(log, entry, result).await
     }
 }
 
@@ -553,6 +551,30 @@ fn head_wait_ms(arguments: Option<&Map<String, Value>>, cap: u64) -> u64 {
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_MAX_WAIT_MS)
         .min(cap)
+}
+
+/// Writes the audit line of a call and waits for it; when it cannot be written and
+/// `audit.on_failure = "refuse"`, the caller gets an error instead of `result`.
+async fn audited<T>(
+    log: &AuditLog,
+    entry: Entry,
+    result: Result<T, McpError>,
+) -> Result<T, McpError> {
+    match log.record_durable(entry).await {
+        Ok(_) => result,
+        Err(failure) if log.refuses_on_failure() => {
+            log.count_refused_call();
+            Err(McpError::internal_error(
+                format!(
+                    "refused: the audit line of this call could not be written ({}); \
+                     nothing is served unaudited (audit.on_failure = \"refuse\")",
+                    failure.reason
+                ),
+                None,
+            ))
+        }
+        Err(_) => result,
+    }
 }
 
 fn first_text(result: &CallToolResult) -> String {
