@@ -1,6 +1,6 @@
 """freshet benchmark harness (see bench/run.sh for the one command that runs it).
 
-Phases, on this machine, in one run, against one private tansu broker:
+Phases, on this machine, in one run, against one private Apache Kafka broker:
 
 1. ingest    — N documents with 384-d precomputed vectors are produced first; a release
                `freshet serve` starts and catches up: records/s to ready, resident memory per
@@ -139,11 +139,9 @@ def rss_bytes(pid: int) -> int:
 
 
 def produce_all(brokers: str, topic: str, corpus: Corpus, n: int, vector: bool = True) -> int:
-    """Produces documents 0..n-1 then document 0 again alone (so tansu reports the log end
-    exactly, see README: Known limits). Returns the number of records."""
-    # Long linger: this loop makes ~2k documents/s, and tansu's in-memory store serves a
-    # partition of many small batches slowly (a 1M-document topic of ~44-record batches
-    # stalled freshet's first fetches for minutes). ~200 records per batch instead.
+    """Produces documents 0..n-1 then document 0 again (an update at the end of the log).
+    Returns the number of records."""
+    # A bulk loader's settings: long linger, large compressed batches.
     p = Producer({"bootstrap.servers": brokers, "linger.ms": 100, "batch.num.messages": 2000,
                   "queue.buffering.max.messages": 200000, "compression.type": "lz4"})
     for i in range(n):
@@ -579,7 +577,7 @@ async def run(args: argparse.Namespace, result: dict) -> None:
     n = args.docs or SCALES[args.scale]
     work = ROOT / ".tools" / "bench" / datetime.now().strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=True)
-    broker = kafka_util.start_tansu(work / "tansu")
+    broker = kafka_util.start_kafka(work / "kafka")
     topic = "bench"
     kafka_util.create_topic(broker, topic, partitions=args.partitions)
     corpus = Corpus(n, args.vectors)

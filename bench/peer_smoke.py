@@ -1,6 +1,6 @@
 """Smoke check of the Pathway peer: run in .venv-bench as `.venv-bench/bin/python bench/peer_smoke.py`.
 
-Starts a private tansu broker and the peer, produces 2000 documents to a 2-partition topic and
+Starts a private Apache Kafka broker and the peer, produces 2000 documents to a 2-partition topic and
 checks that (a) hybrid and bm25 queries answer, (b) a document's unique token finds it first,
 (c) after an update of one id the old token no longer finds it and the new one does, and
 (d) measures produce -> searchable for 20 single documents at ~10/s. Exits 1 on failure.
@@ -153,7 +153,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "work" / "peer-smoke")
     args = parser.parse_args()
 
-    broker = kafka_util.start_tansu(args.workdir / "tansu")
+    broker = kafka_util.start_kafka(args.workdir / "kafka")
     peer = PathwayPeer()
     try:
         topic = kafka_util.unique_topic("pathway-smoke")

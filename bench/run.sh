@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark harness: freshness, ingest throughput, query latency and recall of a release
-# freshet against a real (tansu) broker, over MCP HTTP, side by side with Pathway reading the
+# freshet against a real (Apache Kafka) broker, over MCP HTTP, side by side with Pathway reading the
 # same topic. Results: bench/results/*.json and docs/BENCHMARKS.md (+ docs/img/*.png).
 #
 #   bash bench/run.sh                      # small scale (10k docs), ~12 minutes

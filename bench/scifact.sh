@@ -8,7 +8,7 @@
 # DIR is a BEIR-layout collection (corpus.jsonl, queries.jsonl, qrels/{train,test}.tsv),
 # default ../shared/data/scifact. Installs what it needs into the checkout: scripts/setup.sh
 # (broker, model) and .venv-ref/ (sentence-transformers, torch CPU, bm25s; several GB).
-# FRESHET_BENCH_BROKERS=host:port uses an existing broker instead of a private tansu.
+# FRESHET_BENCH_BROKERS=host:port uses an existing broker instead of a private Apache Kafka.
 # Takes about 20 minutes on 2 cores.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,9 +38,10 @@ cargo build --release --locked --bins --example embed_throughput
 if [[ -n "${FRESHET_BENCH_BROKERS:-}" ]]; then
   BROKERS="$FRESHET_BENCH_BROKERS"
 else
-  PORT="$("$REF/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  bash scripts/broker.sh start "$PORT"
-  trap 'bash scripts/broker.sh stop "$PORT" >/dev/null 2>&1 || true' EXIT
+  PORT="$(cd tests && "$REF/bin/python" -c 'from kafka_util import free_port; print(free_port(4))' 2>/dev/null \
+    || echo 39092)"
+  bash scripts/kafka.sh start "$PORT"
+  trap 'bash scripts/kafka.sh stop "$PORT" >/dev/null 2>&1 || true' EXIT
   BROKERS="127.0.0.1:$PORT"
 fi
 

@@ -5,6 +5,7 @@
 #
 #   bash scripts/demo.sh            # run until Ctrl-C
 #   bash scripts/demo.sh --once     # one answer, then stop (used by the tests)
+# The broker is Apache Kafka (scripts/kafka.sh; it takes BROKER_PORT..BROKER_PORT+3).
 # Env: FRESHET_DEMO_PROFILE=dev to use the debug build; FRESHET_DEMO_BROKER_PORT (9092),
 #      FRESHET_DEMO_HTTP_PORT (8080).
 set -euo pipefail
@@ -36,20 +37,20 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
-  bash scripts/broker.sh stop "$BROKER_PORT" >/dev/null 2>&1 || true
+  bash scripts/kafka.sh stop "$BROKER_PORT" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT INT TERM
 
-bash scripts/broker.sh start "$BROKER_PORT"
-bash scripts/broker.sh create-topic "$TOPIC" 2 "$BROKER_PORT"
+bash scripts/kafka.sh start "$BROKER_PORT"
+bash scripts/kafka.sh create-topic "$TOPIC" 2 "$BROKER_PORT"
 
 log "streaming the sample knowledge base into '$TOPIC' (200 documents, then 2 changes/s)"
 .venv/bin/python examples/producer.py --brokers "$BROKERS" --topic "$TOPIC" --docs 200 --rate 2 \
   2>"$RUN/producer.log" &
 pids+=($!)
 
-# The demo broker keeps topics in memory, so snapshots of an earlier run describe a log that
-# no longer exists: every run starts from an empty data directory.
+# Every run starts freshet from an empty data directory, so the demo shows a first catch-up
+# (the broker keeps its topic in .tools/run/ between runs).
 DATA="$RUN/demo-data-$HTTP_PORT"
 rm -rf "$DATA"
 log "starting freshet serve (log: $RUN/freshet.log)"

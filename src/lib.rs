@@ -39,6 +39,7 @@ pub mod engine;
 pub mod index;
 pub mod mcp;
 pub mod metrics;
+pub mod registry;
 pub mod runtime;
 pub mod snapshot;
 pub mod source;

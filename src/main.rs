@@ -44,6 +44,9 @@ enum Command {
         /// Config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Also reach the schema registry and list the subjects the collections would read.
+        #[arg(long)]
+        online: bool,
     },
     /// Mint a development HS256 JWT for `auth.mode = "jwt"` and print it.
     Token {
@@ -102,7 +105,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, online } => check_config(&config, online),
         Command::Serve { config } => run(&config, Transport::Http),
         Command::Stdio { config } => run(&config, Transport::Stdio),
         Command::Token {
@@ -155,7 +158,7 @@ fn init_tracing() {
         .init();
 }
 
-fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn check_config(path: &std::path::Path, online: bool) -> anyhow::Result<ExitCode> {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -169,7 +172,27 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         eprintln!("freshet: invalid config: {e}");
         return Ok(ExitCode::from(2));
     }
+    // Registry credentials and certificates too; the registry itself only with --online.
+    let registry = match freshet::registry::Registry::from_config(&config) {
+        Ok(registry) => registry,
+        Err(e) => {
+            eprintln!("freshet: invalid config: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     print!("{}", config.to_toml());
+    if online && registry.is_none() {
+        println!("# no [schema_registry] configured: nothing to reach");
+    }
+    if online && let Some(registry) = registry {
+        match registry.report(&config) {
+            Ok(report) => print!("{report}"),
+            Err(e) => {
+                eprintln!("freshet: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -102,10 +102,14 @@ pub struct Metrics {
     pub snapshots_written: AtomicU64,
     /// Snapshot writes that failed.
     pub snapshot_failures: AtomicU64,
+    /// Whether snapshot writes are failing right now, and why.
+    pub storage: StorageHealth,
     /// Vector index rebuilds completed.
     pub vector_rebuilds: AtomicU64,
-    /// Partitions re-read from the start after their offsets vanished.
+    /// Partitions re-read from the start because their topic was recreated.
     pub partition_resets: AtomicU64,
+    /// Times retention removed records of a partition before they were applied.
+    pub partition_truncations: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -119,9 +123,55 @@ impl Default for Metrics {
             limits_hit: Mutex::new(BTreeMap::new()),
             snapshots_written: AtomicU64::new(0),
             snapshot_failures: AtomicU64::new(0),
+            storage: StorageHealth::default(),
             vector_rebuilds: AtomicU64::new(0),
             partition_resets: AtomicU64::new(0),
+            partition_truncations: AtomicU64::new(0),
         }
+    }
+}
+
+/// Whether snapshot writes currently fail. Kept so that a failure is reported once, when it
+/// starts (log, `/readyz`, gauges), and its end once, instead of at every retry.
+#[derive(Debug, Default)]
+pub struct StorageHealth {
+    failing: Mutex<Option<StorageFailure>>,
+}
+
+/// A run of failed snapshot writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFailure {
+    /// The latest error.
+    pub error: String,
+    /// The file system is full (or over quota).
+    pub disk_full: bool,
+    /// Failed attempts in this run.
+    pub attempts: u64,
+}
+
+impl StorageHealth {
+    /// Records a failed write; true when this starts a run of failures or changes its kind
+    /// (disk full or not): the moment to log it.
+    pub fn failed(&self, error: String, disk_full: bool) -> bool {
+        let mut failing = self.failing.lock();
+        let news = failing.as_ref().is_none_or(|f| f.disk_full != disk_full);
+        let attempts = failing.as_ref().map_or(0, |f| f.attempts) + 1;
+        *failing = Some(StorageFailure {
+            error,
+            disk_full,
+            attempts,
+        });
+        news
+    }
+
+    /// Records a successful write; returns the run of failures it ends, if any.
+    pub fn succeeded(&self) -> Option<StorageFailure> {
+        self.failing.lock().take()
+    }
+
+    /// The current run of failures, if writes are failing.
+    pub fn failure(&self) -> Option<StorageFailure> {
+        self.failing.lock().clone()
     }
 }
 
@@ -291,6 +341,22 @@ impl Metrics {
                 escape(reason)
             );
         }
+        let failure = self.storage.failure();
+        for (name, help, value) in [
+            (
+                "freshet_snapshot_failing",
+                "1 while snapshot writes fail (the last attempt failed).",
+                failure.is_some(),
+            ),
+            (
+                "freshet_snapshot_disk_full",
+                "1 while snapshot writes fail because the file system is full.",
+                failure.as_ref().is_some_and(|f| f.disk_full),
+            ),
+        ] {
+            header(out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {}", u8::from(value));
+        }
         for (name, help, value) in [
             (
                 "freshet_snapshots_written_total",
@@ -309,8 +375,13 @@ impl Metrics {
             ),
             (
                 "freshet_partition_resets_total",
-                "Partitions re-read from the earliest offset.",
+                "Partitions re-read from the start because their topic was recreated.",
                 &self.partition_resets,
+            ),
+            (
+                "freshet_partition_truncations_total",
+                "Times retention removed records of a partition before they were applied.",
+                &self.partition_truncations,
             ),
         ] {
             header(out, name, "counter", help);

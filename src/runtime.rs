@@ -134,6 +134,13 @@ fn snapshot_dir(config: &Config) -> Option<PathBuf> {
 
 fn restore_newest(engine: &Engine, dir: &std::path::Path) {
     let started = Instant::now();
+    let removed = snapshot::remove_temp_files(dir);
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} unfinished snapshot file(s) left by an earlier run in {}",
+            dir.display()
+        );
+    }
     match snapshot::read_newest(dir) {
         Some((path, data)) => {
             let report = engine.restore(data);
@@ -216,12 +223,17 @@ impl Snapshotter {
 
 fn write_snapshot(engine: &Engine, dir: &std::path::Path, cut: crate::engine::SnapshotCut) {
     let started = Instant::now();
+    let metrics = engine.metrics();
     match snapshot::write(dir, &cut.into_data()) {
         Ok(path) => {
-            engine
-                .metrics()
-                .snapshots_written
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.snapshots_written.fetch_add(1, Ordering::Relaxed);
+            if let Some(ended) = metrics.storage.succeeded() {
+                tracing::warn!(
+                    failed_attempts = ended.attempts,
+                    "snapshots are written again after failing: {}",
+                    ended.error
+                );
+            }
             tracing::info!(
                 "wrote snapshot {} in {:.2} s",
                 path.display(),
@@ -229,11 +241,20 @@ fn write_snapshot(engine: &Engine, dir: &std::path::Path, cut: crate::engine::Sn
             );
         }
         Err(e) => {
-            engine
-                .metrics()
-                .snapshot_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!("snapshot failed: {e}");
+            metrics.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+            let disk_full = e.is_disk_full();
+            // Once per run of failures: the gauges and /readyz say it is still going on.
+            if metrics.storage.failed(e.to_string(), disk_full) {
+                if disk_full {
+                    tracing::error!(
+                        "snapshot failed, the disk is full: {e}; serving continues, a restart will replay more of the topics until space is freed"
+                    );
+                } else {
+                    tracing::error!("snapshot failed: {e}");
+                }
+            } else {
+                tracing::debug!("snapshot failed again: {e}");
+            }
         }
     }
 }

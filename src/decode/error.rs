@@ -54,6 +54,62 @@ pub enum DecodeError {
     /// A Debezium op that does not change a document: `t` (truncate), `m` (message) or unknown.
     #[error("field `op`: Debezium op `{0}` is not supported, expected c, u, r or d")]
     UnsupportedOp(String),
+    /// The key or value should be in the schema registry wire format and is not.
+    #[error("record {part} is not in the schema registry wire format: {reason}")]
+    NotWireFormat {
+        /// `key` or `value`.
+        part: &'static str,
+        /// What is wrong with the header.
+        reason: String,
+    },
+    /// The record is in the wire format but no `[schema_registry]` is configured.
+    #[error(
+        "record {part} is in the schema registry wire format (schema ID {id}) but no [schema_registry] url is configured"
+    )]
+    NoRegistry {
+        /// `key` or `value`.
+        part: &'static str,
+        /// The schema ID in the header.
+        id: u32,
+    },
+    /// The registry has no schema with the record's ID.
+    #[error("record {part}: the schema registry has no schema with ID {id}")]
+    UnknownSchema {
+        /// `key` or `value`.
+        part: &'static str,
+        /// The schema ID in the header.
+        id: u32,
+    },
+    /// The registry could not be reached (after retries with back-off).
+    #[error("record {part}: schema ID {id} could not be fetched: {reason}")]
+    RegistryUnavailable {
+        /// `key` or `value`.
+        part: &'static str,
+        /// The schema ID in the header.
+        id: u32,
+        /// The last error.
+        reason: String,
+    },
+    /// The registry's schema cannot be parsed, or is not of the configured kind.
+    #[error("record {part}: schema ID {id} cannot be used: {reason}")]
+    BadSchema {
+        /// `key` or `value`.
+        part: &'static str,
+        /// The schema ID in the header.
+        id: u32,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The payload does not decode with the schema its header names.
+    #[error("record {part} does not match its schema (ID {id}): {reason}")]
+    SchemaMismatch {
+        /// `key` or `value`.
+        part: &'static str,
+        /// The schema ID in the header.
+        id: u32,
+        /// What the decoder said.
+        reason: String,
+    },
 }
 
 impl DecodeError {
@@ -67,6 +123,12 @@ impl DecodeError {
             DecodeError::BadField { .. } => "bad_field",
             DecodeError::BadVector { .. } => "bad_vector",
             DecodeError::UnsupportedOp(_) => "unsupported_op",
+            DecodeError::NotWireFormat { .. } => "not_wire_format",
+            DecodeError::NoRegistry { .. } => "no_registry",
+            DecodeError::UnknownSchema { .. } => "unknown_schema",
+            DecodeError::RegistryUnavailable { .. } => "registry_unavailable",
+            DecodeError::BadSchema { .. } => "bad_schema",
+            DecodeError::SchemaMismatch { .. } => "schema_mismatch",
         }
     }
 }
@@ -148,6 +210,30 @@ mod tests {
                 reason: String::new(),
             },
             DecodeError::UnsupportedOp("t".into()),
+            DecodeError::NotWireFormat {
+                part: "value",
+                reason: String::new(),
+            },
+            DecodeError::NoRegistry {
+                part: "value",
+                id: 1,
+            },
+            DecodeError::UnknownSchema { part: "key", id: 1 },
+            DecodeError::RegistryUnavailable {
+                part: "value",
+                id: 1,
+                reason: String::new(),
+            },
+            DecodeError::BadSchema {
+                part: "value",
+                id: 1,
+                reason: String::new(),
+            },
+            DecodeError::SchemaMismatch {
+                part: "value",
+                id: 1,
+                reason: String::new(),
+            },
         ];
         let kinds: Vec<_> = all.iter().map(DecodeError::kind).collect();
         assert_eq!(
@@ -159,7 +245,13 @@ mod tests {
                 "missing_id",
                 "bad_field",
                 "bad_vector",
-                "unsupported_op"
+                "unsupported_op",
+                "not_wire_format",
+                "no_registry",
+                "unknown_schema",
+                "registry_unavailable",
+                "bad_schema",
+                "schema_mismatch"
             ]
         );
     }

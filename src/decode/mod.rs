@@ -5,17 +5,26 @@
 //! - `debezium`: envelope detection (wrapped, bare, unwrapped rows, tombstones) → `Message`;
 //! - `key`: ids from Kafka keys; `fields`: id, title, text, tenant, metadata from a row;
 //! - `time`: event times; `vector`: precomputed embeddings;
-//! - `json`: dotted paths and key order; `error`: `DecodeError`, `MappingError`.
+//! - `json`: dotted paths and key order; `error`: `DecodeError`, `MappingError`;
+//! - `wire`, `avro`, `protobuf`, `schema`: schema registry records (the Confluent wire
+//!   format), turned into JSON text first so everything after them is shared.
 
+mod avro;
 mod debezium;
 mod error;
 mod fields;
 mod json;
 mod key;
+mod protobuf;
+mod schema;
 mod time;
 mod vector;
+mod wire;
+
+use std::borrow::Cow;
 
 pub use error::{DecodeError, MappingError};
+pub use schema::{LookupError, Schema, SchemaKind, SchemaSource, SchemaText};
 
 use debezium::{Change, Message};
 use json::Object;
@@ -49,6 +58,58 @@ pub enum Format {
     Json,
     /// Debezium envelopes (wrapped or bare) or unwrapped rows.
     Debezium,
+    /// Avro in the schema registry wire format; Debezium envelopes are detected as in `auto`.
+    Avro,
+    /// Protobuf in the schema registry wire format.
+    Protobuf,
+    /// JSON Schema in the schema registry wire format (the payload is a JSON document).
+    #[serde(rename = "json_schema")]
+    JsonSchema,
+}
+
+impl Format {
+    /// The schema kind this format requires, if it is a schema registry format.
+    pub fn schema_kind(self) -> Option<SchemaKind> {
+        match self {
+            Format::Avro => Some(SchemaKind::Avro),
+            Format::Protobuf => Some(SchemaKind::Protobuf),
+            Format::JsonSchema => Some(SchemaKind::Json),
+            Format::Auto | Format::Json | Format::Debezium => None,
+        }
+    }
+}
+
+/// How a collection's Kafka keys are read (`key_format` in the config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyFormat {
+    /// Wire-format keys (magic byte and schema ID) through the registry when one is
+    /// configured; otherwise as `json`.
+    #[default]
+    Auto,
+    /// The key bytes as UTF-8 text, verbatim.
+    String,
+    /// A JSON key (object, string or number), else the bytes as UTF-8 text.
+    Json,
+    /// Avro in the schema registry wire format.
+    Avro,
+    /// Protobuf in the schema registry wire format.
+    Protobuf,
+    /// JSON Schema in the schema registry wire format.
+    #[serde(rename = "json_schema")]
+    JsonSchema,
+}
+
+impl KeyFormat {
+    /// The schema kind this key format requires, if it is a schema registry format.
+    pub fn schema_kind(self) -> Option<SchemaKind> {
+        match self {
+            KeyFormat::Avro => Some(SchemaKind::Avro),
+            KeyFormat::Protobuf => Some(SchemaKind::Protobuf),
+            KeyFormat::JsonSchema => Some(SchemaKind::Json),
+            KeyFormat::Auto | KeyFormat::String | KeyFormat::Json => None,
+        }
+    }
 }
 
 /// How a collection's records become documents. Built once from config, checked when built
@@ -57,6 +118,8 @@ pub enum Format {
 pub struct Mapping {
     /// How to read the value.
     pub format: Format,
+    /// How to read the key.
+    pub key_format: KeyFormat,
     /// Where the id is; unset, missing or null → the Kafka key.
     pub id_field: Option<String>,
     /// The title: a string or number.
@@ -80,6 +143,7 @@ impl Default for Mapping {
     fn default() -> Mapping {
         Mapping {
             format: Format::Auto,
+            key_format: KeyFormat::Auto,
             id_field: None,
             title_field: None,
             text_fields: Vec::new(),
@@ -179,17 +243,30 @@ impl Mapping {
     }
 
     /// Decodes one record. A null or empty value is a tombstone: a delete of the key's id.
+    /// Records in the schema registry wire format need `decode_with` and a schema source.
     pub fn decode(&self, record: &RawRecord<'_>) -> Result<ChangeEvent, DecodeError> {
-        let bytes = match record.value {
+        self.decode_with(record, None)
+    }
+
+    /// Decodes one record, fetching the schemas that wire-format keys and values name from
+    /// `schemas`.
+    pub fn decode_with(
+        &self,
+        record: &RawRecord<'_>,
+        schemas: Option<&dyn SchemaSource>,
+    ) -> Result<ChangeEvent, DecodeError> {
+        let raw = match record.value {
             Some(bytes) if !bytes.is_empty() => bytes,
-            _ => return self.delete(None, record, record.timestamp_ms),
+            _ => return self.delete(None, record, schemas, record.timestamp_ms),
         };
-        if bytes.len() > self.max_record_bytes {
+        if raw.len() > self.max_record_bytes {
             return Err(DecodeError::Oversize {
-                size: bytes.len(),
+                size: raw.len(),
                 limit: self.max_record_bytes,
             });
         }
+        let bytes = self.value_json(raw, schemas)?;
+        let bytes = bytes.as_ref();
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| DecodeError::NotJson {
                 reason: e.to_string(),
@@ -202,16 +279,36 @@ impl Mapping {
         let message = match self.format {
             Format::Json => Message::plain(object),
             Format::Debezium => debezium::classify(object, true)?,
-            Format::Auto => debezium::classify(object, false)?,
+            Format::Auto | Format::Avro | Format::Protobuf | Format::JsonSchema => {
+                debezium::classify(object, false)?
+            }
         };
         let fallback_time = message.source_time_ms.or(record.timestamp_ms);
         match message.change {
             // A delete's row shows the prior version, so its own times are stale: the source
             // time is when the delete happened.
-            Change::Delete(before) => self.delete(before.as_ref(), record, fallback_time),
+            Change::Delete(before) => self.delete(before.as_ref(), record, schemas, fallback_time),
             Change::Upsert(ref row) => {
-                let document = self.document(row, &message, bytes, record, fallback_time)?;
+                let document =
+                    self.document(row, &message, bytes, record, schemas, fallback_time)?;
                 Ok(ChangeEvent::Upsert(document))
+            }
+        }
+    }
+
+    /// The value as JSON text: as it is for JSON formats, decoded through its schema for
+    /// wire-format ones (`auto` recognises the magic byte, which no JSON text starts with).
+    fn value_json<'b>(
+        &self,
+        bytes: &'b [u8],
+        schemas: Option<&dyn SchemaSource>,
+    ) -> Result<Cow<'b, [u8]>, DecodeError> {
+        match self.format {
+            Format::Json | Format::Debezium => Ok(Cow::Borrowed(bytes)),
+            Format::Auto if !wire::looks_framed(bytes) => Ok(Cow::Borrowed(bytes)),
+            Format::Auto => framed_json(bytes, None, "value", schemas).map(Cow::Owned),
+            Format::Avro | Format::Protobuf | Format::JsonSchema => {
+                framed_json(bytes, self.format.schema_kind(), "value", schemas).map(Cow::Owned)
             }
         }
     }
@@ -220,24 +317,58 @@ impl Mapping {
         &self,
         before: Option<&Object>,
         record: &RawRecord<'_>,
+        schemas: Option<&dyn SchemaSource>,
         event_time_ms: Option<i64>,
     ) -> Result<ChangeEvent, DecodeError> {
         Ok(ChangeEvent::Delete {
-            id: self.id(before, record)?,
+            id: self.id(before, record, schemas)?,
             event_time_ms,
         })
     }
 
     /// `id_field` from the row if it has one, else the Kafka key.
-    fn id(&self, row: Option<&Object>, record: &RawRecord<'_>) -> Result<String, DecodeError> {
+    fn id(
+        &self,
+        row: Option<&Object>,
+        record: &RawRecord<'_>,
+        schemas: Option<&dyn SchemaSource>,
+    ) -> Result<String, DecodeError> {
         if let (Some(field), Some(row)) = (&self.id_field, row)
             && let Some(id) = fields::id(row, field)?
         {
             return Ok(id);
         }
-        key::id_from_key(record.key).ok_or_else(|| DecodeError::MissingId {
-            field: self.id_field.clone(),
-        })
+        self.key_id(record.key, schemas)?
+            .ok_or_else(|| DecodeError::MissingId {
+                field: self.id_field.clone(),
+            })
+    }
+
+    /// The id the Kafka key stands for, read as `key_format` says.
+    fn key_id(
+        &self,
+        key: Option<&[u8]>,
+        schemas: Option<&dyn SchemaSource>,
+    ) -> Result<Option<String>, DecodeError> {
+        let Some(key) = key.filter(|key| !key.is_empty()) else {
+            return Ok(None);
+        };
+        let framed_kind = match self.key_format {
+            KeyFormat::String => {
+                let id = std::str::from_utf8(key).ok().filter(|id| !id.is_empty());
+                return Ok(id.map(str::to_owned));
+            }
+            KeyFormat::Json => return Ok(key::id_from_key(Some(key))),
+            KeyFormat::Auto if schemas.is_none() || !wire::looks_framed(key) => {
+                return Ok(key::id_from_key(Some(key)));
+            }
+            KeyFormat::Auto => None,
+            KeyFormat::Avro | KeyFormat::Protobuf | KeyFormat::JsonSchema => {
+                self.key_format.schema_kind()
+            }
+        };
+        let json = framed_json(key, framed_kind, "key", schemas)?;
+        Ok(key::id_from_key(Some(&json)))
     }
 
     fn document(
@@ -246,9 +377,10 @@ impl Mapping {
         message: &Message,
         bytes: &[u8],
         record: &RawRecord<'_>,
+        schemas: Option<&dyn SchemaSource>,
         fallback_time: Option<i64>,
     ) -> Result<Document, DecodeError> {
-        let id = self.id(Some(row), record)?;
+        let id = self.id(Some(row), record, schemas)?;
         let title = match &self.title_field {
             Some(field) => fields::title(row, field)?,
             None => None,
@@ -297,5 +429,52 @@ impl Mapping {
     }
 }
 
+/// Decodes a wire-format key or value to JSON text through the schema its header names.
+/// `expected` is the kind the config requires (`None`: whatever the registry says).
+fn framed_json(
+    bytes: &[u8],
+    expected: Option<SchemaKind>,
+    part: &'static str,
+    schemas: Option<&dyn SchemaSource>,
+) -> Result<Vec<u8>, DecodeError> {
+    let (id, payload) =
+        wire::split(bytes).map_err(|reason| DecodeError::NotWireFormat { part, reason })?;
+    let schemas = schemas.ok_or(DecodeError::NoRegistry { part, id })?;
+    let schema = schemas.schema(id).map_err(|e| match e {
+        LookupError::Unknown => DecodeError::UnknownSchema { part, id },
+        LookupError::Unavailable(reason) => DecodeError::RegistryUnavailable { part, id, reason },
+        LookupError::Invalid(reason) => DecodeError::BadSchema { part, id, reason },
+    })?;
+    if let Some(expected) = expected
+        && schema.kind() != expected
+    {
+        return Err(DecodeError::BadSchema {
+            part,
+            id,
+            reason: format!(
+                "it is a {} schema, the config says {}",
+                schema.kind().label(),
+                expected.label()
+            ),
+        });
+    }
+    let decoded = match schema.as_ref() {
+        Schema::Avro(avro) => guarded(|| avro.to_json(payload)),
+        Schema::Protobuf(proto) => guarded(|| proto.to_json(payload)),
+        Schema::Json => return Ok(payload.to_vec()),
+    };
+    decoded
+        .map(String::into_bytes)
+        .map_err(|reason| DecodeError::SchemaMismatch { part, id, reason })
+}
+
+/// Runs a third-party decoder so that a bug in it costs one record, not the ingest thread.
+fn guarded(decode: impl FnOnce() -> Result<String, String>) -> Result<String, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .unwrap_or_else(|_| Err("the decoder failed on this payload".to_owned()))
+}
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;

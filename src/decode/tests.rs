@@ -285,6 +285,7 @@ const ARTICLE: &str = r#"{
 fn articles() -> Mapping {
     Mapping {
         format: Format::Auto,
+        key_format: KeyFormat::Auto,
         id_field: Some("id".into()),
         title_field: Some("title".into()),
         text_fields: vec![

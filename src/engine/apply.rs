@@ -20,7 +20,7 @@ use crate::decode::{ChangeEvent, Document, RawRecord};
 use crate::embed::{EmbedError, Embedder};
 use crate::index::FilterTerms;
 use crate::metrics::ApplyStage;
-use crate::source::{Batch, SourceRecord};
+use crate::source::{Batch, PartitionReset, Position, SourceRecord};
 use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
 
@@ -43,17 +43,21 @@ pub struct ApplyOutcome {
 
 /// A batch after [`Engine::prepare`], in the order the writer must apply it.
 pub struct PreparedBatch {
-    /// Partitions whose documents must go first (their log was replaced).
-    pub resets: Vec<(Arc<str>, i32)>,
+    /// Partitions whose documents must go first (their topic was recreated).
+    pub resets: Vec<PartitionReset>,
     /// The records.
     pub items: Vec<Prepared>,
+    /// Consumer positions reached after the records (offsets passed without a record).
+    pub positions: Vec<Position>,
 }
 
 impl PreparedBatch {
-    /// Appends `other` if that keeps the order of effects (it has no resets).
+    /// Appends `other` if that keeps the order of effects (it has no resets). Positions may
+    /// be applied after later records: they never move an offset back.
     pub fn absorb(&mut self, other: PreparedBatch) -> Result<(), PreparedBatch> {
         if other.resets.is_empty() {
             self.items.extend(other.items);
+            self.positions.extend(other.positions);
             Ok(())
         } else {
             Err(other)
@@ -67,7 +71,7 @@ impl PreparedBatch {
 
     /// True when there is nothing to apply.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.resets.is_empty()
+        self.items.is_empty() && self.resets.is_empty() && self.positions.is_empty()
     }
 }
 
@@ -121,8 +125,8 @@ impl Engine {
     /// Decodes and applies records in one go (both stages on the calling thread).
     pub fn apply(&self, records: &[SourceRecord]) -> ApplyOutcome {
         let prepared = self.prepare(Batch {
-            resets: Vec::new(),
             records: records.to_vec(),
+            ..Batch::default()
         });
         self.apply_prepared(prepared)
     }
@@ -144,6 +148,7 @@ impl Engine {
         PreparedBatch {
             resets: batch.resets,
             items,
+            positions: batch.positions,
         }
     }
 
@@ -161,11 +166,13 @@ impl Engine {
     }
 
     /// Forgets everything a partition contributed: its documents leave the view and both
-    /// indexes, and its offsets start over. Used when the partition's log was replaced (topic
-    /// recreated, or retention removed records not yet applied).
-    fn purge_partition(&self, topic: &str, partition: i32) -> usize {
+    /// indexes, and its offsets start over in the topic's new generation. Used when the topic
+    /// was recreated.
+    fn purge_partition(&self, reset: &PartitionReset) -> usize {
+        let (topic, partition) = (&*reset.topic, reset.partition);
         let Some(c) = self.collection_for_topic(topic) else {
-            self.progress.reset(topic, partition);
+            self.progress
+                .reset(topic, partition, reset.topic_id.clone());
             return 0;
         };
         let mut removed = 0;
@@ -182,7 +189,8 @@ impl Engine {
         if let Err(e) = c.text.commit() {
             tracing::error!(collection = c.name(), "BM25 commit failed: {e}");
         }
-        self.progress.reset(topic, partition);
+        self.progress
+            .reset(topic, partition, reset.topic_id.clone());
         self.metrics
             .partition_resets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -191,7 +199,7 @@ impl Engine {
             topic,
             partition,
             removed,
-            "partition log replaced: removed its documents, re-reading it from the start"
+            "topic recreated: removed the old topic's documents of this partition, reading the new one from its start"
         );
         removed
     }
@@ -199,9 +207,10 @@ impl Engine {
     /// Stage two, the single writer. Never fails: a record that cannot be applied is
     /// counted, logged with its coordinates, dead-lettered if configured, and skipped.
     pub fn apply_prepared(&self, batch: PreparedBatch) -> ApplyOutcome {
-        for (topic, partition) in &batch.resets {
-            self.purge_partition(topic, *partition);
+        for reset in &batch.resets {
+            self.purge_partition(reset);
         }
+        let positions = batch.positions;
         let batch = batch.items;
         let mut outcome = ApplyOutcome::default();
         let mut changes: Vec<ViewChange> = Vec::with_capacity(batch.len());
@@ -320,6 +329,10 @@ impl Engine {
         }
         for ((topic, partition), next) in next_in_batch {
             self.progress.advance(&topic, partition, next - 1);
+        }
+        for p in positions {
+            self.progress
+                .advance_to_position(&p.topic, p.partition, p.next_offset);
         }
         self.progress.notify_applied();
         self.recheck_readiness();
@@ -440,7 +453,12 @@ fn prepare_record(collection: &Arc<Collection>, rec: &SourceRecord) -> PreparedC
         value: rec.value.as_deref(),
         timestamp_ms: rec.timestamp_ms,
     };
-    let event = match collection.mapping.decode(&raw) {
+    // Wire-format records may fetch their schema here: this is the prepare thread, never
+    // the async runtime nor the writer.
+    let event = match collection
+        .mapping
+        .decode_with(&raw, collection.schemas.as_deref())
+    {
         Ok(event) => event,
         Err(e) => {
             return PreparedChange::Poison {

@@ -18,7 +18,7 @@ use crate::api::{EmbeddingInfo, IngestCounts, PartitionWatermark, Watermark};
 use crate::catch_up::CatchUp;
 use crate::chunk::Chunker;
 use crate::config::{CollectionConfig, Config, Provider};
-use crate::decode::Mapping;
+use crate::decode::{Mapping, SchemaSource};
 use crate::embed::{self, EmbedError, Embedder, LocalEmbedder};
 use crate::index::{HnswParams, IndexError, TextIndex, VectorIndex};
 use crate::metrics::{Metrics, escape, header};
@@ -42,6 +42,9 @@ pub enum EngineError {
         /// What the index said.
         source: IndexError,
     },
+    /// The schema registry client could not be built (credentials, certificates).
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
     /// The collection's embedder could not be built (model directory, API key, ...).
     #[error("collection `{collection}`: {error}")]
     Embedder {
@@ -58,6 +61,8 @@ pub struct Collection {
     /// Settings from the config file.
     pub config: CollectionConfig,
     mapping: Mapping,
+    /// Schemas for wire-format records (`[schema_registry]`), shared by all collections.
+    schemas: Option<Arc<dyn SchemaSource>>,
     /// The current documents.
     pub view: View,
     /// BM25 over chunks.
@@ -82,6 +87,7 @@ impl Collection {
         index: usize,
         config: CollectionConfig,
         models: &mut HashMap<std::path::PathBuf, Arc<LocalEmbedder>>,
+        schemas: Option<Arc<dyn SchemaSource>>,
     ) -> Result<Collection, EngineError> {
         let provider = config.provider();
         let embedder = embed::for_collection(index, &config, models).map_err(|error| {
@@ -109,6 +115,7 @@ impl Collection {
         let chunker = chunker_for(&config, embedder.as_deref());
         Ok(Collection {
             mapping: config.mapping(),
+            schemas,
             view: View::default(),
             text,
             vectors,
@@ -347,11 +354,14 @@ impl Engine {
         let mut collections = Vec::new();
         let mut by_topic = HashMap::new();
         let mut models = HashMap::new();
+        let schemas = crate::registry::Registry::from_config(&config)?
+            .map(|registry| Arc::new(registry) as Arc<dyn SchemaSource>);
         for (i, c) in config.collections.iter().enumerate() {
             for t in &c.topics {
                 by_topic.insert(t.clone(), i);
             }
-            collections.push(Arc::new(Collection::new(i, c.clone(), &mut models)?));
+            let collection = Collection::new(i, c.clone(), &mut models, schemas.clone())?;
+            collections.push(Arc::new(collection));
         }
         Ok(Engine {
             config,
@@ -581,7 +591,9 @@ impl Engine {
             .all(|(_, p)| p.watermarks_read_at_ms.is_some_and(|at| at >= fresh_after));
         let caught_up = topics.iter().all(|t| assigned.contains(t.as_str()))
             && watermarks_fresh
-            && partitions.iter().all(|p| p.lag == Some(0));
+            && partitions
+                .iter()
+                .all(|p| p.lag == Some(0) && p.rereading.is_none());
         Watermark {
             as_of: rfc3339_ms(now),
             caught_up,
@@ -595,7 +607,7 @@ impl Engine {
     }
 
     /// Reads all partitions' watermarks from the broker and stores them; returns how many
-    /// partitions answered.
+    /// partitions answered. Notes partitions whose unapplied records retention removed.
     pub async fn refresh_watermarks(&self, timeout: std::time::Duration) -> usize {
         let Some(meta) = &self.meta else { return 0 };
         let partitions: Vec<(String, i32)> = self
@@ -604,46 +616,67 @@ impl Engine {
             .into_iter()
             .map(|((t, p), _)| (t.to_string(), p))
             .collect();
-        let marks = meta.watermarks(partitions, timeout).await;
+        let reading = meta.watermarks(partitions, timeout).await;
         let at = now_ms();
-        for w in &marks {
+        for w in &reading.marks {
             self.progress
                 .set_watermarks(&w.topic, w.partition, w.low, w.high, at);
+            let next = self.progress.next_offset(&w.topic, w.partition);
+            if let Some(next) = next
+                && w.low > next
+                && self.progress.mark_truncated(&w.topic, w.partition)
+            {
+                self.metrics
+                    .partition_truncations
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    topic = w.topic,
+                    partition = w.partition,
+                    "retention removed offsets {next}..{} before they were applied: reading on from the log start offset {}; documents keep the last version applied",
+                    w.low - 1,
+                    w.low
+                );
+            }
         }
-        self.update_readiness(&marks);
-        marks.len()
+        self.update_readiness(&reading.marks);
+        reading.marks.len()
     }
 
-    /// Partitions whose next offset is outside the broker's log: the log was replaced (topic
-    /// deleted and recreated) or retention removed records not yet applied. Each must be
-    /// re-read from its start, with what it contributed to the view removed first.
+    /// Partitions restored without a topic ID (a snapshot of an older freshet) whose log
+    /// ended below the restored offset at the first reading: not the log the offsets came
+    /// from, so they are read again from the start, their documents removed first.
     pub fn partitions_to_reset(&self) -> Vec<(String, i32, String)> {
         self.progress
             .snapshot(&[])
             .into_iter()
+            .filter(|(_, p)| p.log_replaced)
             .filter_map(|((topic, partition), p)| {
                 let next = p.next_offset?;
-                let reason = match (p.low_watermark, p.high_watermark) {
-                    (_, Some(high)) if p.log_replaced => format!(
-                        "log end offset {high} is behind what was applied (next offset {next}): the topic was recreated"
+                let high = p.high_watermark?;
+                Some((
+                    topic.to_string(),
+                    partition,
+                    format!(
+                        "log end offset {high} is behind what was applied (next offset {next}) and the snapshot has no topic ID: the topic was recreated"
                     ),
-                    (Some(low), _) if low > next => format!(
-                        "log start offset {low} is past the next offset to apply ({next}): records were removed before being applied"
-                    ),
-                    _ => return None,
-                };
-                Some((topic.to_string(), partition, reason))
+                ))
             })
             .collect()
     }
 
-    /// True once the view has caught up with the watermarks first read at start.
+    /// True once the view has caught up with the watermarks first read at start, and no
+    /// partition is being read again from its start (recreated topic, truncated log).
     pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.progress.rereading(&[])
+    }
+
+    /// True once the first catch-up after start is done (re-reads aside).
+    fn caught_up_at_start(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
     fn update_readiness(&self, marks: &[crate::source::meta::Watermarks]) {
-        if self.is_ready() {
+        if self.caught_up_at_start() {
             return;
         }
         let mut targets = self.startup_targets.lock();
@@ -675,7 +708,7 @@ impl Engine {
 
     /// Re-checks readiness against the start-up targets (after each applied batch).
     fn recheck_readiness(&self) {
-        if self.is_ready() {
+        if self.caught_up_at_start() {
             return;
         }
         let targets = self.startup_targets.lock();

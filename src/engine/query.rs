@@ -178,11 +178,17 @@ impl Engine {
     }
 
     /// Waits until every record written to these collections' partitions before the call
-    /// is applied, at most `max_wait`. Returns false when the bound was hit (or the broker
-    /// could not be asked).
-    pub async fn wait_for_head(&self, collections: &[&Collection], max_wait: Duration) -> bool {
+    /// is applied, at most `max_wait`. `Err` says why it was not reached (the bound was hit,
+    /// or the broker could not be asked), for the answer's notes.
+    pub async fn wait_for_head(
+        &self,
+        collections: &[&Collection],
+        max_wait: Duration,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + max_wait;
-        let Some(meta) = &self.meta else { return false };
+        let Some(meta) = &self.meta else {
+            return Err("no broker to ask for the partitions' ends".into());
+        };
         let topics: Vec<String> = collections
             .iter()
             .flat_map(|c| c.config.topics.iter().cloned())
@@ -198,35 +204,45 @@ impl Engine {
                     .collect();
             }
             if Instant::now() >= deadline {
-                return false;
+                return Err(format!(
+                    "not every topic is being read yet (waited {} ms)",
+                    max_wait.as_millis()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let expected = partitions.len();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let marks = meta.watermarks(partitions, remaining).await;
+        let reading = meta.watermarks(partitions, remaining).await;
         let at = now_ms();
-        for w in &marks {
+        for w in &reading.marks {
             self.progress
                 .set_watermarks(&w.topic, w.partition, w.low, w.high, at);
         }
-        if marks.len() < expected {
-            return false;
+        if let Some(((topic, partition), reason)) = reading.failed.first() {
+            return Err(format!(
+                "could not read the end of {} partition(s) from the broker (e.g. {topic}/{partition}: {reason})",
+                reading.failed.len()
+            ));
         }
-        let targets: Vec<crate::view::OffsetTarget> = marks
+        let targets: Vec<crate::view::OffsetTarget> = reading
+            .marks
             .iter()
             .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
             .collect();
         let mut applied = self.progress.subscribe();
         loop {
             if self.progress.reached_all(&targets) {
-                return true;
+                return Ok(());
             }
-            tokio::select! {
-                changed = applied.changed() => if changed.is_err() { return false },
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    return self.progress.reached_all(&targets);
+            let timed_out = tokio::select! {
+                changed = applied.changed() => changed.is_err(),
+                _ = tokio::time::sleep_until(deadline.into()) => true,
+            };
+            if timed_out {
+                if self.progress.reached_all(&targets) {
+                    return Ok(());
                 }
+                return Err(format!("not reached within {} ms", max_wait.as_millis()));
             }
         }
     }
@@ -277,11 +293,12 @@ impl Engine {
         let refs: Vec<&Collection> = targets.iter().map(|c| c.as_ref()).collect();
         let mut notes = Vec::new();
         let mut head_missed = false;
-        if req.consistency == Consistency::Head && !self.wait_for_head(&refs, req.max_wait).await {
+        if req.consistency == Consistency::Head
+            && let Err(why) = self.wait_for_head(&refs, req.max_wait).await
+        {
             head_missed = true;
             notes.push(format!(
-                "consistency \"head\" not reached within {} ms: answering from the view as it is",
-                req.max_wait.as_millis()
+                "consistency \"head\" {why}: answering from the view as it is"
             ));
         }
 

@@ -27,6 +27,7 @@ struct CutCollection {
     name: String,
     fingerprint: String,
     partitions: Vec<(String, i32, i64)>,
+    topic_ids: Vec<(String, String)>,
     docs: Vec<Arc<StoredDoc>>,
     vectors: Vec<DocVectors>,
 }
@@ -45,6 +46,7 @@ impl SnapshotCut {
                     partitions: c.partitions,
                     docs: c.docs.iter().map(|d| doc_snapshot(d)).collect(),
                     vectors: c.vectors,
+                    topic_ids: c.topic_ids,
                 })
                 .collect(),
         }
@@ -98,6 +100,16 @@ impl Engine {
                     .filter(|((t, _), _)| c.config.topics.iter().any(|x| x.as_str() == &**t))
                     .filter_map(|((t, p), pp)| pp.next_offset.map(|n| (t.to_string(), *p, n)))
                     .collect(),
+                topic_ids: c
+                    .config
+                    .topics
+                    .iter()
+                    .filter_map(|t| {
+                        self.progress
+                            .topic_id(t)
+                            .map(|id| (t.clone(), id.to_string()))
+                    })
+                    .collect(),
                 docs: c.view.all(),
                 vectors: c.vectors().map(|v| v.export()).unwrap_or_default(),
             })
@@ -133,7 +145,13 @@ impl Engine {
             }
             max_seq = max_seq.max(restore_collection(c, snap));
             for (topic, partition, next) in &snap.partitions {
-                self.progress.track(topic, *partition, Some(*next));
+                let topic_id = snap
+                    .topic_ids
+                    .iter()
+                    .find(|(t, _)| t == topic)
+                    .map(|(_, id)| Arc::from(id.as_str()));
+                self.progress
+                    .track(topic, *partition, Some(*next), topic_id);
                 tracing::info!(
                     collection = c.name(),
                     topic,

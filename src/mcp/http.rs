@@ -191,17 +191,26 @@ async fn metrics(State(status): State<Status>, req: Request) -> Response {
 }
 
 async fn readyz(State(status): State<Status>) -> impl IntoResponse {
-    if let Some(why) = status.audit.unhealthy() {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
-    }
-    if status.engine.is_ready() {
-        (StatusCode::OK, "ready\n".to_string())
+    let engine = &status.engine;
+    let (code, mut body) = if let Some(why) = status.audit.unhealthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+    } else if engine.is_ready() {
+        (StatusCode::OK, String::from("ready\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "catching up with the stream\n".to_string(),
+            String::from("catching up with the stream\n"),
         )
+    };
+    // Answers are unaffected, so readiness is too; but the operator reading this must know.
+    if let Some(f) = engine.metrics().storage.failure() {
+        let what = if f.disk_full { "disk full" } else { "error" };
+        body.push_str(&format!(
+            "warning: snapshots failing ({what}, {} attempts): {}\n",
+            f.attempts, f.error
+        ));
     }
+    (code, body)
 }
 
 /// The bearer token of the `Authorization` header. Only the header counts: a token in the
