@@ -96,6 +96,8 @@ pub struct Metrics {
     records: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Requests refused by authentication, by reason.
     auth_rejections: Mutex<BTreeMap<String, u64>>,
+    /// Requests and calls refused because they hit a configured bound, by its key.
+    limits_hit: Mutex<BTreeMap<&'static str, u64>>,
     /// Checkpoints committed and vector graphs saved.
     pub checkpoints_written: AtomicU64,
     /// Checkpoint writes that failed.
@@ -118,6 +120,7 @@ impl Default for Metrics {
             apply_stages: Mutex::new(BTreeMap::new()),
             records: Mutex::new(BTreeMap::new()),
             auth_rejections: Mutex::new(BTreeMap::new()),
+            limits_hit: Mutex::new(BTreeMap::new()),
             checkpoints_written: AtomicU64::new(0),
             checkpoint_failures: AtomicU64::new(0),
             storage: StorageHealth::default(),
@@ -256,8 +259,23 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Counts a request or call refused by the bound configured at `key`
+    /// (e.g. `server.tool_timeout_ms`).
+    pub fn count_limit_hit(&self, key: &'static str) {
+        *self.limits_hit.lock().entry(key).or_default() += 1;
+    }
+
     /// Appends freshet-owned series to `out`.
     pub fn render(&self, out: &mut String) {
+        header(
+            out,
+            "freshet_limit_refusals_total",
+            "counter",
+            "Requests and tool calls refused by a configured bound, by its config key.",
+        );
+        for (limit, n) in self.limits_hit.lock().iter() {
+            let _ = writeln!(out, "freshet_limit_refusals_total{{limit=\"{limit}\"}} {n}");
+        }
         header(
             out,
             "freshet_records_total",

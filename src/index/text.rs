@@ -10,7 +10,7 @@
 //! with the same analyzer as the documents and turned into term queries, so punctuation such
 //! as `foo:bar`, quotes or `AND(` can never make a search fail.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use parking_lot::Mutex;
@@ -381,14 +381,18 @@ impl TextIndex {
         self.reader.searcher().num_docs()
     }
 
-    /// The distinct index terms of `text`, as the document analyzer produces them.
-    fn analyze(&self, text: &str) -> Vec<String> {
+    /// The distinct index terms of `text` in order of first appearance, as the document
+    /// analyzer produces them. Linear in the length of `text`: a query of many distinct
+    /// words must not cost quadratic time.
+    pub fn analyze(&self, text: &str) -> Vec<String> {
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(text);
+        let mut seen = HashSet::new();
         let mut words = Vec::new();
         while stream.advance() {
             let word = &stream.token().text;
-            if !words.contains(word) {
+            if !seen.contains(word.as_str()) {
+                seen.insert(word.clone());
                 words.push(word.clone());
             }
         }
@@ -697,6 +701,21 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn analysis_gives_distinct_stemmed_terms_in_order() {
+        let index = TextIndex::in_ram().unwrap();
+        assert_eq!(
+            index.analyze("Running runs; the RUN, orders order"),
+            ["run", "the", "order"]
+        );
+        // Many distinct words: every one kept exactly once.
+        let query: String = (0..20_000).map(|i| format!("w{i} w{i} ")).collect();
+        let terms = index.analyze(&query);
+        assert_eq!(terms.len(), 20_000);
+        assert_eq!(terms.first().map(String::as_str), Some("w0"));
+        assert_eq!(terms.last().map(String::as_str), Some("w19999"));
     }
 
     #[test]
