@@ -156,6 +156,8 @@ transaction.state.log.num.partitions=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Compaction soon after a segment rolls (the compacted-topic tests wait for it).
+log.cleaner.backoff.ms=500
 # Deleted topics' files go at once (tests delete and recreate topics).
 file.delete.delay.ms=1000
 log.segment.delete.delay.ms=1000

@@ -59,6 +59,10 @@ pub struct PartitionWatermark {
     pub high_watermark: Option<i64>,
     /// Records written but not yet applied (null while the high watermark is unknown).
     pub lag: Option<i64>,
+    /// Present while the partition is read again from its start, saying why ("topic
+    /// recreated", "log truncated by retention"); the partition is not caught up meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rereading: Option<String>,
 }
 
 impl PartitionWatermark {
@@ -70,6 +74,7 @@ impl PartitionWatermark {
             applied_offset: p.next_offset.map(|n| n - 1),
             high_watermark: p.high_watermark,
             lag: p.lag(),
+            rereading: p.reread.as_ref().map(|r| r.reason.as_str().to_string()),
         }
     }
 }

@@ -72,7 +72,7 @@ pub struct Config {
     /// Where the audit log goes.
     #[serde(default)]
     pub audit: AuditConfig,
-    /// How often the view is snapshotted.
+    /// Persistence: on or off, and how often grown vector graphs are saved.
     #[serde(default)]
     pub snapshot: SnapshotConfig,
     /// Where Avro, Protobuf and JSON Schema records' schemas come from.
@@ -209,6 +209,47 @@ pub struct ServerConfig {
     /// Upper bound of `max_wait_ms` for `consistency: "head"` searches.
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
+    /// Longest `search` query text, in bytes; longer queries are refused with a tool error.
+    #[serde(default = "default_max_query_bytes")]
+    pub max_query_bytes: usize,
+    /// Most distinct index terms (stemmed words) a `search` query may hold.
+    #[serde(default = "default_max_query_terms")]
+    pub max_query_terms: usize,
+    /// Searches ranked at once on the blocking pool (BM25, vectors, snippets); 0 means one
+    /// per CPU core. Others wait their turn (within their deadline), off the async workers.
+    #[serde(default)]
+    pub search_threads: usize,
+    /// Deadline of one tool call's own work; a `head` search gets its `max_wait_ms` on top.
+    /// A call past it is answered with a tool error naming this key.
+    #[serde(default = "default_tool_timeout_ms")]
+    pub tool_timeout_ms: u64,
+    /// Where `/metrics` is served without authentication (e.g. `127.0.0.1:9464`); when
+    /// unset it is served on `http_addr`, behind the bearer token when `auth.mode = "jwt"`.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    /// Largest request body accepted (413 beyond it).
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Largest request head (request line and headers) accepted (431 beyond it).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// A connection must send a complete request head within this time, and an idle
+    /// keep-alive connection is closed after it.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Open HTTP connections at most; more are answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open MCP sessions (2025-11-25 clients) at most, across all callers.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Open MCP sessions at most per principal (token subject; all anonymous callers count
+    /// as one).
+    #[serde(default = "default_max_sessions_per_principal")]
+    pub max_sessions_per_principal: usize,
+    /// A session unused for this long is closed.
+    #[serde(default = "default_session_idle_timeout_ms")]
+    pub session_idle_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -220,6 +261,28 @@ impl Default for ServerConfig {
             data_dir: default_data_dir(),
             progress_log_interval_ms: default_progress_log_interval_ms(),
             max_wait_ms: default_max_wait_ms(),
+            max_query_bytes: default_max_query_bytes(),
+            max_query_terms: default_max_query_terms(),
+            search_threads: 0,
+            tool_timeout_ms: default_tool_timeout_ms(),
+            metrics_addr: None,
+            max_request_bytes: default_max_request_bytes(),
+            max_header_bytes: default_max_header_bytes(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            max_connections: default_max_connections(),
+            max_sessions: default_max_sessions(),
+            max_sessions_per_principal: default_max_sessions_per_principal(),
+            session_idle_timeout_ms: default_session_idle_timeout_ms(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Threads of the search pool: `search_threads`, or one per core when 0.
+    pub fn search_pool_size(&self) -> usize {
+        match self.search_threads {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
         }
     }
 }
@@ -245,6 +308,36 @@ fn default_progress_log_interval_ms() -> u64 {
 }
 fn default_max_wait_ms() -> u64 {
     30_000
+}
+fn default_max_query_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_query_terms() -> usize {
+    128
+}
+fn default_tool_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_request_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_sessions() -> usize {
+    1000
+}
+fn default_max_sessions_per_principal() -> usize {
+    32
+}
+fn default_session_idle_timeout_ms() -> u64 {
+    5 * 60 * 1000
 }
 
 /// `[kafka]`
@@ -571,6 +664,33 @@ pub struct AuditConfig {
     /// The file is rotated (renamed to `<path>.<first seq>`) before it grows past this size.
     #[serde(default = "default_audit_max_bytes")]
     pub max_bytes: u64,
+    /// What to do with a call whose audit line cannot be written: refuse it (default) or
+    /// serve it anyway (the lost line still shows as a gap in `seq`).
+    #[serde(default)]
+    pub on_failure: AuditOnFailure,
+    /// Env var holding a secret key: the chain's links become HMAC-SHA256 under it, so a
+    /// re-hashed chain is detectable by whoever holds the key.
+    #[serde(default)]
+    pub hmac_key_env: Option<String>,
+    /// A second file that gets the chain's head (seq and hash, keyed when a key is set)
+    /// every `checkpoint_interval_ms`, for `audit verify --checkpoints` to detect a
+    /// truncated tail or a dropped head. Keep it on another disk or host.
+    #[serde(default)]
+    pub checkpoint_path: Option<PathBuf>,
+    /// How often the head is checkpointed (when it moved).
+    #[serde(default = "default_audit_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+/// `audit.on_failure`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOnFailure {
+    /// Answer the call with an error: nothing is served that is not audited.
+    #[default]
+    Refuse,
+    /// Serve the call; the failure is logged, counted and visible as a `seq` gap.
+    Serve,
 }
 
 impl Default for AuditConfig {
@@ -579,8 +699,16 @@ impl Default for AuditConfig {
             path: None,
             redact_query: false,
             max_bytes: default_audit_max_bytes(),
+            on_failure: AuditOnFailure::default(),
+            hmac_key_env: None,
+            checkpoint_path: None,
+            checkpoint_interval_ms: default_audit_checkpoint_interval_ms(),
         }
     }
+}
+
+fn default_audit_checkpoint_interval_ms() -> u64 {
+    10_000
 }
 
 fn default_audit_max_bytes() -> u64 {
@@ -591,7 +719,8 @@ fn default_audit_max_bytes() -> u64 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
-    /// Milliseconds between snapshots.
+    /// Milliseconds between checks whether a vector graph grew enough to be saved (each
+    /// batch is checkpointed regardless); 0 keeps every collection in memory only.
     #[serde(default = "default_snapshot_interval_ms")]
     pub interval_ms: u64,
 }
@@ -676,11 +805,35 @@ impl Config {
             ));
         }
         self.validate_auth(addr)?;
+        self.validate_server_limits()?;
         if let Some(registry) = &self.schema_registry {
             registry.validate()?;
         }
         if self.audit.max_bytes < 1024 {
             return Err(ConfigError::key("audit.max_bytes", "must be at least 1024"));
+        }
+        if let Some(var) = &self.audit.hmac_key_env {
+            match std::env::var(var) {
+                Ok(key) if key.len() >= 16 => {}
+                Ok(_) => {
+                    return Err(ConfigError::key(
+                        "audit.hmac_key_env",
+                        format!("the key in ${var} must be at least 16 bytes"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(ConfigError::key(
+                        "audit.hmac_key_env",
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+            }
+        }
+        if self.audit.checkpoint_interval_ms < 100 {
+            return Err(ConfigError::key(
+                "audit.checkpoint_interval_ms",
+                "must be at least 100",
+            ));
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(ConfigError::key("kafka.brokers", "must not be empty"));
@@ -813,6 +966,44 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// The `[server]` bounds: each must leave room for ordinary use.
+    fn validate_server_limits(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let at_least = |key: &str, value: u64, min: u64| {
+            if value < min {
+                Err(ConfigError::key(
+                    format!("server.{key}"),
+                    format!("must be at least {min}, got {value}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("max_query_bytes", s.max_query_bytes as u64, 64)?;
+        at_least("max_query_terms", s.max_query_terms as u64, 1)?;
+        at_least("tool_timeout_ms", s.tool_timeout_ms, 100)?;
+        at_least("max_request_bytes", s.max_request_bytes as u64, 4096)?;
+        at_least("max_header_bytes", s.max_header_bytes as u64, 1024)?;
+        at_least("header_read_timeout_ms", s.header_read_timeout_ms, 100)?;
+        at_least("max_connections", s.max_connections as u64, 1)?;
+        at_least("max_sessions", s.max_sessions as u64, 1)?;
+        at_least(
+            "max_sessions_per_principal",
+            s.max_sessions_per_principal as u64,
+            1,
+        )?;
+        at_least("session_idle_timeout_ms", s.session_idle_timeout_ms, 1000)?;
+        if let Some(addr) = &s.metrics_addr
+            && addr.parse::<SocketAddr>().is_err()
+        {
+            return Err(ConfigError::key(
+                "server.metrics_addr",
+                format!("`{addr}` is not an IP:port address"),
+            ));
         }
         Ok(())
     }
@@ -1116,6 +1307,36 @@ topics = ["articles"]
         assert_eq!(c.collections[0].chunk_tokens, 256);
         assert_eq!(c.collections[0].provider(), Provider::None);
         assert_eq!(c.auth.mode, AuthMode::None);
+    }
+
+    #[test]
+    fn server_limits_are_checked_and_named() {
+        for (key, value) in [
+            ("max_query_bytes", "10"),
+            ("max_query_terms", "0"),
+            ("tool_timeout_ms", "5"),
+            ("max_request_bytes", "100"),
+            ("max_header_bytes", "100"),
+            ("header_read_timeout_ms", "0"),
+            ("max_connections", "0"),
+            ("max_sessions", "0"),
+            ("max_sessions_per_principal", "0"),
+            ("session_idle_timeout_ms", "10"),
+            ("metrics_addr", "\"localhost\""),
+        ] {
+            let text = format!("[server]\n{key} = {value}\n{MINIMAL}");
+            let err = parse(&text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("server.{key}")), "{err}");
+        }
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.server.max_query_bytes, 16 * 1024);
+        assert_eq!(c.audit.on_failure, AuditOnFailure::Refuse);
+        let text = format!("[audit]\non_failure = \"ignore\"\n{MINIMAL}");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("audit.on_failure"), "{err}");
+        let text = format!("[audit]\nhmac_key_env = \"FRESHET_TEST_SURELY_UNSET\"\n{MINIMAL}");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("audit.hmac_key_env"), "{err}");
     }
 
     #[test]

@@ -90,6 +90,14 @@ enum AuditCommand {
         /// Audit files, oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Env var holding the chain's HMAC key (`audit.hmac_key_env`); needed for a keyed
+        /// chain.
+        #[arg(long)]
+        key_env: Option<String>,
+        /// The head checkpoint file (`audit.checkpoint_path`): detects a truncated tail, a
+        /// dropped head and a re-hashed chain.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
     },
 }
 
@@ -120,8 +128,13 @@ fn main() -> ExitCode {
             config,
         }),
         Command::Audit {
-            command: AuditCommand::Verify { files },
-        } => audit_verify(&files),
+            command:
+                AuditCommand::Verify {
+                    files,
+                    key_env,
+                    checkpoints,
+                },
+        } => audit_verify(&files, key_env.as_deref(), checkpoints),
     };
     match result {
         Ok(code) => code,
@@ -237,25 +250,53 @@ fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit_verify(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    match freshet::audit::verify_chain(files).context("reading the audit files")? {
+fn audit_verify(
+    files: &[PathBuf],
+    key_env: Option<&str>,
+    checkpoints: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let key = match key_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .map_err(|_| anyhow::anyhow!("--key-env: environment variable {var} is not set"))?
+                .into_bytes(),
+        ),
+        None => None,
+    };
+    let options = freshet::audit::VerifyOptions { key, checkpoints };
+    match freshet::audit::verify(files, &options).context("reading the audit files")? {
         Verdict::Intact(i) => {
             let range = match (i.first_seq, i.last_seq) {
                 (Some(a), Some(b)) => format!("seq {a}..{b}"),
                 _ => "no lines".into(),
             };
+            let lost: u64 = i.lost.iter().map(|(a, b)| b - a + 1).sum();
+            let verdict = if lost == 0 { "intact" } else { "incomplete" };
             println!(
-                "intact: {} lines in {} file(s), {range}",
+                "{verdict}: {} lines in {} file(s), {range}",
                 i.lines,
                 files.len()
             );
+            for (a, b) in &i.lost {
+                println!("lost: seq {a}..{b} attempted but never written (audit write failures)");
+            }
+            if i.keyed_links > 0 {
+                println!("{} links checked with the HMAC key", i.keyed_links);
+            }
+            if options.checkpoints.is_some() {
+                println!("{} head checkpoints match the chain", i.checkpoints);
+            }
             if let Some(first) = i.first_seq.filter(|s| *s > 1) {
                 println!("note: the chain starts at seq {first}; earlier files were not given");
             }
             if let Some(hash) = i.last_hash {
-                println!("last line sha256: {hash} (keep it to detect a truncated tail later)");
+                println!("last line hash: {hash} (keep it to detect a truncated tail later)");
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if lost == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Verdict::Broken(b) => {
             println!("broken: {}:{}: {}", b.file.display(), b.line, b.what);

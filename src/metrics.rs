@@ -96,16 +96,20 @@ pub struct Metrics {
     records: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Requests refused by authentication, by reason.
     auth_rejections: Mutex<BTreeMap<String, u64>>,
-    /// Snapshots written, and failures.
-    pub snapshots_written: AtomicU64,
-    /// Snapshot writes that failed.
-    pub snapshot_failures: AtomicU64,
-    /// Whether snapshot writes are failing right now, and why.
+    /// Requests and calls refused because they hit a configured bound, by its key.
+    limits_hit: Mutex<BTreeMap<&'static str, u64>>,
+    /// Checkpoints committed and vector graphs saved.
+    pub checkpoints_written: AtomicU64,
+    /// Checkpoint writes that failed.
+    pub checkpoint_failures: AtomicU64,
+    /// Whether checkpoint writes are failing right now, and why.
     pub storage: StorageHealth,
     /// Vector index rebuilds completed.
     pub vector_rebuilds: AtomicU64,
-    /// Partitions re-read from the start after their offsets vanished.
+    /// Partitions re-read from the start because their topic was recreated.
     pub partition_resets: AtomicU64,
+    /// Times retention removed records of a partition before they were applied.
+    pub partition_truncations: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -116,23 +120,25 @@ impl Default for Metrics {
             apply_stages: Mutex::new(BTreeMap::new()),
             records: Mutex::new(BTreeMap::new()),
             auth_rejections: Mutex::new(BTreeMap::new()),
-            snapshots_written: AtomicU64::new(0),
-            snapshot_failures: AtomicU64::new(0),
+            limits_hit: Mutex::new(BTreeMap::new()),
+            checkpoints_written: AtomicU64::new(0),
+            checkpoint_failures: AtomicU64::new(0),
             storage: StorageHealth::default(),
             vector_rebuilds: AtomicU64::new(0),
             partition_resets: AtomicU64::new(0),
+            partition_truncations: AtomicU64::new(0),
         }
     }
 }
 
-/// Whether snapshot writes currently fail. Kept so that a failure is reported once, when it
+/// Whether checkpoint writes currently fail. Kept so that a failure is reported once, when it
 /// starts (log, `/readyz`, gauges), and its end once, instead of at every retry.
 #[derive(Debug, Default)]
 pub struct StorageHealth {
     failing: Mutex<Option<StorageFailure>>,
 }
 
-/// A run of failed snapshot writes.
+/// A run of failed checkpoint writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageFailure {
     /// The latest error.
@@ -253,8 +259,23 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Counts a request or call refused by the bound configured at `key`
+    /// (e.g. `server.tool_timeout_ms`).
+    pub fn count_limit_hit(&self, key: &'static str) {
+        *self.limits_hit.lock().entry(key).or_default() += 1;
+    }
+
     /// Appends freshet-owned series to `out`.
     pub fn render(&self, out: &mut String) {
+        header(
+            out,
+            "freshet_limit_refusals_total",
+            "counter",
+            "Requests and tool calls refused by a configured bound, by its config key.",
+        );
+        for (limit, n) in self.limits_hit.lock().iter() {
+            let _ = writeln!(out, "freshet_limit_refusals_total{{limit=\"{limit}\"}} {n}");
+        }
         header(
             out,
             "freshet_records_total",
@@ -323,13 +344,13 @@ impl Metrics {
         let failure = self.storage.failure();
         for (name, help, value) in [
             (
-                "freshet_snapshot_failing",
-                "1 while snapshot writes fail (the last attempt failed).",
+                "freshet_checkpoint_failing",
+                "1 while checkpoint writes fail (the last attempt failed).",
                 failure.is_some(),
             ),
             (
-                "freshet_snapshot_disk_full",
-                "1 while snapshot writes fail because the file system is full.",
+                "freshet_checkpoint_disk_full",
+                "1 while checkpoint writes fail because the file system is full.",
                 failure.as_ref().is_some_and(|f| f.disk_full),
             ),
         ] {
@@ -338,14 +359,14 @@ impl Metrics {
         }
         for (name, help, value) in [
             (
-                "freshet_snapshots_written_total",
+                "freshet_checkpoints_written_total",
                 "Snapshots written.",
-                &self.snapshots_written,
+                &self.checkpoints_written,
             ),
             (
-                "freshet_snapshot_failures_total",
+                "freshet_checkpoint_failures_total",
                 "Snapshot writes that failed.",
-                &self.snapshot_failures,
+                &self.checkpoint_failures,
             ),
             (
                 "freshet_vector_rebuilds_total",
@@ -354,8 +375,13 @@ impl Metrics {
             ),
             (
                 "freshet_partition_resets_total",
-                "Partitions re-read from the earliest offset.",
+                "Partitions re-read from the start because their topic was recreated.",
                 &self.partition_resets,
+            ),
+            (
+                "freshet_partition_truncations_total",
+                "Times retention removed records of a partition before they were applied.",
+                &self.partition_truncations,
             ),
         ] {
             header(out, name, "counter", help);

@@ -245,6 +245,16 @@ def delete_topic(broker: Broker | str, name: str, timeout: float = 15.0) -> None
         future.result()
 
 
+def wait_topic_gone(broker: Broker | str, name: str, timeout: float = 30.0) -> None:
+    """Waits until a deleted topic has left the metadata (deletion completes asynchronously)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_of(broker)})
+    deadline = time.monotonic() + timeout
+    while name in admin.list_topics(timeout=5).topics:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {name} still listed {timeout}s after deletion")
+        time.sleep(0.1)
+
+
 def _is_error(exc: BaseException | None, code: int) -> bool:
     return isinstance(exc, KafkaException) and exc.args[0].code() == code
 
@@ -273,6 +283,43 @@ def high_watermarks(broker: Broker | str, topic: str) -> dict[int, int]:
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
             for p in _partitions(consumer, topic)
         }
+    finally:
+        consumer.close()
+
+
+def low_watermarks(broker: Broker | str, topic: str) -> dict[int, int]:
+    """{partition: log start offset}."""
+    consumer = Consumer(consumer_config(broker))
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
+            for p in _partitions(consumer, topic)
+        }
+    finally:
+        consumer.close()
+
+
+def count_records(broker: Broker | str, topic: str, timeout: float = 15.0) -> int:
+    """How many records every partition of `topic` holds now (reads them all)."""
+    consumer = Consumer(consumer_config(broker, **{"enable.partition.eof": True}))
+    try:
+        parts = _partitions(consumer, topic)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        count, at_end = 0, set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(parts):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout}s")
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                    continue
+                raise KafkaException(msg.error())
+            count += 1
+        return count
     finally:
         consumer.close()
 

@@ -259,9 +259,23 @@ def test_bad_tokens_are_rejected_with_invalid_token(server, keys, kind):
     assert "mcp-session-id" not in res.headers
 
 
+def test_metrics_need_a_token_that_may_read_everything(server):
+    # The series name every collection and topic: not for anyone, nor for a narrower token.
+    res = httpx2.get(f"{server.url}/metrics")
+    assert res.status_code == 401 and "www-authenticate" in res.headers
+    narrow = token_for(server, collections=["public"])
+    res = httpx2.get(f"{server.url}/metrics", headers=bearer(narrow))
+    assert res.status_code == 403 and "every collection" in res.text
+    full = token_for(server, collections=["*"])
+    res = httpx2.get(f"{server.url}/metrics", headers=bearer(full))
+    assert res.status_code == 200 and "freshet_ready" in res.text
+
+
 def test_rejections_are_counted_in_metrics(server):
+    scrape = bearer(token_for(server, collections=["*"]))
+
     def count(reason: str) -> float:
-        for line in httpx2.get(f"{server.url}/metrics").text.splitlines():
+        for line in httpx2.get(f"{server.url}/metrics", headers=scrape).text.splitlines():
             if line.startswith(f'freshet_auth_rejections_total{{reason="{reason}"}}'):
                 return float(line.split()[-1])
         return 0.0
@@ -603,7 +617,8 @@ def test_audit_lines_record_calls_and_rejections(audited):
     assert [l["status"] for l in rejected] == [401, 401, 403], rejected
     assert rejected[0]["principal"] is None and rejected[0]["http"] == {"method": "POST", "path": "/mcp"}
     assert "no bearer token" in rejected[0]["error"] and "expired" in rejected[1]["error"]
-    assert rejected[2]["principal"]["sub"] == "auditor"  # authenticated, then refused by Origin
+    # Refused by its Origin before the token is even looked at.
+    assert rejected[2]["principal"] is None and "server.allowed_origins" in rejected[2]["error"]
 
     searches = [l for l in lines if l["tool"] == "search"]
     ok = next(l for l in searches if l["outcome"] == "ok")

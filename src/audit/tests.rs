@@ -251,3 +251,207 @@ fn returned_documents_are_read_from_each_result_shape() {
     assert_eq!(ids(&fresh, Some("k")), [("k".into(), "x".into(), 7)]);
     assert!(ids(&json!({"collections": []}), None).is_empty());
 }
+
+fn intact(files: &[PathBuf], options: &VerifyOptions) -> Intact {
+    match verify(files, options).unwrap() {
+        Verdict::Intact(i) => i,
+        Verdict::Broken(b) => panic!("{b:?}"),
+    }
+}
+
+fn broken(files: &[PathBuf], options: &VerifyOptions) -> Break {
+    match verify(files, options).unwrap() {
+        Verdict::Broken(b) => b,
+        Verdict::Intact(i) => panic!("expected a break, chain is intact: {i:?}"),
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn a_failed_write_uses_up_its_seq_and_leaves_a_reported_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path, 1 << 20, false).unwrap();
+    assert_eq!(block_on(log.record_durable(entry(0))), Ok(1));
+    assert!(log.unhealthy().is_none());
+    log.fail_next_writes(2);
+    for (n, seq) in [(1, 2), (2, 3)] {
+        let failure = block_on(log.record_durable(entry(n))).unwrap_err();
+        assert_eq!(failure.seq, seq);
+        assert!(failure.reason.contains("No space left"), "{failure}");
+    }
+    let why = log.unhealthy().expect("readiness reports the failure");
+    assert!(why.contains("audit log cannot be written"), "{why}");
+    let mut metrics = String::new();
+    log.render_metrics(&mut metrics);
+    assert!(
+        metrics.contains("freshet_audit_write_failures_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("freshet_audit_healthy 0"), "{metrics}");
+    assert_eq!(block_on(log.record_durable(entry(3))), Ok(4));
+    assert!(log.unhealthy().is_none(), "a good write clears it");
+    log.close();
+    // The half-written lines were cut off again: every line is whole JSON.
+    let ls = lines(&path);
+    assert_eq!(ls.len(), 2);
+    let i = intact(&[path], &VerifyOptions::default());
+    assert_eq!(i.lost, [(2, 3)]);
+    assert_eq!((i.lines, i.last_seq), (2, Some(4)));
+}
+
+#[test]
+fn a_full_device_refuses_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let log = AuditLog::open(&path, 1 << 20, false).unwrap();
+    assert!(log.refuses_on_failure());
+    for seq in 1..=3 {
+        let failure = block_on(log.record_durable(entry(seq))).unwrap_err();
+        assert_eq!(failure.seq, u64::from(seq));
+    }
+    assert!(log.unhealthy().is_some());
+    log.close();
+}
+
+fn keyed(dir: &Path, key: Option<&[u8]>, max_bytes: u64) -> (PathBuf, PathBuf, AuditOptions) {
+    let path = dir.join("audit.jsonl");
+    let checkpoints = dir.join("checkpoints.jsonl");
+    let mut options = AuditOptions::new(max_bytes, false);
+    options.key = key.map(<[u8]>::to_vec);
+    options.checkpoint_path = Some(checkpoints.clone());
+    options.checkpoint_interval = Duration::from_millis(1);
+    (path, checkpoints, options)
+}
+
+/// What someone without the key can do: edit a line and recompute every later `prev` as
+/// plain SHA-256.
+fn rehash(path: &Path, edit_line: usize) {
+    let mut prev = GENESIS.to_string();
+    let mut out = Vec::new();
+    for (i, line) in lines(path).into_iter().enumerate() {
+        let mut v: Value = serde_json::from_str(&line).unwrap();
+        if i == edit_line {
+            v["tool"] = json!("edited");
+        }
+        if let Some(fields) = v.as_object_mut() {
+            fields.remove("chain");
+        }
+        if i > 0 {
+            v["prev"] = json!(prev);
+        }
+        let text = serde_json::to_string(&v).unwrap();
+        prev = sha256_hex(text.as_bytes());
+        out.push(text);
+    }
+    std::fs::write(path, out.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn checkpoints_detect_a_truncated_tail_a_dropped_head_and_a_rehash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, checkpoints, options) = keyed(dir.path(), None, 1024);
+    let log = AuditLog::open_with(&path, options).unwrap();
+    for n in 0..12 {
+        block_on(log.record_durable(entry(n))).unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    log.close();
+    let all = files(&path);
+    assert!(all.len() > 2, "{all:?}");
+    let with = VerifyOptions {
+        key: None,
+        checkpoints: Some(checkpoints.clone()),
+    };
+    let i = intact(&all, &with);
+    assert!(i.checkpoints >= 2, "{i:?}");
+
+    // A dropped head: the chain alone cannot tell, the checkpoints can.
+    assert!(matches!(
+        verify_chain(&all[1..]).unwrap(),
+        Verdict::Intact(_)
+    ));
+    let b = broken(&all[1..], &with);
+    assert_eq!(b.file, checkpoints);
+    assert!(b.what.contains("head was dropped"), "{b:?}");
+
+    // A truncated tail.
+    let newest = all.last().unwrap();
+    let mut kept = lines(newest);
+    kept.pop();
+    std::fs::write(newest, kept.join("\n") + "\n").unwrap();
+    assert!(matches!(verify_chain(&all).unwrap(), Verdict::Intact(_)));
+    let b = broken(&all, &with);
+    assert!(b.what.contains("tail was truncated"), "{b:?}");
+
+    // A re-hashed chain: every link is consistent again, the checkpoints are not.
+    let one = dir.path().join("one.jsonl");
+    let mut text = String::new();
+    for f in &all {
+        text.push_str(&std::fs::read_to_string(f).unwrap());
+    }
+    std::fs::write(&one, text).unwrap();
+    rehash(&one, 2);
+    assert!(matches!(
+        verify_chain(std::slice::from_ref(&one)).unwrap(),
+        Verdict::Intact(_)
+    ));
+    let b = broken(std::slice::from_ref(&one), &with);
+    assert!(b.what.contains("checkpointed"), "{b:?}");
+}
+
+#[test]
+fn a_keyed_chain_cannot_be_rehashed_without_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = b"0123456789abcdef-test-key";
+    let (path, checkpoints, options) = keyed(dir.path(), Some(key), 1 << 20);
+    let log = AuditLog::open_with(&path, options).unwrap();
+    for n in 0..5 {
+        block_on(log.record_durable(entry(n))).unwrap();
+    }
+    log.close();
+    let with_key = VerifyOptions {
+        key: Some(key.to_vec()),
+        checkpoints: Some(checkpoints.clone()),
+    };
+    let i = intact(std::slice::from_ref(&path), &with_key);
+    assert_eq!((i.lines, i.keyed_links), (5, 4));
+    // Without the key a keyed chain is not taken as checked.
+    let b = broken(std::slice::from_ref(&path), &VerifyOptions::default());
+    assert!(b.what.contains("pass its key"), "{b:?}");
+    // A wrong key fails at the first link.
+    let wrong = VerifyOptions {
+        key: Some(b"another-key-of-16-bytes".to_vec()),
+        checkpoints: None,
+    };
+    assert_eq!(broken(std::slice::from_ref(&path), &wrong).line, 2);
+    // A forged checkpoint (no MAC) is refused.
+    let original_cps = std::fs::read_to_string(&checkpoints).unwrap();
+    std::fs::write(
+        &checkpoints,
+        format!("{original_cps}{{\"seq\":9,\"hash\":\"00\",\"time\":\"t\"}}\n"),
+    )
+    .unwrap();
+    let b = broken(std::slice::from_ref(&path), &with_key);
+    assert!(b.what.contains("MAC"), "{b:?}");
+    std::fs::write(&checkpoints, original_cps).unwrap();
+    // Editing a line and re-hashing as plain SHA-256 is found.
+    rehash(&path, 2);
+    let key_only = VerifyOptions {
+        key: Some(key.to_vec()),
+        checkpoints: None,
+    };
+    let b = broken(std::slice::from_ref(&path), &key_only);
+    assert!(b.what.contains("no line is keyed"), "{b:?}");
+    assert!(matches!(
+        verify(std::slice::from_ref(&path), &with_key).unwrap(),
+        Verdict::Broken(_)
+    ));
+}

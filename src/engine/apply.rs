@@ -20,7 +20,8 @@ use crate::decode::{ChangeEvent, Document, RawRecord};
 use crate::embed::{EmbedError, Embedder};
 use crate::index::FilterTerms;
 use crate::metrics::ApplyStage;
-use crate::source::{Batch, SourceRecord};
+use crate::source::{Batch, PartitionReset, Position, SourceRecord};
+use crate::store::DocRecord;
 use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
 
@@ -43,17 +44,21 @@ pub struct ApplyOutcome {
 
 /// A batch after [`Engine::prepare`], in the order the writer must apply it.
 pub struct PreparedBatch {
-    /// Partitions whose documents must go first (their log was replaced).
-    pub resets: Vec<(Arc<str>, i32)>,
+    /// Partitions whose documents must go first (their topic was recreated).
+    pub resets: Vec<PartitionReset>,
     /// The records.
     pub items: Vec<Prepared>,
+    /// Consumer positions reached after the records (offsets passed without a record).
+    pub positions: Vec<Position>,
 }
 
 impl PreparedBatch {
-    /// Appends `other` if that keeps the order of effects (it has no resets).
+    /// Appends `other` if that keeps the order of effects (it has no resets). Positions may
+    /// be applied after later records: they never move an offset back.
     pub fn absorb(&mut self, other: PreparedBatch) -> Result<(), PreparedBatch> {
         if other.resets.is_empty() {
             self.items.extend(other.items);
+            self.positions.extend(other.positions);
             Ok(())
         } else {
             Err(other)
@@ -67,7 +72,7 @@ impl PreparedBatch {
 
     /// True when there is nothing to apply.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.resets.is_empty()
+        self.items.is_empty() && self.resets.is_empty() && self.positions.is_empty()
     }
 }
 
@@ -121,8 +126,8 @@ impl Engine {
     /// Decodes and applies records in one go (both stages on the calling thread).
     pub fn apply(&self, records: &[SourceRecord]) -> ApplyOutcome {
         let prepared = self.prepare(Batch {
-            resets: Vec::new(),
             records: records.to_vec(),
+            ..Batch::default()
         });
         self.apply_prepared(prepared)
     }
@@ -144,6 +149,7 @@ impl Engine {
         PreparedBatch {
             resets: batch.resets,
             items,
+            positions: batch.positions,
         }
     }
 
@@ -161,11 +167,13 @@ impl Engine {
     }
 
     /// Forgets everything a partition contributed: its documents leave the view and both
-    /// indexes, and its offsets start over. Used when the partition's log was replaced (topic
-    /// recreated, or retention removed records not yet applied).
-    fn purge_partition(&self, topic: &str, partition: i32) -> usize {
+    /// indexes, and its offsets start over in the topic's new generation. Used when the topic
+    /// was recreated.
+    fn purge_partition(&self, reset: &PartitionReset) -> usize {
+        let (topic, partition) = (&*reset.topic, reset.partition);
         let Some(c) = self.collection_for_topic(topic) else {
-            self.progress.reset(topic, partition);
+            self.progress
+                .reset(topic, partition, reset.topic_id.clone());
             return 0;
         };
         let mut removed = 0;
@@ -179,10 +187,9 @@ impl Engine {
             }
         }
         c.flush_vectors();
-        if let Err(e) = c.text.commit() {
-            tracing::error!(collection = c.name(), "BM25 commit failed: {e}");
-        }
-        self.progress.reset(topic, partition);
+        self.progress
+            .reset(topic, partition, reset.topic_id.clone());
+        self.commit_collection(c, &HashMap::new());
         self.metrics
             .partition_resets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -191,7 +198,7 @@ impl Engine {
             topic,
             partition,
             removed,
-            "partition log replaced: removed its documents, re-reading it from the start"
+            "topic recreated: removed the old topic's documents of this partition, reading the new one from its start"
         );
         removed
     }
@@ -199,9 +206,10 @@ impl Engine {
     /// Stage two, the single writer. Never fails: a record that cannot be applied is
     /// counted, logged with its coordinates, dead-lettered if configured, and skipped.
     pub fn apply_prepared(&self, batch: PreparedBatch) -> ApplyOutcome {
-        for (topic, partition) in &batch.resets {
-            self.purge_partition(topic, *partition);
+        for reset in &batch.resets {
+            self.purge_partition(reset);
         }
+        let positions = batch.positions;
         let batch = batch.items;
         let mut outcome = ApplyOutcome::default();
         let mut changes: Vec<ViewChange> = Vec::with_capacity(batch.len());
@@ -284,16 +292,23 @@ impl Engine {
             self.metrics
                 .observe_apply_stage(ApplyStage::Write, writing.elapsed());
         }
+        // A persisted collection commits whenever its offsets moved (even for poison records
+        // only), so a restart does not read them again.
+        for (topic, _) in next_in_batch.keys() {
+            if let Some(c) = self.collection_for_topic(topic)
+                && c.persisted.is_some()
+                && !touched.iter().any(|t| Arc::ptr_eq(t, c))
+            {
+                touched.push(Arc::clone(c));
+            }
+        }
         let (mut flushing, mut committing) = (Duration::ZERO, Duration::ZERO);
         for c in &touched {
             let started = Instant::now();
             c.flush_vectors();
             let flushed = Instant::now();
             flushing += flushed - started;
-            if let Err(e) = c.text.commit() {
-                // The writer keeps the operations; the next commit retries them.
-                tracing::error!(collection = c.name(), "BM25 commit failed: {e}");
-            }
+            self.commit_collection(c, &next_in_batch);
             committing += flushed.elapsed();
         }
         if !touched.is_empty() {
@@ -321,7 +336,12 @@ impl Engine {
         for ((topic, partition), next) in next_in_batch {
             self.progress.advance(&topic, partition, next - 1);
         }
+        for p in positions {
+            self.progress
+                .advance_to_position(&p.topic, p.partition, p.next_offset);
+        }
         self.progress.notify_applied();
+        self.retry_lost_commits();
         self.recheck_readiness();
         outcome
     }
@@ -356,6 +376,7 @@ impl Engine {
             .delete(id)
             .map_err(|e| ("index_error", e.to_string()))?;
         collection.delete_vectors(id);
+        collection.mark_dirty(id);
         Ok(())
     }
 
@@ -389,44 +410,55 @@ impl Engine {
             extra.push((field.as_str(), tenant.as_str()));
         }
         let terms = FilterTerms::from_metadata(&doc.metadata, &extra);
-        let chunk_texts: Vec<&str> = chunks
-            .iter()
-            .map(|r| doc.text.get(r.clone()).unwrap_or(""))
-            .collect();
         let seq = self.next_seq();
-        let title = doc.title.as_deref().unwrap_or("");
-        collection
-            .text
-            .upsert(&doc.id, seq, title, &chunk_texts, &terms)
-            .map_err(|e| ("index_error", e.to_string()))?;
-        collection
-            .upsert_vectors(&doc.id, seq, &vectors)
-            .map_err(|e| ("bad_vector", e.to_string()))?;
         let event_time_ms = doc
             .event_time_ms
             .or(rec.timestamp_ms)
             .unwrap_or(rec.ingested_at_ms);
-        Ok(ViewChange::Put(
-            Arc::clone(collection),
-            Box::new(StoredDoc {
-                id: doc.id,
-                title: doc.title,
-                text: doc.text,
-                metadata: doc.metadata,
-                tenant: doc.tenant,
-                terms,
-                chunks,
+        let stored = StoredDoc {
+            id: doc.id,
+            title: doc.title,
+            text: doc.text,
+            metadata: doc.metadata,
+            tenant: doc.tenant,
+            terms,
+            chunks,
+            seq,
+            stamp: Stamp {
+                topic: Arc::clone(&rec.topic),
+                partition: rec.partition,
+                offset: rec.offset,
+                event_time_ms,
+                ingested_at_ms: rec.ingested_at_ms,
+                indexed_at_ms: 0,
+            },
+        };
+        let chunk_texts: Vec<&str> = stored
+            .chunks
+            .iter()
+            .map(|r| stored.text.get(r.clone()).unwrap_or(""))
+            .collect();
+        let title = stored.title.as_deref().unwrap_or("");
+        let written = match &collection.persisted {
+            // The BM25 index is also the document store: the document goes with chunk 0.
+            Some(_) => collection.text.upsert_stored(
+                &stored.id,
                 seq,
-                stamp: Stamp {
-                    topic: Arc::clone(&rec.topic),
-                    partition: rec.partition,
-                    offset: rec.offset,
-                    event_time_ms,
-                    ingested_at_ms: rec.ingested_at_ms,
-                    indexed_at_ms: 0,
-                },
-            }),
-        ))
+                title,
+                &chunk_texts,
+                &stored.terms,
+                &DocRecord::of(&stored).encode(),
+            ),
+            None => collection
+                .text
+                .upsert(&stored.id, seq, title, &chunk_texts, &stored.terms),
+        };
+        written.map_err(|e| ("index_error", e.to_string()))?;
+        collection.mark_dirty(&stored.id);
+        collection
+            .upsert_vectors(&stored.id, seq, &vectors)
+            .map_err(|e| ("bad_vector", e.to_string()))?;
+        Ok(ViewChange::Put(Arc::clone(collection), Box::new(stored)))
     }
 }
 

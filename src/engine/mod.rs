@@ -3,9 +3,9 @@
 //! the read-only queries the MCP tools call.
 
 mod apply;
+mod checkpoint;
 mod compaction;
 mod query;
-mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
@@ -27,9 +27,9 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{OffsetTarget, Progress, View};
 
 pub use apply::{ApplyOutcome, Prepared, PreparedBatch, PreparedChange};
+pub use checkpoint::{GraphDump, RestoreReport};
 use compaction::{Rebuild, VectorOp};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
-pub use snapshot::{RestoreReport, SnapshotCut};
 
 /// Errors building the engine at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -78,16 +78,19 @@ pub struct Collection {
     /// Splits texts into chunks: in model tokens when the embedder has a tokenizer.
     chunker: Chunker,
     counts: Mutex<IngestCounts>,
+    /// Where the collection lives on disk; `None` when it is held in memory only.
+    persisted: Option<checkpoint::Persisted>,
 }
 
 impl Collection {
-    /// Builds collection `index` of the config. Local models are loaded once per directory
-    /// and shared through `models`.
+    /// Builds collection `index` of the config, persisted under `store` when given. Local
+    /// models are loaded once per directory and shared through `models`.
     fn new(
         index: usize,
         config: CollectionConfig,
         models: &mut HashMap<std::path::PathBuf, Arc<LocalEmbedder>>,
         schemas: Option<Arc<dyn SchemaSource>>,
+        store: Option<&std::path::Path>,
     ) -> Result<Collection, EngineError> {
         let provider = config.provider();
         let embedder = embed::for_collection(index, &config, models).map_err(|error| {
@@ -96,12 +99,22 @@ impl Collection {
                 error,
             }
         })?;
-        let text = TextIndex::in_ram_with_title_boost(config.title_boost()).map_err(|source| {
-            EngineError::Index {
-                collection: config.name.clone(),
-                source,
+        let index_error = |source| EngineError::Index {
+            collection: config.name.clone(),
+            source,
+        };
+        let (text, persisted) = match store {
+            Some(root) => {
+                let (text, persisted) =
+                    checkpoint::open_text(root, &config.name, config.title_boost())
+                        .map_err(index_error)?;
+                (text, Some(persisted))
             }
-        })?;
+            None => (
+                TextIndex::in_ram_with_title_boost(config.title_boost()).map_err(index_error)?,
+                None,
+            ),
+        };
         let vectors = RwLock::new(None);
         let known_dim = embedder
             .as_ref()
@@ -113,7 +126,7 @@ impl Collection {
             *vectors.write() = Some(Arc::new(VectorIndex::new(dim, hnsw_params(&config))));
         }
         let chunker = chunker_for(&config, embedder.as_deref());
-        Ok(Collection {
+        let collection = Collection {
             mapping: config.mapping(),
             schemas,
             view: View::default(),
@@ -124,8 +137,13 @@ impl Collection {
             embedder,
             chunker,
             counts: Mutex::new(IngestCounts::default()),
+            persisted,
             config,
-        })
+        };
+        if let Some(p) = &collection.persisted {
+            p.set_fingerprint(collection.fingerprint());
+        }
+        Ok(collection)
     }
 
     /// Name of the collection.
@@ -189,6 +207,14 @@ impl Collection {
     fn flush_vectors(&self) {
         if let Some(v) = self.vectors() {
             v.flush();
+        }
+    }
+
+    /// Notes that `doc_id` was written to the BM25 index since its last commit (persisted
+    /// collections only; see `checkpoint::Persisted::dirty`).
+    fn mark_dirty(&self, doc_id: &str) {
+        if let Some(p) = &self.persisted {
+            p.mark_dirty(doc_id);
         }
     }
 
@@ -344,12 +370,25 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the collections from config. `meta` reads watermarks (None in unit tests, which
-    /// then never claim to be caught up); `dead_letters` receives undecodable records.
+    /// Builds the collections from config, held in memory only. `meta` reads watermarks
+    /// (None in unit tests, which then never claim to be caught up); `dead_letters` receives
+    /// undecodable records.
     pub fn new(
         config: Arc<Config>,
         meta: Option<MetaClient>,
         dead_letters: Option<DeadLetters>,
+    ) -> Result<Engine, EngineError> {
+        Self::open(config, meta, dead_letters, None)
+    }
+
+    /// Like [`new`](Self::new), with each collection persisted in `<store>/<name>/` when
+    /// `store` is given (see [`crate::store`]); [`open_persisted`](Self::open_persisted)
+    /// then loads what is there.
+    pub fn open(
+        config: Arc<Config>,
+        meta: Option<MetaClient>,
+        dead_letters: Option<DeadLetters>,
+        store: Option<std::path::PathBuf>,
     ) -> Result<Engine, EngineError> {
         let mut collections = Vec::new();
         let mut by_topic = HashMap::new();
@@ -360,7 +399,8 @@ impl Engine {
             for t in &c.topics {
                 by_topic.insert(t.clone(), i);
             }
-            let collection = Collection::new(i, c.clone(), &mut models, schemas.clone())?;
+            let collection =
+                Collection::new(i, c.clone(), &mut models, schemas.clone(), store.as_deref())?;
             collections.push(Arc::new(collection));
         }
         Ok(Engine {
@@ -591,7 +631,9 @@ impl Engine {
             .all(|(_, p)| p.watermarks_read_at_ms.is_some_and(|at| at >= fresh_after));
         let caught_up = topics.iter().all(|t| assigned.contains(t.as_str()))
             && watermarks_fresh
-            && partitions.iter().all(|p| p.lag == Some(0));
+            && partitions
+                .iter()
+                .all(|p| p.lag == Some(0) && p.rereading.is_none());
         Watermark {
             as_of: rfc3339_ms(now),
             caught_up,
@@ -605,7 +647,7 @@ impl Engine {
     }
 
     /// Reads all partitions' watermarks from the broker and stores them; returns how many
-    /// partitions answered.
+    /// partitions answered. Notes partitions whose unapplied records retention removed.
     pub async fn refresh_watermarks(&self, timeout: std::time::Duration) -> usize {
         let Some(meta) = &self.meta else { return 0 };
         let partitions: Vec<(String, i32)> = self
@@ -614,46 +656,67 @@ impl Engine {
             .into_iter()
             .map(|((t, p), _)| (t.to_string(), p))
             .collect();
-        let marks = meta.watermarks(partitions, timeout).await;
+        let reading = meta.watermarks(partitions, timeout).await;
         let at = now_ms();
-        for w in &marks {
+        for w in &reading.marks {
             self.progress
                 .set_watermarks(&w.topic, w.partition, w.low, w.high, at);
+            let next = self.progress.next_offset(&w.topic, w.partition);
+            if let Some(next) = next
+                && w.low > next
+                && self.progress.mark_truncated(&w.topic, w.partition)
+            {
+                self.metrics
+                    .partition_truncations
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    topic = w.topic,
+                    partition = w.partition,
+                    "retention removed offsets {next}..{} before they were applied: reading on from the log start offset {}; documents keep the last version applied",
+                    w.low - 1,
+                    w.low
+                );
+            }
         }
-        self.update_readiness(&marks);
-        marks.len()
+        self.update_readiness(&reading.marks);
+        reading.marks.len()
     }
 
-    /// Partitions whose next offset is outside the broker's log: the log was replaced (topic
-    /// deleted and recreated) or retention removed records not yet applied. Each must be
-    /// re-read from its start, with what it contributed to the view removed first.
+    /// Partitions restored without a topic ID (a snapshot of an older freshet) whose log
+    /// ended below the restored offset at the first reading: not the log the offsets came
+    /// from, so they are read again from the start, their documents removed first.
     pub fn partitions_to_reset(&self) -> Vec<(String, i32, String)> {
         self.progress
             .snapshot(&[])
             .into_iter()
+            .filter(|(_, p)| p.log_replaced)
             .filter_map(|((topic, partition), p)| {
                 let next = p.next_offset?;
-                let reason = match (p.low_watermark, p.high_watermark) {
-                    (_, Some(high)) if p.log_replaced => format!(
-                        "log end offset {high} is behind what was applied (next offset {next}): the topic was recreated"
+                let high = p.high_watermark?;
+                Some((
+                    topic.to_string(),
+                    partition,
+                    format!(
+                        "log end offset {high} is behind what was applied (next offset {next}) and the snapshot has no topic ID: the topic was recreated"
                     ),
-                    (Some(low), _) if low > next => format!(
-                        "log start offset {low} is past the next offset to apply ({next}): records were removed before being applied"
-                    ),
-                    _ => return None,
-                };
-                Some((topic.to_string(), partition, reason))
+                ))
             })
             .collect()
     }
 
-    /// True once the view has caught up with the watermarks first read at start.
+    /// True once the view has caught up with the watermarks first read at start, and no
+    /// partition is being read again from its start (recreated topic, truncated log).
     pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.progress.rereading(&[])
+    }
+
+    /// True once the first catch-up after start is done (re-reads aside).
+    fn caught_up_at_start(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
     fn update_readiness(&self, marks: &[crate::source::meta::Watermarks]) {
-        if self.is_ready() {
+        if self.caught_up_at_start() {
             return;
         }
         let mut targets = self.startup_targets.lock();
@@ -685,7 +748,7 @@ impl Engine {
 
     /// Re-checks readiness against the start-up targets (after each applied batch).
     fn recheck_readiness(&self) {
-        if self.is_ready() {
+        if self.caught_up_at_start() {
             return;
         }
         let targets = self.startup_targets.lock();

@@ -178,11 +178,17 @@ impl Engine {
     }
 
     /// Waits until every record written to these collections' partitions before the call
-    /// is applied, at most `max_wait`. Returns false when the bound was hit (or the broker
-    /// could not be asked).
-    pub async fn wait_for_head(&self, collections: &[&Collection], max_wait: Duration) -> bool {
+    /// is applied, at most `max_wait`. `Err` says why it was not reached (the bound was hit,
+    /// or the broker could not be asked), for the answer's notes.
+    pub async fn wait_for_head(
+        &self,
+        collections: &[&Collection],
+        max_wait: Duration,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + max_wait;
-        let Some(meta) = &self.meta else { return false };
+        let Some(meta) = &self.meta else {
+            return Err("no broker to ask for the partitions' ends".into());
+        };
         let topics: Vec<String> = collections
             .iter()
             .flat_map(|c| c.config.topics.iter().cloned())
@@ -198,35 +204,45 @@ impl Engine {
                     .collect();
             }
             if Instant::now() >= deadline {
-                return false;
+                return Err(format!(
+                    "not every topic is being read yet (waited {} ms)",
+                    max_wait.as_millis()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let expected = partitions.len();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let marks = meta.watermarks(partitions, remaining).await;
+        let reading = meta.watermarks(partitions, remaining).await;
         let at = now_ms();
-        for w in &marks {
+        for w in &reading.marks {
             self.progress
                 .set_watermarks(&w.topic, w.partition, w.low, w.high, at);
         }
-        if marks.len() < expected {
-            return false;
+        if let Some(((topic, partition), reason)) = reading.failed.first() {
+            return Err(format!(
+                "could not read the end of {} partition(s) from the broker (e.g. {topic}/{partition}: {reason})",
+                reading.failed.len()
+            ));
         }
-        let targets: Vec<crate::view::OffsetTarget> = marks
+        let targets: Vec<crate::view::OffsetTarget> = reading
+            .marks
             .iter()
             .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
             .collect();
         let mut applied = self.progress.subscribe();
         loop {
             if self.progress.reached_all(&targets) {
-                return true;
+                return Ok(());
             }
-            tokio::select! {
-                changed = applied.changed() => if changed.is_err() { return false },
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    return self.progress.reached_all(&targets);
+            let timed_out = tokio::select! {
+                changed = applied.changed() => changed.is_err(),
+                _ = tokio::time::sleep_until(deadline.into()) => true,
+            };
+            if timed_out {
+                if self.progress.reached_all(&targets) {
+                    return Ok(());
                 }
+                return Err(format!("not reached within {} ms", max_wait.as_millis()));
             }
         }
     }
@@ -237,6 +253,15 @@ impl Engine {
         req: SearchRequest,
         access: &Access,
     ) -> Result<SearchResult, QueryError> {
+        let max_bytes = self.config().server.max_query_bytes;
+        if req.query.len() > max_bytes {
+            self.metrics().count_limit_hit("server.max_query_bytes");
+            return Err(QueryError::InvalidArgument(format!(
+                "query is {} bytes, more than the limit of {max_bytes} (server.max_query_bytes): \
+                 shorten it to the words that matter",
+                req.query.len()
+            )));
+        }
         if req.k == 0 || req.k > 100 {
             return Err(QueryError::InvalidArgument(format!(
                 "k must be between 1 and 100, got {}",
@@ -258,6 +283,8 @@ impl Engine {
                 "query is empty: pass query text (or a `vector` with mode \"vector\")".into(),
             ));
         }
+        self.check_query_bounds(query, &targets)?;
+        check_filter_size(req.filter.as_ref())?;
         // Validate filters against every target before waiting on anything.
         let mut filters = Vec::with_capacity(targets.len());
         for c in &targets {
@@ -266,21 +293,145 @@ impl Engine {
         let refs: Vec<&Collection> = targets.iter().map(|c| c.as_ref()).collect();
         let mut notes = Vec::new();
         let mut head_missed = false;
-        if req.consistency == Consistency::Head && !self.wait_for_head(&refs, req.max_wait).await {
+        if req.consistency == Consistency::Head
+            && let Err(why) = self.wait_for_head(&refs, req.max_wait).await
+        {
             head_missed = true;
             notes.push(format!(
-                "consistency \"head\" not reached within {} ms: answering from the view as it is",
-                req.max_wait.as_millis()
+                "consistency \"head\" {why}: answering from the view as it is"
             ));
         }
 
         let embedded = embed_query(&targets, &req, query).await;
+        let job = RankJob {
+            targets: targets.iter().map(|c| Arc::clone(c)).collect(),
+            filters,
+            embedded,
+            query: query.to_string(),
+            req: req.clone(),
+            notes,
+        };
+        let (results, modes_used, notes) =
+            search_pool(self.config()).run(move || job.run()).await??;
+        let mode = if modes_used.len() == 1 {
+            modes_used.into_iter().next().unwrap_or(req.mode).name()
+        } else {
+            "mixed"
+        };
+        let mut freshness = self.watermark(&refs);
+        freshness.caught_up &= !head_missed;
+        Ok(SearchResult {
+            results,
+            mode: mode.to_string(),
+            notes,
+            freshness,
+        })
+    }
+
+    /// Refuses a query with more distinct terms than `server.max_query_terms` in any of
+    /// the collections it searches (analysis is linear, and the text is already bounded).
+    fn check_query_bounds(
+        &self,
+        query: &str,
+        targets: &[&Arc<Collection>],
+    ) -> Result<(), QueryError> {
+        let max_terms = self.config().server.max_query_terms;
+        for c in targets {
+            let terms = c.text.analyze(query).len();
+            if terms > max_terms {
+                self.metrics().count_limit_hit("server.max_query_terms");
+                return Err(QueryError::InvalidArgument(format!(
+                    "query has {terms} distinct terms, more than the limit of {max_terms} \
+                     (server.max_query_terms): shorten it to the words that matter"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Most values a `filter` may list across its fields.
+pub const MAX_FILTER_VALUES: usize = 1024;
+
+fn check_filter_size(filter: Option<&Map<String, Value>>) -> Result<(), QueryError> {
+    let values: usize = filter
+        .into_iter()
+        .flat_map(|f| f.values())
+        .map(|v| v.as_array().map_or(1, Vec::len))
+        .sum();
+    if values > MAX_FILTER_VALUES {
+        return Err(QueryError::InvalidArgument(format!(
+            "filter lists {values} values, more than the limit of {MAX_FILTER_VALUES}"
+        )));
+    }
+    Ok(())
+}
+
+/// Bounds the CPU-heavy part of searches (BM25, vector search, snippets): it runs on
+/// tokio's blocking threads, never on the async workers that answer `/healthz` and
+/// accept connections, and at most `server.search_pool_size()` jobs run at once; later
+/// ones wait (asynchronously, inside their tool-call deadline) for a permit. A job whose
+/// caller gave up still finishes and holds its permit until then, so abandoned work
+/// cannot pile up past the bound.
+struct SearchPool {
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// One pool per process, sized from the first engine's config (a process serves one).
+static SEARCH_POOL: std::sync::OnceLock<SearchPool> = std::sync::OnceLock::new();
+
+fn search_pool(config: &crate::config::Config) -> &'static SearchPool {
+    SEARCH_POOL.get_or_init(|| SearchPool {
+        permits: Arc::new(tokio::sync::Semaphore::new(
+            config.server.search_pool_size(),
+        )),
+    })
+}
+
+impl SearchPool {
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, QueryError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| QueryError::Internal)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!("a search job failed: {e}");
+            QueryError::Internal
+        })
+    }
+}
+
+/// What the search pool needs to rank and render one search, owned so it can move there.
+struct RankJob {
+    targets: Vec<Arc<Collection>>,
+    filters: Vec<Filter>,
+    embedded: Vec<Option<Result<Vec<f32>, String>>>,
+    query: String,
+    req: SearchRequest,
+    notes: Vec<String>,
+}
+
+type Ranked3 = (Vec<Hit>, HashSet<Mode>, Vec<String>);
+
+impl RankJob {
+    /// Ranks every target, merges and renders the hits; also returns the modes used and
+    /// the notes.
+    fn run(mut self) -> Result<Ranked3, QueryError> {
+        let (req, query) = (&self.req, self.query.as_str());
         let mut per_collection: Vec<Vec<Ranked>> = Vec::new();
         let mut modes_used = HashSet::new();
-        for ((c, filter), embedded) in targets.iter().zip(&filters).zip(&embedded) {
-            let vector_query = self.query_vector(c, &req, query, embedded.as_ref())?;
+        for ((c, filter), embedded) in self.targets.iter().zip(&self.filters).zip(&self.embedded) {
+            let vector_query = query_vector(c, req, query, embedded.as_ref())?;
             let (ranked, mode) =
-                self.search_collection(c, &req, query, vector_query, filter, &mut notes)?;
+                search_collection(c, req, query, vector_query, filter, &mut self.notes)?;
             modes_used.insert(mode);
             per_collection.push(ranked);
         }
@@ -301,148 +452,136 @@ impl Engine {
                 }
             })
             .collect();
-        let mode = if modes_used.len() == 1 {
-            modes_used.into_iter().next().unwrap_or(req.mode).name()
-        } else {
-            "mixed"
-        };
-        let mut freshness = self.watermark(&refs);
-        freshness.caught_up &= !head_missed;
-        Ok(SearchResult {
-            results,
-            mode: mode.to_string(),
-            notes,
-            freshness,
-        })
+        Ok((results, modes_used, self.notes))
     }
+}
 
-    /// Ranks one collection's documents; returns them best first with the mode actually used.
-    fn search_collection(
-        &self,
-        c: &Arc<Collection>,
-        req: &SearchRequest,
-        query: &str,
-        vector_query: Result<Vec<f32>, String>,
-        filter: &Filter,
-        notes: &mut Vec<String>,
-    ) -> Result<(Vec<Ranked>, Mode), QueryError> {
-        let name = c.name();
-        // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
-        let fetch = (req.k * 4).max(50);
-        let mode = match (req.mode, &vector_query) {
-            (Mode::Vector, Err(reason)) => {
-                return Err(QueryError::InvalidArgument(format!(
-                    "mode \"vector\" is not possible on collection `{name}`: {reason}"
-                )));
-            }
-            (Mode::Hybrid, Err(reason)) => {
-                notes.push(format!(
-                    "hybrid fell back to bm25 on collection `{name}`: {reason}"
-                ));
-                Mode::Bm25
-            }
-            (Mode::Hybrid, Ok(_)) if query.is_empty() => Mode::Vector,
-            (Mode::Bm25, _) if query.is_empty() => {
-                return Err(QueryError::InvalidArgument(
-                    "mode \"bm25\" needs query text".into(),
-                ));
-            }
-            (mode, _) => mode,
-        };
+/// Ranks one collection's documents; returns them best first with the mode actually used.
+fn search_collection(
+    c: &Arc<Collection>,
+    req: &SearchRequest,
+    query: &str,
+    vector_query: Result<Vec<f32>, String>,
+    filter: &Filter,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Ranked>, Mode), QueryError> {
+    let name = c.name();
+    // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
+    let fetch = (req.k * 4).max(50);
+    let mode = match (req.mode, &vector_query) {
+        (Mode::Vector, Err(reason)) => {
+            return Err(QueryError::InvalidArgument(format!(
+                "mode \"vector\" is not possible on collection `{name}`: {reason}"
+            )));
+        }
+        (Mode::Hybrid, Err(reason)) => {
+            notes.push(format!(
+                "hybrid fell back to bm25 on collection `{name}`: {reason}"
+            ));
+            Mode::Bm25
+        }
+        (Mode::Hybrid, Ok(_)) if query.is_empty() => Mode::Vector,
+        (Mode::Bm25, _) if query.is_empty() => {
+            return Err(QueryError::InvalidArgument(
+                "mode \"bm25\" needs query text".into(),
+            ));
+        }
+        (mode, _) => mode,
+    };
 
-        let bm25 = if mode == Mode::Vector {
-            Vec::new()
-        } else {
-            let hits = c.text.search(query, filter, fetch).map_err(|e| {
-                tracing::error!(collection = name, "BM25 search failed: {e}");
-                QueryError::Internal
-            })?;
-            current_best(
-                c,
-                hits.into_iter()
-                    .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
-            )
-        };
-        let vector = match (&vector_query, mode) {
-            (Ok(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
-                None => Vec::new(),
-                Some(_) if filter.rejects_everything() => Vec::new(),
-                Some(index) => {
-                    let accept =
-                        |doc_id: &str| c.view.get(doc_id).is_some_and(|d| filter.matches(&d.terms));
-                    let hits = index.search(q, fetch, &accept).map_err(|e| {
-                        QueryError::InvalidArgument(format!("vector search on `{name}`: {e}"))
-                    })?;
-                    current_best(
-                        c,
-                        hits.into_iter()
-                            .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
-                    )
-                }
-            },
-            _ => Vec::new(),
-        };
+    let bm25 = if mode == Mode::Vector {
+        Vec::new()
+    } else {
+        let hits = c.text.search(query, filter, fetch).map_err(|e| {
+            tracing::error!(collection = name, "BM25 search failed: {e}");
+            QueryError::Internal
+        })?;
+        current_best(
+            c,
+            hits.into_iter()
+                .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
+        )
+    };
+    let vector = match (&vector_query, mode) {
+        (Ok(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
+            None => Vec::new(),
+            Some(_) if filter.rejects_everything() => Vec::new(),
+            Some(index) => {
+                let accept =
+                    |doc_id: &str| c.view.get(doc_id).is_some_and(|d| filter.matches(&d.terms));
+                let hits = index.search(q, fetch, &accept).map_err(|e| {
+                    QueryError::InvalidArgument(format!("vector search on `{name}`: {e}"))
+                })?;
+                current_best(
+                    c,
+                    hits.into_iter()
+                        .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
+                )
+            }
+        },
+        _ => Vec::new(),
+    };
 
-        let ranked: Vec<Ranked> = match mode {
-            Mode::Bm25 => to_ranked(c, bm25),
-            Mode::Vector => to_ranked(c, vector),
-            Mode::Hybrid => {
-                let bm25_ids: Vec<String> = bm25.iter().map(|(d, _, _)| d.id.clone()).collect();
-                let vec_ids: Vec<String> = vector.iter().map(|(d, _, _)| d.id.clone()).collect();
-                // The passage shown is the best BM25 chunk when there is one: it holds the words.
-                let mut best: HashMap<String, (Arc<StoredDoc>, u32)> = HashMap::new();
-                for (d, chunk, _) in vector.into_iter().chain(bm25) {
-                    best.insert(d.id.clone(), (d, chunk));
-                }
-                rrf(&[&bm25_ids, &vec_ids], RRF_K)
-                    .into_iter()
-                    .filter_map(|(id, score)| {
-                        best.remove(&id).map(|(doc, chunk_no)| Ranked {
-                            collection: Arc::clone(c),
-                            doc,
-                            chunk_no,
-                            score,
-                        })
+    let ranked: Vec<Ranked> = match mode {
+        Mode::Bm25 => to_ranked(c, bm25),
+        Mode::Vector => to_ranked(c, vector),
+        Mode::Hybrid => {
+            let bm25_ids: Vec<String> = bm25.iter().map(|(d, _, _)| d.id.clone()).collect();
+            let vec_ids: Vec<String> = vector.iter().map(|(d, _, _)| d.id.clone()).collect();
+            // The passage shown is the best BM25 chunk when there is one: it holds the words.
+            let mut best: HashMap<String, (Arc<StoredDoc>, u32)> = HashMap::new();
+            for (d, chunk, _) in vector.into_iter().chain(bm25) {
+                best.insert(d.id.clone(), (d, chunk));
+            }
+            rrf(&[&bm25_ids, &vec_ids], RRF_K)
+                .into_iter()
+                .filter_map(|(id, score)| {
+                    best.remove(&id).map(|(doc, chunk_no)| Ranked {
+                        collection: Arc::clone(c),
+                        doc,
+                        chunk_no,
+                        score,
                     })
-                    .collect()
-            }
-        };
-        Ok((ranked, mode))
-    }
-
-    /// The query vector for a collection, or why there is none. `embedded` is the query
-    /// text's vector from the collection's embedder, when [`embed_query`] made one.
-    fn query_vector(
-        &self,
-        c: &Collection,
-        req: &SearchRequest,
-        query: &str,
-        embedded: Option<&Result<Vec<f32>, String>>,
-    ) -> Result<Result<Vec<f32>, String>, QueryError> {
-        if let Some(v) = &req.vector
-            && c.provider() != Provider::None
-        {
-            return check_query_vector(c, v).map(Ok);
+                })
+                .collect()
         }
-        match c.provider() {
-            Provider::None => Ok(Err(
-                "it has no vectors (embedding.provider = \"none\")".to_string()
-            )),
-            Provider::Precomputed => Ok(Err(format!(
-                "its vectors are precomputed upstream, so pass the query's vector in `vector`{}",
-                c.vectors()
-                    .map(|v| format!(" ({} numbers)", v.dim()))
-                    .unwrap_or_default()
-            ))),
-            Provider::Local | Provider::Openai => match embedded {
-                Some(Ok(v)) => Ok(Ok(v.clone())),
-                Some(Err(e)) => Ok(Err(format!("the query could not be embedded: {e}"))),
-                None if query.is_empty() => Ok(Err("pass query text to embed".to_string())),
-                None => Ok(Err("the query was not embedded".to_string())),
-            },
-        }
-    }
+    };
+    Ok((ranked, mode))
+}
 
+/// The query vector for a collection, or why there is none. `embedded` is the query
+/// text's vector from the collection's embedder, when [`embed_query`] made one.
+fn query_vector(
+    c: &Collection,
+    req: &SearchRequest,
+    query: &str,
+    embedded: Option<&Result<Vec<f32>, String>>,
+) -> Result<Result<Vec<f32>, String>, QueryError> {
+    if let Some(v) = &req.vector
+        && c.provider() != Provider::None
+    {
+        return check_query_vector(c, v).map(Ok);
+    }
+    match c.provider() {
+        Provider::None => Ok(Err(
+            "it has no vectors (embedding.provider = \"none\")".to_string()
+        )),
+        Provider::Precomputed => Ok(Err(format!(
+            "its vectors are precomputed upstream, so pass the query's vector in `vector`{}",
+            c.vectors()
+                .map(|v| format!(" ({} numbers)", v.dim()))
+                .unwrap_or_default()
+        ))),
+        Provider::Local | Provider::Openai => match embedded {
+            Some(Ok(v)) => Ok(Ok(v.clone())),
+            Some(Err(e)) => Ok(Err(format!("the query could not be embedded: {e}"))),
+            None if query.is_empty() => Ok(Err("pass query text to embed".to_string())),
+            None => Ok(Err("the query was not embedded".to_string())),
+        },
+    }
+}
+
+impl Engine {
     /// The `get_document` tool (and the resource template).
     pub fn get_document(
         &self,
@@ -888,6 +1027,63 @@ id_field = "id"
         }
         assert!(e.get_document("docs", "a1", &tenant("a")).is_err());
         assert!(e.get_document("docs", "a1", &tenant("b")).is_ok());
+    }
+
+    fn bm25(query: String, filter: Option<Value>) -> SearchRequest {
+        SearchRequest {
+            query,
+            collection: Some("open".into()),
+            k: 10,
+            mode: Mode::Bm25,
+            filter: filter.and_then(|f| f.as_object().cloned()),
+            vector: None,
+            consistency: Consistency::Any,
+            max_wait: Duration::from_millis(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_queries_are_refused_naming_the_bound() {
+        let e = engine();
+        seed(&e);
+        let long = "word ".repeat(4000);
+        let err = e
+            .search(bm25(long, None), &Access::all())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueryError::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("server.max_query_bytes"), "{err}");
+
+        let many: String = (0..200).map(|i| format!("w{i} ")).collect();
+        let err = e
+            .search(bm25(many, None), &Access::all())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("server.max_query_terms"), "{err}");
+        assert!(err.to_string().contains("200 distinct terms"), "{err}");
+
+        // Repeating a word does not count twice; the bound is on distinct terms.
+        let repeated = "shared ".repeat(1000);
+        let ok = e.search(bm25(repeated, None), &Access::all()).await;
+        assert_eq!(ok.map(|r| r.results.len()).ok(), Some(1));
+
+        let values: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
+        let err = e
+            .search(
+                bm25("shared".into(), Some(json!({"kind": values}))),
+                &Access::all(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("filter lists 2000 values"),
+            "{err}"
+        );
+        let metrics = e.render_metrics();
+        assert!(
+            metrics.contains("freshet_limit_refusals_total{limit=\"server.max_query_terms\"} 1"),
+            "{metrics}"
+        );
     }
 
     #[test]

@@ -1,17 +1,23 @@
 //! Streamable HTTP: MCP at `/mcp` (2026-07-28 stateless requests and 2025-11-25 sessions),
-//! with Origin and Host validation and bearer-token authentication, plus `/healthz`
-//! (liveness), `/readyz` (caught up), `/metrics` (Prometheus) and
-//! `/.well-known/oauth-protected-resource[/mcp]`
-//! (RFC 9728 metadata, when auth is on).
+//! plus `/healthz` (liveness), `/readyz` (caught up, audit writable), `/metrics`
+//! (Prometheus) and `/.well-known/oauth-protected-resource[/mcp]` (RFC 9728 metadata, when
+//! auth is on).
+//!
+//! Every route sits behind [`guard::guard`] (Host and Origin allow-lists, head and body size
+//! bounds); the accept loop ([`listen::serve`]) bounds connections and header-read time.
+//! `/metrics` is served on `server.metrics_addr` when that is set (no auth: keep it on
+//! loopback or a private network), else on `http_addr` behind the bearer token when auth is
+//! on, for tokens that may read every collection (its series name them all).
 //!
 //! rmcp has no server-side auth, so [`gate`] stands in front of `/mcp`: it verifies the
 //! token, answers 401 with the MCP challenge when there is none or it is bad, and otherwise
 //! puts the caller's [`Access`] and [`Principal`] into the request's extensions, where the
 //! tools find them (rmcp passes the request's `http::request::Parts` on to every handler).
+//! It also keeps the session bounds ([`Sessions`]).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -19,12 +25,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
 use tokio_util::sync::CancellationToken;
 
+use super::guard::{self, Guard};
+use super::listen::{self, Limits};
+use super::sessions::Sessions;
 use super::{Freshet, ServeError};
 use crate::audit::{self, AuditLog, Entry, HttpRequest, Outcome, RequestId, Transport};
 use crate::auth::{Authenticator, Caller, Principal, Rejection};
@@ -39,9 +47,23 @@ struct Gate {
     audit: AuditLog,
     /// For the auth-rejection counter.
     engine: Arc<Engine>,
+    sessions: Arc<Sessions>,
 }
 
-/// The HTTP routes, ready to serve; `cancel` ends open MCP sessions.
+/// Header of the MCP session id (rmcp's spelling; HTTP header names are case-insensitive).
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// What `/metrics` and `/readyz` on the main listener need.
+#[derive(Clone)]
+struct Status {
+    engine: Arc<Engine>,
+    audit: AuditLog,
+    /// Set when `/metrics` needs a bearer token (auth on, no `metrics_addr`).
+    auth: Option<Arc<Authenticator>>,
+}
+
+/// The HTTP routes, ready to serve; `cancel` ends open MCP sessions and stops the session
+/// sweeper.
 pub fn router(
     engine: Arc<Engine>,
     auth: Option<Arc<Authenticator>>,
@@ -55,9 +77,17 @@ pub fn router(
         .with_allowed_origins(server.allowed_origins.clone())
         .enforce_origin_validation()
         .with_allowed_hosts(server.allowed_hosts.clone())
-        .with_cancellation_token(cancel);
+        .with_cancellation_token(cancel.clone());
     let for_sessions = Arc::clone(&engine);
     let session_audit = audit.clone();
+    let mut manager = LocalSessionManager::default();
+    // rmcp's own idle expiry as a second net under the sweeper's.
+    manager.session_config.keep_alive = Some(Duration::from_millis(
+        server.session_idle_timeout_ms.saturating_mul(2),
+    ));
+    let manager = Arc::new(manager);
+    let sessions = Arc::new(Sessions::new(Arc::clone(&manager), server));
+    sessions.spawn_sweeper(cancel);
     let mcp: StreamableHttpService<Freshet, LocalSessionManager> = StreamableHttpService::new(
         move || {
             Ok(Freshet::new(Arc::clone(&for_sessions))
@@ -68,23 +98,31 @@ pub fn router(
                     access: Access::none(),
                 }))
         },
-        Arc::new(LocalSessionManager::default()),
+        manager,
         mcp_config,
     );
     let gate_state = Gate {
         auth: auth.clone(),
-        audit,
+        audit: audit.clone(),
         engine: Arc::clone(&engine),
+        sessions,
     };
     let mcp_routes = Router::new()
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(gate_state, gate));
+    let guard_audit = audit.clone();
+    let status = Status {
+        engine: Arc::clone(&engine),
+        audit,
+        auth: auth.clone(),
+    };
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(engine)
-        .merge(mcp_routes);
+        .route("/readyz", get(readyz));
+    if server.metrics_addr.is_none() {
+        app = app.route("/metrics", get(metrics));
+    }
+    let mut app = app.with_state(status).merge(mcp_routes);
     if let Some(auth) = auth {
         let metadata = auth.resource_metadata();
         let serve = move || {
@@ -95,21 +133,68 @@ pub fn router(
             .route("/.well-known/oauth-protected-resource", get(serve.clone()))
             .route("/.well-known/oauth-protected-resource/mcp", get(serve));
     }
-    app
+    app.layer(middleware::from_fn_with_state(
+        Guard::new(server, Some(Arc::clone(&engine))).with_audit(guard_audit),
+        guard::guard,
+    ))
 }
 
-async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
+/// `/metrics` alone, for `server.metrics_addr` (no auth; Host still checked).
+fn metrics_router(engine: Arc<Engine>, audit: AuditLog) -> Router {
+    let server = &engine.config().server;
+    let guard = Guard::new(server, Some(Arc::clone(&engine)));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(Status {
+            engine,
+            audit,
+            auth: None,
+        })
+        .layer(middleware::from_fn_with_state(guard, guard::guard))
+}
+
+async fn metrics(State(status): State<Status>, req: Request) -> Response {
+    if let Some(auth) = &status.auth {
+        // The series name every collection and topic: only a caller who may read them all
+        // gets them.
+        match bearer(req.headers()).and_then(|token| auth.verify(token)) {
+            Ok(caller) if caller.access.collections.is_none() => {}
+            Ok(_) => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "/metrics needs a token that may read every collection\n",
+                )
+                    .into_response();
+            }
+            Err(rejection) => {
+                status
+                    .engine
+                    .metrics()
+                    .count_auth_rejection(rejection.kind());
+                return unauthorized(auth, &rejection, &audit::new_request_id());
+            }
+        }
+    }
+    let mut body = status.engine.render_metrics();
+    status.audit.render_metrics(&mut body);
+    if let Some(dead_letters) = status.engine.dead_letters() {
+        dead_letters.render_metrics(&mut body);
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        engine.render_metrics(),
+        body,
     )
+        .into_response()
 }
 
-async fn readyz(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
-    let (status, mut body) = if engine.is_ready() {
+async fn readyz(State(status): State<Status>) -> impl IntoResponse {
+    let engine = &status.engine;
+    let (code, mut body) = if let Some(why) = status.audit.unhealthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+    } else if engine.is_ready() {
         (StatusCode::OK, String::from("ready\n"))
     } else {
         (
@@ -121,11 +206,11 @@ async fn readyz(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
     if let Some(f) = engine.metrics().storage.failure() {
         let what = if f.disk_full { "disk full" } else { "error" };
         body.push_str(&format!(
-            "warning: snapshots failing ({what}, {} attempts): {}\n",
+            "warning: checkpoints failing ({what}, {} attempts): {}\n",
             f.attempts, f.error
         ));
     }
-    (status, body)
+    (code, body)
 }
 
 /// The bearer token of the `Authorization` header. Only the header counts: a token in the
@@ -198,10 +283,47 @@ async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Respons
         },
     };
     let principal = (caller.principal != Principal::default()).then(|| caller.principal.clone());
+    let owner = format!(
+        "{}\u{0}{}",
+        caller.principal.iss.as_deref().unwrap_or_default(),
+        caller.principal.sub.as_deref().unwrap_or_default()
+    );
+    let session = req
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    if let Some(id) = &session {
+        gate.sessions.touch(id);
+    }
+    let ending_session = req.method() == axum::http::Method::DELETE;
     req.extensions_mut().insert(caller.access);
     req.extensions_mut().insert(caller.principal);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let mut response = next.run(req).await;
+    match (&session, response.headers().get(SESSION_HEADER)) {
+        (None, Some(created)) => {
+            let created = created.to_str().unwrap_or_default().to_string();
+            if let Err(refusal) = gate.sessions.admit(&created, owner).await {
+                gate.engine.metrics().count_limit_hit(refusal.key());
+                let why = refusal.message();
+                gate.audit.record(rejected(
+                    principal,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    why.trim_end().to_string(),
+                ));
+                let mut refused = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+                if let Ok(v) = HeaderValue::from_str(&request_id) {
+                    refused.headers_mut().insert("x-request-id", v);
+                }
+                return refused;
+            }
+        }
+        (Some(id), _) if ending_session && response.status().is_success() => {
+            gate.sessions.forget(id);
+        }
+        _ => {}
+    }
     let status = response.status();
     if status.is_client_error() {
         // rmcp's refusals: foreign Origin or Host (403), unknown session (404), bad headers.
@@ -240,29 +362,17 @@ fn unauthorized(auth: &Authenticator, rejection: &Rejection, request_id: &str) -
     response
 }
 
-/// Serves HTTP on `server.http_addr` until `shutdown` resolves.
+/// Serves HTTP on `server.http_addr` (and `/metrics` on `server.metrics_addr`, when set)
+/// until `shutdown` resolves.
 pub async fn serve_http(
     engine: Arc<Engine>,
     auth: Option<Arc<Authenticator>>,
     audit: AuditLog,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let addr = engine.config().server.http_addr.clone();
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+    let server = engine.config().server.clone();
+    let listener = bind(&server.http_addr).await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
-    // Responses are written in several small pieces (headers, SSE event, end of stream):
-    // with Nagle's algorithm on, each piece after the first waits for the client's delayed
-    // ACK (~40 ms on Linux), which would dominate every tool call's latency.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY on an accepted connection");
-        }
-    });
     match &auth {
         Some(a) => tracing::info!(
             "MCP over streamable HTTP at http://{local}/mcp (bearer JWT; resource {})",
@@ -271,14 +381,52 @@ pub async fn serve_http(
         None => tracing::info!("MCP over streamable HTTP at http://{local}/mcp (no auth)"),
     }
     let cancel = CancellationToken::new();
-    let app = router(engine, auth, audit, cancel.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let limits = Limits::from_config(&server);
+    if let Some(addr) = &server.metrics_addr {
+        let metrics_listener = bind(addr).await?;
+        tracing::info!(
+            "Prometheus metrics at http://{}/metrics",
+            metrics_listener.local_addr().map_err(ServeError::Http)?
+        );
+        let app = metrics_router(Arc::clone(&engine), audit.clone());
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let done = listen::serve(
+                metrics_listener,
+                app,
+                limits,
+                async move { stop.cancelled().await },
+                || {},
+            )
+            .await;
+            if let Err(error) = done {
+                tracing::error!(%error, "the metrics listener failed");
+            }
+        });
+    }
+    let app = router(Arc::clone(&engine), auth, audit, cancel.clone());
+    let counted = Arc::clone(&engine);
+    listen::serve(
+        listener,
+        app,
+        limits,
+        async move {
             shutdown.await;
             cancel.cancel();
-        })
+        },
+        move || counted.metrics().count_limit_hit("server.max_connections"),
+    )
+    .await
+    .map_err(ServeError::Http)
+}
+
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(ServeError::Http)
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]

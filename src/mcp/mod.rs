@@ -6,8 +6,11 @@
 //! unknown collection becomes a tool result with `isError: true` and a message the agent can
 //! act on; internal failures are logged and reported without details.
 
+mod guard;
 mod http;
+mod listen;
 mod notify;
+mod sessions;
 mod stdio;
 mod tools;
 

@@ -385,8 +385,7 @@ impl ServerHandler for Freshet {
         )
         .await;
         let Some(log) = &self.audit else {
-            let tcc = ToolCallContext::new(self, request, context);
-            return self.tool_router.call(tcc).await;
+            return self.call_with_deadline(request, context).await;
         };
         let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
         let tool = request.name.to_string();
@@ -397,8 +396,7 @@ impl ServerHandler for Freshet {
             .and_then(|a| a.get("collection"))
             .and_then(Value::as_str)
             .map(String::from);
-        let tcc = ToolCallContext::new(self, request, context);
-        let result = self.tool_router.call(tcc).await;
+        let result = self.call_with_deadline(request, context).await;
         let mut entry = facts.entry(self.transport, tool, arguments);
         match &result {
             Ok(CallToolResponse::Complete(r)) if r.is_error == Some(true) => {
@@ -416,8 +414,7 @@ impl ServerHandler for Freshet {
                 entry.error = Some(e.message.to_string());
             }
         }
-        log.record(entry);
-        result
+        audited(log, entry, result).await
     }
 
     #[allow(deprecated)] // enable_logging: see set_level
@@ -507,8 +504,76 @@ impl ServerHandler for Freshet {
                 entry.error = Some(e.message.to_string());
             }
         }
-        log.record(entry);
-        result
+        audited(log, entry, result).await
+    }
+}
+
+impl Freshet {
+    /// Runs a tool call within its deadline: `server.tool_timeout_ms`, plus the head wait a
+    /// `consistency: "head"` search asked for. Past it the caller gets a tool error naming
+    /// the key; work already on the search pool finishes there, within the pool's bound.
+    async fn call_with_deadline(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let server = &self.engine.config().server;
+        let deadline = Duration::from_millis(
+            server.tool_timeout_ms + head_wait_ms(request.arguments.as_ref(), server.max_wait_ms),
+        );
+        let tool = request.name.to_string();
+        let tcc = ToolCallContext::new(self, request, context);
+        match tokio::time::timeout(deadline, self.tool_router.call(tcc)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.engine
+                    .metrics()
+                    .count_limit_hit("server.tool_timeout_ms");
+                Ok(CallToolResponse::Complete(tool_error(format!(
+                    "`{tool}` did not finish within its deadline of {} ms \
+                     (server.tool_timeout_ms = {}, plus any head wait): try a narrower query",
+                    deadline.as_millis(),
+                    server.tool_timeout_ms
+                ))))
+            }
+        }
+    }
+}
+
+/// The head wait a call asked for (0 unless `consistency` is `head`), capped like the
+/// search tool caps it; the deadline allows for it on top of the call's own work.
+fn head_wait_ms(arguments: Option<&Map<String, Value>>, cap: u64) -> u64 {
+    let Some(args) = arguments else { return 0 };
+    if args.get("consistency").and_then(Value::as_str) != Some("head") {
+        return 0;
+    }
+    args.get("max_wait_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_MAX_WAIT_MS)
+        .min(cap)
+}
+
+/// Writes the audit line of a call and waits for it; when it cannot be written and
+/// `audit.on_failure = "refuse"`, the caller gets an error instead of `result`.
+async fn audited<T>(
+    log: &AuditLog,
+    entry: Entry,
+    result: Result<T, McpError>,
+) -> Result<T, McpError> {
+    match log.record_durable(entry).await {
+        Ok(_) => result,
+        Err(failure) if log.refuses_on_failure() => {
+            log.count_refused_call();
+            Err(McpError::internal_error(
+                format!(
+                    "refused: the audit line of this call could not be written ({}); \
+                     nothing is served unaudited (audit.on_failure = \"refuse\")",
+                    failure.reason
+                ),
+                None,
+            ))
+        }
+        Err(_) => result,
     }
 }
 

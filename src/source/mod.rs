@@ -7,10 +7,12 @@
 //! because librdkafka's poll blocks, and hands batches to the apply thread over a bounded
 //! channel, so a slow apply slows consumption instead of growing memory.
 
+pub mod context;
 pub mod dlq;
 pub mod meta;
+pub mod topics;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,8 +27,10 @@ use crate::config::KafkaConfig;
 use crate::time::now_ms;
 use crate::view::Progress;
 
+pub use context::KafkaContext;
 pub use dlq::DeadLetters;
 pub use meta::MetaClient;
+use topics::{TopicState, describe_topics};
 
 /// A record as received, owned so it can cross to the apply thread.
 #[derive(Clone, Debug)]
@@ -47,23 +51,49 @@ pub struct SourceRecord {
     pub ingested_at_ms: i64,
 }
 
-/// What the consumer hands downstream in one go.
+/// A partition whose topic was recreated: what the view holds from it must go before any
+/// record of the new generation is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionReset {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// ID of the new generation (`None` when the broker reports none).
+    pub topic_id: Option<Arc<str>>,
+}
+
+/// The consumer's position in a partition: every offset below it was delivered or needs no
+/// applying (transaction markers, records of aborted transactions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset the consumer would deliver.
+    pub next_offset: i64,
+}
+
+/// What the consumer hands downstream in one go; applied in field order.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Partitions re-read from their earliest offset from here on: everything the view holds
-    /// from them must go before `records` are applied (the log they came from is gone).
-    pub resets: Vec<(Arc<str>, i32)>,
+    /// Partitions re-read from their earliest offset from here on.
+    pub resets: Vec<PartitionReset>,
     /// Records, in partition order.
     pub records: Vec<SourceRecord>,
+    /// Positions reached after `records` (only where they moved past the last record).
+    pub positions: Vec<Position>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.resets.is_empty() && self.records.is_empty()
+        self.resets.is_empty() && self.records.is_empty() && self.positions.is_empty()
     }
 }
 
-/// A request to re-read a partition from its earliest offset.
+/// A request to re-read a partition from its earliest offset: its log is not the one the
+/// restored offsets came from (found by watermarks, for partitions restored without a topic ID).
 pub type ResetRequest = (String, i32);
 
 /// Errors setting up Kafka clients.
@@ -79,14 +109,15 @@ pub fn client_config(kafka: &KafkaConfig, purpose: &str) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &kafka.brokers)
         .set("client.id", format!("freshet-{purpose}"))
-        // `assign` still wants a group id, but nothing is ever committed to it.
-        .set("group.id", "freshet")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // Low fetch wait: some brokers (tansu) do not wake a waiting fetch when data arrives,
-        // so this bounds produce→apply latency.
+        // Records of aborted transactions are never applied; watermarks are read at the same
+        // level, so "caught up" means caught up with what is committed.
+        .set("isolation.level", "read_committed")
+        // Measured on Apache Kafka (docs/BENCHMARKS.md): the default 500 ms costs occasional
+        // stalls of that length; a short wait keeps produce-to-searchable latency low.
         .set("fetch.wait.max.ms", "10")
         .set("fetch.error.backoff.ms", "50")
         .set("socket.keepalive.enable", "true");
@@ -94,6 +125,22 @@ pub fn client_config(kafka: &KafkaConfig, purpose: &str) -> ClientConfig {
         cc.set(k, v);
     }
     cc
+}
+
+/// The consumer's settings: `assign` needs a group id, though no group is joined and no
+/// offset is ever committed to it.
+fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut cc = client_config(kafka, "consumer");
+    if !kafka.properties.contains_key("group.id") {
+        cc.set("group.id", "freshet");
+    }
+    cc
+}
+
+fn create_consumer(kafka: &KafkaConfig) -> Result<BaseConsumer<KafkaContext>, SourceError> {
+    consumer_config(kafka)
+        .create_with_context(KafkaContext::new("consumer"))
+        .map_err(SourceError::Config)
 }
 
 /// Tuning of the poll loop.
@@ -135,19 +182,21 @@ pub fn spawn_consumer(
     options: PollOptions,
     before: impl FnOnce() + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, SourceError> {
-    let consumer: BaseConsumer = client_config(kafka, "consumer")
-        .create()
-        .map_err(SourceError::Config)?;
+    let consumer = create_consumer(kafka)?;
+    let kafka = kafka.clone();
     let metadata_timeout = Duration::from_millis(kafka.metadata_timeout_ms);
     let handle = std::thread::Builder::new()
         .name("freshet-consumer".into())
         .spawn(move || {
             before();
             let mut poller = Poller {
+                kafka,
                 consumer,
                 topics,
                 progress,
                 assigned: BTreeMap::new(),
+                delivered: HashMap::new(),
+                last_position_check: Instant::now(),
                 metadata_timeout,
                 options,
                 last_error_log: None,
@@ -161,17 +210,41 @@ pub fn spawn_consumer(
     Ok(handle)
 }
 
+/// One topic as the consumer currently reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AssignedTopic {
+    /// The generation being read (empty when the broker reports no IDs).
+    id: Arc<str>,
+    /// Partitions 0..count are assigned.
+    partitions: i32,
+}
+
+/// What one metadata refresh decided.
+#[derive(Default)]
+struct Changes {
+    /// Partitions to read from the start in a new generation (the batch says so first).
+    resets: Vec<PartitionReset>,
+    /// Topics no longer to be read (deleted).
+    dropped: Vec<String>,
+    /// Newly seen topics or partitions: (topic, first new partition, partition count).
+    added: Vec<(String, i32, i32)>,
+}
+
 struct Poller {
-    consumer: BaseConsumer,
+    kafka: KafkaConfig,
+    consumer: BaseConsumer<KafkaContext>,
     topics: Vec<String>,
     progress: Arc<Progress>,
-    /// Partition count per topic as currently assigned.
-    assigned: BTreeMap<String, i32>,
+    assigned: BTreeMap<String, AssignedTopic>,
+    /// Per partition, the offset after the last record handed downstream (or where reading
+    /// started), to tell when the consumer's position moved past records it never delivered.
+    delivered: HashMap<(Arc<str>, i32), i64>,
+    last_position_check: Instant,
     metadata_timeout: Duration,
     options: PollOptions,
     /// Rate limit for repeated broker errors.
     last_error_log: Option<Instant>,
-    /// Partitions to re-read from the start (their offsets no longer exist).
+    /// Partitions to re-read from the start (their logs are not the ones applied from).
     resets: std::sync::mpsc::Receiver<ResetRequest>,
 }
 
@@ -181,7 +254,7 @@ impl Poller {
         let mut batch = Batch::default();
         while !stop.load(Ordering::Relaxed) {
             if Instant::now() >= next_refresh {
-                self.refresh_assignment();
+                self.refresh(&mut batch);
                 next_refresh = Instant::now()
                     + if self.all_topics_assigned() {
                         self.options.metadata_refresh
@@ -189,12 +262,14 @@ impl Poller {
                         Duration::from_millis(500)
                     };
             }
-            while let Ok((topic, partition)) = self.resets.try_recv() {
-                if self.reassign_from_start(&topic, partition) {
-                    batch.resets.push((Arc::from(topic.as_str()), partition));
-                }
+            let requested: Vec<ResetRequest> = self.resets.try_iter().collect();
+            if !requested.is_empty() {
+                self.reset_partitions(&requested, &mut batch);
             }
             if self.assigned.is_empty() {
+                if !batch.is_empty() && batches.blocking_send(std::mem::take(&mut batch)).is_err() {
+                    return;
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -202,10 +277,16 @@ impl Poller {
             let mut timeout = Duration::from_millis(100);
             while batch.records.len() < self.options.max_batch {
                 match self.consumer.poll(timeout) {
-                    None => break,
+                    None => {
+                        self.check_positions(&mut batch);
+                        break;
+                    }
                     Some(Ok(msg)) => {
+                        let topic: Arc<str> = Arc::from(msg.topic());
+                        self.delivered
+                            .insert((Arc::clone(&topic), msg.partition()), msg.offset() + 1);
                         batch.records.push(SourceRecord {
-                            topic: Arc::from(msg.topic()),
+                            topic,
                             partition: msg.partition(),
                             offset: msg.offset(),
                             key: msg.key().map(<[u8]>::to_vec),
@@ -227,37 +308,30 @@ impl Poller {
         }
     }
 
-    /// Assigns every partition again, `partition` of `topic` from its earliest offset and the
-    /// others where the view stands. Returns false if the assignment failed.
-    fn reassign_from_start(&mut self, topic: &str, partition: i32) -> bool {
-        let mut tpl = TopicPartitionList::new();
-        for (t, &count) in &self.assigned {
-            for p in 0..count {
-                let offset = if t == topic && p == partition {
-                    Offset::Beginning
-                } else {
-                    match self.progress.next_offset(t, p) {
-                        Some(next) => Offset::Offset(next),
-                        None => Offset::Beginning,
-                    }
-                };
-                if tpl.add_partition_offset(t, p, offset).is_err() {
-                    return false;
-                }
-            }
+    /// When idle, reports partitions whose position moved past the last delivered record
+    /// (a transaction's commit marker at the log end, an aborted transaction), so that they
+    /// count as caught up. At most every 100 ms: the call walks the whole assignment.
+    fn check_positions(&mut self, batch: &mut Batch) {
+        if self.last_position_check.elapsed() < Duration::from_millis(100) {
+            return;
         }
-        match self.consumer.assign(&tpl) {
-            Ok(()) => {
-                tracing::warn!(
-                    topic,
-                    partition,
-                    "re-reading partition from its earliest offset"
-                );
-                true
-            }
-            Err(e) => {
-                self.log_error(&e);
-                false
+        self.last_position_check = Instant::now();
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for elem in positions.elements() {
+            let Offset::Offset(position) = elem.offset() else {
+                continue;
+            };
+            let key = (Arc::from(elem.topic()), elem.partition());
+            let moved = self.delivered.get(&key).is_some_and(|&d| position > d);
+            if moved {
+                self.delivered.insert(key.clone(), position);
+                batch.positions.push(Position {
+                    topic: key.0,
+                    partition: key.1,
+                    next_offset: position,
+                });
             }
         }
     }
@@ -266,61 +340,232 @@ impl Poller {
         self.topics.iter().all(|t| self.assigned.contains_key(t))
     }
 
-    /// Reads topic metadata and (re)assigns every partition, resuming each at the view's
-    /// next offset (or the earliest offset for a partition never seen).
-    fn refresh_assignment(&mut self) {
-        let mut wanted = self.assigned.clone();
-        for topic in &self.topics.clone() {
-            match self
-                .consumer
-                .fetch_metadata(Some(topic), self.metadata_timeout)
-            {
-                Ok(md) => {
-                    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-                        continue;
-                    };
-                    if let Some(err) = t.error() {
-                        if !self.assigned.contains_key(topic) {
-                            self.log_message(&format!(
-                                "topic `{topic}` not available yet ({err:?}); retrying"
-                            ));
-                        }
-                        continue;
-                    }
-                    let count = t.partitions().len() as i32;
-                    if count > 0 && wanted.get(topic).is_none_or(|&c| c < count) {
-                        wanted.insert(topic.clone(), count);
-                    }
+    /// Reads every topic's ID and partition count and acts on what changed: a new topic or
+    /// partition is assigned; a recreated topic (new ID) is read again from the start after
+    /// its old documents are removed; a deleted topic stops being read (its documents stay
+    /// until a new generation appears).
+    fn refresh(&mut self, batch: &mut Batch) {
+        let described =
+            match describe_topics(self.consumer.client(), &self.topics, self.metadata_timeout) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.log_message(&format!("kafka: {e}; retrying"));
+                    return;
                 }
-                Err(e) => self.log_error(&e),
-            }
-        }
-        if wanted == self.assigned {
+            };
+        let changes = self.decide(described);
+        if changes.resets.is_empty() && changes.dropped.is_empty() && changes.added.is_empty() {
             return;
         }
+        let restart_from: Vec<(Arc<str>, i32)> = changes
+            .resets
+            .iter()
+            .map(|r| (Arc::clone(&r.topic), r.partition))
+            .collect();
+        batch.resets.extend(changes.resets);
+        if restart_from.is_empty() && changes.dropped.is_empty() {
+            self.assign_added(&changes.added);
+        } else {
+            // Re-assigning in place around a recreated or deleted topic has aborted librdkafka
+            // (rd_kafka_assignment_partition_stopped: rktp_started); a new client has no
+            // stopped partitions to trip over.
+            self.rebuild(&restart_from);
+        }
+    }
+
+    /// Compares what the cluster reports with what is being read.
+    fn decide(&mut self, described: Vec<(String, TopicState)>) -> Changes {
+        let mut changes = Changes::default();
+        for (name, state) in described {
+            match state {
+                TopicState::Present { id, partitions } => {
+                    let id: Arc<str> = Arc::from(id.as_str());
+                    let previous = match self.assigned.get(&name) {
+                        Some(a) => Some(Arc::clone(&a.id)),
+                        // First sight in this process: compare with the generation the
+                        // restored offsets came from.
+                        None => self.progress.topic_id(&name),
+                    };
+                    let recreated = previous
+                        .as_ref()
+                        .is_some_and(|old| !old.is_empty() && !id.is_empty() && *old != id);
+                    if recreated {
+                        tracing::warn!(
+                            topic = name,
+                            old_id = previous.as_deref().unwrap_or(""),
+                            new_id = &*id,
+                            "the topic was deleted and created again: removing what was applied from the old topic and reading the new one from its start"
+                        );
+                        let mut reset: Vec<i32> = self
+                            .progress
+                            .snapshot(std::slice::from_ref(&name))
+                            .into_iter()
+                            .map(|((_, p), _)| p)
+                            .collect();
+                        reset.extend(0..partitions);
+                        reset.sort_unstable();
+                        reset.dedup();
+                        for partition in reset {
+                            changes.resets.push(PartitionReset {
+                                topic: Arc::from(name.as_str()),
+                                partition,
+                                topic_id: (!id.is_empty()).then(|| Arc::clone(&id)),
+                            });
+                        }
+                        self.assigned.insert(name, AssignedTopic { id, partitions });
+                        continue;
+                    }
+                    if !id.is_empty() {
+                        self.progress.adopt_topic_id(&name, &id);
+                    }
+                    let before = self.assigned.get(&name).map_or(0, |a| a.partitions);
+                    if partitions > before {
+                        if before > 0 {
+                            tracing::info!(
+                                topic = name,
+                                from = before,
+                                to = partitions,
+                                "partitions added: reading the new ones from their start"
+                            );
+                        }
+                        changes.added.push((name.clone(), before, partitions));
+                        self.assigned.insert(name, AssignedTopic { id, partitions });
+                    }
+                }
+                TopicState::Missing => {
+                    if self.assigned.remove(&name).is_some() {
+                        tracing::warn!(
+                            topic = name,
+                            "the topic no longer exists: serving what was applied from it until it is created again"
+                        );
+                        changes.dropped.push(name);
+                    } else {
+                        self.log_message(&format!(
+                            "topic `{name}` does not exist yet; waiting for it"
+                        ));
+                    }
+                }
+                TopicState::Failed(reason) => {
+                    self.log_message(&format!("topic `{name}` cannot be read: {reason}"));
+                }
+            }
+        }
+        changes
+    }
+
+    /// Where a partition resumes: after what the view holds, else at the log start.
+    fn resume_offset(&self, topic: &str, partition: i32) -> Offset {
+        match self.progress.next_offset(topic, partition) {
+            Some(next) => Offset::Offset(next),
+            None => Offset::Beginning,
+        }
+    }
+
+    /// Adds new topics and partitions to the running assignment.
+    fn assign_added(&mut self, added: &[(String, i32, i32)]) {
         let mut tpl = TopicPartitionList::new();
-        for (topic, &count) in &wanted {
-            for p in 0..count {
-                self.progress.track(topic, p, None);
-                let offset = match self.progress.next_offset(topic, p) {
-                    Some(next) => Offset::Offset(next),
-                    None => Offset::Beginning,
-                };
+        for (topic, from, to) in added {
+            let id = self.assigned.get(topic).map(|a| Arc::clone(&a.id));
+            for p in *from..*to {
+                self.progress
+                    .track(topic, p, None, id.clone().filter(|i| !i.is_empty()));
+                let offset = self.resume_offset(topic, p);
+                self.note_start(topic, p, offset);
                 if let Err(e) = tpl.add_partition_offset(topic, p, offset) {
                     self.log_error(&e);
                 }
             }
         }
-        match self.consumer.assign(&tpl) {
+        match self.consumer.incremental_assign(&tpl) {
             Ok(()) => {
-                for (topic, count) in &wanted {
-                    if self.assigned.get(topic) != Some(count) {
-                        tracing::info!(topic, partitions = count, "assigned all partitions");
+                for (topic, from, to) in added {
+                    tracing::info!(topic, partitions = to - from, "assigned partitions");
+                }
+            }
+            Err(e) => {
+                // Forget them, so the next refresh tries again.
+                for (topic, from, _) in added {
+                    match from {
+                        0 => {
+                            self.assigned.remove(topic);
+                        }
+                        n => {
+                            if let Some(a) = self.assigned.get_mut(topic) {
+                                a.partitions = *n;
+                            }
+                        }
                     }
                 }
-                self.assigned = wanted;
+                self.log_error(&e);
             }
-            Err(e) => self.log_error(&e),
+        }
+    }
+
+    /// Replaces the consumer by a new one assigned to every partition being read: those in
+    /// `from_start` at their log start, the others where the view stands.
+    fn rebuild(&mut self, from_start: &[(Arc<str>, i32)]) {
+        let consumer = match create_consumer(&self.kafka) {
+            Ok(c) => c,
+            Err(e) => {
+                self.log_message(&format!("cannot create a new Kafka consumer: {e}"));
+                return;
+            }
+        };
+        self.consumer = consumer;
+        self.delivered.clear();
+        let mut tpl = TopicPartitionList::new();
+        for (topic, a) in self.assigned.clone() {
+            let id = Some(Arc::clone(&a.id)).filter(|i| !i.is_empty());
+            for p in 0..a.partitions {
+                self.progress.track(&topic, p, None, id.clone());
+                let offset = if from_start.iter().any(|(t, fp)| **t == *topic && *fp == p) {
+                    Offset::Beginning
+                } else {
+                    self.resume_offset(&topic, p)
+                };
+                self.note_start(&topic, p, offset);
+                if let Err(e) = tpl.add_partition_offset(&topic, p, offset) {
+                    self.log_error(&e);
+                }
+            }
+        }
+        if let Err(e) = self.consumer.assign(&tpl) {
+            self.log_error(&e);
+            // Nothing is assigned: the next refresh assigns everything again.
+            self.assigned.clear();
+        }
+    }
+
+    /// Remembers where reading a partition starts (for [`Self::check_positions`]).
+    fn note_start(&mut self, topic: &str, partition: i32, offset: Offset) {
+        let start = match offset {
+            Offset::Offset(o) => o,
+            _ => 0,
+        };
+        self.delivered.insert((Arc::from(topic), partition), start);
+    }
+
+    /// Re-reads partitions whose logs are not the ones their restored offsets came from.
+    fn reset_partitions(&mut self, requested: &[ResetRequest], batch: &mut Batch) {
+        let mut from_start = Vec::new();
+        for (topic, partition) in requested {
+            let Some(a) = self.assigned.get(topic) else {
+                continue;
+            };
+            tracing::warn!(
+                topic,
+                partition,
+                "re-reading the partition from its log start: its log is not the one the restored offsets came from"
+            );
+            batch.resets.push(PartitionReset {
+                topic: Arc::from(topic.as_str()),
+                partition: *partition,
+                topic_id: Some(Arc::clone(&a.id)).filter(|i| !i.is_empty()),
+            });
+            from_start.push((Arc::from(topic.as_str()), *partition));
+        }
+        if !from_start.is_empty() {
+            self.rebuild(&from_start);
         }
     }
 
