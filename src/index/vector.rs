@@ -13,6 +13,9 @@
 //! against 1.3 ms for the plain graph search and 1.4 ms for an exact scan). Selective filters
 //! get an exact scan instead.
 //!
+//! Each vector is held once: the point table keeps its own copy only until the point is in
+//! the graph, then refers to hnsw_rs's (see `Stored`).
+//!
 //! Vectors are L2-normalised on the way in, so cosine similarity is a dot product. We use our
 //! own distance rather than hnsw_rs's `DistDot`, which panics when rounding makes `1 - dot`
 //! slightly negative or when a value is NaN.
@@ -194,10 +197,31 @@ struct Point {
     doc: Arc<str>,
     chunk_no: u32,
     seq: u64,
-    /// Our copy of the normalised vector, for exact search, export and rebuild (hnsw_rs's
-    /// own copy is not reachable by id). Freed when the point dies.
-    vector: Box<[f32]>,
+    /// The normalised vector, for exact search, export and rebuild. Freed when the point
+    /// dies.
+    vector: Stored,
     live: bool,
+}
+
+/// Where a point's vector is held: each vector is held once.
+enum Stored {
+    /// Our copy, until the point is in the graph (and for points that never get there).
+    Own(Box<[f32]>),
+    /// hnsw_rs's point, once inserted: its copy is the only one.
+    Graph(Arc<hnsw_rs::hnsw::Point<'static, f32>>),
+}
+
+impl Stored {
+    fn dead() -> Stored {
+        Stored::Own(Box::default())
+    }
+
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            Stored::Own(v) => v,
+            Stored::Graph(p) => p.get_v(),
+        }
+    }
 }
 
 impl PointTable {
@@ -206,7 +230,7 @@ impl PointTable {
             for id in ids {
                 let point = &mut self.points[id];
                 point.live = false;
-                point.vector = Box::default();
+                point.vector = Stored::dead();
                 self.live -= 1;
             }
         }
@@ -222,7 +246,7 @@ impl PointTable {
                         doc: Arc::clone(&doc),
                         chunk_no,
                         seq,
-                        vector: vector.into_boxed_slice(),
+                        vector: Stored::Own(vector.into_boxed_slice()),
                         live: true,
                     });
                 }
@@ -241,13 +265,17 @@ impl Inner {
     /// Inserts the points `start..end` that are still live into the graph.
     fn insert_into_graph(&self, start: usize, end: usize) {
         let _round = self.inserting.lock();
+        let indexation = self.hnsw.get_point_indexation();
+        let layers_before: Vec<usize> = (0..MAX_LAYERS)
+            .map(|l| indexation.get_layer_nb_point(l))
+            .collect();
         // Copies, so the table is not locked for the length of the inserts.
         let batch: Vec<(Box<[f32]>, usize)> = {
             let table = self.table.read();
             (start..end)
                 .filter_map(|id| {
                     let point = table.points.get(id).filter(|p| p.live)?;
-                    Some((point.vector.clone(), id))
+                    Some((Box::<[f32]>::from(point.vector.as_slice()), id))
                 })
                 .collect()
         };
@@ -259,6 +287,31 @@ impl Inner {
         } else {
             for (vector, id) in &batch {
                 self.hnsw.insert_slice((&vector[..], *id));
+            }
+        }
+        drop(batch);
+        self.adopt_graph_points(&layers_before);
+    }
+
+    /// Points the graph got since each layer had `layers_before[l]` points (only our inserts
+    /// add any) take the place of our copies, so each vector is held once.
+    fn adopt_graph_points(&self, layers_before: &[usize]) {
+        let indexation = self.hnsw.get_point_indexation();
+        let mut added = Vec::new();
+        for (layer, &before) in layers_before.iter().enumerate() {
+            if indexation.get_layer_nb_point(layer) > before {
+                added.extend(indexation.get_layer_iterator(layer).skip(before));
+            }
+        }
+        if added.is_empty() {
+            return;
+        }
+        let mut table = self.table.write();
+        for point in added {
+            if let Some(p) = table.points.get_mut(point.get_origin_id())
+                && p.live
+            {
+                p.vector = Stored::Graph(point);
             }
         }
     }
@@ -601,7 +654,7 @@ impl VectorIndex {
                     .iter()
                     .map(|&id| {
                         let point = &table.points[id];
-                        (point.chunk_no, point.vector.to_vec())
+                        (point.chunk_no, point.vector.as_slice().to_vec())
                     })
                     .collect(),
             })
@@ -648,7 +701,7 @@ impl VectorIndex {
                     doc: p.doc.to_string(),
                     chunk_no: p.chunk_no,
                     seq: p.seq,
-                    vector: p.live.then(|| p.vector.to_vec()),
+                    vector: p.live.then(|| p.vector.as_slice().to_vec()),
                 })
                 .collect(),
         }
@@ -731,7 +784,7 @@ impl VectorIndex {
                 doc: Arc::clone(&doc),
                 chunk_no: p.chunk_no,
                 seq: p.seq,
-                vector: p.vector.unwrap_or_default().into_boxed_slice(),
+                vector: Stored::Own(p.vector.unwrap_or_default().into_boxed_slice()),
                 live,
             });
             if live {
@@ -778,7 +831,12 @@ impl VectorIndex {
             );
             (hnsw, 0)
         });
-        Ok(Self::with_graph(dim, params, hnsw, table, in_graph, true))
+        let index = Self::with_graph(dim, params, hnsw, table, in_graph, true);
+        if in_graph > 0 {
+            // The dump's points replace the journal's copies.
+            index.inner.adopt_graph_points(&[0; MAX_LAYERS]);
+        }
+        Ok(index)
     }
 
     /// Approximate search through the graph, widening the candidate list while too few
@@ -860,7 +918,10 @@ impl VectorIndex {
             table.points[ids.start.min(end)..end]
                 .iter()
                 .filter(|p| p.live)
-                .map(|p| (dot(query, &p.vector), Arc::clone(&p.doc), p.chunk_no, p.seq))
+                .map(|p| {
+                    let score = dot(query, p.vector.as_slice());
+                    (score, Arc::clone(&p.doc), p.chunk_no, p.seq)
+                })
                 .collect()
         };
         scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
@@ -892,7 +953,7 @@ impl VectorIndex {
             .iter()
             .filter_map(|doc| table.by_doc.get(doc))
             .flatten()
-            .map(|&id| (dot(query, &table.points[id].vector), id))
+            .map(|&id| (dot(query, table.points[id].vector.as_slice()), id))
             .collect();
         // Best first; ties by point id so results are deterministic.
         scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -1605,7 +1666,13 @@ mod tests {
             301,
             "the dump's points are not inserted again"
         );
+        let (graph, _) = held_by_graph(&restored);
+        assert!(
+            graph >= 249,
+            "the dump's live points use the graph's vectors: {graph}"
+        );
         restored.wait_indexed();
+        assert_eq!(held_by_graph(&restored), (300, 0));
         for _ in 0..20 {
             let q = rng.vector(dim);
             let a = index.search(&q, 5, &all).unwrap();
@@ -1629,5 +1696,35 @@ mod tests {
         let rebuilt =
             VectorIndex::restore(HnswParams::default(), records, dir.path(), None).unwrap();
         assert_eq!(rebuilt.export(), index.export());
+    }
+
+    /// (live points whose vector is the graph's, live points holding a copy of their own).
+    fn held_by_graph(index: &VectorIndex) -> (usize, usize) {
+        let table = index.inner.table.read();
+        let live = table.points.iter().filter(|p| p.live);
+        let graph = live
+            .clone()
+            .filter(|p| matches!(p.vector, Stored::Graph(_)))
+            .count();
+        (graph, live.count() - graph)
+    }
+
+    #[test]
+    fn vectors_in_the_graph_are_held_once() {
+        let mut rng = Rng(11);
+        let index = VectorIndex::new(8, HnswParams::default());
+        for i in 0..600 {
+            index
+                .upsert(&format!("d{i}"), i, &[(0, rng.vector(8))])
+                .unwrap();
+        }
+        index.wait_indexed();
+        assert_eq!(held_by_graph(&index), (600, 0));
+        // What searches and exports read is the graph's copy: still the same vectors.
+        let exported = index.export();
+        let q = exported[17].vectors[0].1.clone();
+        let hits = index.search(&q, 1, &all).unwrap();
+        assert_eq!(hits[0].doc_id, exported[17].doc_id);
+        assert!((hits[0].score - 1.0).abs() < 1e-5);
     }
 }
