@@ -18,6 +18,12 @@ Phases, on this machine, in one run, against one private Apache Kafka broker:
 6. peer      — Pathway (bench/peer_pathway.py, its own virtualenv) reads the same topic from the
                same broker: catch-up time, memory, query latency and freshness measured the same
                way (freshet is stopped meanwhile, so each has the machine to itself).
+7. restart   — a persisted freshet (checkpoints on, graph saves checked every 5 s) reads the
+               documents topic from an empty data_dir, is stopped with SIGTERM and started
+               again, then takes steady updates (checkpoint cost per batch), is killed with
+               SIGKILL and started again: time to /readyz each time against the first
+               catch-up, resident memory and bytes on disk per document.
+               (`--restart-only` runs phases 1's produce and 7 alone.)
 """
 
 from __future__ import annotations
@@ -103,7 +109,8 @@ class Corpus:
         return doc
 
 
-def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local_model: bool = False) -> Path:
+def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local_model: bool = False,
+                   persist_ms: int = 0) -> Path:
     collection = {"name": name, "topics": topics, "format": "json", "id_field": "id",
                   "title_field": "title", "text_fields": ["title", "body"],
                   "event_time_field": "produced_at"}
@@ -114,7 +121,7 @@ def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local
         collection["embedding"] = {"provider": "precomputed", "dimensions": DIM}
         collection["hnsw"] = dict(HNSW)
     return write_config(work / f"{name}.toml",
-                        {"kafka": {"brokers": brokers}, "snapshot": {"interval_ms": 0},
+                        {"kafka": {"brokers": brokers}, "snapshot": {"interval_ms": persist_ms},
                          "server": {"data_dir": str(work / f"data-{name}")}},
                         [collection])
 
@@ -572,6 +579,115 @@ async def run_peer(args, work: Path, broker, topic: str, corpus: Corpus, result:
     result["peer"] = out
 
 
+def kafka_util_end_offsets(brokers: str, topic: str, partitions: int) -> list[int]:
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-count"})
+    try:
+        return [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
+    finally:
+        c.close()
+
+
+def bytes_under(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def logged_seconds(log: str, message: str) -> list[float]:
+    """The `N.N s` figures of every log line containing `message ... in N.N s`."""
+    out = []
+    for line in log.splitlines():
+        if message in line and " in " in line:
+            try:
+                out.append(float(line.split(message, 1)[1].split(" in ", 1)[1].split(" s", 1)[0]))
+            except (IndexError, ValueError):
+                pass
+    return out
+
+
+async def wait_graph_backlog_empty(server: FreshetServer, timeout: float = 600) -> float:
+    """Seconds until every vector is in the HNSW graph (after /readyz, inserts may still run)."""
+    t = time.monotonic()
+    async with httpx.AsyncClient(timeout=10) as http:
+        while time.monotonic() - t < timeout:
+            text = (await http.get(f"{server.url}/metrics")).text
+            backlog = [float(line.split()[-1]) for line in text.splitlines()
+                       if line.startswith("freshet_vector_graph_backlog{")]
+            if backlog and max(backlog) == 0:
+                break
+            await asyncio.sleep(0.5)
+    return time.monotonic() - t
+
+
+async def run_restart(args, work: Path, broker, topic: str, corpus: Corpus, n: int, records: int,
+                      result: dict) -> None:
+    """Phase 7: first catch-up, clean restart, kill -9 restart of a persisted freshet."""
+    config = freshet_config(work, broker.bootstrap, [topic], "restart", persist_ms=5000)
+    data = work / "data-restart"
+    env = {"FRESHET_LOG": "info,hnsw_rs=warn,rmcp=warn"}
+    out: dict = {"records": records, "docs": n, "graph_save_check_ms": 5000}
+
+    server = FreshetServer(config, work, env=env)
+    try:
+        first = time_to_ready(server, records, args.ready_timeout, [])
+        out["first_catch_up_s"] = first["seconds_to_ready"]
+        out["graph_inserts_after_ready_s"] = await wait_graph_backlog_empty(server)
+        out["rss_bytes_per_doc_after_catch_up"] = rss_bytes(server.process.pid) / n
+        print(f"restart phase: first catch-up {out['first_catch_up_s']:.1f} s, "
+              f"{out['rss_bytes_per_doc_after_catch_up']:.0f} B/doc resident", flush=True)
+        t = time.monotonic()
+    finally:
+        server.stop()
+    out["clean_stop_s"] = time.monotonic() - t
+    out["graph_save_s"] = logged_seconds(server.log(), "saved the vector graph")
+    disk = bytes_under(data)
+    out["disk_bytes_per_doc"] = disk / n
+    out["disk_bytes_per_doc_by_part"] = {
+        "text_and_documents": bytes_under(data / "collections" / "restart" / "text") / n,
+        "vector_journal": sum(f.stat().st_size for f in (data / "collections" / "restart" / "vectors").glob("journal-*")) / n,
+        "vector_graph_dump": sum(f.stat().st_size for f in (data / "collections" / "restart" / "vectors").glob("graph-*")) / n,
+    }
+
+    server = FreshetServer(config, work, env=env)
+    target = FreshetTarget(server, "restart")
+    try:
+        out["clean_restart_s"] = time_to_ready(server, 0, args.ready_timeout, [])["seconds_to_ready"]
+        out["clean_restart_open_s"] = logged_seconds(server.log(), "opened the persisted collections")
+        out["rss_bytes_per_doc_after_restart"] = rss_bytes(server.process.pid) / n
+        out["clean_restart_graph_inserts_s"] = await wait_graph_backlog_empty(server)
+        print(f"restart phase: clean restart {out['clean_restart_s']:.1f} s", flush=True)
+        # Steady updates: what each batch's checkpoint costs (the BM25 commit carries it).
+        before, clock = await apply_stage_totals(target), time.monotonic()
+        steady = SteadyProducer(broker.bootstrap, topic, corpus, n, args.load_rate)
+        steady.start()
+        await asyncio.sleep(args.restart_update_seconds)
+        steady.stop_flag.set()
+        steady.join()
+        await caught_up(broker.bootstrap, topic, corpus, target.has_document)
+        out["updates"] = {"rate": args.load_rate, "seconds": args.restart_update_seconds,
+                          "apply_stages": stage_means(before, await apply_stage_totals(target),
+                                                      time.monotonic() - clock)}
+        out["graph_save_s"] += logged_seconds(server.log(), "saved the vector graph")
+        await asyncio.sleep(1)
+        server.process.kill()  # SIGKILL: no drain, no graph save
+        server.process.wait(30)
+    finally:
+        await target.aclose()
+        server.stop()
+
+    server = FreshetServer(config, work, env=env)
+    try:
+        out["kill9_restart_s"] = time_to_ready(server, 0, args.ready_timeout, [])["seconds_to_ready"]
+        out["kill9_restart_open_s"] = logged_seconds(server.log(), "opened the persisted collections")
+        out["kill9_graph_inserts_after_ready_s"] = await wait_graph_backlog_empty(server)
+        out["rss_bytes_per_doc_after_kill9_restart"] = rss_bytes(server.process.pid) / n
+        print(f"restart phase: kill -9 restart {out['kill9_restart_s']:.1f} s", flush=True)
+    finally:
+        server.stop()
+    for key in ("clean_restart_s", "kill9_restart_s"):
+        out[key.replace("_s", "_vs_first_catch_up")] = out[key] / out["first_catch_up_s"]
+    result["restart"] = out
+    print(f"restart phase: {json.dumps(out)}", flush=True)
+
+
 async def run(args: argparse.Namespace, result: dict) -> None:
     """Runs every phase, filling `result` as it goes."""
     n = args.docs or SCALES[args.scale]
@@ -589,7 +705,15 @@ async def run(args: argparse.Namespace, result: dict) -> None:
                     "commit": git_commit(),
                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     try:
+        if args.restart_only:
+            records = produce_all(broker.bootstrap, topic, corpus, n)
+            print(f"produced {records} records", flush=True)
+            await run_restart(args, work, broker, topic, corpus, n, records, result)
+            return
         await run_freshet(args, work, broker, topic, corpus, n, result)
+        if not args.no_restart:
+            records = sum(kafka_util_end_offsets(broker.bootstrap, topic, args.partitions))
+            await run_restart(args, work, broker, topic, corpus, n, records, result)
         if args.embed_docs:
             await run_embedder(args, work, broker, corpus, result)
         if not args.no_peer:
@@ -632,6 +756,11 @@ def main() -> int:
     ap.add_argument("--vectors", choices=["clustered", "uniform"], default="clustered",
                     help="synthetic vectors: topics plus noise, or independent random directions")
     ap.add_argument("--no-peer", action="store_true", help="skip the Pathway side")
+    ap.add_argument("--no-restart", action="store_true", help="skip the restart phase")
+    ap.add_argument("--restart-only", action="store_true",
+                    help="produce the documents and run only the restart phase")
+    ap.add_argument("--restart-update-seconds", type=float, default=20,
+                    help="steady updates (at --load-rate) between the clean and the kill -9 restart")
     ap.add_argument("--ready-timeout", type=float, default=7200)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
@@ -648,7 +777,7 @@ def main() -> int:
         raise
     finally:
         # A run stopped during catch-up (a signal, a timeout) still keeps its progress.
-        if "ingest" in result or result.get("ingest_progress"):
+        if "ingest" in result or result.get("ingest_progress") or "restart" in result:
             args.out.mkdir(parents=True, exist_ok=True)
             suffix = "-failed" if "error" in result else ""
             path = args.out / f"{args.scale}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}.json"

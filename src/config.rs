@@ -72,7 +72,7 @@ pub struct Config {
     /// Where the audit log goes.
     #[serde(default)]
     pub audit: AuditConfig,
-    /// How often the view is snapshotted.
+    /// Persistence: on or off, and how often grown vector graphs are saved.
     #[serde(default)]
     pub snapshot: SnapshotConfig,
     /// Where Avro, Protobuf and JSON Schema records' schemas come from.
@@ -719,7 +719,8 @@ fn default_audit_max_bytes() -> u64 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
-    /// Milliseconds between snapshots.
+    /// Milliseconds between checks whether a vector graph grew enough to be saved (each
+    /// batch is checkpointed regardless); 0 keeps every collection in memory only.
     #[serde(default = "default_snapshot_interval_ms")]
     pub interval_ms: u64,
 }

@@ -20,7 +20,7 @@
 //! - [`api`]: the result shapes agents see (`Hit`, `Stamp`, `Watermark`).
 //! - [`mcp`]: the MCP server, over stdio and streamable HTTP.
 //! - [`metrics`]: Prometheus histograms and counters.
-//! - [`snapshot`]: snapshot files (atomic writes, checksummed reads).
+//! - [`store`]: the checkpoint each persisted collection commits, and its stored documents.
 //! - [`auth`]: bearer JWTs on HTTP and the stdio principal → who calls, what it may read.
 //! - [`audit`]: the hash-chained audit log of tool calls and rejected requests.
 //! - [`runtime`]: starts and stops the background tasks.
@@ -41,7 +41,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
-pub mod snapshot;
 pub mod source;
+pub mod store;
 pub mod time;
 pub mod view;

@@ -98,11 +98,11 @@ pub struct Metrics {
     auth_rejections: Mutex<BTreeMap<String, u64>>,
     /// Requests and calls refused because they hit a configured bound, by its key.
     limits_hit: Mutex<BTreeMap<&'static str, u64>>,
-    /// Snapshots written, and failures.
-    pub snapshots_written: AtomicU64,
-    /// Snapshot writes that failed.
-    pub snapshot_failures: AtomicU64,
-    /// Whether snapshot writes are failing right now, and why.
+    /// Checkpoints committed and vector graphs saved.
+    pub checkpoints_written: AtomicU64,
+    /// Checkpoint writes that failed.
+    pub checkpoint_failures: AtomicU64,
+    /// Whether checkpoint writes are failing right now, and why.
     pub storage: StorageHealth,
     /// Vector index rebuilds completed.
     pub vector_rebuilds: AtomicU64,
@@ -121,8 +121,8 @@ impl Default for Metrics {
             records: Mutex::new(BTreeMap::new()),
             auth_rejections: Mutex::new(BTreeMap::new()),
             limits_hit: Mutex::new(BTreeMap::new()),
-            snapshots_written: AtomicU64::new(0),
-            snapshot_failures: AtomicU64::new(0),
+            checkpoints_written: AtomicU64::new(0),
+            checkpoint_failures: AtomicU64::new(0),
             storage: StorageHealth::default(),
             vector_rebuilds: AtomicU64::new(0),
             partition_resets: AtomicU64::new(0),
@@ -131,14 +131,14 @@ impl Default for Metrics {
     }
 }
 
-/// Whether snapshot writes currently fail. Kept so that a failure is reported once, when it
+/// Whether checkpoint writes currently fail. Kept so that a failure is reported once, when it
 /// starts (log, `/readyz`, gauges), and its end once, instead of at every retry.
 #[derive(Debug, Default)]
 pub struct StorageHealth {
     failing: Mutex<Option<StorageFailure>>,
 }
 
-/// A run of failed snapshot writes.
+/// A run of failed checkpoint writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageFailure {
     /// The latest error.
@@ -344,13 +344,13 @@ impl Metrics {
         let failure = self.storage.failure();
         for (name, help, value) in [
             (
-                "freshet_snapshot_failing",
-                "1 while snapshot writes fail (the last attempt failed).",
+                "freshet_checkpoint_failing",
+                "1 while checkpoint writes fail (the last attempt failed).",
                 failure.is_some(),
             ),
             (
-                "freshet_snapshot_disk_full",
-                "1 while snapshot writes fail because the file system is full.",
+                "freshet_checkpoint_disk_full",
+                "1 while checkpoint writes fail because the file system is full.",
                 failure.as_ref().is_some_and(|f| f.disk_full),
             ),
         ] {
@@ -359,14 +359,14 @@ impl Metrics {
         }
         for (name, help, value) in [
             (
-                "freshet_snapshots_written_total",
+                "freshet_checkpoints_written_total",
                 "Snapshots written.",
-                &self.snapshots_written,
+                &self.checkpoints_written,
             ),
             (
-                "freshet_snapshot_failures_total",
+                "freshet_checkpoint_failures_total",
                 "Snapshot writes that failed.",
-                &self.snapshot_failures,
+                &self.checkpoint_failures,
             ),
             (
                 "freshet_vector_rebuilds_total",

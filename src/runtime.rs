@@ -1,6 +1,6 @@
 //! Starts the pipeline (consumer thread → prepare thread → apply thread), the watermark
 //! refresher and the catch-up progress log, and stops them in order on shutdown: stop
-//! consuming, let prepare and apply drain, write a final snapshot, flush dead letters.
+//! consuming, let prepare and apply drain, save the vector graphs, flush dead letters.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,8 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, PreparedBatch};
-use crate::snapshot;
+use crate::engine::{Engine, EngineError, GraphDump, PreparedBatch};
 use crate::source::{
     self, Batch, ConsumerLinks, DeadLetters, MetaClient, PollOptions, ResetRequest, SourceError,
 };
@@ -48,21 +47,26 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and starts consuming; the newest intact snapshot (if any) is
-    /// restored first, on the consumer's thread, while HTTP already answers (not ready).
-    /// Must be called inside a tokio runtime.
+    /// Builds the engine and starts consuming; persisted collections are opened first, on
+    /// the consumer's thread, while HTTP already answers (not ready). Must be called inside a
+    /// tokio runtime.
     pub fn start(config: Arc<Config>) -> Result<Runtime, StartError> {
         let meta = MetaClient::new(&config.kafka)?;
         let dead_letters = DeadLetters::new(&config.kafka)?;
-        let engine = Arc::new(Engine::new(Arc::clone(&config), Some(meta), dead_letters)?);
-        let snapshots = snapshot_dir(&config);
+        let store = store_dir(&config);
+        let engine = Arc::new(Engine::open(
+            Arc::clone(&config),
+            Some(meta),
+            dead_letters,
+            store.clone(),
+        )?);
         // Small bounds: backpressure reaches the consumer (and so the broker) instead of memory.
         let (tx, rx) = mpsc::channel::<Batch>(8);
         let (prepared_tx, prepared_rx) = sync_channel::<PreparedBatch>(4);
         let (reset_tx, reset_rx) = std::sync::mpsc::channel::<ResetRequest>();
         let stop = Arc::new(AtomicBool::new(false));
         let restore_into = Arc::clone(&engine);
-        let restore_from = snapshots.clone();
+        let persisted = store.is_some();
         let consumer = source::spawn_consumer(
             &config.kafka,
             engine.topics(),
@@ -74,13 +78,13 @@ impl Runtime {
             },
             PollOptions::default(),
             move || {
-                if let Some(dir) = restore_from {
-                    restore_newest(&restore_into, &dir);
+                if persisted {
+                    open_persisted(&restore_into);
                 }
             },
         )?;
         let preparer = spawn_preparer(Arc::clone(&engine), rx, prepared_tx)?;
-        let applier = spawn_applier(Arc::clone(&engine), prepared_rx, snapshots)?;
+        let applier = spawn_applier(Arc::clone(&engine), prepared_rx, persisted)?;
         let cancel = CancellationToken::new();
         tokio::spawn(refresh_watermarks(
             Arc::clone(&engine),
@@ -102,7 +106,7 @@ impl Runtime {
     }
 
     /// Stops consuming, waits for prepare and apply to finish what is queued and for the
-    /// final snapshot, and flushes dead letters.
+    /// vector graphs to be saved, and flushes dead letters.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         self.stop.store(true, Ordering::Relaxed);
@@ -127,35 +131,24 @@ impl Runtime {
     }
 }
 
-/// Where snapshots live, or `None` when `snapshot.interval_ms = 0` turns them off.
-fn snapshot_dir(config: &Config) -> Option<PathBuf> {
-    (config.snapshot.interval_ms > 0).then(|| config.server.data_dir.join("snapshots"))
+/// Where persisted collections live, or `None` when `snapshot.interval_ms = 0` keeps
+/// everything in memory.
+fn store_dir(config: &Config) -> Option<PathBuf> {
+    (config.snapshot.interval_ms > 0).then(|| config.server.data_dir.join("collections"))
 }
 
-fn restore_newest(engine: &Engine, dir: &std::path::Path) {
+fn open_persisted(engine: &Engine) {
     let started = Instant::now();
-    let removed = snapshot::remove_temp_files(dir);
-    if removed > 0 {
+    let report = engine.open_persisted();
+    if report.restored.is_empty() && report.rebuilt.is_empty() {
+        tracing::info!("nothing persisted yet: reading every topic from the beginning");
+    } else {
         tracing::info!(
-            "removed {removed} unfinished snapshot file(s) left by an earlier run in {}",
-            dir.display()
+            restored = ?report.restored,
+            rebuilt = ?report.rebuilt,
+            "opened the persisted collections in {:.1} s",
+            started.elapsed().as_secs_f64()
         );
-    }
-    match snapshot::read_newest(dir) {
-        Some((path, data)) => {
-            let report = engine.restore(data);
-            tracing::info!(
-                snapshot = %path.display(),
-                restored = ?report.restored,
-                rebuilt = ?report.rebuilt,
-                "restored snapshot in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-        }
-        None => tracing::info!(
-            "no snapshot in {}: reading every topic from the beginning",
-            dir.display()
-        ),
     }
 }
 
@@ -179,97 +172,58 @@ fn spawn_preparer(
         })
 }
 
-/// Writes snapshots in the background so the writer never waits on disk.
-struct Snapshotter {
-    dir: PathBuf,
+/// Saves vector graphs in the background, when they have grown enough to be worth it, so
+/// the writer never waits on disk.
+struct GraphSaver {
     every: Duration,
     last: Instant,
-    /// Something was applied since the last snapshot.
-    dirty: bool,
     in_flight: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Snapshotter {
-    fn due(&self) -> bool {
-        self.dirty
-            && self.last.elapsed() >= self.every
-            && self.in_flight.as_ref().is_none_or(|h| h.is_finished())
-    }
-
-    /// Takes the cut now (consistent: we are between batches) and writes it elsewhere.
-    fn start(&mut self, engine: &Arc<Engine>) {
-        let cut = engine.snapshot_cut();
-        let dir = self.dir.clone();
+impl GraphSaver {
+    fn tick(&mut self, engine: &Arc<Engine>) {
+        if self.last.elapsed() < self.every
+            || self.in_flight.as_ref().is_some_and(|h| !h.is_finished())
+        {
+            return;
+        }
+        self.last = Instant::now();
+        let dumps = engine.due_graph_dumps(false);
+        if dumps.is_empty() {
+            return;
+        }
         let engine = Arc::clone(engine);
         self.in_flight = std::thread::Builder::new()
-            .name("freshet-snapshot".into())
-            .spawn(move || write_snapshot(&engine, &dir, cut))
-            .map_err(|e| tracing::error!("cannot start snapshot thread: {e}"))
+            .name("freshet-graph-dump".into())
+            .spawn(move || run_dumps(&engine, dumps))
+            .map_err(|e| tracing::error!("cannot start graph dump thread: {e}"))
             .ok();
-        self.dirty = false;
-        self.last = Instant::now();
     }
 
-    /// At shutdown: waits for a write in flight, then writes the final cut on this thread.
+    /// At shutdown: waits for a dump in flight, then saves every graph that grew.
     fn finish(mut self, engine: &Arc<Engine>) {
         if let Some(h) = self.in_flight.take() {
             let _ = h.join();
         }
-        if self.dirty {
-            write_snapshot(engine, &self.dir, engine.snapshot_cut());
-        }
+        run_dumps(engine, engine.due_graph_dumps(true));
     }
 }
 
-fn write_snapshot(engine: &Engine, dir: &std::path::Path, cut: crate::engine::SnapshotCut) {
-    let started = Instant::now();
-    let metrics = engine.metrics();
-    match snapshot::write(dir, &cut.into_data()) {
-        Ok(path) => {
-            metrics.snapshots_written.fetch_add(1, Ordering::Relaxed);
-            if let Some(ended) = metrics.storage.succeeded() {
-                tracing::warn!(
-                    failed_attempts = ended.attempts,
-                    "snapshots are written again after failing: {}",
-                    ended.error
-                );
-            }
-            tracing::info!(
-                "wrote snapshot {} in {:.2} s",
-                path.display(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        Err(e) => {
-            metrics.snapshot_failures.fetch_add(1, Ordering::Relaxed);
-            let disk_full = e.is_disk_full();
-            // Once per run of failures: the gauges and /readyz say it is still going on.
-            if metrics.storage.failed(e.to_string(), disk_full) {
-                if disk_full {
-                    tracing::error!(
-                        "snapshot failed, the disk is full: {e}; serving continues, a restart will replay more of the topics until space is freed"
-                    );
-                } else {
-                    tracing::error!("snapshot failed: {e}");
-                }
-            } else {
-                tracing::debug!("snapshot failed again: {e}");
-            }
-        }
+fn run_dumps(engine: &Engine, dumps: Vec<GraphDump>) {
+    for dump in dumps {
+        dump.run(engine);
     }
 }
 
 fn spawn_applier(
     engine: Arc<Engine>,
     rx: Receiver<PreparedBatch>,
-    snapshots: Option<PathBuf>,
+    persisted: bool,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
     let every = Duration::from_millis(engine.config().snapshot.interval_ms.max(1));
-    let mut snapshotter = snapshots.map(|dir| Snapshotter {
-        dir,
+    let mut saver = persisted.then(|| GraphSaver {
         every,
         last: Instant::now(),
-        dirty: false,
         in_flight: None,
     });
     std::thread::Builder::new()
@@ -299,21 +253,17 @@ fn spawn_applier(
                         let records = merged.len();
                         let outcome = engine.apply_prepared(merged);
                         tracing::debug!(records, ?outcome, "applied batch");
-                        if let Some(s) = snapshotter.as_mut() {
-                            s.dirty = true;
-                        }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
                 engine.maintain_vector_indexes();
-                if let Some(s) = snapshotter.as_mut()
-                    && s.due()
-                {
-                    s.start(&engine);
+                engine.retry_lost_commits();
+                if let Some(s) = saver.as_mut() {
+                    s.tick(&engine);
                 }
             }
-            if let Some(s) = snapshotter {
+            if let Some(s) = saver {
                 s.finish(&engine);
             }
         })

@@ -143,7 +143,7 @@ async def stdio_client(config: Path, env: dict[str, str] | None = None, mode: st
         command=str(freshet_bin()),
         args=["stdio", "--config", str(config)],
         env={**os.environ, "FRESHET_LOG": "warn", **(env or {})},
-        # data_dir (audit log, snapshots) is relative: keep it beside the config.
+        # data_dir (audit log, persisted indexes) is relative: keep it beside the config.
         cwd=str(config.parent),
     )
     async with Client(params, mode=mode) as client:

@@ -64,7 +64,7 @@ def open_server(corpus):
 def jwt_server(corpus):
     env = {"FRESHET_AUTH__MODE": "jwt", "FRESHET_AUTH__ISSUER": ISSUER, "FRESHET_AUTH__AUDIENCE": AUDIENCE,
            "FRESHET_AUTH__HS256_SECRET_ENV": SECRET_ENV, SECRET_ENV: SECRET}
-    work = corpus["work"] / "jwt"  # its own data_dir (audit log, snapshots)
+    work = corpus["work"] / "jwt"  # its own data_dir (audit log, persisted indexes)
     work.mkdir()
     srv = FreshetServer(corpus["config"], work, env=env)
     try:

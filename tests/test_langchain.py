@@ -64,8 +64,8 @@ def test_langchain_loads_and_calls_tools_over_stdio(corpus):
     done = run_example("--json", "--stdio", "--config", str(corpus["config"]), "--freshet", str(freshet_bin()),
                        f"{corpus['word']} lag")
     check(done, corpus)
-    # The sidecar's data_dir is absolute in the config: its snapshot is where it says.
-    assert list((corpus["work"] / "data" / "snapshots").glob("snapshot-*.bin"))
+    # The sidecar's data_dir is absolute in the config: its indexes are where it says.
+    assert list((corpus["work"] / "data" / "collections").glob("*/text/meta.json"))
 
 
 def test_langchain_over_http_with_a_bearer_token(corpus):

@@ -21,6 +21,7 @@ use crate::embed::{EmbedError, Embedder};
 use crate::index::FilterTerms;
 use crate::metrics::ApplyStage;
 use crate::source::{Batch, PartitionReset, Position, SourceRecord};
+use crate::store::DocRecord;
 use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
 
@@ -186,11 +187,9 @@ impl Engine {
             }
         }
         c.flush_vectors();
-        if let Err(e) = c.text.commit() {
-            tracing::error!(collection = c.name(), "BM25 commit failed: {e}");
-        }
         self.progress
             .reset(topic, partition, reset.topic_id.clone());
+        self.commit_collection(c, &HashMap::new());
         self.metrics
             .partition_resets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -293,16 +292,23 @@ impl Engine {
             self.metrics
                 .observe_apply_stage(ApplyStage::Write, writing.elapsed());
         }
+        // A persisted collection commits whenever its offsets moved (even for poison records
+        // only), so a restart does not read them again.
+        for (topic, _) in next_in_batch.keys() {
+            if let Some(c) = self.collection_for_topic(topic)
+                && c.persisted.is_some()
+                && !touched.iter().any(|t| Arc::ptr_eq(t, c))
+            {
+                touched.push(Arc::clone(c));
+            }
+        }
         let (mut flushing, mut committing) = (Duration::ZERO, Duration::ZERO);
         for c in &touched {
             let started = Instant::now();
             c.flush_vectors();
             let flushed = Instant::now();
             flushing += flushed - started;
-            if let Err(e) = c.text.commit() {
-                // The writer keeps the operations; the next commit retries them.
-                tracing::error!(collection = c.name(), "BM25 commit failed: {e}");
-            }
+            self.commit_collection(c, &next_in_batch);
             committing += flushed.elapsed();
         }
         if !touched.is_empty() {
@@ -335,6 +341,7 @@ impl Engine {
                 .advance_to_position(&p.topic, p.partition, p.next_offset);
         }
         self.progress.notify_applied();
+        self.retry_lost_commits();
         self.recheck_readiness();
         outcome
     }
@@ -369,6 +376,7 @@ impl Engine {
             .delete(id)
             .map_err(|e| ("index_error", e.to_string()))?;
         collection.delete_vectors(id);
+        collection.mark_dirty(id);
         Ok(())
     }
 
@@ -402,44 +410,55 @@ impl Engine {
             extra.push((field.as_str(), tenant.as_str()));
         }
         let terms = FilterTerms::from_metadata(&doc.metadata, &extra);
-        let chunk_texts: Vec<&str> = chunks
-            .iter()
-            .map(|r| doc.text.get(r.clone()).unwrap_or(""))
-            .collect();
         let seq = self.next_seq();
-        let title = doc.title.as_deref().unwrap_or("");
-        collection
-            .text
-            .upsert(&doc.id, seq, title, &chunk_texts, &terms)
-            .map_err(|e| ("index_error", e.to_string()))?;
-        collection
-            .upsert_vectors(&doc.id, seq, &vectors)
-            .map_err(|e| ("bad_vector", e.to_string()))?;
         let event_time_ms = doc
             .event_time_ms
             .or(rec.timestamp_ms)
             .unwrap_or(rec.ingested_at_ms);
-        Ok(ViewChange::Put(
-            Arc::clone(collection),
-            Box::new(StoredDoc {
-                id: doc.id,
-                title: doc.title,
-                text: doc.text,
-                metadata: doc.metadata,
-                tenant: doc.tenant,
-                terms,
-                chunks,
+        let stored = StoredDoc {
+            id: doc.id,
+            title: doc.title,
+            text: doc.text,
+            metadata: doc.metadata,
+            tenant: doc.tenant,
+            terms,
+            chunks,
+            seq,
+            stamp: Stamp {
+                topic: Arc::clone(&rec.topic),
+                partition: rec.partition,
+                offset: rec.offset,
+                event_time_ms,
+                ingested_at_ms: rec.ingested_at_ms,
+                indexed_at_ms: 0,
+            },
+        };
+        let chunk_texts: Vec<&str> = stored
+            .chunks
+            .iter()
+            .map(|r| stored.text.get(r.clone()).unwrap_or(""))
+            .collect();
+        let title = stored.title.as_deref().unwrap_or("");
+        let written = match &collection.persisted {
+            // The BM25 index is also the document store: the document goes with chunk 0.
+            Some(_) => collection.text.upsert_stored(
+                &stored.id,
                 seq,
-                stamp: Stamp {
-                    topic: Arc::clone(&rec.topic),
-                    partition: rec.partition,
-                    offset: rec.offset,
-                    event_time_ms,
-                    ingested_at_ms: rec.ingested_at_ms,
-                    indexed_at_ms: 0,
-                },
-            }),
-        ))
+                title,
+                &chunk_texts,
+                &stored.terms,
+                &DocRecord::of(&stored).encode(),
+            ),
+            None => collection
+                .text
+                .upsert(&stored.id, seq, title, &chunk_texts, &stored.terms),
+        };
+        written.map_err(|e| ("index_error", e.to_string()))?;
+        collection.mark_dirty(&stored.id);
+        collection
+            .upsert_vectors(&stored.id, seq, &vectors)
+            .map_err(|e| ("bad_vector", e.to_string()))?;
+        Ok(ViewChange::Put(Arc::clone(collection), Box::new(stored)))
     }
 }
 

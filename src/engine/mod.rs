@@ -3,9 +3,9 @@
 //! the read-only queries the MCP tools call.
 
 mod apply;
+mod checkpoint;
 mod compaction;
 mod query;
-mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
@@ -27,9 +27,9 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{OffsetTarget, Progress, View};
 
 pub use apply::{ApplyOutcome, Prepared, PreparedBatch, PreparedChange};
+pub use checkpoint::{GraphDump, RestoreReport};
 use compaction::{Rebuild, VectorOp};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
-pub use snapshot::{RestoreReport, SnapshotCut};
 
 /// Errors building the engine at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -78,16 +78,19 @@ pub struct Collection {
     /// Splits texts into chunks: in model tokens when the embedder has a tokenizer.
     chunker: Chunker,
     counts: Mutex<IngestCounts>,
+    /// Where the collection lives on disk; `None` when it is held in memory only.
+    persisted: Option<checkpoint::Persisted>,
 }
 
 impl Collection {
-    /// Builds collection `index` of the config. Local models are loaded once per directory
-    /// and shared through `models`.
+    /// Builds collection `index` of the config, persisted under `store` when given. Local
+    /// models are loaded once per directory and shared through `models`.
     fn new(
         index: usize,
         config: CollectionConfig,
         models: &mut HashMap<std::path::PathBuf, Arc<LocalEmbedder>>,
         schemas: Option<Arc<dyn SchemaSource>>,
+        store: Option<&std::path::Path>,
     ) -> Result<Collection, EngineError> {
         let provider = config.provider();
         let embedder = embed::for_collection(index, &config, models).map_err(|error| {
@@ -96,12 +99,22 @@ impl Collection {
                 error,
             }
         })?;
-        let text = TextIndex::in_ram_with_title_boost(config.title_boost()).map_err(|source| {
-            EngineError::Index {
-                collection: config.name.clone(),
-                source,
+        let index_error = |source| EngineError::Index {
+            collection: config.name.clone(),
+            source,
+        };
+        let (text, persisted) = match store {
+            Some(root) => {
+                let (text, persisted) =
+                    checkpoint::open_text(root, &config.name, config.title_boost())
+                        .map_err(index_error)?;
+                (text, Some(persisted))
             }
-        })?;
+            None => (
+                TextIndex::in_ram_with_title_boost(config.title_boost()).map_err(index_error)?,
+                None,
+            ),
+        };
         let vectors = RwLock::new(None);
         let known_dim = embedder
             .as_ref()
@@ -113,7 +126,7 @@ impl Collection {
             *vectors.write() = Some(Arc::new(VectorIndex::new(dim, hnsw_params(&config))));
         }
         let chunker = chunker_for(&config, embedder.as_deref());
-        Ok(Collection {
+        let collection = Collection {
             mapping: config.mapping(),
             schemas,
             view: View::default(),
@@ -124,8 +137,13 @@ impl Collection {
             embedder,
             chunker,
             counts: Mutex::new(IngestCounts::default()),
+            persisted,
             config,
-        })
+        };
+        if let Some(p) = &collection.persisted {
+            p.set_fingerprint(collection.fingerprint());
+        }
+        Ok(collection)
     }
 
     /// Name of the collection.
@@ -189,6 +207,14 @@ impl Collection {
     fn flush_vectors(&self) {
         if let Some(v) = self.vectors() {
             v.flush();
+        }
+    }
+
+    /// Notes that `doc_id` was written to the BM25 index since its last commit (persisted
+    /// collections only; see `checkpoint::Persisted::dirty`).
+    fn mark_dirty(&self, doc_id: &str) {
+        if let Some(p) = &self.persisted {
+            p.mark_dirty(doc_id);
         }
     }
 
@@ -344,12 +370,25 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Builds the collections from config. `meta` reads watermarks (None in unit tests, which
-    /// then never claim to be caught up); `dead_letters` receives undecodable records.
+    /// Builds the collections from config, held in memory only. `meta` reads watermarks
+    /// (None in unit tests, which then never claim to be caught up); `dead_letters` receives
+    /// undecodable records.
     pub fn new(
         config: Arc<Config>,
         meta: Option<MetaClient>,
         dead_letters: Option<DeadLetters>,
+    ) -> Result<Engine, EngineError> {
+        Self::open(config, meta, dead_letters, None)
+    }
+
+    /// Like [`new`](Self::new), with each collection persisted in `<store>/<name>/` when
+    /// `store` is given (see [`crate::store`]); [`open_persisted`](Self::open_persisted)
+    /// then loads what is there.
+    pub fn open(
+        config: Arc<Config>,
+        meta: Option<MetaClient>,
+        dead_letters: Option<DeadLetters>,
+        store: Option<std::path::PathBuf>,
     ) -> Result<Engine, EngineError> {
         let mut collections = Vec::new();
         let mut by_topic = HashMap::new();
@@ -360,7 +399,8 @@ impl Engine {
             for t in &c.topics {
                 by_topic.insert(t.clone(), i);
             }
-            let collection = Collection::new(i, c.clone(), &mut models, schemas.clone())?;
+            let collection =
+                Collection::new(i, c.clone(), &mut models, schemas.clone(), store.as_deref())?;
             collections.push(Arc::new(collection));
         }
         Ok(Engine {

@@ -8,12 +8,14 @@
 //! - [`filter`]: `{field: value | [values]}` filters and the per-document terms they match.
 //! - [`text`]: [`TextIndex`], BM25 with English stemming, title boost and snippets.
 //! - [`vector`]: [`VectorIndex`], HNSW with masking of superseded points and exact fallback.
+//! - [`vector_store`]: the journal and graph dumps a persisted [`VectorIndex`] is restored from.
 //! - [`fusion`]: reciprocal rank fusion and per-document grouping of chunk hits.
 
 pub mod filter;
 pub mod fusion;
 pub mod text;
 pub mod vector;
+pub mod vector_store;
 
 pub use filter::{Filter, FilterError, FilterTerms};
 pub use fusion::{DEFAULT_RRF_K, best_chunk_per_doc, rrf};

@@ -78,6 +78,9 @@ struct Fields {
     body: Field,
     /// Encoded `field` U+001F `value` tokens (see `filter::token`), raw and multi-valued.
     filt: Field,
+    /// The caller's stored form of the whole document, on chunk 0 only: a persisted index
+    /// is also the document store the view is loaded from at start.
+    stored: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -95,6 +98,7 @@ fn schema() -> (Schema, Fields) {
         title: builder.add_text_field("title", text.clone()),
         body: builder.add_text_field("body", text),
         filt: builder.add_text_field("filt", STRING),
+        stored: builder.add_bytes_field("stored", STORED),
     };
     (builder.build(), fields)
 }
@@ -111,9 +115,9 @@ impl TextIndex {
         Self::from_index(Index::create_in_ram(schema), fields, title_boost)
     }
 
-    /// Open the index in `dir`, creating it (and the directory) if absent. Fails if the
-    /// directory holds an index with a different schema.
-    pub fn open_or_create(dir: &Path) -> Result<TextIndex, IndexError> {
+    /// Open the index in `dir` (memory-mapped), creating it (and the directory) if absent.
+    /// Fails if the directory holds an index with a different schema or damaged metadata.
+    pub fn open_or_create(dir: &Path, title_boost: f32) -> Result<TextIndex, IndexError> {
         std::fs::create_dir_all(dir).map_err(|source| IndexError::Directory {
             path: dir.to_owned(),
             source,
@@ -121,7 +125,7 @@ impl TextIndex {
         let directory = MmapDirectory::open(dir).map_err(tantivy::TantivyError::from)?;
         let (schema, fields) = schema();
         let index = Index::open_or_create(directory, schema)?;
-        Self::from_index(index, fields, TITLE_BOOST)
+        Self::from_index(index, fields, title_boost)
     }
 
     fn from_index(index: Index, fields: Fields, title_boost: f32) -> Result<TextIndex, IndexError> {
@@ -154,6 +158,18 @@ impl TextIndex {
         chunks: &[&str],
         terms: &FilterTerms,
     ) -> Result<(), IndexError> {
+        self.upsert_inner(doc_id, seq, title, chunks, terms, None)
+    }
+
+    fn upsert_inner(
+        &self,
+        doc_id: &str,
+        seq: u64,
+        title: &str,
+        chunks: &[&str],
+        terms: &FilterTerms,
+        stored: Option<&[u8]>,
+    ) -> Result<(), IndexError> {
         let f = self.fields;
         let writer = self.writer.lock();
         writer.delete_term(Term::from_field_text(f.doc_id, doc_id));
@@ -168,9 +184,53 @@ impl TextIndex {
             for token in terms.tokens() {
                 doc.add_text(f.filt, token);
             }
+            if let (0, Some(stored)) = (chunk_no, stored) {
+                doc.add_bytes(f.stored, stored);
+            }
             writer.add_document(doc)?;
         }
         Ok(())
+    }
+
+    /// Like [`upsert`](Self::upsert), keeping `stored` (the caller's form of the whole
+    /// document) with chunk 0, to be read back by [`stored_docs`](Self::stored_docs).
+    pub fn upsert_stored(
+        &self,
+        doc_id: &str,
+        seq: u64,
+        title: &str,
+        chunks: &[&str],
+        terms: &FilterTerms,
+        stored: &[u8],
+    ) -> Result<(), IndexError> {
+        self.upsert_inner(doc_id, seq, title, chunks, terms, Some(stored))
+    }
+
+    /// The stored forms of every committed, live document (see
+    /// [`upsert_stored`](Self::upsert_stored)), in no particular order.
+    pub fn stored_docs(&self) -> Result<Vec<Vec<u8>>, IndexError> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::with_capacity(searcher.num_docs() as usize);
+        for segment in searcher.segment_readers() {
+            let store = segment
+                .get_store_reader(64)
+                .map_err(tantivy::TantivyError::from)?;
+            for doc in store.iter::<TantivyDocument>(segment.alive_bitset()) {
+                if let Some(bytes) = doc?
+                    .get_first(self.fields.stored)
+                    .and_then(|v| v.as_bytes())
+                {
+                    out.push(bytes.to_vec());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes every document, committed with `payload` (a collection rebuilt from scratch).
+    pub fn clear(&self, payload: &str) -> Result<(), IndexError> {
+        self.writer.lock().delete_all_documents()?;
+        self.commit_with_payload(payload)
     }
 
     /// Remove every chunk of `doc_id`. Not visible until [`commit`](Self::commit).
@@ -182,19 +242,36 @@ impl TextIndex {
     }
 
     /// Commit and reload the reader, so searches see everything upserted so far.
+    ///
+    /// On failure (e.g. the disk is full) every operation since the last successful commit
+    /// is discarded and the writer starts afresh: tantivy 0.27 loses the failed segment, and
+    /// a writer whose commit failed has no indexing thread left, so without this later
+    /// commits would "succeed" without the documents (and adds would block once its queue is
+    /// full). The caller must write those documents again.
     pub fn commit(&self) -> Result<(), IndexError> {
-        self.writer.lock().commit()?;
-        self.reader.reload()?;
-        Ok(())
+        self.commit_inner(None)
     }
 
     /// Like [`commit`](Self::commit), storing `payload` (e.g. the Kafka offsets these
     /// segments cover) atomically with the commit.
     pub fn commit_with_payload(&self, payload: &str) -> Result<(), IndexError> {
+        self.commit_inner(Some(payload))
+    }
+
+    fn commit_inner(&self, payload: Option<&str>) -> Result<(), IndexError> {
         let mut writer = self.writer.lock();
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(payload);
-        prepared.commit()?;
+        let committed = writer.prepare_commit().and_then(|mut prepared| {
+            if let Some(payload) = payload {
+                prepared.set_payload(payload);
+            }
+            prepared.commit()
+        });
+        if let Err(e) = committed {
+            if let Err(rollback) = writer.rollback() {
+                tracing::error!("BM25 writer cannot be reset after a failed commit: {rollback}");
+            }
+            return Err(e.into());
+        }
         drop(writer);
         self.reader.reload()?;
         Ok(())
@@ -661,23 +738,44 @@ mod tests {
 
     #[test]
     fn on_disk_index_keeps_commits_and_payload() {
-        let dir = std::env::temp_dir().join(format!("freshet-text-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("text");
         {
-            let index = TextIndex::open_or_create(&dir).unwrap();
+            let index = TextIndex::open_or_create(&dir, TITLE_BOOST).unwrap();
             index
-                .upsert("a", 7, "Disk", &["persisted words"], &no_terms())
+                .upsert_stored(
+                    "a",
+                    7,
+                    "Disk",
+                    &["persisted words", "more"],
+                    &no_terms(),
+                    b"A",
+                )
+                .unwrap();
+            index
+                .upsert_stored("b", 8, "Gone", &["soon deleted"], &no_terms(), b"B")
+                .unwrap();
+            index
+                .upsert("c", 9, "Plain", &["no stored form"], &no_terms())
                 .unwrap();
             index.commit_with_payload(r#"{"orders/0":41}"#).unwrap();
+            index.delete("b").unwrap();
+            index.commit_with_payload(r#"{"orders/0":42}"#).unwrap();
+            // Not committed: gone after a crash.
+            index
+                .upsert_stored("d", 10, "Lost", &["never committed"], &no_terms(), b"D")
+                .unwrap();
         }
-        let index = TextIndex::open_or_create(&dir).unwrap();
+        let index = TextIndex::open_or_create(&dir, TITLE_BOOST).unwrap();
         assert_eq!(
             index.commit_payload().unwrap().as_deref(),
-            Some(r#"{"orders/0":41}"#)
+            Some(r#"{"orders/0":42}"#)
         );
         let hits = index.search("persist", &Filter::default(), 5).unwrap();
         assert_eq!((hits[0].doc_id.as_str(), hits[0].seq), ("a", 7));
-        drop(index);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(index.stored_docs().unwrap(), vec![b"A".to_vec()]);
+        index.clear("{}").unwrap();
+        assert_eq!(index.num_chunks(), 0);
+        assert_eq!(index.commit_payload().unwrap().as_deref(), Some("{}"));
     }
 }

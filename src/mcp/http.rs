@@ -206,7 +206,7 @@ async fn readyz(State(status): State<Status>) -> impl IntoResponse {
     if let Some(f) = engine.metrics().storage.failure() {
         let what = if f.disk_full { "disk full" } else { "error" };
         body.push_str(&format!(
-            "warning: snapshots failing ({what}, {} attempts): {}\n",
+            "warning: checkpoints failing ({what}, {} attempts): {}\n",
             f.attempts, f.error
         ));
     }

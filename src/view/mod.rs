@@ -94,6 +94,11 @@ impl View {
         self.docs.remove(id).is_some()
     }
 
+    /// Removes every document.
+    pub fn clear(&self) {
+        self.docs.clear();
+    }
+
     /// Number of documents.
     pub fn len(&self) -> usize {
         self.docs.len()

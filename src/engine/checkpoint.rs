@@ -1,0 +1,551 @@
+//! Persisted collections: the checkpoint each applied batch commits, opening what is on disk
+//! at start, and the graph dumps that spare a restart the graph inserts.
+//!
+//! The writer ends every batch with [`Engine::commit_collection`]: the vector journal is
+//! fsynced, then the BM25 index (which is also the document store) is committed with a
+//! [`Checkpoint`] payload naming the journal's length and every partition's next offset. The
+//! cost is in proportion to the batch. Graph dumps are the one whole-index write; they are
+//! only an accelerator (a restart without one inserts the journal's points again), so they
+//! are taken only once the graph has grown by a quarter since the last one, in the
+//! background, and at shutdown.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::index::vector_store::{self, GraphMeta, Journal};
+use crate::index::{FilterTerms, IndexError, TextIndex, VectorIndex};
+use crate::store::{Checkpoint, DocRecord, PartitionCheckpoint, VectorCheckpoint};
+
+use super::{Collection, Engine};
+
+/// Wait after a failed commit before writing its documents again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A graph dump is worth its cost once this many points were added since the last one.
+const MIN_POINTS_FOR_DUMP: usize = 1024;
+
+/// The on-disk side of a persisted collection.
+pub(super) struct Persisted {
+    /// `<data_dir>/collections/<name>`.
+    dir: PathBuf,
+    /// The last checkpoint committed: what a restart would resume from.
+    last: Mutex<Checkpoint>,
+    /// The newest graph dump of the journal generation in use.
+    graph: Mutex<Option<GraphMeta>>,
+    /// The next journal generation number.
+    next_generation: AtomicU64,
+    /// Documents written to the BM25 index since its last successful commit. A failed
+    /// commit (disk full) loses tantivy's pending segment, so these are written again from
+    /// the view before the checkpoint may move on.
+    dirty: Mutex<HashSet<String>>,
+    /// A commit failed: until the dirty documents are written again and committed, commits
+    /// carry the last good checkpoint.
+    text_lost: AtomicBool,
+    /// No retry of a failed commit before this (a full disk is not hammered).
+    retry_at: Mutex<Option<Instant>>,
+}
+
+impl Persisted {
+    /// See [`Persisted::dirty`].
+    pub(super) fn mark_dirty(&self, doc_id: &str) {
+        self.dirty.lock().insert(doc_id.to_string());
+    }
+
+    /// Sets the settings fingerprint of the (still empty) checkpoint.
+    pub(super) fn set_fingerprint(&self, fingerprint: String) {
+        self.last.lock().fingerprint = fingerprint;
+    }
+
+    fn vectors_dir(&self) -> PathBuf {
+        self.dir.join("vectors")
+    }
+}
+
+/// A directory name for a collection: its name with anything but `[A-Za-z0-9_-]` escaped.
+fn dir_name(collection: &str) -> String {
+    collection
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '-' => c.to_string(),
+            other => format!("%{:x}", other as u32),
+        })
+        .collect()
+}
+
+/// Opens (or creates) a collection's BM25 index under `root`. An index that cannot be opened
+/// (damaged metadata, another schema) is moved aside and replaced by an empty one: the
+/// collection is then rebuilt from its topics.
+pub(super) fn open_text(
+    root: &Path,
+    collection: &str,
+    title_boost: f32,
+) -> Result<(TextIndex, Persisted), IndexError> {
+    let dir = root.join(dir_name(collection));
+    let text_dir = dir.join("text");
+    let text = match TextIndex::open_or_create(&text_dir, title_boost) {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::warn!(
+                collection,
+                "cannot open the BM25 index in {} ({e}): rebuilding this collection from its topics",
+                text_dir.display()
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            TextIndex::open_or_create(&text_dir, title_boost)?
+        }
+    };
+    let persisted = Persisted {
+        dir,
+        last: Mutex::new(Checkpoint::empty(String::new())),
+        graph: Mutex::new(None),
+        next_generation: AtomicU64::new(1),
+        dirty: Mutex::new(HashSet::new()),
+        text_lost: AtomicBool::new(false),
+        retry_at: Mutex::new(None),
+    };
+    Ok((text, persisted))
+}
+
+/// What opening the persisted collections did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Collections opened from disk, with their document counts.
+    pub restored: Vec<(String, usize)>,
+    /// Collections rebuilt from their topics: settings changed, or what was on disk was
+    /// damaged.
+    pub rebuilt: Vec<String>,
+}
+
+impl Engine {
+    /// Opens what the persisted collections hold on disk, before consuming starts: loads each
+    /// view from the document store, the vector index from its journal and newest graph dump,
+    /// and resumes each partition at the checkpoint's offsets. Nothing is indexed again. A
+    /// collection whose settings changed, or whose files are damaged, is emptied and rebuilt
+    /// from its topics.
+    pub fn open_persisted(&self) -> RestoreReport {
+        let mut report = RestoreReport::default();
+        for c in &self.collections {
+            let Some(p) = &c.persisted else { continue };
+            // Leftovers of writes a crash interrupted, before anything else takes space.
+            vector_store::remove_temp_files(&p.vectors_dir());
+            let started = Instant::now();
+            match self.open_collection(c, p) {
+                Ok(None) => {}
+                Ok(Some(docs)) => {
+                    tracing::info!(
+                        collection = c.name(),
+                        documents = docs,
+                        "opened the persisted collection in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    report.restored.push((c.name().to_string(), docs));
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        collection = c.name(),
+                        "{reason}: rebuilding this collection from its topics"
+                    );
+                    self.wipe(c, p);
+                    report.rebuilt.push(c.name().to_string());
+                }
+            }
+        }
+        report
+    }
+
+    /// `Ok(None)`: nothing on disk yet.
+    fn open_collection(&self, c: &Collection, p: &Persisted) -> Result<Option<usize>, String> {
+        let payload = c
+            .text
+            .commit_payload()
+            .map_err(|e| format!("cannot read the checkpoint: {e}"))?;
+        let Some(payload) = payload else {
+            if c.text.num_chunks() > 0 {
+                return Err("the BM25 index has documents but no checkpoint".into());
+            }
+            return Ok(None);
+        };
+        let checkpoint =
+            Checkpoint::decode(&payload).map_err(|e| format!("damaged checkpoint: {e}"))?;
+        if checkpoint.fingerprint != c.fingerprint() {
+            return Err("settings changed since the checkpoint".into());
+        }
+        let stored = c
+            .text
+            .stored_docs()
+            .map_err(|e| format!("cannot read the document store: {e}"))?;
+        let mut docs = Vec::with_capacity(stored.len());
+        for bytes in &stored {
+            docs.push(DocRecord::decode(bytes)?);
+        }
+        if let Some(v) = checkpoint.vectors {
+            let dir = p.vectors_dir();
+            let records = vector_store::read_journal(&dir, v.generation, v.journal_len)?;
+            let graph = vector_store::newest_graph(&dir, v.generation, usize::MAX);
+            let index = VectorIndex::restore(hnsw_params(c), records, &dir, graph.as_ref())?;
+            let journal = Journal::reopen(&dir, v.generation, v.journal_len)
+                .map_err(|e| format!("cannot reopen the vector journal: {e}"))?;
+            vector_store::remove_stale(
+                &dir,
+                v.generation,
+                graph.as_ref().map(|g| g.basename.as_str()),
+            );
+            tracing::info!(
+                collection = c.name(),
+                points = index.live_points() + index.dead_points(),
+                in_graph = index.points_in_graph(),
+                "opened the vector index (points after the graph dump are inserted again in the background)"
+            );
+            index.attach_journal(journal);
+            *c.vectors.write() = Some(Arc::new(index));
+            *p.graph.lock() = graph;
+            p.next_generation.store(v.generation + 1, Ordering::Relaxed);
+        }
+        let count = docs.len();
+        for doc in docs {
+            let metadata = match serde_json::from_str(&doc.metadata_json) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => serde_json::Map::new(),
+            };
+            let mut extra: Vec<(&str, &str)> = Vec::new();
+            if let (Some(field), Some(tenant)) = (&c.config.tenant_field, &doc.tenant) {
+                extra.push((field.as_str(), tenant.as_str()));
+            }
+            let terms = FilterTerms::from_metadata(&metadata, &extra);
+            c.view.put(doc.into_stored(terms));
+        }
+        for part in &checkpoint.partitions {
+            self.progress.track(
+                &part.topic,
+                part.partition,
+                Some(part.next_offset),
+                part.topic_id.as_deref().map(Arc::from),
+            );
+            tracing::info!(
+                collection = c.name(),
+                topic = part.topic,
+                partition = part.partition,
+                "resuming at offset {}",
+                part.next_offset
+            );
+        }
+        self.seq.fetch_max(checkpoint.seq, Ordering::Relaxed);
+        *p.last.lock() = checkpoint;
+        Ok(Some(count))
+    }
+
+    /// Empties a collection on disk and in memory (before consuming starts).
+    fn wipe(&self, c: &Collection, p: &Persisted) {
+        c.view.clear();
+        let fresh = Checkpoint::empty(c.fingerprint());
+        if let Err(e) = c.text.clear(&fresh.encode()) {
+            tracing::error!(collection = c.name(), "cannot empty the BM25 index: {e}");
+        }
+        let _ = std::fs::remove_dir_all(p.vectors_dir());
+        if let Some(v) = c.vectors() {
+            *c.vectors.write() = Some(Arc::new(VectorIndex::new(v.dim(), v.params())));
+        }
+        *p.graph.lock() = None;
+        *p.last.lock() = fresh;
+    }
+
+    /// Commits a collection's BM25 index after a batch (the writer only). A persisted
+    /// collection's commit carries its new checkpoint; if the vector journal cannot be made
+    /// durable, or an earlier commit failed and its documents are not written again yet, the
+    /// commit carries the previous checkpoint instead, so a restart resumes from offsets the
+    /// files on disk cover (and replays the rest). Returns whether the commit succeeded.
+    pub(super) fn commit_collection(
+        &self,
+        c: &Collection,
+        next_in_batch: &HashMap<(Arc<str>, i32), i64>,
+    ) -> bool {
+        let Some(p) = &c.persisted else {
+            return match c.text.commit() {
+                Ok(()) => true,
+                Err(e) => {
+                    // In memory only: nothing but a bug makes this fail.
+                    tracing::error!(collection = c.name(), "BM25 commit failed: {e}");
+                    false
+                }
+            };
+        };
+        let fresh = if p.text_lost.load(Ordering::Relaxed) {
+            Err(None)
+        } else {
+            self.checkpoint(c, p, next_in_batch).map_err(Some)
+        };
+        let payload = match &fresh {
+            Ok(checkpoint) => checkpoint.encode(),
+            Err(e) => {
+                if let Some(e) = e {
+                    self.storage_failed(c, e, is_disk_full(e));
+                }
+                p.last.lock().encode()
+            }
+        };
+        match c.text.commit_with_payload(&payload) {
+            Ok(()) => {
+                if let Ok(checkpoint) = fresh {
+                    p.dirty.lock().clear();
+                    let old = std::mem::replace(&mut *p.last.lock(), checkpoint.clone());
+                    if let Some(v) = checkpoint.vectors
+                        && old.vectors.is_none_or(|o| o.generation != v.generation)
+                    {
+                        // The new generation is committed: older ones are garbage now.
+                        vector_store::remove_stale(&p.vectors_dir(), v.generation, None);
+                        *p.graph.lock() = None;
+                    }
+                    self.storage_ok();
+                }
+                true
+            }
+            Err(e) => {
+                p.text_lost.store(true, Ordering::Relaxed);
+                *p.retry_at.lock() = Some(Instant::now() + RETRY_AFTER);
+                let e = e.to_string();
+                self.storage_failed(c, &format!("BM25 commit: {e}"), is_disk_full(&e));
+                false
+            }
+        }
+    }
+
+    /// After a failed BM25 commit: writes every document changed since the last good commit
+    /// again from the view (the writer and the view agree between batches) and commits a
+    /// fresh checkpoint. Called by the writer after each batch and when idle; a no-op unless
+    /// a commit failed.
+    pub fn retry_lost_commits(&self) {
+        for c in &self.collections {
+            let Some(p) = &c.persisted else { continue };
+            if !p.text_lost.load(Ordering::Relaxed)
+                || p.retry_at.lock().is_some_and(|at| Instant::now() < at)
+            {
+                continue;
+            }
+            let ids: Vec<String> = p.dirty.lock().iter().cloned().collect();
+            for id in &ids {
+                let written = match c.view.get(id) {
+                    Some(doc) => {
+                        let chunks: Vec<&str> = doc
+                            .chunks
+                            .iter()
+                            .map(|r| doc.text.get(r.clone()).unwrap_or(""))
+                            .collect();
+                        c.text.upsert_stored(
+                            &doc.id,
+                            doc.seq,
+                            doc.title.as_deref().unwrap_or(""),
+                            &chunks,
+                            &doc.terms,
+                            &DocRecord::of(&doc).encode(),
+                        )
+                    }
+                    None => c.text.delete(id),
+                };
+                if let Err(e) = written {
+                    tracing::error!(collection = c.name(), id, "writing a document again: {e}");
+                }
+            }
+            p.text_lost.store(false, Ordering::Relaxed);
+            if self.commit_collection(c, &HashMap::new()) {
+                tracing::info!(
+                    collection = c.name(),
+                    documents = ids.len(),
+                    "wrote the documents of the failed commits again"
+                );
+            }
+        }
+    }
+
+    /// The checkpoint after this batch, with the vector journal durable up to it.
+    fn checkpoint(
+        &self,
+        c: &Collection,
+        p: &Persisted,
+        next_in_batch: &HashMap<(Arc<str>, i32), i64>,
+    ) -> Result<Checkpoint, String> {
+        let vectors = match c.vectors() {
+            None => None,
+            Some(index) => Some(self.sync_vectors(c, p, &index)?),
+        };
+        let partitions = self
+            .progress
+            .snapshot(&c.config.topics)
+            .into_iter()
+            .filter_map(|((topic, partition), progress)| {
+                let next = next_in_batch
+                    .get(&(Arc::clone(&topic), partition))
+                    .copied()
+                    .or(progress.next_offset)?;
+                Some(PartitionCheckpoint {
+                    topic: topic.to_string(),
+                    partition,
+                    next_offset: next,
+                    topic_id: progress.topic_id.as_deref().map(str::to_owned),
+                })
+            })
+            .collect();
+        Ok(Checkpoint {
+            partitions,
+            vectors,
+            seq: self.seq.load(Ordering::Relaxed),
+            created_at_ms: crate::time::now_ms(),
+            ..Checkpoint::empty(c.fingerprint())
+        })
+    }
+
+    /// Makes the vector journal durable, starting a new generation (with the whole point
+    /// table as its base) when the index has none yet: a new index, one swapped in by a
+    /// rebuild, or one whose journal missed a write.
+    fn sync_vectors(
+        &self,
+        c: &Collection,
+        p: &Persisted,
+        index: &VectorIndex,
+    ) -> Result<VectorCheckpoint, String> {
+        if index.journal_failed().is_some() || index.sync_journal().is_none() {
+            let generation = p.next_generation.fetch_add(1, Ordering::Relaxed);
+            let dir = p.vectors_dir();
+            let journal = Journal::create(&dir, generation, &index.base_record()).map_err(|e| {
+                format!(
+                    "{}: {e}",
+                    vector_store::journal_path(&dir, generation).display()
+                )
+            })?;
+            index.attach_journal(journal);
+            tracing::debug!(
+                collection = c.name(),
+                generation,
+                "new vector journal generation"
+            );
+        }
+        match index.sync_journal() {
+            Some(Ok((generation, journal_len))) => Ok(VectorCheckpoint {
+                generation,
+                journal_len,
+            }),
+            Some(Err(e)) => Err(e),
+            None => Err("the vector journal is gone".into()),
+        }
+    }
+
+    fn storage_failed(&self, c: &Collection, error: &str, disk_full: bool) {
+        let metrics = &self.metrics;
+        metrics.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+        if metrics.storage.failed(error.to_string(), disk_full) {
+            if disk_full {
+                tracing::error!(
+                    collection = c.name(),
+                    "checkpoint failed, the disk is full: {error}; serving continues from memory, a restart replays from the last checkpoint"
+                );
+            } else {
+                tracing::error!(collection = c.name(), "checkpoint failed: {error}");
+            }
+        } else {
+            tracing::debug!(collection = c.name(), "checkpoint failed again: {error}");
+        }
+    }
+
+    fn storage_ok(&self) {
+        self.metrics
+            .checkpoints_written
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(ended) = self.metrics.storage.succeeded() {
+            tracing::warn!(
+                failed_attempts = ended.attempts,
+                "checkpoints are written again after failing: {}",
+                ended.error
+            );
+        }
+    }
+
+    /// Graph dumps worth taking now: collections whose graph grew by a quarter (and at least
+    /// [`MIN_POINTS_FOR_DUMP`] points) since their last dump, or, with `all`, by anything
+    /// (shutdown). Returns the work, to run off the writer's thread.
+    pub fn due_graph_dumps(&self, all: bool) -> Vec<GraphDump> {
+        self.collections
+            .iter()
+            .filter_map(|c| {
+                let p = c.persisted.as_ref()?;
+                let index = c.vectors()?;
+                let generation = p.last.lock().vectors?.generation;
+                let dumped = p
+                    .graph
+                    .lock()
+                    .as_ref()
+                    .filter(|g| g.generation == generation)
+                    .map_or(0, |g| g.points);
+                let now = index.points_in_graph();
+                let grown = now.saturating_sub(dumped);
+                let due = if all {
+                    grown > 0
+                } else {
+                    grown >= MIN_POINTS_FOR_DUMP.max(dumped / 4)
+                };
+                due.then(|| GraphDump {
+                    collection: Arc::clone(c),
+                    index,
+                    generation,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One graph dump to take (see [`Engine::due_graph_dumps`]).
+pub struct GraphDump {
+    collection: Arc<Collection>,
+    index: Arc<VectorIndex>,
+    generation: u64,
+}
+
+impl GraphDump {
+    /// Writes the dump and makes it the collection's newest; removes the one it replaces.
+    pub fn run(self, engine: &Engine) {
+        let c = &self.collection;
+        let Some(p) = &c.persisted else { return };
+        let dir = p.vectors_dir();
+        let started = Instant::now();
+        match self.index.dump_graph(&dir, self.generation) {
+            Ok(meta) => {
+                tracing::info!(
+                    collection = c.name(),
+                    points = meta.points,
+                    "saved the vector graph in {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+                // Older dumps of the committed generation are no longer needed; a dump of a
+                // generation not (yet) committed must not remove the committed one's.
+                let committed = p.last.lock().vectors.map(|v| v.generation);
+                if committed == Some(self.generation) {
+                    vector_store::remove_stale(&dir, self.generation, Some(&meta.basename));
+                }
+                *p.graph.lock() = Some(meta);
+                engine.storage_ok();
+            }
+            Err(e) => {
+                let e = format!("saving the vector graph in {}: {e}", dir.display());
+                engine.storage_failed(c, &e, is_disk_full(&e));
+                // Half-written dump files have no `.meta`: never loaded; removed here.
+                vector_store::remove_stale(
+                    &dir,
+                    self.generation,
+                    p.graph.lock().as_ref().map(|g| g.basename.as_str()),
+                );
+            }
+        }
+    }
+}
+
+fn hnsw_params(c: &Collection) -> crate::index::HnswParams {
+    super::hnsw_params(&c.config)
+}
+
+/// Whether an error message is the OS saying the disk (or quota) is full.
+fn is_disk_full(error: &str) -> bool {
+    error.contains("No space left on device") || error.contains("Disk quota exceeded")
+}
