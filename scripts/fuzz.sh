@@ -1,57 +1,56 @@
 #!/usr/bin/env bash
-# Fuzzes freshet's record decoders (JSON, Debezium, keys, vectors, event times) and the MCP
-# tool-argument parsing with cargo-fuzz (libFuzzer; needs a nightly toolchain). Not part of
-# CI: each target runs for FUZZ_SECONDS (default 180). The corpus is kept in the repository
-# (fuzz/corpus/<target>/): new inputs the fuzzer finds are added there, minimised with
-# `cargo fuzz cmin` at the end; crashes go to fuzz/artifacts/<target>/ and make this script
-# exit 1 (reproduce one with `cargo +nightly fuzz run <target> <file>`).
+# Fuzzes freshet's untrusted-input parsers with cargo-fuzz (libFuzzer): the record decoders
+# (JSON, Debezium, keys, vectors, event times; the schema registry wire format, Avro and
+# Protobuf) and the MCP tool arguments (fuzz/fuzz_targets/). Not part of CI. Each target runs
+# for SECONDS (default 120); a crash (any panic, abort, stack overflow, an input taking over
+# 10 s or 2 GB) is kept in fuzz/artifacts/TARGET/, the other targets still run, and the
+# script exits 1 naming the targets with findings. The corpus is kept in the repository
+# (fuzz/corpus/TARGET/): inputs that reach new code are added there and the directory is
+# minimised (`cargo fuzz cmin`) after each run, so commit it.
 #
-#   bash scripts/fuzz.sh                           # every target, 3 minutes each
-#   FUZZ_SECONDS=600 bash scripts/fuzz.sh tool_args decode_json
-#   FUZZ_SANITIZER=address bash scripts/fuzz.sh    # with AddressSanitizer (slower)
+#   bash scripts/fuzz.sh [SECONDS] [TARGET...]     # every target when none is named
 #
-# Installs what is missing: the nightly toolchain (rustup) and cargo-fuzz (cargo install).
+# Needs a nightly toolchain (rustup toolchain install nightly); cargo-fuzz is installed into
+# .tools/cargo-fuzz from crates.io on first use.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SECONDS_PER_TARGET="${1:-120}"
+shift || true
+TARGETS=("$@")
 
-SECONDS_EACH="${FUZZ_SECONDS:-180}"
-TOOLCHAIN="${FUZZ_TOOLCHAIN:-nightly}"
-# Safe Rust mostly panics rather than corrupting memory, so the default is the faster build
-# without a sanitizer; libFuzzer still catches panics, aborts, timeouts and memory blow-ups.
-SANITIZER="${FUZZ_SANITIZER:-none}"
-export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/fuzz/target}"
-
-log() { echo "fuzz: $*" >&2; }
-
-rustup toolchain list | grep -q "^$TOOLCHAIN" || rustup toolchain install "$TOOLCHAIN" --profile minimal
-cargo +"$TOOLCHAIN" fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-
-targets=("$@")
-if [[ ${#targets[@]} -eq 0 ]]; then
-  mapfile -t targets < <(cd fuzz && cargo +"$TOOLCHAIN" fuzz list)
+FUZZ_ROOT="$ROOT/.tools/cargo-fuzz"
+if [[ ! -x "$FUZZ_ROOT/bin/cargo-fuzz" ]]; then
+  echo "fuzz: installing cargo-fuzz into $FUZZ_ROOT" >&2
+  cargo install --quiet --locked --root "$FUZZ_ROOT" cargo-fuzz
 fi
-
+export PATH="$FUZZ_ROOT/bin:$PATH"
+cd "$ROOT"
+[[ ${#TARGETS[@]} -gt 0 ]] || mapfile -t TARGETS < <(cargo +nightly fuzz list)
+# Its own target dir: instrumented builds share nothing with ordinary ones.
+export CARGO_TARGET_DIR="$ROOT/fuzz/target"
+# Unoptimised and without ASan: the decoders are safe Rust (panics, aborts and stack overflows
+# are what is looked for), and an optimised instrumented build of every dependency takes
+# longer than the fuzzing itself on a small machine.
+FLAGS=(--dev --sanitizer none)
+cargo +nightly fuzz build "${FLAGS[@]}"
 failed=()
-for target in "${targets[@]}"; do
-  corpus="fuzz/corpus/$target"
-  mkdir -p "$corpus" "fuzz/artifacts/$target"
-  before=$(find "$corpus" -type f | wc -l)
-  log "$target: ${SECONDS_EACH}s from $before corpus inputs"
-  # -timeout: one input taking over 10 s is a finding (a stall), as is > 2 GB of memory.
-  if ! cargo +"$TOOLCHAIN" fuzz run --sanitizer "$SANITIZER" "$target" "$corpus" -- \
-      -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+for target in "${TARGETS[@]}"; do
+  mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
+  before=$(find "fuzz/corpus/$target" -type f | wc -l)
+  echo "fuzz: $target for ${SECONDS_PER_TARGET}s from $before inputs" >&2
+  if ! cargo +nightly fuzz run "${FLAGS[@]}" "$target" "fuzz/corpus/$target" -- \
+      -max_total_time="$SECONDS_PER_TARGET" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
       -print_final_stats=1 2>"fuzz/artifacts/$target/run.log"; then
     failed+=("$target")
-    log "$target: FAILED, see fuzz/artifacts/$target/ (last lines of the log:)"
-    tail -20 "fuzz/artifacts/$target/run.log" >&2
+    echo "fuzz: $target: FINDING, input in fuzz/artifacts/$target/; end of its log:" >&2
+    tail -25 "fuzz/artifacts/$target/run.log" >&2
   fi
-  grep -E "^stat::(number_of_executed_units|peak_rss_mb)|^Done" "fuzz/artifacts/$target/run.log" >&2 || true
-  # Keep the corpus small: only inputs that add coverage.
-  cargo +"$TOOLCHAIN" fuzz cmin --sanitizer "$SANITIZER" "$target" "$corpus" >/dev/null 2>&1 || true
-  log "$target: corpus $before -> $(find "$corpus" -type f | wc -l) inputs"
+  grep -E "^stat::number_of_executed_units|^Done" "fuzz/artifacts/$target/run.log" >&2 || true
+  cargo +nightly fuzz cmin "${FLAGS[@]}" "$target" "fuzz/corpus/$target" >/dev/null 2>&1 || true
+  echo "fuzz: $target: corpus $before -> $(find "fuzz/corpus/$target" -type f | wc -l) inputs" >&2
 done
 if [[ ${#failed[@]} -gt 0 ]]; then
-  log "findings in: ${failed[*]}"
+  echo "fuzz: findings in: ${failed[*]}" >&2
   exit 1
 fi
-log "no findings"
+echo "fuzz: no findings in ${TARGETS[*]}" >&2

@@ -1409,6 +1409,67 @@ topics = ["articles"]
     }
 
     #[test]
+    fn schema_registry_settings_are_checked() {
+        let registry = "[schema_registry]\nurl = \"http://127.0.0.1:8081\"\n";
+        for (format, key) in [
+            ("format", "collections[0].format"),
+            ("key_format", "collections[0].key_format"),
+        ] {
+            let text = format!("{MINIMAL}\n{format} = \"avro\"\n");
+            let err = parse(&text, &[]).unwrap_err().to_string();
+            assert!(
+                err.starts_with(key) && err.contains("[schema_registry]"),
+                "{err}"
+            );
+            let ok = parse(&format!("{registry}{MINIMAL}\n{format} = \"avro\"\n"), &[]).unwrap();
+            assert!(ok.schema_registry.is_some());
+        }
+        let ok = parse(
+            &format!("{registry}{MINIMAL}\nformat = \"json_schema\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.collections[0].format, Format::JsonSchema);
+        let cases = [
+            ("url = \"localhost:8081\"", "schema_registry.url"),
+            (
+                "url = \"http://r\"\nusername_env = \"U\"",
+                "schema_registry.password_env",
+            ),
+            (
+                "url = \"http://r\"\npassword_env = \"P\"",
+                "schema_registry.username_env",
+            ),
+            (
+                "url = \"http://r\"\nusername_env = \"U\"\npassword_env = \"P\"\ntoken_env = \"T\"",
+                "schema_registry.token_env",
+            ),
+            (
+                "url = \"http://r\"\ntoken_env = \" \"",
+                "schema_registry.token_env",
+            ),
+            (
+                "url = \"http://r\"\nclient_cert_file = \"c.pem\"",
+                "schema_registry.client_cert_file",
+            ),
+            (
+                "url = \"http://r\"\ncache_capacity = 0",
+                "schema_registry.cache_capacity",
+            ),
+            (
+                "url = \"http://r\"\ntimeout_ms = 0",
+                "schema_registry.timeout_ms",
+            ),
+            ("url = \"http://r\"\nbogus = 1", "schema_registry"),
+        ];
+        for (table, key) in cases {
+            let text = format!("[schema_registry]\n{table}\n{MINIMAL}");
+            let err = parse(&text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{table}: {err}");
+        }
+    }
+
+    #[test]
     fn provider_requirements_are_checked() {
         let text = format!("{MINIMAL}\n[collections.embedding]\nprovider = \"precomputed\"\n");
         let err = parse(&text, &[]).unwrap_err().to_string();

@@ -127,6 +127,19 @@ class FreshetServer:
         return self.process.returncode
 
 
+@contextlib.contextmanager
+def serving(config: Path, workdir: Path, env: dict[str, str] | None = None, timeout: float = 60.0):
+    """A ready `freshet serve` for a `with` block; it must stop cleanly on SIGTERM after it."""
+    srv = FreshetServer(config, workdir, env)
+    try:
+        srv.wait_ready(timeout)
+        yield srv
+    finally:
+        code = srv.stop()
+        print(srv.log()[-3000:])
+        assert code == 0, f"freshet exited with {code} on SIGTERM"
+
+
 @contextlib.asynccontextmanager
 async def http_client(url: str, mode: str = "auto", headers: dict[str, str] | None = None) -> AsyncIterator[Client]:
     """An MCP client over streamable HTTP. `mode="auto"` speaks 2026-07-28 (stateless);

@@ -12,7 +12,7 @@ from pathlib import Path
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from kafka_util import REPO_ROOT, _die_with_parent
+from kafka_util import REPO_ROOT, _die_with_parent, stop_process
 
 SCRIPT = REPO_ROOT / "scripts" / "schema_registry.py"
 
@@ -23,13 +23,7 @@ class Registry:
     process: subprocess.Popen
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, 10)
 
 
 def start(workdir: Path, env: dict[str, str] | None = None, timeout: float = 20.0) -> Registry:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import decimal
 import json
+import os
 import re
 import subprocess
 import uuid
@@ -28,7 +29,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, ti
 
 import kafka_util
 import schema_registry_util
-from freshet_util import FreshetServer, call, freshet_bin, http_client, tool_error, write_config
+from freshet_util import call, freshet_bin, http_client, serving, tool_error, write_config
 from kafka_util import Producer
 from schema_registry_util import serialize
 
@@ -218,14 +219,8 @@ def server(broker, schema_registry, topics, tmp_path_factory):
             },
         ],
     )
-    srv = FreshetServer(config, work)
-    try:
-        srv.wait_ready()
+    with serving(config, work) as srv:
         yield srv
-    finally:
-        code = srv.stop()
-        print(srv.log()[-3000:])
-        assert code == 0, f"freshet exited with {code} on SIGTERM"
 
 
 @pytest.fixture(scope="module")
@@ -438,7 +433,16 @@ async def test_protobuf_records_with_timestamps_and_vectors(server, topics, prod
         assert ids(await search(client, query=other, collection="proto", mode="bm25")) == [f"sku-{token}"]
         producer.send(t, key=f"sku-{token}", value=None)
         assert ids(await search(client, query=other, collection="proto", mode="bm25")) == []
-    assert (await ingest(server, "proto"))["poison"] == {}
+        assert (await ingest(server, "proto"))["poison"] == {}
+        # Poison: a truncated field, and message indexes naming no message of the schema.
+        header = serialize(serializer, t, item)[:5]
+        last = word()
+        item.sku, item.description = f"sku-{last}", f"after the poison {last}"
+        producer.send_many(t, [(f"bad-{token}", header + b"\x00\x0a\xff"),
+                               (f"bad2-{token}", header + b"\x02\x0e\x0a\x01x"),
+                               (f"sku-{last}", serialize(serializer, t, item))])
+        assert ids(await search(client, query=last, collection="proto", mode="bm25")) == [f"sku-{last}"]
+    assert (await ingest(server, "proto"))["poison"] == {"schema_mismatch": 2}
 
 
 async def test_json_schema_records(server, topics, producer, registry):
@@ -473,20 +477,42 @@ async def test_unreachable_registry_makes_poison_not_a_stall(broker, tmp_path_fa
                              "retry_backoff_ms": 50, "timeout_ms": 1000}},
         [{"name": "down", "topics": [t], "format": "avro", "key_format": "string"}],
     )
-    srv = FreshetServer(config, work)
-    try:
-        srv.wait_ready(timeout=30)
+    with serving(config, work, timeout=30) as srv:
         assert (await ingest(srv, "down"))["poison"] == {"registry_unavailable": 3}
         dead = kafka_util.consume(broker, dlq, count=3, timeout=20)
         assert {dict(r.headers)["freshet.error.kind"] for r in dead} == {b"registry_unavailable"}
         log = srv.log()
         assert "schema registry request failed, retrying" in log
         assert "could not be fetched" in log
-    finally:
-        assert srv.stop() == 0
 
 
 # ----------------------------------------------------------------------------- check-config --online
+
+
+def test_check_config_online_with_basic_auth(broker, tmp_path):
+    secret = {"FRESHET_REGISTRY_USER": "reader", "FRESHET_REGISTRY_PASSWORD": "s3cret"}
+    registry = schema_registry_util.start(tmp_path, env={**os.environ, **secret})
+    try:
+        config = write_config(
+            tmp_path / "freshet.toml",
+            {"kafka": {"brokers": broker.bootstrap},
+             "schema_registry": {"url": registry.url, "username_env": "SR_USER", "password_env": "SR_PASS"}},
+            [{"name": "c", "topics": ["orders"], "format": "avro"}],
+        )
+        run = lambda env: subprocess.run(  # noqa: E731
+            [str(freshet_bin()), "check-config", "--config", str(config), "--online"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+        done = run({"SR_USER": "reader", "SR_PASS": "s3cret"})
+        assert done.returncode == 0, done.stderr
+        assert "reachable, 0 subjects" in done.stdout
+        assert "orders-value not registered yet (avro)" in done.stdout
+        done = run({"SR_USER": "reader"})
+        assert done.returncode == 2 and "schema_registry.password_env" in done.stderr
+        done = run({"SR_USER": "reader", "SR_PASS": "wrong"})
+        assert done.returncode == 2 and "HTTP 401" in done.stderr
+    finally:
+        registry.stop()
+
 
 
 def test_check_config_online_lists_subjects(schema_registry, topics, server, tmp_path):

@@ -5,19 +5,19 @@
 use freshet::decode::{Format, Mapping};
 use libfuzzer_sys::fuzz_target;
 
-#[path = "common.rs"]
-mod common;
+#[path = "fields.rs"]
+mod fields;
 
 fuzz_target!(|data: &[u8]| {
     let (key, value) = match data.iter().position(|b| *b == b'\n') {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (&b"{\"id\":1}"[..], data),
     };
-    common::decode(&common::mapping(Format::Debezium), Some(key), Some(value));
+    fields::decode(&fields::mapping(Format::Debezium), Some(key), Some(value));
     // Ids from the key alone (the usual Debezium set-up).
     let from_key = Mapping {
         id_field: None,
-        ..common::mapping(Format::Debezium)
+        ..fields::mapping(Format::Debezium)
     };
-    common::decode(&from_key, Some(key), Some(value));
+    fields::decode(&from_key, Some(key), Some(value));
 });

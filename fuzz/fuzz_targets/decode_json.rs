@@ -4,11 +4,11 @@
 use freshet::decode::Format;
 use libfuzzer_sys::fuzz_target;
 
-#[path = "common.rs"]
-mod common;
+#[path = "fields.rs"]
+mod fields;
 
 fuzz_target!(|data: &[u8]| {
     for format in [Format::Json, Format::Auto] {
-        common::decode(&common::mapping(format), Some(b"k"), Some(data));
+        fields::decode(&fields::mapping(format), Some(b"k"), Some(data));
     }
 });

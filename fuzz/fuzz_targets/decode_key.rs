@@ -5,16 +5,16 @@
 use freshet::decode::{Format, Mapping};
 use libfuzzer_sys::fuzz_target;
 
-#[path = "common.rs"]
-mod common;
+#[path = "fields.rs"]
+mod fields;
 
 fuzz_target!(|key: &[u8]| {
     for format in [Format::Auto, Format::Json, Format::Debezium] {
         let mapping = Mapping {
             id_field: None,
-            ..common::mapping(format)
+            ..fields::mapping(format)
         };
-        common::decode(&mapping, Some(key), None);
-        common::decode(&mapping, Some(key), Some(b"{\"body\":\"text\"}"));
+        fields::decode(&mapping, Some(key), None);
+        fields::decode(&mapping, Some(key), Some(b"{\"body\":\"text\"}"));
     }
 });

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "common.rs"]
-mod common;
+#[path = "fields.rs"]
+mod fields;
 
-fuzz_target!(|data: &[u8]| common::decode_field("ts", data));
+fuzz_target!(|data: &[u8]| fields::decode_field("ts", data));

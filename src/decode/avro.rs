@@ -90,7 +90,7 @@ impl AvroSchema {
             Value::Boolean(b) => push_display(out, b),
             Value::Int(n) => push_display(out, n),
             Value::Long(n) => push_display(out, n),
-            Value::Float(x) => push_float(out, f64::from(*x)),
+            Value::Float(x) => push_float(out, *x),
             Value::Double(x) => push_float(out, *x),
             Value::Bytes(bytes) | Value::Fixed(_, bytes) => push_str(out, &BASE64.encode(bytes)),
             Value::String(s) | Value::Enum(_, s) => push_str(out, s),
@@ -291,10 +291,13 @@ fn push_display(out: &mut String, value: impl std::fmt::Display) {
 }
 
 /// JSON has no NaN or infinity: such values become null (a vector holding one is rejected).
-fn push_float(out: &mut String, x: f64) {
-    match serde_json::Number::from_f64(x) {
-        Some(n) => push_display(out, n),
-        None => out.push_str("null"),
+/// Finite floats print as Rust's shortest round-trip decimal, which is valid JSON (no
+/// exponent); an `f32` keeps its own short form rather than widening to 17 digits.
+fn push_float<F: std::fmt::Display + Into<f64> + Copy>(out: &mut String, x: F) {
+    if x.into().is_finite() {
+        push_display(out, x);
+    } else {
+        out.push_str("null");
     }
 }
 
@@ -401,7 +404,7 @@ mod tests {
                 r#"{"id":7,"title":"Pumps","body":"Check valves.","status":"LIVE","#,
                 r#""tags":["water","valve"],"attrs":{"a":1,"b":2},"blob":"AAEC","#,
                 r#""price":"-12.34","day":"2024-01-01","at":"2024-01-01T00:00:00.123Z","#,
-                r#""embedding":[0.5,-1.0],"author":{"name":"Ada"},"editor":{"name":"Bo"}}"#
+                r#""embedding":[0.5,-1],"author":{"name":"Ada"},"editor":{"name":"Bo"}}"#
             )
         );
         let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
