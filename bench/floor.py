@@ -11,11 +11,11 @@ import multiprocessing as mp
 import time
 
 
-def _consume(brokers: str, topic: str, prefix: str, ready, stop, out) -> None:
+def _consume(brokers: str, topic: str, prefix: str, fetch_wait_ms: int, ready, stop, out) -> None:
     from confluent_kafka import Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-floor", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 10})
+                  "fetch.wait.max.ms": fetch_wait_ms})
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
               for p in parts])
@@ -34,12 +34,14 @@ def _consume(brokers: str, topic: str, prefix: str, ready, stop, out) -> None:
 
 class FloorConsumer:
     """Start before producing records whose keys start with `prefix`; `finish()` returns
-    each one's produce → consume latency in ms."""
+    each one's produce → consume latency in ms. `fetch_wait_ms` is the consumer's
+    fetch.wait.max.ms (freshet ships 10; librdkafka's default is 500)."""
 
-    def __init__(self, brokers: str, topic: str, prefix: str):
+    def __init__(self, brokers: str, topic: str, prefix: str, fetch_wait_ms: int = 10):
         ctx = mp.get_context("spawn")
         self.ready, self.stop, self.out = ctx.Event(), ctx.Event(), ctx.Queue()
-        self.process = ctx.Process(target=_consume, args=(brokers, topic, prefix, self.ready, self.stop, self.out),
+        self.process = ctx.Process(target=_consume,
+                                   args=(brokers, topic, prefix, fetch_wait_ms, self.ready, self.stop, self.out),
                                    daemon=True)
         self.process.start()
         if not self.ready.wait(30):

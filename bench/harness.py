@@ -271,12 +271,12 @@ def latency_matrix(measure: Callable[[str, int], dict], modes: list[str], client
 
 async def phase_freshness(brokers: str, topic: str, corpus: Corpus, rate: int, seconds: float,
                           probes: dict[str, Probe], samples_per_s: float = 10, vector: bool = True,
-                          floor: bool = True) -> dict:
+                          floor: bool = True, floor_fetch_wait_ms: int = 10) -> dict:
     """Produces new documents at `rate`/s for `seconds`, each with a unique token; a sample
     (about `samples_per_s` of them a second) is watched by every probe, each sample on its own
     task (so a slow answer never delays the next sample's clock)."""
     prefix = f"f{rate}x{int(time.time()) % 100000}x"
-    floor_consumer = FloorConsumer(brokers, topic, prefix) if floor else None
+    floor_consumer = FloorConsumer(brokers, topic, prefix, floor_fetch_wait_ms) if floor else None
 
     observed: dict[str, list[float]] = {label: [] for label in probes}
     timeouts: dict[str, int] = {label: 0 for label in probes}
@@ -470,8 +470,8 @@ async def freshet_freshness(target: FreshetTarget, brokers: str, backlog_topic: 
 async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: int, result: dict) -> None:
     records = produce_all(broker.bootstrap, topic, corpus, n)
     print(f"produced {records} records", flush=True)
-    # Each freshness rate writes to a topic of its own: a plain consumer's latency on tansu
-    # grows with the size of the partition it reads, and would differ between phases.
+    # Each freshness rate writes to a topic of its own, so every phase starts on an empty
+    # partition whatever ran before it.
     fresh_topics = [f"fresh{rate}" for rate in args.rates]
     for name in fresh_topics:
         kafka_util.create_topic(broker, name, partitions=args.partitions)

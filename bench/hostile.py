@@ -58,6 +58,15 @@ def start_kafka(work: Path) -> tuple[subprocess.Popen, str]:
     return proc, brokers
 
 
+def stop_all(server: FreshetServer | None, kafka: subprocess.Popen | None) -> None:
+    """Stops freshet, then the private broker (when this run started one)."""
+    if server:
+        server.stop()
+    if kafka:
+        kafka.terminate()
+        kafka.wait(30)
+
+
 def document(i: int) -> dict[str, Any]:
     body = " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(60))
     return {"id": f"d{i}", "title": f"Document {i}", "body": f"{body} serial{i}"}
@@ -192,11 +201,7 @@ def main() -> int:
         hostile = hostile_phase(server.port, args.attackers, args.seconds)
         alive = server.process.poll() is None
     finally:
-        if server:
-            server.stop()
-        if kafka:
-            kafka.terminate()
-            kafka.wait(30)
+        stop_all(server, kafka)
     result = {"when": datetime.now(timezone.utc).isoformat(), "binary": os.environ["FRESHET_BIN"],
               "docs": args.docs, "seconds": args.seconds, "attackers": args.attackers, "cpus": os.cpu_count(),
               "baseline": baseline, "hostile": hostile, "server_alive_after": alive}

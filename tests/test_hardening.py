@@ -35,8 +35,8 @@ pytestmark = pytest.mark.anyio
 DIM = 8
 #: Query text containing this word makes the fake embedder stall.
 STALL_WORD = "slowpoke"
-STALL_SECONDS = 4.0
-TOOL_TIMEOUT_MS = 1000
+STALL_SECONDS = 6.0
+TOOL_TIMEOUT_MS = 2000
 
 
 def fake_vector(text: str) -> list[float]:

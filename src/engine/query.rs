@@ -302,7 +302,8 @@ impl Engine {
             ));
         }
 
-        let embedded = embed_query(&targets, &req, query).await;
+        let pool = search_pool(self.config());
+        let embedded = embed_query(pool, &targets, &req, query).await;
         let job = RankJob {
             targets: targets.iter().map(|c| Arc::clone(c)).collect(),
             filters,
@@ -367,9 +368,9 @@ fn check_filter_size(filter: Option<&Map<String, Value>>) -> Result<(), QueryErr
     Ok(())
 }
 
-/// Bounds the CPU-heavy part of searches (BM25, vector search, snippets): it runs on
-/// tokio's blocking threads, never on the async workers that answer `/healthz` and
-/// accept connections, and at most `server.search_pool_size()` jobs run at once; later
+/// Bounds the CPU-heavy part of searches (query embedding, BM25, vector search, snippets):
+/// it runs on tokio's blocking threads, never on the async workers that answer `/healthz`
+/// and accept connections, and at most `server.search_pool_size()` jobs run at once; later
 /// ones wait (asynchronously, inside their tool-call deadline) for a permit. A job whose
 /// caller gave up still finishes and holds its permit until then, so abandoned work
 /// cannot pile up past the bound.
@@ -709,9 +710,11 @@ fn check_query_vector(c: &Collection, v: &[f32]) -> Result<Vec<f32>, QueryError>
 }
 
 /// Embeds the query text once per distinct embedder among `targets` that needs it (vector
-/// or hybrid mode, query text, no caller-supplied vector), on the blocking pool so the
-/// model never runs on an async worker. One entry per target, in order.
+/// or hybrid mode, query text, no caller-supplied vector), on the search pool so the model
+/// never runs on an async worker and no more run at once than the pool allows. One entry
+/// per target, in order.
 async fn embed_query(
+    pool: &SearchPool,
     targets: &[&Arc<Collection>],
     req: &SearchRequest,
     query: &str,
@@ -734,16 +737,13 @@ async fn embed_query(
         }
         let embedder = Arc::clone(embedder);
         let text = query.to_string();
-        let result = match tokio::task::spawn_blocking(move || embedder.embed_query(&text)).await {
+        let result = match pool.run(move || embedder.embed_query(&text)).await {
             Ok(Ok(vector)) => Ok(vector),
             Ok(Err(e)) => {
                 tracing::warn!(collection = c.name(), "query embedding failed: {e}");
                 Err(e.to_string())
             }
-            Err(e) => {
-                tracing::error!(collection = c.name(), "query embedding task failed: {e}");
-                Err("internal error".to_string())
-            }
+            Err(_) => Err("internal error".to_string()),
         };
         done.push((key, result.clone()));
         *slot = Some(result);

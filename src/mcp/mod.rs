@@ -25,7 +25,9 @@ use crate::engine::Engine;
 
 pub use http::{router, serve_http};
 pub use stdio::reserve_stdout;
-pub use tools::Freshet;
+pub use tools::{
+    Freshet, FreshnessArgs, GetDocumentArgs, ListArgs, SearchArgs, parse_document_uri,
+};
 
 /// Errors of the transports.
 #[derive(Debug, thiserror::Error)]

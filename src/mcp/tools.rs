@@ -85,6 +85,35 @@ pub struct SearchArgs {
     pub max_wait_ms: Option<u64>,
 }
 
+impl SearchArgs {
+    /// The engine's request for these arguments; `max_wait_cap` is `server.max_wait_ms`.
+    pub fn into_request(self, max_wait_cap: u64) -> Result<SearchRequest, String> {
+        let max_wait_ms = self.max_wait_ms.unwrap_or(DEFAULT_MAX_WAIT_MS);
+        if max_wait_ms > max_wait_cap {
+            return Err(format!(
+                "max_wait_ms must be at most {max_wait_cap}, got {max_wait_ms}"
+            ));
+        }
+        Ok(SearchRequest {
+            query: self.query,
+            collection: self.collection,
+            k: self.k.unwrap_or(10) as usize,
+            mode: match self.mode.unwrap_or_default() {
+                ModeArg::Hybrid => Mode::Hybrid,
+                ModeArg::Bm25 => Mode::Bm25,
+                ModeArg::Vector => Mode::Vector,
+            },
+            filter: self.filter,
+            vector: self.vector,
+            consistency: match self.consistency.unwrap_or_default() {
+                ConsistencyArg::Any => Consistency::Any,
+                ConsistencyArg::Head => Consistency::Head,
+            },
+            max_wait: Duration::from_millis(max_wait_ms),
+        })
+    }
+}
+
 /// Arguments of `get_document`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -256,30 +285,9 @@ impl Freshet {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<SearchResult>, CallToolResult> {
         let access = self.access(&ctx);
-        let cap = self.engine.config().server.max_wait_ms;
-        let max_wait_ms = args.max_wait_ms.unwrap_or(DEFAULT_MAX_WAIT_MS);
-        if max_wait_ms > cap {
-            return Err(tool_error(format!(
-                "max_wait_ms must be at most {cap}, got {max_wait_ms}"
-            )));
-        }
-        let req = SearchRequest {
-            query: args.query,
-            collection: args.collection,
-            k: args.k.unwrap_or(10) as usize,
-            mode: match args.mode.unwrap_or_default() {
-                ModeArg::Hybrid => Mode::Hybrid,
-                ModeArg::Bm25 => Mode::Bm25,
-                ModeArg::Vector => Mode::Vector,
-            },
-            filter: args.filter,
-            vector: args.vector,
-            consistency: match args.consistency.unwrap_or_default() {
-                ConsistencyArg::Any => Consistency::Any,
-                ConsistencyArg::Head => Consistency::Head,
-            },
-            max_wait: Duration::from_millis(max_wait_ms),
-        };
+        let req = args
+            .into_request(self.engine.config().server.max_wait_ms)
+            .map_err(tool_error)?;
         let started = Instant::now();
         let asked = req.mode;
         let result = self.engine.search(req, &access).await;
@@ -346,7 +354,7 @@ impl Freshet {
 }
 
 /// Splits `freshet://{collection}/{id}`; the id may contain `/` and percent-escapes.
-fn parse_document_uri(uri: &str) -> Option<(String, String)> {
+pub fn parse_document_uri(uri: &str) -> Option<(String, String)> {
     let rest = uri.strip_prefix("freshet://")?;
     let (collection, id) = rest.split_once('/')?;
     let id = percent_decode(id)?;

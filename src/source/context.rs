@@ -11,7 +11,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 /// How often one kind of repeated message is logged.
 pub const REPEAT_EVERY: Duration = Duration::from_secs(30);
@@ -113,25 +112,6 @@ impl ClientContext for KafkaContext {
 }
 
 impl ConsumerContext for KafkaContext {}
-
-impl ProducerContext for KafkaContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, message)) = result {
-            use rdkafka::message::Message;
-            let key = format!("delivery:{:?}", e.rdkafka_error_code());
-            if let Some(held_back) = self.limiter.admit(&key) {
-                tracing::warn!(
-                    client = self.purpose,
-                    topic = message.topic(),
-                    held_back,
-                    "dead-letter copy not delivered: {e}"
-                );
-            }
-        }
-    }
-}
 
 /// Lets one message per key through every [`REPEAT_EVERY`]; reports how many were held back.
 #[derive(Default)]

@@ -10,12 +10,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 
-use super::{SourceError, SourceRecord, client_config};
+use super::{KafkaContext, SourceError, SourceRecord, client_config};
 use crate::config::KafkaConfig;
 
 /// librdkafka's default `message.max.bytes`, also the broker's default record-batch limit.
@@ -35,12 +36,22 @@ struct Counts {
     failed: AtomicU64,
 }
 
-/// Counts failed deliveries (the broker's refusals arrive here, not at `send`).
+/// Counts failed deliveries (the broker's refusals arrive here, not at `send`); librdkafka's
+/// log lines and client errors go where the other clients' go.
 struct Reports {
     counts: std::sync::Arc<Counts>,
+    logs: KafkaContext,
 }
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.logs.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.logs.error(error, reason);
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = ();
@@ -131,6 +142,7 @@ impl DeadLetters {
         let producer = cc
             .create_with_context(Reports {
                 counts: std::sync::Arc::clone(&counts),
+                logs: KafkaContext::new("dead-letters"),
             })
             .map_err(SourceError::Config)?;
         Ok(Some(DeadLetters {
