@@ -152,6 +152,9 @@ fn open_persisted(engine: &Engine) {
     }
 }
 
+/// Stack of the prepare thread (reserved, not resident until used).
+const PREPARE_STACK_BYTES: usize = 16 << 20;
+
 fn spawn_preparer(
     engine: Arc<Engine>,
     mut rx: mpsc::Receiver<Batch>,
@@ -159,6 +162,9 @@ fn spawn_preparer(
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
     std::thread::Builder::new()
         .name("freshet-prepare".into())
+        // Record decoders recurse once per nesting level (bounded: decode::avro::MAX_DEPTH,
+        // Protobuf's limit of 100), and unoptimised builds use large frames.
+        .stack_size(PREPARE_STACK_BYTES)
         .spawn(move || {
             while let Some(batch) = rx.blocking_recv() {
                 if tx.send(engine.prepare(batch)).is_err() {

@@ -11,13 +11,18 @@ use std::fmt::Write;
 
 use apache_avro::Schema as Avro;
 use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::schema::InnerDecimalSchema;
+use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
 use apache_avro::types::Value;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, NaiveDate, NaiveTime};
 
 use super::schema::SchemaText;
+
+/// Deepest record nesting decoded. Only schemas that refer to named types by name can nest
+/// without bound (a record holding itself); the Avro decoder recurses once per level, so such
+/// payloads are measured first, and deeper ones refused, rather than overflowing the stack.
+const MAX_DEPTH: usize = 32;
 
 /// An Avro writer schema with every named type it defines or references.
 #[derive(Debug)]
@@ -27,6 +32,8 @@ pub struct AvroSchema {
     referenced: Vec<Avro>,
     /// Named types by full name, for decimal scales behind a name reference.
     named: HashMap<String, Avro>,
+    /// Whether a payload's nesting must be measured before decoding (see `MAX_DEPTH`).
+    may_recurse: bool,
 }
 
 impl AvroSchema {
@@ -42,19 +49,25 @@ impl AvroSchema {
                 .map_err(|e| e.to_string())?
         };
         let mut named = HashMap::new();
+        let mut refers = false;
         for schema in referenced.iter().chain([&writer]) {
-            collect_names(schema, &mut named);
+            refers |= collect_names(schema, &mut named);
         }
         Ok(AvroSchema {
             writer,
             referenced,
             named,
+            may_recurse: refers,
         })
     }
 
     /// Decodes one datum written with this schema and renders it as JSON text. The payload
     /// must hold exactly one datum: leftover bytes mean it was not written with this schema.
     pub(crate) fn to_json(&self, payload: &[u8]) -> Result<String, String> {
+        if self.may_recurse {
+            let mut budget = payload.len().saturating_mul(8).saturating_add(1024);
+            self.measure(&self.writer, &mut &payload[..], 0, &mut budget)?;
+        }
         let mut reader = payload;
         let builder = GenericDatumReader::builder(&self.writer);
         let datum_reader = if self.referenced.is_empty() {
@@ -73,6 +86,100 @@ impl AvroSchema {
         let mut out = String::with_capacity(payload.len() * 2);
         self.write(&value, Some(&self.writer), &mut out);
         Ok(out)
+    }
+
+    /// Walks a datum without decoding it, failing if records nest deeper than `MAX_DEPTH`,
+    /// the bytes run out, or it holds more than `budget` items (arrays of empty items).
+    fn measure(
+        &self,
+        schema: &Avro,
+        bytes: &mut &[u8],
+        depth: usize,
+        budget: &mut usize,
+    ) -> Result<(), String> {
+        *budget = budget
+            .checked_sub(1)
+            .ok_or("the datum holds more items than its size allows")?;
+        let schema = self
+            .resolve(Some(schema))
+            .ok_or("a name in the schema refers to no type")?;
+        match schema {
+            Avro::Null => Ok(()),
+            Avro::Boolean => skip(bytes, 1),
+            Avro::Float => skip(bytes, 4),
+            Avro::Double => skip(bytes, 8),
+            Avro::Int
+            | Avro::Long
+            | Avro::Enum(_)
+            | Avro::Date
+            | Avro::TimeMillis
+            | Avro::TimeMicros
+            | Avro::TimestampMillis
+            | Avro::TimestampMicros
+            | Avro::TimestampNanos
+            | Avro::LocalTimestampMillis
+            | Avro::LocalTimestampMicros
+            | Avro::LocalTimestampNanos => read_long(bytes).map(drop),
+            Avro::Bytes
+            | Avro::String
+            | Avro::BigDecimal
+            | Avro::Uuid(UuidSchema::String)
+            | Avro::Uuid(UuidSchema::Bytes) => skip_prefixed(bytes),
+            Avro::Uuid(UuidSchema::Fixed(f)) | Avro::Fixed(f) | Avro::Duration(f) => {
+                skip(bytes, f.size)
+            }
+            Avro::Decimal(d) => match &d.inner {
+                InnerDecimalSchema::Bytes => skip_prefixed(bytes),
+                InnerDecimalSchema::Fixed(f) => skip(bytes, f.size),
+            },
+            Avro::Union(union) => {
+                let index = read_long(bytes)?;
+                let variant = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| union.variants().get(i))
+                    .ok_or_else(|| format!("union branch {index} does not exist"))?;
+                self.measure(variant, bytes, depth, budget)
+            }
+            Avro::Array(array) => self.measure_blocks(&array.items, false, bytes, depth, budget),
+            Avro::Map(map) => self.measure_blocks(&map.types, true, bytes, depth, budget),
+            Avro::Record(record) => {
+                if depth >= MAX_DEPTH {
+                    return Err(format!("records nest deeper than {MAX_DEPTH} levels"));
+                }
+                for field in &record.fields {
+                    self.measure(&field.schema, bytes, depth + 1, budget)?;
+                }
+                Ok(())
+            }
+            Avro::Ref { .. } => Err("a name in the schema refers to no type".to_owned()),
+        }
+    }
+
+    /// The blocks of an array or map: item counts (negative: followed by a byte size), then
+    /// the items (map items after their string key), until a zero count.
+    fn measure_blocks(
+        &self,
+        items: &Avro,
+        keyed: bool,
+        bytes: &mut &[u8],
+        depth: usize,
+        budget: &mut usize,
+    ) -> Result<(), String> {
+        loop {
+            let count = read_long(bytes)?;
+            if count == 0 {
+                return Ok(());
+            }
+            if count < 0 {
+                read_long(bytes)?;
+            }
+            for _ in 0..count.unsigned_abs() {
+                if keyed {
+                    skip_prefixed(bytes)?;
+                }
+                self.measure(items, bytes, depth, budget)?;
+            }
+        }
     }
 
     fn resolve<'s>(&'s self, schema: Option<&'s Avro>) -> Option<&'s Avro> {
@@ -205,35 +312,73 @@ impl AvroSchema {
     }
 }
 
-/// Records every named type (record, enum, fixed) reachable from `schema` by full name.
-fn collect_names(schema: &Avro, named: &mut HashMap<String, Avro>) {
+/// Records every named type (record, enum, fixed) reachable from `schema` by full name;
+/// true if `schema` refers to a named type by name anywhere.
+fn collect_names(schema: &Avro, named: &mut HashMap<String, Avro>) -> bool {
     match schema {
         Avro::Record(record) => {
             named.insert(record.name.fullname(None), schema.clone());
+            let mut refers = false;
             for field in &record.fields {
-                collect_names(&field.schema, named);
+                refers |= collect_names(&field.schema, named);
             }
+            refers
         }
         Avro::Enum(e) => {
             named.insert(e.name.fullname(None), schema.clone());
+            false
         }
         Avro::Fixed(f) => {
             named.insert(f.name.fullname(None), schema.clone());
+            false
         }
         Avro::Decimal(d) => {
             if let InnerDecimalSchema::Fixed(f) = &d.inner {
                 named.insert(f.name.fullname(None), schema.clone());
             }
+            false
         }
         Avro::Array(array) => collect_names(&array.items, named),
         Avro::Map(map) => collect_names(&map.types, named),
         Avro::Union(union) => {
+            let mut refers = false;
             for variant in union.variants() {
-                collect_names(variant, named);
+                refers |= collect_names(variant, named);
             }
+            refers
         }
-        _ => {}
+        Avro::Ref { .. } => true,
+        _ => false,
     }
+}
+
+/// A zigzag varint `long` (at most 10 bytes).
+fn read_long(bytes: &mut &[u8]) -> Result<i64, String> {
+    let mut value: u64 = 0;
+    for i in 0..10 {
+        let (&byte, rest) = bytes.split_first().ok_or("the datum ends early")?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    Err("a number is longer than 10 bytes".to_owned())
+}
+
+fn skip(bytes: &mut &[u8], n: usize) -> Result<(), String> {
+    if bytes.len() < n {
+        return Err("the datum ends early".to_owned());
+    }
+    *bytes = &bytes[n..];
+    Ok(())
+}
+
+/// Bytes or a string: a length, then that many bytes.
+fn skip_prefixed(bytes: &mut &[u8]) -> Result<(), String> {
+    let len = read_long(bytes)?;
+    let len = usize::try_from(len).map_err(|_| format!("negative length {len}"))?;
+    skip(bytes, len)
 }
 
 /// The exact decimal text of a big-endian two's-complement unscaled value with `scale`.
@@ -443,6 +588,50 @@ mod tests {
             Ok(r#"{"by":{"name":"Al","fee":"1.500"}}"#)
         );
         assert!(AvroSchema::parse(text, &[]).is_err());
+    }
+
+    #[test]
+    fn recursive_records_are_measured_before_decoding() {
+        // The prepare thread's stack (runtime::PREPARE_STACK_BYTES), not the test harness's.
+        std::thread::Builder::new()
+            .stack_size(16 << 20)
+            .spawn(recursive_records)
+            .expect("thread")
+            .join()
+            .expect("no panic");
+    }
+
+    fn recursive_records() {
+        let schema = AvroSchema::parse(
+            r#"{"type": "record", "name": "Node", "fields": [
+                {"name": "tags", "type": {"type": "array", "items": "null"}},
+                {"name": "next", "type": ["null", "Node"]}]}"#,
+            &[],
+        )
+        .expect("parses");
+        assert!(schema.may_recurse);
+        // Each level: an empty array (0), then union branch 1 (2); the last has branch 0.
+        let nested = |levels: usize| {
+            let mut payload = [0u8, 2].repeat(levels - 1);
+            payload.extend([0, 0]);
+            payload
+        };
+        let json = schema.to_json(&nested(3)).expect("shallow");
+        assert_eq!(
+            json,
+            r#"{"tags":[],"next":{"tags":[],"next":{"tags":[],"next":null}}}"#
+        );
+        assert!(schema.to_json(&nested(MAX_DEPTH)).is_ok());
+        // Deep enough to overflow the decoder's stack if it were decoded.
+        let err = schema.to_json(&nested(200_000)).unwrap_err();
+        assert!(err.contains("deeper than 32"), "{err}");
+        // A block of 2^62 empty items is refused, not looped over.
+        let mut huge = vec![0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x7f];
+        huge.extend([0, 0]);
+        assert!(schema.to_json(&huge).unwrap_err().contains("more items"));
+        let flat =
+            r#"{"type": "record", "name": "K", "fields": [{"name": "id", "type": "string"}]}"#;
+        assert!(!AvroSchema::parse(flat, &[]).expect("parses").may_recurse);
     }
 
     #[test]

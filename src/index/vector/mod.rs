@@ -25,13 +25,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use hnsw_rs::anndists::dist::Distance;
 use hnsw_rs::hnsw::{Hnsw, Neighbour};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+mod kernel;
+mod points;
+
 use super::IndexError;
 use super::vector_store::{self, BasePoint, GraphMeta, Journal, Record};
+pub use kernel::UnitCosine;
+use kernel::{dot, normalise};
+use points::{Point, PointTable, StagedOp, Stored};
 
 /// hnsw_rs's layer count cap (`NB_LAYER_MAX`); more layers than this are ignored by it.
 const MAX_LAYERS: usize = 16;
@@ -86,22 +91,6 @@ pub struct DocVectors {
     pub seq: u64,
     /// `(chunk_no, L2-normalised vector)`.
     pub vectors: Vec<(u32, Vec<f32>)>,
-}
-
-/// `1 - dot` for unit vectors, clamped to `[0, 2]`; NaN maps to the largest distance. hnsw_rs
-/// asserts distances are non-negative, so this must never return a negative number or NaN.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UnitCosine;
-
-impl Distance<f32> for UnitCosine {
-    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
-        let distance = 1.0 - dot(va, vb);
-        if distance.is_nan() {
-            2.0
-        } else {
-            distance.clamp(0.0, 2.0)
-        }
-    }
 }
 
 /// HNSW index of chunk vectors with masking of dead points. `Send + Sync`: one apply task
@@ -163,16 +152,6 @@ struct GraphProgress {
     stopping: bool,
 }
 
-/// A write accepted by `stage_upsert` / `stage_delete`, applied by `flush`.
-enum StagedOp {
-    Upsert {
-        doc: Arc<str>,
-        seq: u64,
-        vectors: Vec<(u32, Vec<f32>)>,
-    },
-    Delete(Arc<str>),
-}
-
 /// Below this many waiting points an insert round runs on the insert thread alone, so a
 /// steady trickle of records takes at most one core from queries; a backlog this large (a
 /// burst, a catch-up) is inserted on every core.
@@ -183,83 +162,6 @@ const INSERT_ROUND: usize = 1024;
 /// Most points that may wait for the graph. Scanning this many 384-d vectors costs a search
 /// about 0.2 ms; a flush that would leave more waiting blocks until the graph catches up.
 pub const MAX_GRAPH_BACKLOG: usize = 4096;
-
-#[derive(Default)]
-struct PointTable {
-    /// Indexed by point id, which is also the id given to hnsw_rs.
-    points: Vec<Point>,
-    /// Live point ids of each document; a document with no live point has no entry.
-    by_doc: HashMap<Arc<str>, Vec<usize>>,
-    live: usize,
-}
-
-struct Point {
-    doc: Arc<str>,
-    chunk_no: u32,
-    seq: u64,
-    /// The normalised vector, for exact search, export and rebuild. Freed when the point
-    /// dies.
-    vector: Stored,
-    live: bool,
-}
-
-/// Where a point's vector is held: each vector is held once.
-enum Stored {
-    /// Our copy, until the point is in the graph (and for points that never get there).
-    Own(Box<[f32]>),
-    /// hnsw_rs's point, once inserted: its copy is the only one.
-    Graph(Arc<hnsw_rs::hnsw::Point<'static, f32>>),
-}
-
-impl Stored {
-    fn dead() -> Stored {
-        Stored::Own(Box::default())
-    }
-
-    fn as_slice(&self) -> &[f32] {
-        match self {
-            Stored::Own(v) => v,
-            Stored::Graph(p) => p.get_v(),
-        }
-    }
-}
-
-impl PointTable {
-    fn kill_doc(&mut self, doc_id: &str) {
-        if let Some(ids) = self.by_doc.remove(doc_id) {
-            for id in ids {
-                let point = &mut self.points[id];
-                point.live = false;
-                point.vector = Stored::dead();
-                self.live -= 1;
-            }
-        }
-    }
-
-    fn apply(&mut self, op: StagedOp) {
-        match op {
-            StagedOp::Upsert { doc, seq, vectors } => {
-                self.kill_doc(&doc);
-                let first = self.points.len();
-                for (chunk_no, vector) in vectors {
-                    self.points.push(Point {
-                        doc: Arc::clone(&doc),
-                        chunk_no,
-                        seq,
-                        vector: Stored::Own(vector.into_boxed_slice()),
-                        live: true,
-                    });
-                }
-                let ids: Vec<usize> = (first..self.points.len()).collect();
-                self.live += ids.len();
-                if !ids.is_empty() {
-                    self.by_doc.insert(doc, ids);
-                }
-            }
-            StagedOp::Delete(doc) => self.kill_doc(&doc),
-        }
-    }
-}
 
 impl Inner {
     /// Inserts the points `start..end` that are still live into the graph.
@@ -1055,102 +957,11 @@ impl<'a> Verdicts<'a> {
     }
 }
 
-/// Check dimension and values, and scale to unit length.
-fn normalise(
-    vector: &[f32],
-    dim: usize,
-    what: impl FnOnce() -> String,
-) -> Result<Vec<f32>, IndexError> {
-    if vector.len() != dim {
-        return Err(IndexError::DimensionMismatch {
-            expected: dim,
-            got: vector.len(),
-        });
-    }
-    if vector.iter().any(|x| !x.is_finite()) {
-        return Err(IndexError::NonFiniteVector { what: what() });
-    }
-    // f64, so large but finite components cannot overflow the sum of squares.
-    let norm = vector
-        .iter()
-        .map(|&x| f64::from(x) * f64::from(x))
-        .sum::<f64>()
-        .sqrt();
-    if norm == 0.0 {
-        return Err(IndexError::ZeroVector { what: what() });
-    }
-    Ok(vector
-        .iter()
-        .map(|&x| (f64::from(x) / norm) as f32)
-        .collect())
-}
-
-/// Dot product: the hot loop of every graph insert and search (most of an insert's time),
-/// so it uses AVX2 + FMA when the CPU has them (checked at run time; the build cannot
-/// assume the CPU), else a portable loop.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-        return unsafe { dot_avx2_fma(a, b) };
-    }
-    dot_portable(a, b)
-}
-
-/// 32 floats per step in four independent accumulators (FMA latency is four cycles).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::{
-        __m256, _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
-        _mm256_storeu_ps,
-    };
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    // SAFETY (loads): every load reads 8 floats starting at `i`, and `i + 8 <= n` holds for
-    // each of them by the loop conditions.
-    let load = |s: &[f32], i: usize| -> __m256 { unsafe { _mm256_loadu_ps(s.as_ptr().add(i)) } };
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (k, lane) in acc.iter_mut().enumerate() {
-            *lane = _mm256_fmadd_ps(load(a, i + 8 * k), load(b, i + 8 * k), *lane);
-        }
-        i += 32;
-    }
-    while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(load(a, i), load(b, i), acc[0]);
-        i += 8;
-    }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut lanes = [0.0f32; 8];
-    // SAFETY: `lanes` holds exactly 8 floats.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
-    let tail: f32 = a[i..].iter().zip(&b[i..]).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// Dot product with eight independent accumulators, so the compiler can vectorise it.
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    let (chunks_a, chunks_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    let mut lanes = [0.0f32; 8];
-    for (xs, ys) in chunks_a.zip(chunks_b) {
-        for ((lane, x), y) in lanes.iter_mut().zip(xs).zip(ys) {
-            *lane += x * y;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
 #[cfg(test)]
 mod tests {
+    use super::kernel::dot_portable;
     use super::*;
+    use hnsw_rs::anndists::dist::Distance;
 
     #[test]
     fn dot_matches_the_portable_loop_at_every_length() {
