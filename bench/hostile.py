@@ -58,6 +58,13 @@ def start_kafka(work: Path) -> tuple[subprocess.Popen, str]:
     return proc, brokers
 
 
+def broker_for(brokers: str | None, work: Path) -> tuple[subprocess.Popen | None, str]:
+    """`brokers` when given, else a private Kafka started in `work` (and its process)."""
+    if brokers:
+        return None, brokers
+    return start_kafka(work)
+
+
 def stop_all(server: FreshetServer | None, kafka: subprocess.Popen | None) -> None:
     """Stops freshet, then the private broker (when this run started one)."""
     if server:
@@ -186,10 +193,7 @@ def main() -> int:
     ap.add_argument("--attackers", type=int, default=4)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="freshet-hostile-"))
-    kafka = None
-    brokers = args.brokers
-    if not brokers:
-        kafka, brokers = start_kafka(work)
+    kafka, brokers = broker_for(args.brokers, work)
     server = None
     try:
         topic = kafka_util.unique_topic("hostile")
