@@ -25,6 +25,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -206,6 +207,7 @@ def main() -> int:
         alive = server.process.poll() is None
     finally:
         stop_all(server, kafka)
+        shutil.rmtree(work, ignore_errors=True)
     result = {"when": datetime.now(timezone.utc).isoformat(), "binary": os.environ["FRESHET_BIN"],
               "docs": args.docs, "seconds": args.seconds, "attackers": args.attackers, "cpus": os.cpu_count(),
               "baseline": baseline, "hostile": hostile, "server_alive_after": alive}

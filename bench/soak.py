@@ -31,6 +31,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import shutil
 import random
 import socket
 import sys
@@ -326,6 +327,7 @@ def main() -> int:
         alive = server.process.poll() is None
     finally:
         stop_all(server, kafka)
+        shutil.rmtree(work, ignore_errors=True)
     latencies: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     examples: list[str] = []
