@@ -77,7 +77,7 @@ async def main() -> int:
                                                      asyncio.get_running_loop().time() - clock)
                     fr.update(await freshet_stamps(target, fr["ids"]))
                     del fr["ids"]
-                    fr["fetch_wait_max_ms"] = wait
+                    fr["fetch.wait.max.ms"] = wait
                     print_freshness(f"fetch.wait.max.ms={wait}", fr)
                     result["runs"].append(fr)
             finally:
