@@ -472,7 +472,12 @@ impl Engine {
             .filter_map(|c| {
                 let p = c.persisted.as_ref()?;
                 let index = c.vectors()?;
-                let generation = p.last.lock().vectors?.generation;
+                // Only the generation of this very index's journal, once committed: a dump
+                // labelled with another generation would pair a graph with another table.
+                let generation = index.journal_generation()?;
+                if p.last.lock().vectors?.generation != generation {
+                    return None;
+                }
                 let dumped = p
                     .graph
                     .lock()

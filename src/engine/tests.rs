@@ -567,8 +567,18 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
             0,
             "rebuilt without dead points"
         );
+        assert!(
+            e.due_graph_dumps(true).is_empty(),
+            "no graph save before the rebuilt index's generation is committed"
+        );
         // The next batch's checkpoint names a new generation with the rebuilt table as base.
         e.apply(&[record("articles", 120, "d0", None)]);
+        c.vectors().unwrap().wait_indexed();
+        let dumps = e.due_graph_dumps(true);
+        assert_eq!(dumps.len(), 1);
+        for dump in dumps {
+            dump.run(&e);
+        }
         let journals: Vec<String> = std::fs::read_dir(dir.path().join("articles/vectors"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -590,5 +600,10 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
     let v = e.collection("articles").unwrap().vectors().unwrap();
     // The delete after the swap is in the new base as a dead point, as in the live index.
     assert_eq!((v.live_points(), v.dead_points()), (29, 1));
+    assert_eq!(
+        v.points_in_graph(),
+        30,
+        "the new generation's graph save was loaded"
+    );
     assert_eq!(e.apply(&batch).replays, 120);
 }

@@ -622,6 +622,11 @@ impl VectorIndex {
         Some(j.sync().map(|len| (j.generation(), len)))
     }
 
+    /// The generation of the journal this index writes to, if any.
+    pub fn journal_generation(&self) -> Option<u64> {
+        self.inner.journal.lock().as_ref().map(Journal::generation)
+    }
+
     /// True when the journal missed a write (it must be replaced by a new generation), and
     /// whether that was for lack of space.
     pub fn journal_failed(&self) -> Option<bool> {
