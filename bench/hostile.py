@@ -25,6 +25,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,13 @@ def start_kafka(work: Path) -> tuple[subprocess.Popen, str]:
     brokers = f"127.0.0.1:{port}"
     kafka_util.wait_ready(brokers, timeout=120)
     return proc, brokers
+
+
+def broker_for(brokers: str | None, work: Path) -> tuple[subprocess.Popen | None, str]:
+    """`brokers` when given, else a private Kafka started in `work` (and its process)."""
+    if brokers:
+        return None, brokers
+    return start_kafka(work)
 
 
 def stop_all(server: FreshetServer | None, kafka: subprocess.Popen | None) -> None:
@@ -186,10 +194,7 @@ def main() -> int:
     ap.add_argument("--attackers", type=int, default=4)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="freshet-hostile-"))
-    kafka = None
-    brokers = args.brokers
-    if not brokers:
-        kafka, brokers = start_kafka(work)
+    kafka, brokers = broker_for(args.brokers, work)
     server = None
     try:
         topic = kafka_util.unique_topic("hostile")
@@ -202,6 +207,7 @@ def main() -> int:
         alive = server.process.poll() is None
     finally:
         stop_all(server, kafka)
+        shutil.rmtree(work, ignore_errors=True)
     result = {"when": datetime.now(timezone.utc).isoformat(), "binary": os.environ["FRESHET_BIN"],
               "docs": args.docs, "seconds": args.seconds, "attackers": args.attackers, "cpus": os.cpu_count(),
               "baseline": baseline, "hostile": hostile, "server_alive_after": alive}

@@ -31,6 +31,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import shutil
 import random
 import socket
 import sys
@@ -46,7 +47,7 @@ os.environ.setdefault("FRESHET_BIN", str(ROOT / "target" / "release" / "freshet"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 import kafka_util  # noqa: E402
-from hostile import HOSTILE_QUERIES, WORDS, start_kafka, stop_all  # noqa: E402
+from hostile import HOSTILE_QUERIES, WORDS, broker_for, stop_all  # noqa: E402
 from freshet_util import FreshetServer, mint_token, write_config  # noqa: E402
 from kafka_util import Producer  # noqa: E402
 from loadgen import mcp_body, mcp_headers, mcp_result, percentiles  # noqa: E402
@@ -267,10 +268,7 @@ def main() -> int:
     args = ap.parse_args()
     seconds = args.minutes * 60
     work = Path(tempfile.mkdtemp(prefix="freshet-soak-"))
-    kafka = None
-    brokers = args.brokers
-    if not brokers:
-        kafka, brokers = start_kafka(work)
+    kafka, brokers = broker_for(args.brokers, work)
     server = None
     samples: list[dict[str, Any]] = []
     ingest_counts = {"upserts": 0, "tombstones": 0, "poison": 0}
@@ -329,6 +327,7 @@ def main() -> int:
         alive = server.process.poll() is None
     finally:
         stop_all(server, kafka)
+        shutil.rmtree(work, ignore_errors=True)
     latencies: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     examples: list[str] = []

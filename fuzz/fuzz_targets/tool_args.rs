@@ -31,8 +31,9 @@ fn engine() -> &'static Engine {
         let engine = Engine::new(Arc::new(config), None, None).expect("engine builds");
         let records: Vec<SourceRecord> = (0..20)
             .map(|i| {
+                let (tenant, kind) = (["a", "b"][i % 2], ["x", "y", "z"][i % 3]);
                 let doc = serde_json::json!({
-                    "id": format!("d{i}"), "tenant": ["a", "b"][i % 2], "kind": ["x", "y", "z"][i % 3],
+                    "id": format!("d{i}"), "tenant": tenant, "kind": kind,
                     "body": format!("kafka stream offset number {i} replica words"),
                     "v": [1.0, (i as f32) / 20.0],
                 });

@@ -533,3 +533,62 @@ async fn changed_settings_or_damaged_files_rebuild_from_the_topics() {
     assert_eq!(e.apply(&history()).upserts, 4);
     assert_eq!(state(&e).len(), 2);
 }
+
+#[tokio::test]
+async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = CONFIG.replacen(
+        "vector_field = \"embedding\"\n",
+        "vector_field = \"embedding\"\n[collections.hnsw]\nrebuild_dead_fraction = 0.5\nrebuild_min_dead = 10\n",
+        1,
+    );
+    let mut batch = Vec::new();
+    for rev in 0..4 {
+        for i in 0..30 {
+            let offset = (rev * 30 + i) as i64;
+            let body = format!("rev {rev}");
+            batch.push(record(
+                "articles",
+                offset,
+                &format!("d{i}"),
+                Some(article(&format!("d{i}"), &body, "x", (i + rev) % 4)),
+            ));
+        }
+    }
+    let (before, journals_before) = {
+        let e = persisted(dir.path(), &text);
+        e.open_persisted();
+        e.apply(&batch);
+        e.maintain_vector_indexes();
+        e.finish_vector_rebuilds();
+        let c = e.collection("articles").unwrap();
+        assert_eq!(
+            c.vectors().unwrap().dead_points(),
+            0,
+            "rebuilt without dead points"
+        );
+        // The next batch's checkpoint names a new generation with the rebuilt table as base.
+        e.apply(&[record("articles", 120, "d0", None)]);
+        let journals: Vec<String> = std::fs::read_dir(dir.path().join("articles/vectors"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("journal-"))
+            .collect();
+        (state(&e), journals)
+    };
+    assert_eq!(
+        journals_before,
+        vec!["journal-0000000002.log".to_string()],
+        "the old generation is removed"
+    );
+    let e = persisted(dir.path(), &text);
+    assert_eq!(
+        e.open_persisted().restored,
+        vec![("articles".to_string(), 29)]
+    );
+    assert_eq!(state(&e), before);
+    let v = e.collection("articles").unwrap().vectors().unwrap();
+    // The delete after the swap is in the new base as a dead point, as in the live index.
+    assert_eq!((v.live_points(), v.dead_points()), (29, 1));
+    assert_eq!(e.apply(&batch).replays, 120);
+}
