@@ -275,28 +275,26 @@ def partitions_of(broker: Broker | str, topic: str) -> list[int]:
         consumer.close()
 
 
-def high_watermarks(broker: Broker | str, topic: str) -> dict[int, int]:
-    """{partition: high watermark} (the offset the next record will get)."""
+def watermarks(broker: Broker | str, topic: str) -> dict[int, tuple[int, int]]:
+    """{partition: (log start offset, high watermark)}."""
     consumer = Consumer(consumer_config(broker))
     try:
         return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             for p in _partitions(consumer, topic)
         }
     finally:
         consumer.close()
+
+
+def high_watermarks(broker: Broker | str, topic: str) -> dict[int, int]:
+    """{partition: high watermark} (the offset the next record will get)."""
+    return {p: high for p, (_, high) in watermarks(broker, topic).items()}
 
 
 def low_watermarks(broker: Broker | str, topic: str) -> dict[int, int]:
     """{partition: log start offset}."""
-    consumer = Consumer(consumer_config(broker))
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
-            for p in _partitions(consumer, topic)
-        }
-    finally:
-        consumer.close()
+    return {p: low for p, (low, _) in watermarks(broker, topic).items()}
 
 
 def count_records(broker: Broker | str, topic: str, timeout: float = 15.0) -> int:

@@ -74,6 +74,15 @@ async def wait_caught_up(server: FreshetServer, timeout: float = 30) -> dict:
     return await wait_for(check, timeout, "lag 0 on every partition", server)
 
 
+async def index_then_stop(config: Path, workdir: Path) -> dict:
+    """Starts freshet, lets it catch up, stops it gracefully; returns the collection as it was."""
+    server = FreshetServer(config, workdir)
+    server.wait_ready()
+    caught_up = await wait_caught_up(server)
+    assert server.stop() == 0, server.log()[-3000:]
+    return caught_up
+
+
 def no_errors_logged(server: FreshetServer) -> None:
     bad = [line for line in server.log().splitlines() if " ERROR " in line or "panicked" in line]
     assert not bad, "\n".join(bad[:20])
@@ -160,10 +169,7 @@ async def test_restart_after_a_batched_produce_purges_nothing(broker, topic, tmp
     with Producer(broker) as p:
         for part in (0, 1):
             p.send_many(topic, [doc(i) for i in range(part, 3000, 2)], partition=part)
-    server = FreshetServer(config, tmp_path)
-    server.wait_ready()
-    before = await wait_caught_up(server)
-    assert server.stop() == 0
+    before = await index_then_stop(config, tmp_path)
     server = FreshetServer(config, tmp_path)
     try:
         server.wait_ready()
@@ -185,10 +191,7 @@ async def test_topic_recreated_while_down_is_detected_by_its_id(broker, topic, t
     config = kb_config(tmp_path / "f.toml", broker.bootstrap, [topic])
     with Producer(broker) as p:
         p.send_many(topic, [doc(i, "old") for i in range(20)])
-    server = FreshetServer(config, tmp_path)
-    server.wait_ready()
-    await wait_caught_up(server)
-    assert server.stop() == 0
+    await index_then_stop(config, tmp_path)
 
     kafka_util.delete_topic(broker, topic)
     kafka_util.wait_topic_gone(broker, topic)
@@ -280,10 +283,7 @@ async def test_retention_passing_unapplied_records_reads_on_without_purging(brok
     config = kb_config(tmp_path / "f.toml", broker.bootstrap, [topic])
     with Producer(broker) as p:
         p.send_many(topic, [doc(i) for i in range(10)])
-    server = FreshetServer(config, tmp_path)
-    server.wait_ready()
-    await wait_caught_up(server)
-    assert server.stop() == 0
+    await index_then_stop(config, tmp_path)
     with Producer(broker) as p:
         p.send_many(topic, [doc(i) for i in range(10, 40)])
     # What retention does to old segments, for offsets 0..29.
