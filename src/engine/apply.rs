@@ -447,7 +447,7 @@ impl Engine {
                 title,
                 &chunk_texts,
                 &stored.terms,
-                &DocRecord::of(&stored).encode(),
+                Some(&DocRecord::of(&stored).encode()),
             ),
             None => collection
                 .text

@@ -341,7 +341,7 @@ impl Engine {
                             doc.title.as_deref().unwrap_or(""),
                             &chunks,
                             &doc.terms,
-                            &DocRecord::of(&doc).encode(),
+                            Some(&DocRecord::of(&doc).encode()),
                         )
                     }
                     None => c.text.delete(id),

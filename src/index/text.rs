@@ -158,10 +158,12 @@ impl TextIndex {
         chunks: &[&str],
         terms: &FilterTerms,
     ) -> Result<(), IndexError> {
-        self.upsert_inner(doc_id, seq, title, chunks, terms, None)
+        self.upsert_stored(doc_id, seq, title, chunks, terms, None)
     }
 
-    fn upsert_inner(
+    /// Like [`upsert`](Self::upsert), keeping `stored` (the caller's form of the whole
+    /// document) with chunk 0, to be read back by [`stored_docs`](Self::stored_docs).
+    pub fn upsert_stored(
         &self,
         doc_id: &str,
         seq: u64,
@@ -190,20 +192,6 @@ impl TextIndex {
             writer.add_document(doc)?;
         }
         Ok(())
-    }
-
-    /// Like [`upsert`](Self::upsert), keeping `stored` (the caller's form of the whole
-    /// document) with chunk 0, to be read back by [`stored_docs`](Self::stored_docs).
-    pub fn upsert_stored(
-        &self,
-        doc_id: &str,
-        seq: u64,
-        title: &str,
-        chunks: &[&str],
-        terms: &FilterTerms,
-        stored: &[u8],
-    ) -> Result<(), IndexError> {
-        self.upsert_inner(doc_id, seq, title, chunks, terms, Some(stored))
     }
 
     /// The stored forms of every committed, live document (see
@@ -749,11 +737,11 @@ mod tests {
                     "Disk",
                     &["persisted words", "more"],
                     &no_terms(),
-                    b"A",
+                    Some(b"A"),
                 )
                 .unwrap();
             index
-                .upsert_stored("b", 8, "Gone", &["soon deleted"], &no_terms(), b"B")
+                .upsert_stored("b", 8, "Gone", &["soon deleted"], &no_terms(), Some(b"B"))
                 .unwrap();
             index
                 .upsert("c", 9, "Plain", &["no stored form"], &no_terms())
@@ -763,7 +751,14 @@ mod tests {
             index.commit_with_payload(r#"{"orders/0":42}"#).unwrap();
             // Not committed: gone after a crash.
             index
-                .upsert_stored("d", 10, "Lost", &["never committed"], &no_terms(), b"D")
+                .upsert_stored(
+                    "d",
+                    10,
+                    "Lost",
+                    &["never committed"],
+                    &no_terms(),
+                    Some(b"D"),
+                )
                 .unwrap();
         }
         let index = TextIndex::open_or_create(&dir, TITLE_BOOST).unwrap();
