@@ -213,8 +213,8 @@ pub fn spawn_consumer(
 /// One topic as the consumer currently reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct AssignedTopic {
-    /// The generation being read (empty when the broker reports no IDs).
-    id: Arc<str>,
+    /// The generation being read (`None` when the broker reports no IDs).
+    id: Option<Arc<str>>,
     /// Partitions 0..count are assigned.
     partitions: i32,
 }
@@ -379,21 +379,20 @@ impl Poller {
         for (name, state) in described {
             match state {
                 TopicState::Present { id, partitions } => {
-                    let id: Arc<str> = Arc::from(id.as_str());
+                    let id: Option<Arc<str>> = id.as_deref().map(Arc::from);
                     let previous = match self.assigned.get(&name) {
-                        Some(a) => Some(Arc::clone(&a.id)),
+                        Some(a) => a.id.clone(),
                         // First sight in this process: compare with the generation the
                         // restored offsets came from.
                         None => self.progress.topic_id(&name),
                     };
-                    let recreated = previous
-                        .as_ref()
-                        .is_some_and(|old| !old.is_empty() && !id.is_empty() && *old != id);
-                    if recreated {
+                    if let (Some(old), Some(new)) = (&previous, &id)
+                        && old != new
+                    {
                         tracing::warn!(
                             topic = name,
-                            old_id = previous.as_deref().unwrap_or(""),
-                            new_id = &*id,
+                            old_id = &**old,
+                            new_id = &**new,
                             "the topic was deleted and created again: removing what was applied from the old topic and reading the new one from its start"
                         );
                         let mut reset: Vec<i32> = self
@@ -409,14 +408,14 @@ impl Poller {
                             changes.resets.push(PartitionReset {
                                 topic: Arc::from(name.as_str()),
                                 partition,
-                                topic_id: (!id.is_empty()).then(|| Arc::clone(&id)),
+                                topic_id: id.clone(),
                             });
                         }
                         self.assigned.insert(name, AssignedTopic { id, partitions });
                         continue;
                     }
-                    if !id.is_empty() {
-                        self.progress.adopt_topic_id(&name, &id);
+                    if let Some(id) = &id {
+                        self.progress.adopt_topic_id(&name, id);
                     }
                     let before = self.assigned.get(&name).map_or(0, |a| a.partitions);
                     if partitions > before {
@@ -453,11 +452,24 @@ impl Poller {
         changes
     }
 
-    /// Where a partition resumes: after what the view holds, else at the log start.
-    fn resume_offset(&self, topic: &str, partition: i32) -> Offset {
-        match self.progress.next_offset(topic, partition) {
-            Some(next) => Offset::Offset(next),
-            None => Offset::Beginning,
+    /// Tracks a partition and adds it to `tpl`: from its log start if `from_start`, else
+    /// after what the view holds (its log start when it holds nothing).
+    fn add_partition(
+        &mut self,
+        tpl: &mut TopicPartitionList,
+        topic: &str,
+        partition: i32,
+        topic_id: Option<Arc<str>>,
+        from_start: bool,
+    ) {
+        self.progress.track(topic, partition, None, topic_id);
+        let offset = match self.progress.next_offset(topic, partition) {
+            Some(next) if !from_start => Offset::Offset(next),
+            _ => Offset::Beginning,
+        };
+        self.note_start(topic, partition, offset);
+        if let Err(e) = tpl.add_partition_offset(topic, partition, offset) {
+            self.log_error(&e);
         }
     }
 
@@ -465,15 +477,9 @@ impl Poller {
     fn assign_added(&mut self, added: &[(String, i32, i32)]) {
         let mut tpl = TopicPartitionList::new();
         for (topic, from, to) in added {
-            let id = self.assigned.get(topic).map(|a| Arc::clone(&a.id));
+            let id = self.assigned.get(topic).and_then(|a| a.id.clone());
             for p in *from..*to {
-                self.progress
-                    .track(topic, p, None, id.clone().filter(|i| !i.is_empty()));
-                let offset = self.resume_offset(topic, p);
-                self.note_start(topic, p, offset);
-                if let Err(e) = tpl.add_partition_offset(topic, p, offset) {
-                    self.log_error(&e);
-                }
+                self.add_partition(&mut tpl, topic, p, id.clone(), false);
             }
         }
         match self.consumer.incremental_assign(&tpl) {
@@ -515,18 +521,9 @@ impl Poller {
         self.delivered.clear();
         let mut tpl = TopicPartitionList::new();
         for (topic, a) in self.assigned.clone() {
-            let id = Some(Arc::clone(&a.id)).filter(|i| !i.is_empty());
             for p in 0..a.partitions {
-                self.progress.track(&topic, p, None, id.clone());
-                let offset = if from_start.iter().any(|(t, fp)| **t == *topic && *fp == p) {
-                    Offset::Beginning
-                } else {
-                    self.resume_offset(&topic, p)
-                };
-                self.note_start(&topic, p, offset);
-                if let Err(e) = tpl.add_partition_offset(&topic, p, offset) {
-                    self.log_error(&e);
-                }
+                let restart = from_start.iter().any(|(t, fp)| **t == *topic && *fp == p);
+                self.add_partition(&mut tpl, &topic, p, a.id.clone(), restart);
             }
         }
         if let Err(e) = self.consumer.assign(&tpl) {
@@ -560,7 +557,7 @@ impl Poller {
             batch.resets.push(PartitionReset {
                 topic: Arc::from(topic.as_str()),
                 partition: *partition,
-                topic_id: Some(Arc::clone(&a.id)).filter(|i| !i.is_empty()),
+                topic_id: a.id.clone(),
             });
             from_start.push((Arc::from(topic.as_str()), *partition));
         }

@@ -18,8 +18,8 @@ use rdkafka_sys as rdsys;
 pub enum TopicState {
     /// The topic exists.
     Present {
-        /// Its ID (base64, as Kafka's tools print it).
-        id: String,
+        /// Its ID (base64, as Kafka's tools print it); `None` when the broker reports none.
+        id: Option<String>,
         /// Its partition count.
         partitions: i32,
     },
@@ -131,11 +131,9 @@ pub fn describe_topics<C: ClientContext>(
                 rdsys::rd_kafka_TopicDescription_partitions(desc, &mut partitions);
                 let id = rdsys::rd_kafka_TopicDescription_topic_id(desc);
                 TopicState::Present {
-                    id: if id.is_null() {
-                        String::new()
-                    } else {
-                        c_str(rdsys::rd_kafka_Uuid_base64str(id))
-                    },
+                    id: (!id.is_null())
+                        .then(|| c_str(rdsys::rd_kafka_Uuid_base64str(id)))
+                        .filter(|id| !id.is_empty()),
                     partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
                 }
             };
