@@ -38,7 +38,11 @@ pub struct Reading {
 /// blocking pool.
 #[derive(Clone)]
 pub struct MetaClient {
-    consumer: Arc<BaseConsumer<KafkaContext>>,
+    consumer: Arc<Mutex<Arc<BaseConsumer<KafkaContext>>>>,
+    /// For replacing the client (see [`MetaClient::watermarks`]).
+    kafka: KafkaConfig,
+    /// When the client was last replaced.
+    replaced_at: Arc<Mutex<Instant>>,
     /// When each partition's failure was last logged, for logging one line per outage.
     failures: Arc<Mutex<HashMap<(String, i32), Instant>>>,
 }
@@ -46,11 +50,10 @@ pub struct MetaClient {
 impl MetaClient {
     /// Creates the client (it connects lazily).
     pub fn new(kafka: &KafkaConfig) -> Result<MetaClient, SourceError> {
-        let consumer: BaseConsumer<KafkaContext> = client_config(kafka, "meta")
-            .create_with_context(KafkaContext::new("meta"))
-            .map_err(SourceError::Config)?;
         Ok(MetaClient {
-            consumer: Arc::new(consumer),
+            consumer: Arc::new(Mutex::new(Arc::new(create(kafka)?))),
+            kafka: kafka.clone(),
+            replaced_at: Arc::new(Mutex::new(Instant::now())),
             failures: Arc::default(),
         })
     }
@@ -60,8 +63,9 @@ impl MetaClient {
     /// and outage (again at most every 30 s while it lasts), and makes the client re-read
     /// the topic's metadata, so partitions added to a topic are found.
     pub async fn watermarks(&self, partitions: Vec<(String, i32)>, timeout: Duration) -> Reading {
+        let client = Arc::clone(&self.consumer.lock());
         let reads = partitions.into_iter().map(|(topic, partition)| {
-            let consumer = Arc::clone(&self.consumer);
+            let consumer = Arc::clone(&client);
             tokio::task::spawn_blocking(move || {
                 let read =
                     consumer
@@ -89,9 +93,11 @@ impl MetaClient {
                 Err(e) => tracing::warn!("watermark task failed: {e}"),
             }
         }
-        self.note_failures(&reading);
-        if !stale_topics.is_empty() {
-            let consumer = Arc::clone(&self.consumer);
+        let failing_again = self.note_failures(&reading);
+        if failing_again {
+            self.replace_client();
+        } else if !stale_topics.is_empty() {
+            let consumer = Arc::clone(&client);
             let refreshed = tokio::task::spawn_blocking(move || {
                 for topic in stale_topics {
                     // Fills librdkafka's metadata cache (new partitions, moved leaders).
@@ -101,7 +107,7 @@ impl MetaClient {
             let _ = refreshed.await;
         }
         // Serves the client's log and error events (nothing else arrives on it).
-        let consumer = Arc::clone(&self.consumer);
+        let consumer = client;
         let _ = tokio::task::spawn_blocking(move || {
             let _ = consumer.poll(Duration::ZERO);
         })
@@ -109,9 +115,28 @@ impl MetaClient {
         reading
     }
 
+    /// After a broker restart librdkafka's metadata cache can keep a partition unknown to
+    /// this client for minutes (a metadata refresh does not always clear it); a new client
+    /// starts with an empty cache. At most every 5 s.
+    fn replace_client(&self) {
+        let mut replaced_at = self.replaced_at.lock();
+        if replaced_at.elapsed() < Duration::from_secs(5) {
+            return;
+        }
+        match create(&self.kafka) {
+            Ok(fresh) => {
+                *self.consumer.lock() = Arc::new(fresh);
+                *replaced_at = Instant::now();
+                tracing::debug!("watermark reads keep failing: replaced the watermark client");
+            }
+            Err(e) => tracing::warn!("cannot create a new watermark client: {e}"),
+        }
+    }
+
     /// Logs failed reads: once when a partition starts failing, then at most every 30 s;
     /// a partition that answers again is forgotten, so its next outage is logged at once.
-    fn note_failures(&self, reading: &Reading) {
+    /// Returns true if a partition failed that had already failed before this reading.
+    fn note_failures(&self, reading: &Reading) -> bool {
         let mut failures = self.failures.lock();
         for w in &reading.marks {
             if failures.remove(&(w.topic.clone(), w.partition)).is_some() {
@@ -123,7 +148,9 @@ impl MetaClient {
             }
         }
         let now = Instant::now();
+        let mut again = false;
         for (key, reason) in &reading.failed {
+            again |= failures.contains_key(key);
             let due = failures
                 .get(key)
                 .is_none_or(|at| now.duration_since(*at) >= REPEAT_EVERY);
@@ -136,5 +163,12 @@ impl MetaClient {
                 failures.insert(key.clone(), now);
             }
         }
+        again
     }
+}
+
+fn create(kafka: &KafkaConfig) -> Result<BaseConsumer<KafkaContext>, SourceError> {
+    client_config(kafka, "meta")
+        .create_with_context(KafkaContext::new("meta"))
+        .map_err(SourceError::Config)
 }
