@@ -988,7 +988,10 @@ impl Config {
                 ));
             }
             if c.changes.max_age_ms == 0 {
-                return Err(ConfigError::key(at("changes.max_age_ms"), "must be positive"));
+                return Err(ConfigError::key(
+                    at("changes.max_age_ms"),
+                    "must be positive",
+                ));
             }
             if c.embedding.dimensions == Some(0) {
                 return Err(ConfigError::key(
@@ -1502,7 +1505,10 @@ topics = ["articles"]
         assert!(err.contains("field_types.price"), "{err}");
         let text = format!("{MINIMAL}[collections.changes]\nmax_entries = 0\n");
         let err = parse(&text, &[]).unwrap_err().to_string();
-        assert!(err.starts_with("collections[0].changes.max_entries"), "{err}");
+        assert!(
+            err.starts_with("collections[0].changes.max_entries"),
+            "{err}"
+        );
     }
 
     #[test]

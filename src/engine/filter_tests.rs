@@ -187,8 +187,14 @@ async fn bad_operators_are_argument_errors_naming_field_and_fields() {
     let m = search(json!({"price": {"gt": "lots"}})).await;
     assert!(m.contains("`price` (number): `gt` needs a number"), "{m}");
     let m = search(json!({"colour": {"exists": true}})).await;
-    assert!(m.contains("cannot filter collection `items` on `colour`"), "{m}");
-    assert!(m.contains("price (number)") && m.contains("event_time (time)"), "{m}");
+    assert!(
+        m.contains("cannot filter collection `items` on `colour`"),
+        "{m}"
+    );
+    assert!(
+        m.contains("price (number)") && m.contains("event_time (time)"),
+        "{m}"
+    );
     let listed = e.list_collections(&query::Access::all());
     let types: &Map<String, Value> = &serde_json::to_value(&listed.collections[0].field_types)
         .unwrap()
@@ -199,4 +205,3 @@ async fn bad_operators_are_argument_errors_naming_field_and_fields() {
     assert_eq!(types["indexed_at"], "time");
     assert_eq!(types["status"], "keyword");
 }
-

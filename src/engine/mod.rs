@@ -778,8 +778,8 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod filter_tests;
-#[cfg(test)]
 mod embed_tests;
+#[cfg(test)]
+mod filter_tests;
 #[cfg(test)]
 mod tests;

@@ -496,10 +496,13 @@ fn search_collection(
     let bm25 = if mode == Mode::Vector {
         Vec::new()
     } else {
-        let hits = c.text.search_where(query, filter, fetch, seq_predicate(c, filter)).map_err(|e| {
-            tracing::error!(collection = name, "BM25 search failed: {e}");
-            QueryError::Internal
-        })?;
+        let hits = c
+            .text
+            .search_where(query, filter, fetch, seq_predicate(c, filter))
+            .map_err(|e| {
+                tracing::error!(collection = name, "BM25 search failed: {e}");
+                QueryError::Internal
+            })?;
         current_best(
             c,
             hits.into_iter()

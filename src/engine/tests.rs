@@ -264,7 +264,9 @@ async fn filters_are_checked_and_applied() {
     req.filter = Some(json!({"team": "dev"}).as_object().unwrap().clone());
     let err = e.search(req, &Access::all()).await.unwrap_err().to_string();
     assert!(
-        err.contains("filterable fields: [category (keyword), event_time (time), indexed_at (time)]"),
+        err.contains(
+            "filterable fields: [category (keyword), event_time (time), indexed_at (time)]"
+        ),
         "{err}"
     );
 }

@@ -872,16 +872,33 @@ mod tests {
         let f = typed(json!({"price": {"gte": 10, "lt": 20}})).unwrap();
         assert!(f.clauses.is_empty(), "ranges are conditions, not terms");
         assert!(doc_passes(&f, json!({"price": 10}), 0));
-        assert!(doc_passes(&f, json!({"price": "19.5"}), 0), "numeric strings count");
+        assert!(
+            doc_passes(&f, json!({"price": "19.5"}), 0),
+            "numeric strings count"
+        );
         assert!(!doc_passes(&f, json!({"price": 20}), 0));
         assert!(!doc_passes(&f, json!({"price": 9.99}), 0));
         assert!(!doc_passes(&f, json!({}), 0), "no value is not in range");
-        assert!(doc_passes(&f, json!({"price": [1, 15]}), 0), "any list element");
+        assert!(
+            doc_passes(&f, json!({"price": [1, 15]}), 0),
+            "any list element"
+        );
 
         let f = typed(json!({"updated": {"gt": "2026-01-01T00:00:00Z"}})).unwrap();
-        assert!(doc_passes(&f, json!({"updated": "2026-01-02T00:00:00Z"}), 0));
-        assert!(doc_passes(&f, json!({"updated": 1_780_000_000_000_i64}), 0), "epoch ms");
-        assert!(!doc_passes(&f, json!({"updated": "2025-12-31 23:59:59"}), 0));
+        assert!(doc_passes(
+            &f,
+            json!({"updated": "2026-01-02T00:00:00Z"}),
+            0
+        ));
+        assert!(
+            doc_passes(&f, json!({"updated": 1_780_000_000_000_i64}), 0),
+            "epoch ms"
+        );
+        assert!(!doc_passes(
+            &f,
+            json!({"updated": "2025-12-31 23:59:59"}),
+            0
+        ));
 
         let day = 86_400_000;
         let now = crate::time::now_ms();
@@ -900,7 +917,10 @@ mod tests {
         assert!(doc_passes(&f, json!({}), 0), "a missing field is not equal");
         assert!(!doc_passes(&f, json!({"category": "archived"}), 0));
         let f = typed(json!({"price": {"ne": [1, 2]}})).unwrap();
-        assert!(!doc_passes(&f, json!({"price": 2.0}), 0), "numbers compare by value");
+        assert!(
+            !doc_passes(&f, json!({"price": 2.0}), 0),
+            "numbers compare by value"
+        );
         assert!(doc_passes(&f, json!({"price": 3}), 0));
 
         let f = typed(json!({"tags": {"exists": true}})).unwrap();
@@ -940,7 +960,11 @@ mod tests {
             "filter field `price` (number): `gte` needs a number, got \"cheap\""
         );
         let err = typed(json!({"updated": {"lt": "yesterday"}})).unwrap_err();
-        assert!(err.to_string().contains("`updated` (time): `lt` needs a time"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`updated` (time): `lt` needs a time"),
+            "{err}"
+        );
         let err = typed(json!({"price": "ten"})).unwrap_err();
         assert!(err.to_string().contains("`=` needs a number"), "{err}");
         let err = typed(json!({"published": "yes"})).unwrap_err();

@@ -191,7 +191,10 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert!(v.get_version("a", 1).is_none());
         assert_eq!(v.get_version("a", 2).unwrap().seq, 2);
-        assert!(v.get_by_seq(1).is_none(), "a replaced version leaves the seq index");
+        assert!(
+            v.get_by_seq(1).is_none(),
+            "a replaced version leaves the seq index"
+        );
         assert_eq!(v.get_by_seq(2).unwrap().id, "a");
         assert_eq!(v.take("a").map(|d| d.seq), Some(2));
         assert!(v.get_by_seq(2).is_none());
