@@ -229,12 +229,14 @@ impl FreshTier {
         }
     }
 
-    /// The best `limit` fresh chunks for `words` that pass `filter`, scored as tantivy scores
+    /// The best `limit` fresh chunks for `words` that pass `filter` (its clauses on the
+    /// filter terms, and `accept` on the version's sequence number), scored as tantivy scores
     /// the query `TextIndex::search` builds (per word: boosted title BM25 + body BM25).
     pub(super) fn search(
         &self,
         words: &[String],
         filter: &Filter,
+        accept: Option<&(dyn Fn(u64) -> bool + Send + Sync)>,
         limit: usize,
         stats: &CombinedStats,
         title_boost: f32,
@@ -250,7 +252,7 @@ impl FreshTier {
         let mut hits = Vec::new();
         for (doc_id, doc) in &self.docs {
             let Some(v) = &doc.version else { continue };
-            if !filter.matches(&v.filter_terms) {
+            if !filter.matches(&v.filter_terms) || accept.is_some_and(|accept| !accept(v.seq)) {
                 continue;
             }
             let title: f32 = words

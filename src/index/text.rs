@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Count, FilterCollector, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{
     BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery,
@@ -46,6 +46,9 @@ pub const SNIPPET_CHARS: usize = 200;
 const TOKENIZER: &str = "en_stem";
 /// Indexing memory for the single writer thread; tantivy's minimum is 15 MB.
 const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Decides from a chunk's version sequence number whether it may be a hit.
+pub type SeqPredicate = std::sync::Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
 /// One chunk-level result.
 #[derive(Debug, Clone, PartialEq)]
@@ -367,6 +370,19 @@ impl TextIndex {
         filter: &Filter,
         limit: usize,
     ) -> Result<Vec<TextHit>, IndexError> {
+        self.search_where(query, filter, limit, None)
+    }
+
+    /// [`search`](Self::search), keeping only chunks whose version sequence number passes
+    /// `accept` (the filter's per-document conditions), inside the search: the top `limit`
+    /// are all accepted chunks.
+    pub fn search_where(
+        &self,
+        query: &str,
+        filter: &Filter,
+        limit: usize,
+        accept: Option<SeqPredicate>,
+    ) -> Result<Vec<TextHit>, IndexError> {
         let words = self.analyze(query);
         if words.is_empty() || limit == 0 || filter.rejects_everything() {
             return Ok(Vec::new());
@@ -408,7 +424,14 @@ impl TextIndex {
                 .map(|id| Term::from_field_text(f.doc_id, id))
                 .collect();
             let stats = fresh.stats(searcher.clone(), [f.title, f.body], &words);
-            let hits = fresh.search(&words, filter, limit, &stats, self.title_boost)?;
+            let hits = fresh.search(
+                &words,
+                filter,
+                accept.as_deref(),
+                limit,
+                &stats,
+                self.title_boost,
+            )?;
             (searcher, hidden, hits, stats)
         };
         if !hidden.is_empty() {
@@ -416,11 +439,18 @@ impl TextIndex {
             clauses.push((Occur::MustNot, Box::new(TermSetQuery::new(hidden))));
         }
         let query = BooleanQuery::new(clauses);
-        let top = searcher.search_with_statistics_provider(
-            &query,
-            &TopDocs::with_limit(limit).order_by_score(),
-            &stats,
-        )?;
+        let top_docs = TopDocs::with_limit(limit).order_by_score();
+        let top = match accept {
+            None => searcher.search_with_statistics_provider(&query, &top_docs, &stats)?,
+            Some(accept) => {
+                let by_seq = move |seq: u64| accept(seq);
+                searcher.search_with_statistics_provider(
+                    &query,
+                    &FilterCollector::new("seq".to_string(), by_seq, top_docs),
+                    &stats,
+                )?
+            }
+        };
         let mut hits = top
             .into_iter()
             .map(|(score, address)| {
