@@ -210,6 +210,10 @@ pub struct CollectionInfo {
     pub embedding: EmbeddingInfo,
     /// Fields usable in `search`'s `filter`.
     pub filterable_fields: Vec<String>,
+    /// The type of every field a filter may name (`keyword`, `number`, `time`, `bool`),
+    /// including the built-in times `event_time` and `indexed_at`. Number and time fields
+    /// take `gt`/`gte`/`lt`/`lte`.
+    pub field_types: std::collections::BTreeMap<String, String>,
     /// Retrieval modes this collection supports.
     pub modes: Vec<String>,
     /// What the stream delivered so far.

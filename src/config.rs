@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{Format, KeyFormat, Mapping};
+use crate::index::{FieldType, FilterSchema};
 
 /// The prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "FRESHET_";
@@ -439,6 +440,42 @@ pub struct CollectionConfig {
     /// HNSW graph parameters.
     #[serde(default)]
     pub hnsw: HnswConfig,
+    /// Types of metadata fields for filters: `keyword` (default), `number`, `time`, `bool`.
+    /// Number and time fields take range operators (`gt`, `gte`, `lt`, `lte`).
+    #[serde(default)]
+    pub field_types: BTreeMap<String, FieldType>,
+    /// How much change history the `changes` tool and subscriptions keep.
+    #[serde(default)]
+    pub changes: ChangesConfig,
+}
+
+/// `[collections.changes]`: the bounded change history behind the `changes` tool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesConfig {
+    /// Most changes kept (the oldest are dropped first). Each holds the version it wrote,
+    /// so memory is bounded by this many document versions.
+    #[serde(default = "default_changes_max_entries")]
+    pub max_entries: usize,
+    /// Changes older than this (by when they became searchable) are dropped.
+    #[serde(default = "default_changes_max_age_ms")]
+    pub max_age_ms: u64,
+}
+
+impl Default for ChangesConfig {
+    fn default() -> Self {
+        ChangesConfig {
+            max_entries: default_changes_max_entries(),
+            max_age_ms: default_changes_max_age_ms(),
+        }
+    }
+}
+
+fn default_changes_max_entries() -> usize {
+    10_000
+}
+fn default_changes_max_age_ms() -> u64 {
+    24 * 3_600_000
 }
 
 fn default_chunk_tokens() -> usize {
@@ -933,6 +970,29 @@ impl Config {
                     "m must be ≥ 2 and ef_construction, ef_search ≥ 1",
                 ));
             }
+            for field in c.field_types.keys() {
+                if !c.metadata_fields.contains(field) {
+                    return Err(ConfigError::key(
+                        at(&format!("field_types.{field}")),
+                        format!(
+                            "`{field}` is not one of metadata_fields [{}]: only metadata fields have types",
+                            c.metadata_fields.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if c.changes.max_entries == 0 {
+                return Err(ConfigError::key(
+                    at("changes.max_entries"),
+                    "must be at least 1",
+                ));
+            }
+            if c.changes.max_age_ms == 0 {
+                return Err(ConfigError::key(
+                    at("changes.max_age_ms"),
+                    "must be positive",
+                ));
+            }
             if c.embedding.dimensions == Some(0) {
                 return Err(ConfigError::key(
                     at("embedding.dimensions"),
@@ -1171,6 +1231,20 @@ impl CollectionConfig {
         }
     }
 
+    /// The fields a `filter` may name with their types: metadata fields (typed by
+    /// `field_types`), the tenant field, and the built-in `event_time` and `indexed_at`.
+    pub fn filter_schema(&self) -> FilterSchema {
+        FilterSchema::new(
+            self.metadata_fields.iter().map(|f| {
+                (
+                    f.as_str(),
+                    self.field_types.get(f).copied().unwrap_or_default(),
+                )
+            }),
+            self.tenant_field.as_deref(),
+        )
+    }
+
     /// Fields a `filter` may name: metadata fields and the tenant field.
     pub fn filterable_fields(&self) -> Vec<&str> {
         let mut fields: Vec<&str> = self.metadata_fields.iter().map(String::as_str).collect();
@@ -1396,6 +1470,45 @@ topics = ["articles"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("collections.3.name"), "{err}");
+    }
+
+    #[test]
+    fn field_types_and_change_history_are_checked_naming_the_key() {
+        let ok = format!(
+            "{MINIMAL}metadata_fields = [\"price\", \"at\"]\n\
+             [collections.field_types]\nprice = \"number\"\nat = \"time\"\n\
+             [collections.changes]\nmax_entries = 5\n"
+        );
+        let c = parse(&ok, &[]).unwrap();
+        assert_eq!(c.collections[0].field_types["price"], FieldType::Number);
+        assert_eq!(c.collections[0].changes.max_entries, 5);
+        assert_eq!(c.collections[0].changes.max_age_ms, 24 * 3_600_000);
+        let schema = c.collections[0].filter_schema();
+        assert_eq!(
+            schema.fields().collect::<Vec<_>>(),
+            [
+                ("price", FieldType::Number),
+                ("at", FieldType::Time),
+                ("event_time", FieldType::Time),
+                ("indexed_at", FieldType::Time)
+            ]
+        );
+
+        let text = format!("{MINIMAL}[collections.field_types]\nprice = \"number\"\n");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("collections[0].field_types.price"), "{err}");
+        assert!(err.contains("not one of metadata_fields"), "{err}");
+        let text = format!(
+            "{MINIMAL}metadata_fields = [\"price\"]\n[collections.field_types]\nprice = \"money\"\n"
+        );
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("field_types.price"), "{err}");
+        let text = format!("{MINIMAL}[collections.changes]\nmax_entries = 0\n");
+        let err = parse(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("collections[0].changes.max_entries"),
+            "{err}"
+        );
     }
 
     #[test]

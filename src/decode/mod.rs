@@ -26,6 +26,12 @@ use std::borrow::Cow;
 pub use error::{DecodeError, MappingError};
 pub use schema::{LookupError, Schema, SchemaKind, SchemaSource, SchemaText};
 
+/// A time value (epoch number in s, ms, µs or ns, RFC 3339, `YYYY-MM-DD[ HH:MM:SS]`) as ms
+/// since the epoch, read the way event times are.
+pub(crate) fn parse_time_ms(value: &serde_json::Value) -> Result<i64, DecodeError> {
+    time::event_time_ms(value, "value", false)
+}
+
 use debezium::{Change, Message};
 use json::Object;
 

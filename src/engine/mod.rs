@@ -777,4 +777,6 @@ impl Engine {
 #[cfg(test)]
 mod embed_tests;
 #[cfg(test)]
+mod filter_tests;
+#[cfg(test)]
 mod tests;

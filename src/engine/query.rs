@@ -12,7 +12,7 @@ use crate::api::{
     SearchResult, StampOut,
 };
 use crate::config::Provider;
-use crate::index::{Filter, best_chunk_per_doc, rrf};
+use crate::index::{Filter, SeqPredicate, best_chunk_per_doc, rrf};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::StoredDoc;
 
@@ -355,11 +355,14 @@ impl Engine {
 pub const MAX_FILTER_VALUES: usize = 1024;
 
 fn check_filter_size(filter: Option<&Map<String, Value>>) -> Result<(), QueryError> {
-    let values: usize = filter
-        .into_iter()
-        .flat_map(|f| f.values())
-        .map(|v| v.as_array().map_or(1, Vec::len))
-        .sum();
+    fn count(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => items.iter().map(count).sum::<usize>().max(1),
+            Value::Object(ops) => ops.values().map(count).sum::<usize>().max(1),
+            _ => 1,
+        }
+    }
+    let values: usize = filter.into_iter().flat_map(|f| f.values()).map(count).sum();
     if values > MAX_FILTER_VALUES {
         return Err(QueryError::InvalidArgument(format!(
             "filter lists {values} values, more than the limit of {MAX_FILTER_VALUES}"
@@ -493,10 +496,13 @@ fn search_collection(
     let bm25 = if mode == Mode::Vector {
         Vec::new()
     } else {
-        let hits = c.text.search(query, filter, fetch).map_err(|e| {
-            tracing::error!(collection = name, "BM25 search failed: {e}");
-            QueryError::Internal
-        })?;
+        let hits = c
+            .text
+            .search_where(query, filter, fetch, seq_predicate(c, filter))
+            .map_err(|e| {
+                tracing::error!(collection = name, "BM25 search failed: {e}");
+                QueryError::Internal
+            })?;
         current_best(
             c,
             hits.into_iter()
@@ -508,8 +514,11 @@ fn search_collection(
             None => Vec::new(),
             Some(_) if filter.rejects_everything() => Vec::new(),
             Some(index) => {
-                let accept =
-                    |doc_id: &str| c.view.get(doc_id).is_some_and(|d| filter.matches(&d.terms));
+                let accept = |doc_id: &str| {
+                    c.view
+                        .get(doc_id)
+                        .is_some_and(|d| filter.accepts(&d.terms, &d.candidate()))
+                };
                 let hits = index.search(q, fetch, &accept).map_err(|e| {
                     QueryError::InvalidArgument(format!("vector search on `{name}`: {e}"))
                 })?;
@@ -674,6 +683,12 @@ impl Engine {
                         .into_iter()
                         .map(String::from)
                         .collect(),
+                    field_types: c
+                        .config
+                        .filter_schema()
+                        .fields()
+                        .map(|(name, kind)| (name.to_string(), kind.name().to_string()))
+                        .collect(),
                     modes,
                     ingest: c.counts(),
                     partitions: wm.partitions,
@@ -768,9 +783,13 @@ fn build_filter(
 ) -> Result<Filter, QueryError> {
     let mut filter = match requested {
         Some(map) => {
-            let allowed = c.config.filterable_fields();
+            let schema = c.config.filter_schema();
             for field in map.keys() {
-                if !allowed.contains(&field.as_str()) {
+                if schema.lookup(field).is_none() {
+                    let allowed: Vec<String> = schema
+                        .fields()
+                        .map(|(name, kind)| format!("{name} ({})", kind.name()))
+                        .collect();
                     return Err(QueryError::InvalidArgument(format!(
                         "cannot filter collection `{}` on `{field}`; filterable fields: [{}]",
                         c.name(),
@@ -778,11 +797,10 @@ fn build_filter(
                     )));
                 }
             }
-            Filter::from_json(map)
+            Filter::parse(map, &schema)
                 .map_err(|e| QueryError::InvalidArgument(format!("filter: {e}")))?
         }
-        None => Filter::from_json(&Map::new())
-            .map_err(|e| QueryError::InvalidArgument(format!("filter: {e}")))?,
+        None => Filter::default(),
     };
     if let Some(field) = &c.config.tenant_field {
         match &access.tenant {
@@ -793,6 +811,20 @@ fn build_filter(
         }
     }
     Ok(filter)
+}
+
+/// The per-document part of `filter` for the BM25 search: a chunk passes when its version
+/// is the view's current one and the conditions hold for it. `None` when there are none.
+fn seq_predicate(c: &Arc<Collection>, filter: &Filter) -> Option<SeqPredicate> {
+    if filter.conditions.is_empty() {
+        return None;
+    }
+    let (c, filter) = (Arc::clone(c), filter.clone());
+    Some(Arc::new(move |seq| {
+        c.view
+            .get_by_seq(seq)
+            .is_some_and(|d| filter.conditions_hold(&d.candidate()))
+    }))
 }
 
 /// Keeps the hits whose version is still the view's current one (index entries of replaced

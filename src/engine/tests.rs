@@ -263,7 +263,12 @@ async fn filters_are_checked_and_applied() {
     assert_eq!(ids(&e, req.clone()).await, ["b"]);
     req.filter = Some(json!({"team": "dev"}).as_object().unwrap().clone());
     let err = e.search(req, &Access::all()).await.unwrap_err().to_string();
-    assert!(err.contains("filterable fields: [category]"), "{err}");
+    assert!(
+        err.contains(
+            "filterable fields: [category (keyword), event_time (time), indexed_at (time)]"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -17,9 +17,11 @@ pub mod text;
 pub mod vector;
 pub mod vector_store;
 
-pub use filter::{Filter, FilterError, FilterTerms};
+pub use filter::{
+    Candidate, FieldSource, FieldType, Filter, FilterError, FilterSchema, FilterTerms,
+};
 pub use fusion::{DEFAULT_RRF_K, best_chunk_per_doc, rrf};
-pub use text::{TextHit, TextIndex};
+pub use text::{SeqPredicate, TextHit, TextIndex};
 pub use vector::{DocVectors, HnswParams, VectorHit, VectorIndex};
 
 /// Errors from the indexes. Bad input (vectors) is reported so the caller can tell the user

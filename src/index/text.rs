@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use parking_lot::Mutex;
-use tantivy::collector::TopDocs;
+use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{
     BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery,
@@ -41,6 +41,9 @@ pub const SNIPPET_CHARS: usize = 200;
 const TOKENIZER: &str = "en_stem";
 /// Indexing memory for the single writer thread; tantivy's minimum is 15 MB.
 const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Decides from a chunk's version sequence number whether it may be a hit.
+pub type SeqPredicate = std::sync::Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
 /// One chunk-level result.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,6 +282,19 @@ impl TextIndex {
         filter: &Filter,
         limit: usize,
     ) -> Result<Vec<TextHit>, IndexError> {
+        self.search_where(query, filter, limit, None)
+    }
+
+    /// [`search`](Self::search), keeping only chunks whose version sequence number passes
+    /// `accept` (the filter's per-document conditions), inside the search: the top `limit`
+    /// are all accepted chunks.
+    pub fn search_where(
+        &self,
+        query: &str,
+        filter: &Filter,
+        limit: usize,
+        accept: Option<SeqPredicate>,
+    ) -> Result<Vec<TextHit>, IndexError> {
         let words = self.analyze(query);
         if words.is_empty() || limit == 0 || filter.rejects_everything() {
             return Ok(Vec::new());
@@ -313,7 +329,17 @@ impl TextIndex {
         let query = BooleanQuery::new(clauses);
 
         let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
+        let top_docs = TopDocs::with_limit(limit).order_by_score();
+        let top = match accept {
+            None => searcher.search(&query, &top_docs)?,
+            Some(accept) => {
+                let by_seq = move |seq: u64| accept(seq);
+                searcher.search(
+                    &query,
+                    &FilterCollector::new("seq".to_string(), by_seq, top_docs),
+                )?
+            }
+        };
         top.into_iter()
             .map(|(score, address)| {
                 let doc: TantivyDocument = searcher.doc(address)?;

@@ -75,7 +75,13 @@ pub struct SearchArgs {
     pub k: Option<u32>,
     /// hybrid (default), bm25 or vector.
     pub mode: Option<ModeArg>,
-    /// Metadata filter: {field: value | [values]}; see list_collections for filterable fields.
+    /// Metadata filter, all fields must hold: {field: value | [any of values] | {operator:
+    /// operand}}. Operators: eq, in/any (one of a list), all (list field holds every value),
+    /// ne, exists (true/false), gt/gte/lt/lte (number and time fields). Built-in time
+    /// fields: event_time, indexed_at. Times: RFC 3339, epoch ms, "now", "now-1h".
+    /// list_collections shows each collection's field_types.
+    #[serde(default)]
+    #[schemars(schema_with = "filter_schema")]
     pub filter: Option<Map<String, Value>>,
     /// Query vector, for collections whose vectors are precomputed upstream.
     pub vector: Option<Vec<f32>>,
@@ -112,6 +118,43 @@ impl SearchArgs {
             max_wait: Duration::from_millis(max_wait_ms),
         })
     }
+}
+
+/// The JSON Schema of a `filter` argument, documenting its operators.
+fn filter_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let scalar = serde_json::json!({"type": ["string", "number", "boolean"]});
+    let list = serde_json::json!({"type": "array", "items": scalar, "minItems": 1});
+    let one_or_list = serde_json::json!({"anyOf": [scalar, list]});
+    let bound = serde_json::json!({
+        "type": ["number", "string"],
+        "description": "a number, or for time fields RFC 3339, epoch ms, \"now\" or \"now-<n><ms|s|m|h|d|w>\""
+    });
+    schemars::json_schema!({
+        "type": "object",
+        "description": "Metadata filter; every field must hold. A value or a list (any of them) \
+            matches by equality; an object applies operators. list_collections shows the \
+            filterable fields and their types; event_time and indexed_at are built-in times.",
+        "additionalProperties": {
+            "anyOf": [
+                scalar,
+                list,
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": false,
+                    "properties": {
+                        "eq": {"description": "equal to", "anyOf": [scalar]},
+                        "in": {"description": "equal to one of", "anyOf": [one_or_list]},
+                        "any": {"description": "a list field holds one of", "anyOf": [one_or_list]},
+                        "all": {"description": "a list field holds every one of", "anyOf": [one_or_list]},
+                        "ne": {"description": "equal to none of", "anyOf": [one_or_list]},
+                        "exists": {"type": "boolean", "description": "has a value (true) or none (false)"},
+                        "gt": bound, "gte": bound, "lt": bound, "lte": bound
+                    }
+                }
+            ]
+        }
+    })
 }
 
 /// Arguments of `get_document`.

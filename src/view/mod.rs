@@ -12,7 +12,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use serde_json::{Map, Value};
 
-use crate::index::FilterTerms;
+use crate::index::{Candidate, FilterTerms};
 
 pub use progress::{OffsetTarget, PartitionKey, PartitionProgress, Progress};
 
@@ -58,6 +58,16 @@ pub struct StoredDoc {
 }
 
 impl StoredDoc {
+    /// What filter conditions see of this version.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            metadata: &self.metadata,
+            tenant: self.tenant.as_deref(),
+            event_time_ms: self.stamp.event_time_ms,
+            indexed_at_ms: self.stamp.indexed_at_ms,
+        }
+    }
+
     /// The text of chunk `n` (the whole text when out of range).
     pub fn chunk_text(&self, n: u32) -> &str {
         self.chunks
@@ -71,6 +81,9 @@ impl StoredDoc {
 #[derive(Debug, Default)]
 pub struct View {
     docs: DashMap<String, Arc<StoredDoc>>,
+    /// The same current versions by apply sequence number, for filters evaluated inside
+    /// the BM25 search, which knows a hit's sequence number but not its document.
+    by_seq: DashMap<u64, Arc<StoredDoc>>,
 }
 
 impl View {
@@ -84,19 +97,44 @@ impl View {
         self.get(id).filter(|d| d.seq == seq)
     }
 
+    /// The current version whose apply sequence number is `seq`, if it is still current.
+    pub fn get_by_seq(&self, seq: u64) -> Option<Arc<StoredDoc>> {
+        self.by_seq.get(&seq).map(|d| Arc::clone(d.value()))
+    }
+
     /// Inserts or replaces a document.
     pub fn put(&self, doc: StoredDoc) {
-        self.docs.insert(doc.id.clone(), Arc::new(doc));
+        self.insert(doc);
+    }
+
+    /// Inserts or replaces a document and returns the shared handle now in the view.
+    pub fn insert(&self, doc: StoredDoc) -> Arc<StoredDoc> {
+        let doc = Arc::new(doc);
+        self.by_seq.insert(doc.seq, Arc::clone(&doc));
+        if let Some(old) = self.docs.insert(doc.id.clone(), Arc::clone(&doc))
+            && old.seq != doc.seq
+        {
+            self.by_seq.remove(&old.seq);
+        }
+        doc
     }
 
     /// Removes a document; returns whether it existed.
     pub fn remove(&self, id: &str) -> bool {
-        self.docs.remove(id).is_some()
+        self.take(id).is_some()
+    }
+
+    /// Removes a document and returns the version that was current.
+    pub fn take(&self, id: &str) -> Option<Arc<StoredDoc>> {
+        let (_, old) = self.docs.remove(id)?;
+        self.by_seq.remove(&old.seq);
+        Some(old)
     }
 
     /// Removes every document.
     pub fn clear(&self) {
         self.docs.clear();
+        self.by_seq.clear();
     }
 
     /// Number of documents.
@@ -153,6 +191,14 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert!(v.get_version("a", 1).is_none());
         assert_eq!(v.get_version("a", 2).unwrap().seq, 2);
+        assert!(
+            v.get_by_seq(1).is_none(),
+            "a replaced version leaves the seq index"
+        );
+        assert_eq!(v.get_by_seq(2).unwrap().id, "a");
+        assert_eq!(v.take("a").map(|d| d.seq), Some(2));
+        assert!(v.get_by_seq(2).is_none());
+        v.put(doc("a", 3));
         assert!(v.remove("a"));
         assert!(!v.remove("a"));
         assert!(v.is_empty());
