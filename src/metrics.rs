@@ -108,8 +108,6 @@ pub struct Metrics {
     pub vector_rebuilds: AtomicU64,
     /// Partitions re-read from the start because their topic was recreated.
     pub partition_resets: AtomicU64,
-    /// Times retention removed records of a partition before they were applied.
-    pub partition_truncations: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -126,7 +124,6 @@ impl Default for Metrics {
             storage: StorageHealth::default(),
             vector_rebuilds: AtomicU64::new(0),
             partition_resets: AtomicU64::new(0),
-            partition_truncations: AtomicU64::new(0),
         }
     }
 }
@@ -382,11 +379,6 @@ impl Metrics {
                 "freshet_partition_resets_total",
                 "Partitions re-read from the start because their topic was recreated.",
                 &self.partition_resets,
-            ),
-            (
-                "freshet_partition_truncations_total",
-                "Times retention removed records of a partition before they were applied.",
-                &self.partition_truncations,
             ),
         ] {
             header(out, name, "counter", help);

@@ -597,6 +597,17 @@ impl Engine {
                 );
             }
         }
+        header(
+            &mut out,
+            "freshet_partition_truncations_total",
+            "counter",
+            "Times retention removed records of a partition before they were applied.",
+        );
+        let _ = writeln!(
+            out,
+            "freshet_partition_truncations_total {}",
+            self.progress.truncations()
+        );
         self.metrics.render(&mut out);
         out
     }
@@ -645,7 +656,9 @@ impl Engine {
     }
 
     /// Reads all partitions' watermarks from the broker and stores them; returns how many
-    /// partitions answered. Notes partitions whose unapplied records retention removed.
+    /// partitions answered. (Retention passing unapplied records is noticed by the consumer,
+    /// which the broker tells exactly: a log start above applied offsets here may only mean
+    /// that the records are still on their way to the view.)
     pub async fn refresh_watermarks(&self, timeout: std::time::Duration) -> usize {
         let Some(meta) = &self.meta else { return 0 };
         let partitions: Vec<(String, i32)> = self
@@ -659,22 +672,6 @@ impl Engine {
         for w in &reading.marks {
             self.progress
                 .set_watermarks(&w.topic, w.partition, w.low, w.high, at);
-            let next = self.progress.next_offset(&w.topic, w.partition);
-            if let Some(next) = next
-                && w.low > next
-                && self.progress.mark_truncated(&w.topic, w.partition)
-            {
-                self.metrics
-                    .partition_truncations
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    topic = w.topic,
-                    partition = w.partition,
-                    "retention removed offsets {next}..{} before they were applied: reading on from the log start offset {}; documents keep the last version applied",
-                    w.low - 1,
-                    w.low
-                );
-            }
         }
         self.update_readiness(&reading.marks);
         reading.marks.len()
