@@ -108,8 +108,6 @@ pub struct Metrics {
     pub vector_rebuilds: AtomicU64,
     /// Partitions re-read from the start because their topic was recreated.
     pub partition_resets: AtomicU64,
-    /// Times retention removed records of a partition before they were applied.
-    pub partition_truncations: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -126,7 +124,6 @@ impl Default for Metrics {
             storage: StorageHealth::default(),
             vector_rebuilds: AtomicU64::new(0),
             partition_resets: AtomicU64::new(0),
-            partition_truncations: AtomicU64::new(0),
         }
     }
 }
@@ -186,8 +183,12 @@ pub enum ApplyStage {
     /// Publishing the batch's vectors to the vector index (waits when the HNSW graph is
     /// too far behind).
     VectorFlush,
-    /// Committing the BM25 index and reloading its searcher.
-    TextCommit,
+    /// Noting what the next checkpoint covers and publishing the batch (the writer's last
+    /// step; the batch is searchable after it).
+    Publish,
+    /// A checkpoint: the vector journal's fsync and the BM25 commit with the offsets, on the
+    /// checkpoint thread (per checkpoint, not per batch).
+    Checkpoint,
 }
 
 impl ApplyStage {
@@ -197,7 +198,8 @@ impl ApplyStage {
             ApplyStage::Prepare => "prepare",
             ApplyStage::Write => "write",
             ApplyStage::VectorFlush => "vector_flush",
-            ApplyStage::TextCommit => "text_commit",
+            ApplyStage::Publish => "publish",
+            ApplyStage::Checkpoint => "checkpoint",
         }
     }
 }
@@ -377,11 +379,6 @@ impl Metrics {
                 "freshet_partition_resets_total",
                 "Partitions re-read from the start because their topic was recreated.",
                 &self.partition_resets,
-            ),
-            (
-                "freshet_partition_truncations_total",
-                "Times retention removed records of a partition before they were applied.",
-                &self.partition_truncations,
             ),
         ] {
             header(out, name, "counter", help);

@@ -86,6 +86,10 @@ pub struct Collection {
     persisted: Option<checkpoint::Persisted>,
     /// The recent changes, for the `changes` tool and subscriptions.
     pub changes: changes::ChangeLog,
+    /// What the next checkpoint would cover (left by the writer after each batch).
+    cut: Mutex<Option<checkpoint::Cut>>,
+    /// When the last checkpoint was attempted.
+    checkpointed_at: Mutex<std::time::Instant>,
 }
 
 impl Collection {
@@ -145,6 +149,8 @@ impl Collection {
             counts: Mutex::new(IngestCounts::default()),
             persisted,
             changes: changes::ChangeLog::new(config.changes.clone(), now_ms()),
+            cut: Mutex::new(None),
+            checkpointed_at: Mutex::new(std::time::Instant::now()),
             config,
         };
         if let Some(p) = &collection.persisted {
@@ -214,14 +220,6 @@ impl Collection {
     fn flush_vectors(&self) {
         if let Some(v) = self.vectors() {
             v.flush();
-        }
-    }
-
-    /// Notes that `doc_id` was written to the BM25 index since its last commit (persisted
-    /// collections only; see `checkpoint::Persisted::dirty`).
-    fn mark_dirty(&self, doc_id: &str) {
-        if let Some(p) = &self.persisted {
-            p.mark_dirty(doc_id);
         }
     }
 
@@ -609,6 +607,17 @@ impl Engine {
                 );
             }
         }
+        header(
+            &mut out,
+            "freshet_partition_truncations_total",
+            "counter",
+            "Times retention removed records of a partition before they were applied.",
+        );
+        let _ = writeln!(
+            out,
+            "freshet_partition_truncations_total {}",
+            self.progress.truncations()
+        );
         self.metrics.render(&mut out);
         out
     }
@@ -657,7 +666,9 @@ impl Engine {
     }
 
     /// Reads all partitions' watermarks from the broker and stores them; returns how many
-    /// partitions answered. Notes partitions whose unapplied records retention removed.
+    /// partitions answered. (Retention passing unapplied records is noticed by the consumer,
+    /// which the broker tells exactly: a log start above applied offsets here may only mean
+    /// that the records are still on their way to the view.)
     pub async fn refresh_watermarks(&self, timeout: std::time::Duration) -> usize {
         let Some(meta) = &self.meta else { return 0 };
         let partitions: Vec<(String, i32)> = self
@@ -671,22 +682,6 @@ impl Engine {
         for w in &reading.marks {
             self.progress
                 .set_watermarks(&w.topic, w.partition, w.low, w.high, at);
-            let next = self.progress.next_offset(&w.topic, w.partition);
-            if let Some(next) = next
-                && w.low > next
-                && self.progress.mark_truncated(&w.topic, w.partition)
-            {
-                self.metrics
-                    .partition_truncations
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    topic = w.topic,
-                    partition = w.partition,
-                    "retention removed offsets {next}..{} before they were applied: reading on from the log start offset {}; documents keep the last version applied",
-                    w.low - 1,
-                    w.low
-                );
-            }
         }
         self.update_readiness(&reading.marks);
         reading.marks.len()

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -134,6 +135,12 @@ fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     if !kafka.properties.contains_key("group.id") {
         cc.set("group.id", "freshet");
     }
+    // A position the broker no longer has is reported to the poll loop instead of being
+    // silently moved to the log start, so that records lost to retention are noticed exactly
+    // (see `Poller::resolve_out_of_range`).
+    if !kafka.properties.contains_key("auto.offset.reset") {
+        cc.set("auto.offset.reset", "error");
+    }
     cc
 }
 
@@ -201,6 +208,7 @@ pub fn spawn_consumer(
                 options,
                 last_error_log: None,
                 resets: links.resets,
+                out_of_range: None,
             };
             poller.run(&links.batches, &links.stop);
         })
@@ -246,7 +254,13 @@ struct Poller {
     last_error_log: Option<Instant>,
     /// Partitions to re-read from the start (their logs are not the ones applied from).
     resets: std::sync::mpsc::Receiver<ResetRequest>,
+    /// Set when the broker refused a fetch position and that is not resolved yet: when to try.
+    out_of_range: Option<Instant>,
 }
+
+/// How long to wait before retrying to resolve a refused fetch position (the broker may be
+/// unreachable for the watermark reads it needs).
+const OUT_OF_RANGE_RETRY: Duration = Duration::from_millis(500);
 
 impl Poller {
     fn run(&mut self, batches: &mpsc::Sender<Batch>, stop: &AtomicBool) {
@@ -265,6 +279,9 @@ impl Poller {
             let requested: Vec<ResetRequest> = self.resets.try_iter().collect();
             if !requested.is_empty() {
                 self.reset_partitions(&requested, &mut batch);
+            }
+            if self.out_of_range.is_some_and(|at| Instant::now() >= at) {
+                self.resolve_out_of_range();
             }
             if self.assigned.is_empty() {
                 if !batch.is_empty() && batches.blocking_send(std::mem::take(&mut batch)).is_err() {
@@ -295,6 +312,13 @@ impl Poller {
                             ingested_at_ms: now_ms(),
                         });
                         timeout = Duration::ZERO;
+                    }
+                    Some(Err(KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::AutoOffsetReset,
+                    ))) => {
+                        // The partition stays stopped until it is assigned again.
+                        self.out_of_range.get_or_insert_with(Instant::now);
+                        break;
                     }
                     Some(Err(e)) => {
                         self.log_error(&e);
@@ -369,8 +393,77 @@ impl Poller {
             // Re-assigning in place around a recreated or deleted topic has aborted librdkafka
             // (rd_kafka_assignment_partition_stopped: rktp_started); a new client has no
             // stopped partitions to trip over.
-            self.rebuild(&restart_from);
+            let starts: Vec<_> = restart_from
+                .into_iter()
+                .map(|key| (key, Offset::Beginning))
+                .collect();
+            self.rebuild(&starts);
         }
+    }
+
+    /// The broker refused a fetch position: retention removed records before they were read
+    /// (reading goes on from the log start; the view keeps what it applied), or the log now
+    /// ends below the position (it is read again from its start, as `earliest` would). rdkafka
+    /// does not say which partition failed, so every partition read from an explicit position
+    /// is checked against its watermarks; the affected ones are assigned again, on a new client
+    /// as in [`Self::refresh`].
+    fn resolve_out_of_range(&mut self) {
+        let mut starts = Vec::new();
+        let mut unknown = false;
+        let reading: Vec<((Arc<str>, i32), i64)> = self
+            .delivered
+            .iter()
+            .map(|(key, &position)| (key.clone(), position))
+            .collect();
+        for ((topic, partition), position) in reading {
+            // 0 is where a partition read from its log start stands before its first record:
+            // no position the broker could refuse.
+            if position <= 0 {
+                continue;
+            }
+            let (low, high) = match self.consumer.fetch_watermarks(
+                &topic,
+                partition,
+                self.metadata_timeout,
+            ) {
+                Ok(marks) => marks,
+                Err(e) => {
+                    self.log_message(&format!(
+                            "kafka: cannot read the watermarks of {topic} [{partition}] after the broker refused a fetch position: {e}; retrying"
+                        ));
+                    unknown = true;
+                    continue;
+                }
+            };
+            if position < low {
+                self.progress
+                    .set_watermarks(&topic, partition, low, high, now_ms());
+                if self.progress.mark_truncated(&topic, partition) {
+                    tracing::warn!(
+                        topic = &*topic,
+                        partition,
+                        "retention removed offsets {position}..{} before they were applied: reading on from the log start offset {low}; documents keep the last version applied",
+                        low - 1
+                    );
+                }
+                starts.push(((topic, partition), Offset::Offset(low)));
+            } else if position > high {
+                tracing::warn!(
+                    topic = &*topic,
+                    partition,
+                    "the log ends at offset {high}, below the position {position}: reading the partition again from its start"
+                );
+                starts.push(((topic, partition), Offset::Beginning));
+            }
+        }
+        if unknown {
+            self.out_of_range = Some(Instant::now() + OUT_OF_RANGE_RETRY);
+            return;
+        }
+        self.out_of_range = None;
+        // When no position is out of range any more (the log grew past it meanwhile), a new
+        // client still restarts whatever partition the refusal stopped.
+        self.rebuild(&starts);
     }
 
     /// Compares what the cluster reports with what is being read.
@@ -452,20 +545,21 @@ impl Poller {
         changes
     }
 
-    /// Tracks a partition and adds it to `tpl`: from its log start if `from_start`, else
-    /// after what the view holds (its log start when it holds nothing).
+    /// Tracks a partition and adds it to `tpl`: from `start` if given, else after what the
+    /// view holds (its log start when it holds nothing).
     fn add_partition(
         &mut self,
         tpl: &mut TopicPartitionList,
         topic: &str,
         partition: i32,
         topic_id: Option<Arc<str>>,
-        from_start: bool,
+        start: Option<Offset>,
     ) {
         self.progress.track(topic, partition, None, topic_id);
-        let offset = match self.progress.next_offset(topic, partition) {
-            Some(next) if !from_start => Offset::Offset(next),
-            _ => Offset::Beginning,
+        let offset = match (start, self.progress.next_offset(topic, partition)) {
+            (Some(start), _) => start,
+            (None, Some(next)) => Offset::Offset(next),
+            (None, None) => Offset::Beginning,
         };
         self.note_start(topic, partition, offset);
         if let Err(e) = tpl.add_partition_offset(topic, partition, offset) {
@@ -479,7 +573,7 @@ impl Poller {
         for (topic, from, to) in added {
             let id = self.assigned.get(topic).and_then(|a| a.id.clone());
             for p in *from..*to {
-                self.add_partition(&mut tpl, topic, p, id.clone(), false);
+                self.add_partition(&mut tpl, topic, p, id.clone(), None);
             }
         }
         match self.consumer.incremental_assign(&tpl) {
@@ -508,8 +602,8 @@ impl Poller {
     }
 
     /// Replaces the consumer by a new one assigned to every partition being read: those in
-    /// `from_start` at their log start, the others where the view stands.
-    fn rebuild(&mut self, from_start: &[(Arc<str>, i32)]) {
+    /// `starts` at the offset given there, the others where the view stands.
+    fn rebuild(&mut self, starts: &[((Arc<str>, i32), Offset)]) {
         let consumer = match create_consumer(&self.kafka) {
             Ok(c) => c,
             Err(e) => {
@@ -522,8 +616,11 @@ impl Poller {
         let mut tpl = TopicPartitionList::new();
         for (topic, a) in self.assigned.clone() {
             for p in 0..a.partitions {
-                let restart = from_start.iter().any(|(t, fp)| **t == *topic && *fp == p);
-                self.add_partition(&mut tpl, &topic, p, a.id.clone(), restart);
+                let start = starts
+                    .iter()
+                    .find(|((t, sp), _)| **t == *topic && *sp == p)
+                    .map(|(_, offset)| *offset);
+                self.add_partition(&mut tpl, &topic, p, a.id.clone(), start);
             }
         }
         if let Err(e) = self.consumer.assign(&tpl) {
@@ -559,7 +656,7 @@ impl Poller {
                 partition: *partition,
                 topic_id: a.id.clone(),
             });
-            from_start.push((Arc::from(topic.as_str()), *partition));
+            from_start.push(((Arc::from(topic.as_str()), *partition), Offset::Beginning));
         }
         if !from_start.is_empty() {
             self.rebuild(&from_start);

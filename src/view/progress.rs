@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -92,6 +93,8 @@ pub struct Progress {
     partitions: RwLock<BTreeMap<PartitionKey, PartitionProgress>>,
     /// Bumped after each applied batch so waiters re-check their targets.
     applied: watch::Sender<u64>,
+    /// Times retention removed records of a partition before they were applied.
+    truncations: AtomicU64,
 }
 
 impl Default for Progress {
@@ -99,6 +102,7 @@ impl Default for Progress {
         Progress {
             partitions: RwLock::new(BTreeMap::new()),
             applied: watch::channel(0).0,
+            truncations: AtomicU64::new(0),
         }
     }
 }
@@ -194,7 +198,8 @@ impl Progress {
     }
 
     /// Notes that retention removed records of a partition before they were applied; the
-    /// consumer continues from the log start. Returns false if that was already noted.
+    /// consumer continues from the log start. Returns false if a re-read was already under
+    /// way (then nothing is counted).
     pub fn mark_truncated(&self, topic: &str, partition: i32) -> bool {
         let mut map = self.partitions.write();
         let Some(p) = map.get_mut(&(Arc::from(topic), partition)) else {
@@ -207,7 +212,14 @@ impl Progress {
             reason: RereadReason::LogTruncated,
             until: p.high_watermark,
         });
+        self.truncations.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// How many times retention removed records before they were applied (see
+    /// [`Self::mark_truncated`]).
+    pub fn truncations(&self) -> u64 {
+        self.truncations.load(Ordering::Relaxed)
     }
 
     /// Stores watermarks just read from the broker.
@@ -397,6 +409,7 @@ mod tests {
         p.set_watermarks("t", 0, 50, 80, 1);
         assert!(p.mark_truncated("t", 0));
         assert!(!p.mark_truncated("t", 0), "noted once");
+        assert_eq!(p.truncations(), 1);
         assert_eq!(
             p.next_offset("t", 0),
             Some(10),
