@@ -654,7 +654,7 @@ async def run_restart(args, work: Path, broker, topic: str, corpus: Corpus, n: i
         out["rss_bytes_per_doc_after_restart"] = rss_bytes(server.process.pid) / n
         out["clean_restart_graph_inserts_s"] = await wait_graph_backlog_empty(server)
         print(f"restart phase: clean restart {out['clean_restart_s']:.1f} s", flush=True)
-        # Steady updates: what each batch's checkpoint costs (the BM25 commit carries it).
+        # Steady updates: what a checkpoint costs (the `checkpoint` stage: journal fsync + BM25 commit).
         before, clock = await apply_stage_totals(target), time.monotonic()
         steady = SteadyProducer(broker.bootstrap, topic, corpus, n, args.load_rate)
         steady.start()

@@ -28,7 +28,9 @@ HYBRID_P99_TARGET_MS = 10
 RECALL_TARGET = 0.95
 
 
-STAGES = ("prepare", "write", "vector_flush", "text_commit")
+STAGES = ("prepare", "write", "vector_flush", "publish", "checkpoint")
+#: Before checkpoints moved off the writer (issue 18), each batch ended with a BM25 commit.
+OLD_STAGES = ("prepare", "write", "vector_flush", "text_commit")
 
 
 def stage_table(freshness: list[dict]) -> list[str]:
@@ -36,20 +38,30 @@ def stage_table(freshness: list[dict]) -> list[str]:
     phases = [fr for fr in freshness if fr.get("apply_stages")]
     if not phases:
         return []
+    old = all("text_commit" in fr["apply_stages"] for fr in phases)
+    stages = OLD_STAGES if old else STAGES
+    writer = stages[1:4]
+    if old:
+        what = ("`text_commit` commits BM25 and reloads its searcher; *writer busy* is the share of the phase "
+                "the writer spent in those three):")
+    else:
+        what = ("`publish` notes the checkpoint cut (the batch is searchable after it); *writer busy* is the "
+                "share of the phase the writer spent in those three. `checkpoint` is on its own thread, mean ms "
+                "per checkpoint (vector journal fsync + BM25 commit with the offsets, every "
+                "`snapshot.checkpoint_interval_ms`), and never delays a batch's visibility):")
     out = ["**Where the pipeline's time goes** while producing at each rate (freshet's "
            "`freshet_apply_stage_seconds` over the phase: mean ms per batch; `prepare` decodes and chunks "
            "each polled batch, the writer then applies whatever has been prepared as one batch: `write` "
            "updates both indexes, `vector_flush` publishes the vectors (waiting while over 4,096 wait for "
-           "the HNSW graph), `text_commit` commits BM25 and reloads its searcher; *writer busy* is the "
-           "share of the phase the writer spent in those three):", "",
-           "| rate/s | polled batches/s | applied batches/s | " + " | ".join(STAGES) + " | writer busy |",
-           "|---" * (len(STAGES) + 4) + "|"]
+           "the HNSW graph), " + what, "",
+           "| rate/s | polled batches/s | applied batches/s | " + " | ".join(stages) + " | writer busy |",
+           "|---" * (len(stages) + 4) + "|"]
     for fr in phases:
         st = fr["apply_stages"]
-        applied = st.get("text_commit", {}).get("batches_per_s", 0)
-        busy = applied * sum(st.get(name, {}).get("mean_ms", 0) for name in STAGES[1:]) / 1000
+        applied = st.get(stages[3], {}).get("batches_per_s", 0)
+        busy = applied * sum(st.get(name, {}).get("mean_ms", 0) for name in writer) / 1000
         out.append(f"| {fr['rate']} | {st.get('prepare', {}).get('batches_per_s', 0):.1f} | {applied:.1f} | "
-                   + " | ".join(fmt(st.get(name, {}).get("mean_ms"), 2) for name in STAGES)
+                   + " | ".join(fmt(st.get(name, {}).get("mean_ms"), 2) for name in stages)
                    + f" | {busy:.0%} |")
     return out + [""]
 

@@ -55,7 +55,8 @@ pub struct PartitionWatermark {
     pub partition: i32,
     /// Last offset applied to the view (null before the first record).
     pub applied_offset: Option<i64>,
-    /// The partition's log end offset as last read from the broker (null if never read).
+    /// The partition's log end offset (the offset the next record will get) as last read
+    /// from the broker, and never below `applied_offset + 1` (null if never read).
     pub high_watermark: Option<i64>,
     /// Records written but not yet applied (null while the high watermark is unknown).
     pub lag: Option<i64>,
@@ -72,7 +73,11 @@ impl PartitionWatermark {
             topic: key.0.to_string(),
             partition: key.1,
             applied_offset: p.next_offset.map(|n| n - 1),
-            high_watermark: p.high_watermark,
+            // A reading taken before the last batch was applied is behind it; the log ends at
+            // least after what was applied, so show that rather than `applied > high`.
+            high_watermark: p
+                .high_watermark
+                .map(|high| high.max(p.next_offset.unwrap_or(high))),
             lag: p.lag(),
             rereading: p.reread.as_ref().map(|r| r.reason.as_str().to_string()),
         }
@@ -248,4 +253,41 @@ pub struct CollectionsResult {
     pub collections: Vec<CollectionInfo>,
     /// When this was read (RFC 3339 UTC).
     pub as_of: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn watermark(next_offset: Option<i64>, high_watermark: Option<i64>) -> PartitionWatermark {
+        let progress = PartitionProgress {
+            next_offset,
+            high_watermark,
+            ..PartitionProgress::default()
+        };
+        PartitionWatermark::new(&(Arc::from("t"), 0), &progress)
+    }
+
+    #[test]
+    fn a_stale_log_end_is_never_shown_below_what_was_applied() {
+        // The watermark was read (281) before the batch ending at offset 282 was applied.
+        let w = watermark(Some(283), Some(281));
+        assert_eq!(
+            (w.applied_offset, w.high_watermark, w.lag),
+            (Some(282), Some(283), Some(0))
+        );
+    }
+
+    #[test]
+    fn a_partition_behind_shows_its_lag_against_the_log_end() {
+        let w = watermark(Some(10), Some(15));
+        assert_eq!(
+            (w.applied_offset, w.high_watermark, w.lag),
+            (Some(9), Some(15), Some(5))
+        );
+        assert_eq!(watermark(None, None).high_watermark, None);
+        assert_eq!(watermark(None, Some(3)).lag, Some(3));
+    }
 }

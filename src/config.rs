@@ -73,7 +73,8 @@ pub struct Config {
     /// Where the audit log goes.
     #[serde(default)]
     pub audit: AuditConfig,
-    /// Persistence: on or off, and how often grown vector graphs are saved.
+    /// Persistence: on or off, how often checkpoints are written and grown vector graphs
+    /// saved.
     #[serde(default)]
     pub snapshot: SnapshotConfig,
     /// Where Avro, Protobuf and JSON Schema records' schemas come from.
@@ -760,14 +761,24 @@ pub struct SnapshotConfig {
     /// batch is checkpointed regardless); 0 keeps every collection in memory only.
     #[serde(default = "default_snapshot_interval_ms")]
     pub interval_ms: u64,
+    /// Milliseconds between checkpoints (BM25 commit with the offsets, vector journal
+    /// fsync). Records are searchable before their checkpoint; a crash replays the records
+    /// after the last one. 0 checkpoints after every applied batch.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             interval_ms: default_snapshot_interval_ms(),
+            checkpoint_interval_ms: default_checkpoint_interval_ms(),
         }
     }
+}
+
+fn default_checkpoint_interval_ms() -> u64 {
+    1_000
 }
 
 fn default_snapshot_interval_ms() -> u64 {

@@ -330,6 +330,9 @@ fn run(path: &std::path::Path, transport: Transport) -> anyhow::Result<ExitCode>
             return Ok(ExitCode::from(2));
         }
     };
+    if transport == Transport::Http {
+        check_listeners(&config)?;
+    }
     let audit = AuditLog::from_config(&config).context("opening the audit log")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -354,6 +357,26 @@ fn run(path: &std::path::Path, transport: Transport) -> anyhow::Result<ExitCode>
     audit.close();
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A port another program holds is reported at once, before the pipeline starts (which can
+/// wait seconds for the broker); the listeners themselves are bound later, by the server.
+fn check_listeners(config: &Config) -> Result<(), freshet::mcp::ServeError> {
+    let server = &config.server;
+    let metrics = server
+        .metrics_addr
+        .iter()
+        .map(|a| (a, "server.metrics_addr"));
+    for (addr, key) in std::iter::once((&server.http_addr, "server.http_addr")).chain(metrics) {
+        std::net::TcpListener::bind(addr.as_str()).map_err(|source| {
+            freshet::mcp::ServeError::Bind {
+                addr: addr.clone(),
+                key,
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

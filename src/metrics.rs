@@ -183,8 +183,12 @@ pub enum ApplyStage {
     /// Publishing the batch's vectors to the vector index (waits when the HNSW graph is
     /// too far behind).
     VectorFlush,
-    /// Committing the BM25 index and reloading its searcher.
-    TextCommit,
+    /// Noting what the next checkpoint covers and publishing the batch (the writer's last
+    /// step; the batch is searchable after it).
+    Publish,
+    /// A checkpoint: the vector journal's fsync and the BM25 commit with the offsets, on the
+    /// checkpoint thread (per checkpoint, not per batch).
+    Checkpoint,
 }
 
 impl ApplyStage {
@@ -194,7 +198,8 @@ impl ApplyStage {
             ApplyStage::Prepare => "prepare",
             ApplyStage::Write => "write",
             ApplyStage::VectorFlush => "vector_flush",
-            ApplyStage::TextCommit => "text_commit",
+            ApplyStage::Publish => "publish",
+            ApplyStage::Checkpoint => "checkpoint",
         }
     }
 }

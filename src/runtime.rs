@@ -1,6 +1,7 @@
-//! Starts the pipeline (consumer thread → prepare thread → apply thread), the watermark
-//! refresher and the catch-up progress log, and stops them in order on shutdown: stop
-//! consuming, let prepare and apply drain, save the vector graphs, flush dead letters.
+//! Starts the pipeline (consumer thread → prepare thread → apply thread, and the checkpoint
+//! thread behind them), the watermark refresher and the catch-up progress log, and stops
+//! them in order on shutdown: stop consuming, let prepare and apply drain, write the last
+//! checkpoint, save the vector graphs, flush dead letters.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct Runtime {
     cancel: CancellationToken,
     /// Consumer, prepare and apply threads, in pipeline order.
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Told to write the last checkpoint and stop once the apply thread has ended.
+    checkpoints: Checkpointer,
 }
 
 impl Runtime {
@@ -84,7 +87,8 @@ impl Runtime {
             },
         )?;
         let preparer = spawn_preparer(Arc::clone(&engine), rx, prepared_tx)?;
-        let applier = spawn_applier(Arc::clone(&engine), prepared_rx, persisted)?;
+        let applier = spawn_applier(Arc::clone(&engine), prepared_rx)?;
+        let checkpoints = Checkpointer::spawn(Arc::clone(&engine), persisted)?;
         let cancel = CancellationToken::new();
         tokio::spawn(refresh_watermarks(
             Arc::clone(&engine),
@@ -102,22 +106,25 @@ impl Runtime {
             stop,
             cancel,
             threads: vec![consumer, preparer, applier],
+            checkpoints,
         })
     }
 
-    /// Stops consuming, waits for prepare and apply to finish what is queued and for the
-    /// vector graphs to be saved, and flushes dead letters.
+    /// Stops consuming, waits for prepare and apply to finish what is queued, for the last
+    /// checkpoint and for the vector graphs to be saved, and flushes dead letters.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         self.stop.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.threads);
         let engine = Arc::clone(&self.engine);
+        let checkpoints = self.checkpoints.take();
         let joined = tokio::task::spawn_blocking(move || {
             // Each stage drops its sender when it returns, which ends the next stage's loop
             // after it has drained what was already queued.
             for h in threads {
                 let _ = h.join();
             }
+            checkpoints.finish();
             if let Some(dlq) = engine.dead_letters() {
                 dlq.flush(Duration::from_secs(5));
             }
@@ -221,17 +228,75 @@ fn run_dumps(engine: &Engine, dumps: Vec<GraphDump>) {
     }
 }
 
+/// How often the checkpoint thread looks for due checkpoints (and graph saves) at most.
+const CHECKPOINT_TICK: Duration = Duration::from_millis(50);
+
+/// The checkpoint thread: writes each collection's checkpoint every
+/// `snapshot.checkpoint_interval_ms` behind the writer, and saves grown vector graphs.
+struct Checkpointer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn spawn(engine: Arc<Engine>, persisted: bool) -> Result<Checkpointer, StartError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let every = Duration::from_millis(engine.config().snapshot.interval_ms.max(1));
+        let mut saver = persisted.then(|| GraphSaver {
+            every,
+            last: Instant::now(),
+            in_flight: None,
+        });
+        let tick = Duration::from_millis(engine.config().snapshot.checkpoint_interval_ms)
+            .clamp(Duration::from_millis(1), CHECKPOINT_TICK);
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("freshet-checkpoint".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Acquire) {
+                    if !engine.checkpoint_due(false) {
+                        std::thread::sleep(tick);
+                    }
+                    if let Some(s) = saver.as_mut() {
+                        s.tick(&engine);
+                    }
+                }
+                // The writer has ended: what it applied last is made durable now.
+                engine.checkpoint_due(true);
+                if let Some(s) = saver {
+                    s.finish(&engine);
+                }
+            })
+            .map_err(|source| StartError::Thread {
+                what: "checkpoint thread",
+                source,
+            })?;
+        Ok(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn take(&mut self) -> Checkpointer {
+        Checkpointer {
+            stop: Arc::clone(&self.stop),
+            thread: self.thread.take(),
+        }
+    }
+
+    /// Writes the last checkpoint and saves the graphs; call once the writer has ended.
+    fn finish(self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.thread {
+            let _ = h.join();
+        }
+    }
+}
+
 fn spawn_applier(
     engine: Arc<Engine>,
     rx: Receiver<PreparedBatch>,
-    persisted: bool,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
-    let every = Duration::from_millis(engine.config().snapshot.interval_ms.max(1));
-    let mut saver = persisted.then(|| GraphSaver {
-        every,
-        last: Instant::now(),
-        in_flight: None,
-    });
     std::thread::Builder::new()
         .name("freshet-apply".into())
         .spawn(move || {
@@ -244,7 +309,7 @@ fn spawn_applier(
                 };
                 match next {
                     Ok(mut merged) => {
-                        // Coalesce whatever else is waiting: one commit for all of it.
+                        // Coalesce whatever else is waiting: one pass for all of it.
                         while merged.len() < 8192 {
                             match rx.try_recv() {
                                 Ok(more) => {
@@ -264,13 +329,6 @@ fn spawn_applier(
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
                 engine.maintain_vector_indexes();
-                engine.retry_lost_commits();
-                if let Some(s) = saver.as_mut() {
-                    s.tick(&engine);
-                }
-            }
-            if let Some(s) = saver {
-                s.finish(&engine);
             }
         })
         .map_err(|source| StartError::Thread {

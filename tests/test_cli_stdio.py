@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -69,6 +70,29 @@ def test_check_config_prints_effective_config_with_env_overrides(tmp_path):
 def test_missing_config_file_is_a_clear_error(tmp_path):
     done = check_config(tmp_path / "nope.toml")
     assert done.returncode == 2 and "nope.toml" in done.stderr
+
+
+@pytest.mark.parametrize("key", ["server.http_addr", "server.metrics_addr"])
+def test_serve_on_a_busy_port_says_so_once_and_at_once(tmp_path, key):
+    """Before the pipeline starts: here the broker is unreachable, which would take seconds."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = f"127.0.0.1:{squatter.getsockname()[1]}"
+        path = tmp_path / "serve.toml"
+        path.write_text(GOOD.replace('"127.0.0.1:9092"', '"127.0.0.1:1"'))
+        env = {**os.environ, "FRESHET_SERVER__DATA_DIR": str(tmp_path / "data"),
+               "FRESHET_SERVER__HTTP_ADDR": "127.0.0.1:0"}
+        env["FRESHET_" + key.upper().replace(".", "__")] = busy
+        started = time.monotonic()
+        done = subprocess.run([str(freshet_bin()), "serve", "--config", str(path)], capture_output=True,
+                              text=True, env=env, timeout=60)
+        took = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "cannot listen" in line]
+    assert lines == [f"freshet: cannot listen on {busy} ({key}): Address already in use (os error 98)"], \
+        done.stderr
+    assert took < 3, took
 
 
 @pytest.fixture

@@ -364,6 +364,82 @@ async def test_kill_9_at_random_points_loses_nothing(broker, tmp_path):
         clean.stop()
 
 
+async def test_kill_9_after_records_were_searchable_but_not_checkpointed(broker, tmp_path):
+    """Records are searchable before their checkpoint (snapshot.checkpoint_interval_ms). A
+    SIGKILL before it loses them from disk only: the restart opens the last checkpoint,
+    replays exactly the records after it, and ends with the same documents in the view and
+    both indexes: updates applied, deletes kept, nothing resurrected or duplicated."""
+    topic = kafka_util.unique_topic("unchecked")
+    kafka_util.create_topic(broker, topic, partitions=2)
+    # Checkpoints only at shutdown: everything after the first run is never checkpointed.
+    config = docs_config(tmp_path / "freshet.toml", broker.bootstrap, topic, vectors=True)
+    config.write_text(config.read_text().replace("interval_ms = 300", "interval_ms = 300\ncheckpoint_interval_ms = 600000"))
+    with Producer(broker) as p:
+        last = produce_docs(p, topic, 0, 20, vectors=True)
+        first = FreshetServer(config, tmp_path)
+        try:
+            first.wait_ready()
+            await wait_applied(first, topic, last)
+        finally:
+            assert first.stop() == 0, "SIGTERM writes the last checkpoint"
+
+        second = FreshetServer(config, tmp_path)
+        try:
+            second.wait_ready()
+            assert "opened the persisted collection" in second.log()
+            checkpoints = metric(metrics(second), "freshet_checkpoints_total")
+            # An update, a delete and a new document, each with a word of its own.
+            p.send(topic, key="doc-4", value={"id": "doc-4", "title": "t", "body": "rewritten zebra", "v": 4,
+                                              "vec": unit_vector(104)}, partition=0)
+            p.send(topic, key="doc-7", value=None, partition=1)
+            p.send(topic, key="doc-20", value={"id": "doc-20", "title": "t", "body": "newcomer yak", "v": 20,
+                                               "vec": unit_vector(120)}, partition=0)
+            async with http_client(second.mcp_url) as client:
+                async def bm25(word: str) -> list[str]:
+                    res = await call(client, "search", {"query": word, "collection": "docs", "mode": "bm25",
+                                                        "consistency": "head", "max_wait_ms": 10000})
+                    return [h["id"] for h in res["results"]]
+                assert await bm25("zebra") == ["doc-4"]
+                assert await bm25("yak") == ["doc-20"]
+                # The old version of doc-4 and the deleted doc-7 are hidden at once.
+                assert await bm25("4") == []
+                assert await bm25("7") == []
+            assert (await vector_ids(second, 120))[0] == "doc-20"
+            assert (await state(second, ["doc-7"]))["doc-7"][0] == "not_found"
+            samples = metrics(second)
+            assert metric(samples, "freshet_checkpoints_total") == checkpoints, "nothing checkpointed meanwhile"
+            assert metric(samples, "freshet_documents", collection="docs") == 20
+            second.process.kill()  # SIGKILL: no drain, no checkpoint
+            second.process.wait(10)
+        finally:
+            second.stop()
+
+    third = FreshetServer(config, tmp_path)
+    try:
+        third.wait_ready()
+        log = third.log()
+        assert "opened the persisted collection" in log
+        for partition in (0, 1):
+            assert re.search(rf'resuming at offset 10 collection="docs" topic="{topic}" partition={partition}', log), log
+        async with http_client(third.mcp_url) as client:
+            res = await call(client, "search", {"query": "zebra yak", "collection": "docs", "mode": "bm25",
+                                                "consistency": "head", "max_wait_ms": 10000})
+            assert sorted(h["id"] for h in res["results"]) == ["doc-20", "doc-4"]
+            res = await call(client, "search", {"query": "payload", "collection": "docs", "mode": "bm25", "k": 100})
+            ids = {h["id"] for h in res["results"]}
+            assert "doc-7" not in ids and "doc-4" not in ids and len(ids) == 18, ids
+        samples = metrics(third)
+        assert metric(samples, "freshet_records_total", topic=topic, outcome="applied") == 3, \
+            "exactly the records after the checkpoint are read again"
+        assert metric(samples, "freshet_documents", collection="docs") == 20
+        assert metric(samples, "freshet_vector_points", collection="docs", state="live") == 20
+        assert (await vector_ids(third, 120))[0] == "doc-20"
+        assert (await vector_ids(third, 104))[0] == "doc-4"
+        assert (await state(third, ["doc-7"]))["doc-7"][0] == "not_found"
+    finally:
+        assert third.stop() == 0
+
+
 async def test_readiness_flips_only_after_catch_up_and_lag_moves(broker, tmp_path):
     topic = kafka_util.unique_topic("ready")
     kafka_util.create_topic(broker, topic, partitions=2)

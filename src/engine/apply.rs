@@ -5,10 +5,11 @@
 //!   with Kafka polling and with applying the previous batch. The channels around it are
 //!   bounded, so a slow embedder slows the consumer rather than filling memory.
 //! - [`Engine::apply_prepared`] is the single writer. Order of effects per batch, chosen so
-//!   readers never see a half-applied change: write both indexes (new entries carry fresh
-//!   sequence numbers, and a hit whose number differs from the view's is stale and dropped),
-//!   commit BM25, swap the view entries with their `indexed_at` stamp, then advance the
-//!   partition offsets and wake `consistency: "head"` waiters.
+//!   readers never see a half-applied change: write both indexes in memory (new entries carry
+//!   fresh sequence numbers, and a hit whose number differs from the view's is stale and
+//!   dropped), note the checkpoint cut, swap the view entries with their `indexed_at` stamp,
+//!   then advance the partition offsets and wake `consistency: "head"` waiters. Nothing on
+//!   this path waits for the disk: checkpoints are written behind (see `checkpoint`).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -189,7 +190,7 @@ impl Engine {
         c.flush_vectors();
         self.progress
             .reset(topic, partition, reset.topic_id.clone());
-        self.commit_collection(c, &HashMap::new());
+        self.cut(c, &HashMap::new());
         self.metrics
             .partition_resets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -292,8 +293,8 @@ impl Engine {
             self.metrics
                 .observe_apply_stage(ApplyStage::Write, writing.elapsed());
         }
-        // A persisted collection commits whenever its offsets moved (even for poison records
-        // only), so a restart does not read them again.
+        // A persisted collection checkpoints whenever its offsets moved (even for poison
+        // records only), so a restart does not read them again.
         for (topic, _) in next_in_batch.keys() {
             if let Some(c) = self.collection_for_topic(topic)
                 && c.persisted.is_some()
@@ -302,20 +303,13 @@ impl Engine {
                 touched.push(Arc::clone(c));
             }
         }
-        let (mut flushing, mut committing) = (Duration::ZERO, Duration::ZERO);
+        let flushing = Instant::now();
         for c in &touched {
-            let started = Instant::now();
             c.flush_vectors();
-            let flushed = Instant::now();
-            flushing += flushed - started;
-            self.commit_collection(c, &next_in_batch);
-            committing += flushed.elapsed();
         }
-        if !touched.is_empty() {
-            self.metrics
-                .observe_apply_stage(ApplyStage::VectorFlush, flushing);
-            self.metrics
-                .observe_apply_stage(ApplyStage::TextCommit, committing);
+        let publishing = Instant::now();
+        for c in &touched {
+            self.cut(c, &next_in_batch);
         }
         let indexed_at = now_ms();
         for change in changes {
@@ -341,7 +335,12 @@ impl Engine {
                 .advance_to_position(&p.topic, p.partition, p.next_offset);
         }
         self.progress.notify_applied();
-        self.retry_lost_commits();
+        if !touched.is_empty() {
+            self.metrics
+                .observe_apply_stage(ApplyStage::VectorFlush, publishing - flushing);
+            self.metrics
+                .observe_apply_stage(ApplyStage::Publish, publishing.elapsed());
+        }
         self.recheck_readiness();
         outcome
     }
@@ -376,7 +375,6 @@ impl Engine {
             .delete(id)
             .map_err(|e| ("index_error", e.to_string()))?;
         collection.delete_vectors(id);
-        collection.mark_dirty(id);
         Ok(())
     }
 
@@ -454,7 +452,6 @@ impl Engine {
                 .upsert(&stored.id, seq, title, &chunk_texts, &stored.terms),
         };
         written.map_err(|e| ("index_error", e.to_string()))?;
-        collection.mark_dirty(&stored.id);
         collection
             .upsert_vectors(&stored.id, seq, &vectors)
             .map_err(|e| ("bad_vector", e.to_string()))?;

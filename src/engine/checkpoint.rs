@@ -1,30 +1,38 @@
-//! Persisted collections: the checkpoint each applied batch commits, opening what is on disk
-//! at start, and the graph dumps that spare a restart the graph inserts.
+//! Checkpoints, opening what is on disk at start, and the graph dumps that spare a restart
+//! the graph inserts.
 //!
-//! The writer ends every batch with [`Engine::commit_collection`]: the vector journal is
-//! fsynced, then the BM25 index (which is also the document store) is committed with a
-//! [`Checkpoint`] payload naming the journal's length and every partition's next offset. The
-//! cost is in proportion to the batch. Graph dumps are the one whole-index write; they are
-//! only an accelerator (a restart without one inserts the journal's points again), so they
-//! are taken only once the graph has grown by a quarter since the last one, in the
-//! background, and at shutdown.
+//! A batch is searchable as soon as the writer has applied it (the BM25 index's fresh tier
+//! and the vector point table are in memory); making it durable is the checkpoint's job, off
+//! the writer's path. The writer ends every batch with a [`Cut`]: the number of the last BM25
+//! change, every partition's next offset and the vector journal's length, all as of that
+//! batch. The checkpoint thread ([`Engine::checkpoint_due`], every
+//! `snapshot.checkpoint_interval_ms`) takes the newest cut, fsyncs the vector journal up to
+//! it, and commits the BM25 index (which is also the document store) through the cut's
+//! change with a [`Checkpoint`] payload naming those offsets and that journal length: one
+//! atomic checkpoint. The cost is in proportion to what changed since the last one. A crash
+//! loses nothing: a restart opens the last checkpoint and replays from its offsets.
+//!
+//! Graph dumps are the one whole-index write; they are only an accelerator (a restart
+//! without one inserts the journal's points again), so they are taken only once the graph
+//! has grown by a quarter since the last one, in the background, and at shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::index::vector_store::{self, GraphMeta, Journal};
+use crate::index::vector_store::{self, GraphMeta, Journal, JournalSync};
 use crate::index::{FilterTerms, IndexError, TextIndex, VectorIndex};
+use crate::metrics::ApplyStage;
 use crate::store::{Checkpoint, DocRecord, PartitionCheckpoint, VectorCheckpoint};
 
 use super::{Collection, Engine};
 
-/// Wait after a failed commit before writing its documents again.
-const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Wait after a failed checkpoint before the next attempt.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A graph dump is worth its cost once this many points were added since the last one.
 const MIN_POINTS_FOR_DUMP: usize = 1024;
@@ -39,23 +47,11 @@ pub(super) struct Persisted {
     graph: Mutex<Option<GraphMeta>>,
     /// The next journal generation number.
     next_generation: AtomicU64,
-    /// Documents written to the BM25 index since its last successful commit. A failed
-    /// commit (disk full) loses tantivy's pending segment, so these are written again from
-    /// the view before the checkpoint may move on.
-    dirty: Mutex<HashSet<String>>,
-    /// A commit failed: until the dirty documents are written again and committed, commits
-    /// carry the last good checkpoint.
-    text_lost: AtomicBool,
-    /// No retry of a failed commit before this (a full disk is not hammered).
+    /// No checkpoint attempt before this after one failed (a full disk is not hammered).
     retry_at: Mutex<Option<Instant>>,
 }
 
 impl Persisted {
-    /// See [`Persisted::dirty`].
-    pub(super) fn mark_dirty(&self, doc_id: &str) {
-        self.dirty.lock().insert(doc_id.to_string());
-    }
-
     /// Sets the settings fingerprint of the (still empty) checkpoint.
     pub(super) fn set_fingerprint(&self, fingerprint: String) {
         self.last.lock().fingerprint = fingerprint;
@@ -104,8 +100,6 @@ pub(super) fn open_text(
         last: Mutex::new(Checkpoint::empty(String::new())),
         graph: Mutex::new(None),
         next_generation: AtomicU64::new(1),
-        dirty: Mutex::new(HashSet::new()),
-        text_lost: AtomicBool::new(false),
         retry_at: Mutex::new(None),
     };
     Ok((text, persisted))
@@ -254,18 +248,61 @@ impl Engine {
         *p.last.lock() = fresh;
     }
 
-    /// Commits a collection's BM25 index after a batch (the writer only). A persisted
-    /// collection's commit carries its new checkpoint; if the vector journal cannot be made
-    /// durable, or an earlier commit failed and its documents are not written again yet, the
-    /// commit carries the previous checkpoint instead, so a restart resumes from offsets the
-    /// files on disk cover (and replays the rest). Returns whether the commit succeeded.
-    pub(super) fn commit_collection(
-        &self,
-        c: &Collection,
-        next_in_batch: &HashMap<(Arc<str>, i32), i64>,
-    ) -> bool {
+    /// The writer's end of a batch: notes what a checkpoint of `c` would cover now (see
+    /// [`Cut`]), replacing the cut of an earlier batch. `next_in_batch` holds the offsets
+    /// this batch moved.
+    pub(super) fn cut(&self, c: &Collection, next_in_batch: &HashMap<(Arc<str>, i32), i64>) {
+        let text_op = c.text.last_op();
+        let (checkpoint, journal) = match &c.persisted {
+            None => (None, None),
+            Some(p) => match self.checkpoint(c, p, next_in_batch) {
+                Ok((checkpoint, journal)) => (Some(Ok(checkpoint)), journal),
+                Err(e) => (Some(Err(e)), None),
+            },
+        };
+        *c.cut.lock() = Some(Cut {
+            text_op,
+            checkpoint,
+            journal,
+        });
+    }
+
+    /// The checkpoint thread's round: commits the newest cut of every collection whose last
+    /// checkpoint is `snapshot.checkpoint_interval_ms` old (all of them with `force`: at
+    /// shutdown, and in tests). Returns whether any was written.
+    pub fn checkpoint_due(&self, force: bool) -> bool {
+        let every = Duration::from_millis(self.config.snapshot.checkpoint_interval_ms);
+        let mut wrote = false;
+        for c in &self.collections {
+            if !force
+                && (c.checkpointed_at.lock().elapsed() < every
+                    || c.persisted
+                        .as_ref()
+                        .is_some_and(|p| p.retry_at.lock().is_some_and(|at| Instant::now() < at)))
+            {
+                continue;
+            }
+            let Some(cut) = c.cut.lock().take() else {
+                continue;
+            };
+            let started = Instant::now();
+            wrote |= self.commit_cut(c, cut);
+            *c.checkpointed_at.lock() = Instant::now();
+            self.metrics
+                .observe_apply_stage(ApplyStage::Checkpoint, started.elapsed());
+        }
+        wrote
+    }
+
+    /// Commits `c`'s BM25 index through the cut's last change. A persisted collection's
+    /// commit carries the cut's checkpoint once the vector journal is durable up to it; if
+    /// it is not (or the cut has no checkpoint: the journal could not be written), the
+    /// commit carries the previous checkpoint, so a restart resumes from offsets the files
+    /// on disk cover (and replays the rest). A failed commit keeps its changes queued and
+    /// the cut pending, for the next attempt. Returns whether the commit succeeded.
+    fn commit_cut(&self, c: &Collection, cut: Cut) -> bool {
         let Some(p) = &c.persisted else {
-            return match c.text.commit() {
+            return match c.text.commit_through(cut.text_op, None) {
                 Ok(()) => true,
                 Err(e) => {
                     // In memory only: nothing but a bug makes this fail.
@@ -274,24 +311,27 @@ impl Engine {
                 }
             };
         };
-        let fresh = if p.text_lost.load(Ordering::Relaxed) {
-            Err(None)
-        } else {
-            self.checkpoint(c, p, next_in_batch).map_err(Some)
-        };
+        let mut fresh = cut.checkpoint.clone().unwrap_or_else(|| Err(String::new()));
+        if let (Ok(_), Some(journal)) = (&fresh, &cut.journal)
+            && let Err(e) = journal.sync()
+        {
+            if let Some(index) = c.vectors() {
+                index.fail_journal(journal.generation, e.clone());
+            }
+            fresh = Err(e);
+        }
         let payload = match &fresh {
             Ok(checkpoint) => checkpoint.encode(),
             Err(e) => {
-                if let Some(e) = e {
+                if !e.is_empty() {
                     self.storage_failed(c, e, is_disk_full(e));
                 }
                 p.last.lock().encode()
             }
         };
-        match c.text.commit_with_payload(&payload) {
+        match c.text.commit_through(cut.text_op, Some(&payload)) {
             Ok(()) => {
                 if let Ok(checkpoint) = fresh {
-                    p.dirty.lock().clear();
                     let old = std::mem::replace(&mut *p.last.lock(), checkpoint.clone());
                     if let Some(v) = checkpoint.vectors
                         && old.vectors.is_none_or(|o| o.generation != v.generation)
@@ -300,13 +340,20 @@ impl Engine {
                         vector_store::remove_stale(&p.vectors_dir(), v.generation, None);
                         *p.graph.lock() = None;
                     }
+                    *p.retry_at.lock() = None;
                     self.storage_ok();
                 }
                 true
             }
             Err(e) => {
-                p.text_lost.store(true, Ordering::Relaxed);
                 *p.retry_at.lock() = Some(Instant::now() + RETRY_AFTER);
+                // Unless a newer batch left a newer cut, this one is tried again (its journal
+                // part is durable by now, or failed and is not named any more).
+                c.cut.lock().get_or_insert(Cut {
+                    text_op: cut.text_op,
+                    checkpoint: Some(fresh),
+                    journal: None,
+                });
                 let e = e.to_string();
                 self.storage_failed(c, &format!("BM25 commit: {e}"), is_disk_full(&e));
                 false
@@ -314,121 +361,94 @@ impl Engine {
         }
     }
 
-    /// After a failed BM25 commit: writes every document changed since the last good commit
-    /// again from the view (the writer and the view agree between batches) and commits a
-    /// fresh checkpoint. Called by the writer after each batch and when idle; a no-op unless
-    /// a commit failed.
-    pub fn retry_lost_commits(&self) {
-        for c in &self.collections {
-            let Some(p) = &c.persisted else { continue };
-            if !p.text_lost.load(Ordering::Relaxed)
-                || p.retry_at.lock().is_some_and(|at| Instant::now() < at)
-            {
-                continue;
-            }
-            let ids: Vec<String> = p.dirty.lock().iter().cloned().collect();
-            for id in &ids {
-                let written = match c.view.get(id) {
-                    Some(doc) => {
-                        let chunks: Vec<&str> = doc
-                            .chunks
-                            .iter()
-                            .map(|r| doc.text.get(r.clone()).unwrap_or(""))
-                            .collect();
-                        c.text.upsert_stored(
-                            &doc.id,
-                            doc.seq,
-                            doc.title.as_deref().unwrap_or(""),
-                            &chunks,
-                            &doc.terms,
-                            Some(&DocRecord::of(&doc).encode()),
-                        )
-                    }
-                    None => c.text.delete(id),
-                };
-                if let Err(e) = written {
-                    tracing::error!(collection = c.name(), id, "writing a document again: {e}");
-                }
-            }
-            p.text_lost.store(false, Ordering::Relaxed);
-            if self.commit_collection(c, &HashMap::new()) {
-                tracing::info!(
-                    collection = c.name(),
-                    documents = ids.len(),
-                    "wrote the documents of the failed commits again"
-                );
-            }
-        }
-    }
-
-    /// The checkpoint after this batch, with the vector journal durable up to it.
+    /// The checkpoint as of this batch, and the journal file to make durable up to it.
     fn checkpoint(
         &self,
         c: &Collection,
         p: &Persisted,
         next_in_batch: &HashMap<(Arc<str>, i32), i64>,
-    ) -> Result<Checkpoint, String> {
-        let vectors = match c.vectors() {
-            None => None,
-            Some(index) => Some(self.sync_vectors(c, p, &index)?),
+    ) -> Result<(Checkpoint, Option<JournalSync>), String> {
+        let (vectors, journal) = match c.vectors() {
+            None => (None, None),
+            Some(index) => {
+                let journal = self.cut_vectors(c, p, &index)?;
+                let v = VectorCheckpoint {
+                    generation: journal.generation,
+                    journal_len: journal.len,
+                };
+                (Some(v), Some(journal))
+            }
         };
-        let partitions = self
-            .progress
-            .snapshot(&c.config.topics)
-            .into_iter()
+        let snapshot = self.progress.snapshot(&c.config.topics);
+        let mut partitions: Vec<PartitionCheckpoint> = snapshot
+            .iter()
             .filter_map(|((topic, partition), progress)| {
                 let next = next_in_batch
-                    .get(&(Arc::clone(&topic), partition))
+                    .get(&(Arc::clone(topic), *partition))
                     .copied()
                     .or(progress.next_offset)?;
                 Some(PartitionCheckpoint {
                     topic: topic.to_string(),
-                    partition,
+                    partition: *partition,
                     next_offset: next,
                     topic_id: progress.topic_id.as_deref().map(str::to_owned),
                 })
             })
             .collect();
-        Ok(Checkpoint {
+        // A partition this batch applied first (not tracked yet when the consumer was not
+        // told about it, e.g. records applied directly).
+        for ((topic, partition), next) in next_in_batch {
+            if c.config.topics.iter().any(|t| **t == **topic)
+                && !snapshot
+                    .iter()
+                    .any(|((t, p), _)| t == topic && p == partition)
+            {
+                partitions.push(PartitionCheckpoint {
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    next_offset: *next,
+                    topic_id: None,
+                });
+            }
+        }
+        let checkpoint = Checkpoint {
             partitions,
             vectors,
             seq: self.seq.load(Ordering::Relaxed),
             created_at_ms: crate::time::now_ms(),
             ..Checkpoint::empty(c.fingerprint())
-        })
+        };
+        Ok((checkpoint, journal))
     }
 
-    /// Makes the vector journal durable, starting a new generation (with the whole point
-    /// table as its base) when the index has none yet: a new index, one swapped in by a
-    /// rebuild, or one whose journal missed a write.
-    fn sync_vectors(
+    /// The vector journal's cut, starting a new generation (with the whole point table as
+    /// its base, durable at once) when the index has none yet: a new index, one swapped in
+    /// by a rebuild, or one whose journal missed a write.
+    fn cut_vectors(
         &self,
         c: &Collection,
         p: &Persisted,
         index: &VectorIndex,
-    ) -> Result<VectorCheckpoint, String> {
-        if index.journal_failed().is_some() || index.sync_journal().is_none() {
-            let generation = p.next_generation.fetch_add(1, Ordering::Relaxed);
-            let dir = p.vectors_dir();
-            let journal = Journal::create(&dir, generation, &index.base_record()).map_err(|e| {
-                format!(
-                    "{}: {e}",
-                    vector_store::journal_path(&dir, generation).display()
-                )
-            })?;
-            index.attach_journal(journal);
-            tracing::debug!(
-                collection = c.name(),
-                generation,
-                "new vector journal generation"
-            );
+    ) -> Result<JournalSync, String> {
+        if let Some(Ok(journal)) = index.journal_cut() {
+            return Ok(journal);
         }
-        match index.sync_journal() {
-            Some(Ok((generation, journal_len))) => Ok(VectorCheckpoint {
-                generation,
-                journal_len,
-            }),
-            Some(Err(e)) => Err(e),
+        let generation = p.next_generation.fetch_add(1, Ordering::Relaxed);
+        let dir = p.vectors_dir();
+        let journal = Journal::create(&dir, generation, &index.base_record()).map_err(|e| {
+            format!(
+                "{}: {e}",
+                vector_store::journal_path(&dir, generation).display()
+            )
+        })?;
+        index.attach_journal(journal);
+        tracing::debug!(
+            collection = c.name(),
+            generation,
+            "new vector journal generation"
+        );
+        match index.journal_cut() {
+            Some(cut) => cut,
             None => Err("the vector journal is gone".into()),
         }
     }
@@ -499,6 +519,16 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// What a checkpoint of a collection would cover, as of the end of the writer's last batch.
+pub(super) struct Cut {
+    /// BM25 changes up to this number.
+    text_op: u64,
+    /// Persisted collections: the checkpoint to commit, or why there is none.
+    checkpoint: Option<Result<Checkpoint, String>>,
+    /// The vector journal, to make durable up to the checkpoint's length before the commit.
+    journal: Option<JournalSync>,
 }
 
 /// One graph dump to take (see [`Engine::due_graph_dumps`]).

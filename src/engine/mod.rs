@@ -80,6 +80,10 @@ pub struct Collection {
     counts: Mutex<IngestCounts>,
     /// Where the collection lives on disk; `None` when it is held in memory only.
     persisted: Option<checkpoint::Persisted>,
+    /// What the next checkpoint would cover (left by the writer after each batch).
+    cut: Mutex<Option<checkpoint::Cut>>,
+    /// When the last checkpoint was attempted.
+    checkpointed_at: Mutex<std::time::Instant>,
 }
 
 impl Collection {
@@ -138,6 +142,8 @@ impl Collection {
             chunker,
             counts: Mutex::new(IngestCounts::default()),
             persisted,
+            cut: Mutex::new(None),
+            checkpointed_at: Mutex::new(std::time::Instant::now()),
             config,
         };
         if let Some(p) = &collection.persisted {
@@ -207,14 +213,6 @@ impl Collection {
     fn flush_vectors(&self) {
         if let Some(v) = self.vectors() {
             v.flush();
-        }
-    }
-
-    /// Notes that `doc_id` was written to the BM25 index since its last commit (persisted
-    /// collections only; see `checkpoint::Persisted::dirty`).
-    fn mark_dirty(&self, doc_id: &str) {
-        if let Some(p) = &self.persisted {
-            p.mark_dirty(doc_id);
         }
     }
 

@@ -138,13 +138,13 @@ fn every_applied_batch_is_timed_by_stage() {
     ];
     e.apply(&batch);
     e.apply(&[record("articles", 2, "a", None)]);
-    for stage in ["prepare", "write", "vector_flush", "text_commit"] {
+    for stage in ["prepare", "write", "vector_flush", "publish"] {
         assert_eq!(stage_count(&e, stage), 2, "{stage}");
     }
     // A batch of replays touches no index: it is prepared but not written or committed.
     e.apply(&batch);
     assert_eq!(stage_count(&e, "prepare"), 3);
-    assert_eq!(stage_count(&e, "text_commit"), 2);
+    assert_eq!(stage_count(&e, "publish"), 2);
 }
 
 #[tokio::test]
@@ -443,6 +443,7 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
         assert_eq!(e.open_persisted(), RestoreReport::default());
         let records = history();
         e.apply(&records[..3]);
+        assert!(e.checkpoint_due(true));
         // A graph dump part way: the restore loads it and inserts only what came after.
         e.collection("articles")
             .unwrap()
@@ -453,13 +454,13 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
             dump.run(&e);
         }
         e.apply(&records[3..]);
+        e.checkpoint_due(true);
         (
             state(&e),
             ids(&e, request("avocados cherries bananas", Mode::Bm25)).await,
             vector_ids(&e, 3).await,
         )
-        // Dropped without any shutdown step, as by kill -9: each batch's commit is the
-        // checkpoint.
+        // Dropped without any shutdown step, as by kill -9.
     };
     let e = persisted(dir.path(), CONFIG);
     let report = e.open_persisted();
@@ -489,6 +490,7 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
         "d",
         Some(article("d", "dates", "x", 1)),
     )]);
+    e.checkpoint_due(true);
     drop(e);
     let e = persisted(dir.path(), CONFIG);
     assert_eq!(
@@ -506,6 +508,7 @@ async fn changed_settings_or_damaged_files_rebuild_from_the_topics() {
         let e = persisted(dir.path(), CONFIG);
         e.open_persisted();
         e.apply(&history());
+        e.checkpoint_due(true);
     }
     // Other settings: the collection starts empty and is read from offset 0 again.
     let changed = CONFIG.replace(
@@ -520,6 +523,7 @@ async fn changed_settings_or_damaged_files_rebuild_from_the_topics() {
         assert_eq!(e.collection("articles").unwrap().text.num_chunks(), 0);
         assert_eq!(e.progress().next_offset("articles", 0), None);
         assert_eq!(e.apply(&history()).upserts, 4);
+        e.checkpoint_due(true);
     }
     // A damaged vector journal: rebuilt too, never a panic.
     let journal = std::fs::read_dir(dir.path().join("articles/vectors"))
@@ -564,6 +568,7 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
         let e = persisted(dir.path(), &text);
         e.open_persisted();
         e.apply(&batch);
+        e.checkpoint_due(true);
         e.maintain_vector_indexes();
         e.finish_vector_rebuilds();
         let c = e.collection("articles").unwrap();
@@ -578,6 +583,7 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
         );
         // The next batch's checkpoint names a new generation with the rebuilt table as base.
         e.apply(&[record("articles", 120, "d0", None)]);
+        e.checkpoint_due(true);
         c.vectors().unwrap().wait_indexed();
         let dumps = e.due_graph_dumps(true);
         assert_eq!(dumps.len(), 1);
@@ -611,4 +617,53 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
         "the new generation's graph save was loaded"
     );
     assert_eq!(e.apply(&batch).replays, 120);
+}
+
+/// What is applied is searchable before its checkpoint; a crash before the checkpoint loses
+/// it from disk only, and the restart resumes at the checkpoint's offsets, so replaying the
+/// topic brings it back: nothing lost, nothing duplicated.
+#[tokio::test]
+async fn searchable_before_the_checkpoint_and_replayed_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = history();
+    let (before, bm25, vector) = {
+        let e = persisted(dir.path(), CONFIG);
+        e.open_persisted();
+        e.apply(&records[..2]);
+        assert!(e.checkpoint_due(true));
+        // Not checkpointed: an update of "a", a delete of "b", a new "c".
+        e.apply(&records[2..]);
+        let mut found = ids(&e, request("avocados cherries bananas apples", Mode::Bm25)).await;
+        found.sort();
+        assert_eq!(found, ["a", "c"]);
+        assert_eq!(vector_ids(&e, 3).await[0], "c");
+        let c = e.collection("articles").unwrap();
+        assert_eq!(c.text.num_chunks(), 2);
+        assert_eq!(c.text.uncommitted(), 3);
+        (
+            state(&e),
+            ids(&e, request("avocados cherries bananas apples", Mode::Bm25)).await,
+            vector_ids(&e, 3).await,
+        )
+        // Dropped without a checkpoint, as by kill -9.
+    };
+    let e = persisted(dir.path(), CONFIG);
+    assert_eq!(
+        e.open_persisted().restored,
+        vec![("articles".to_string(), 2)]
+    );
+    assert_eq!(e.progress().next_offset("articles", 0), Some(2));
+    let mut found = ids(&e, request("apples bananas", Mode::Bm25)).await;
+    found.sort();
+    assert_eq!(found, ["a", "b"], "the checkpoint's state");
+    let replay = e.apply(&records);
+    assert_eq!((replay.replays, replay.upserts, replay.deletes), (2, 2, 1));
+    assert_eq!(state(&e), before);
+    assert_eq!(
+        ids(&e, request("avocados cherries bananas apples", Mode::Bm25)).await,
+        bm25
+    );
+    assert_eq!(vector_ids(&e, 3).await, vector);
+    let v = e.collection("articles").unwrap().vectors().unwrap();
+    assert_eq!(v.live_points(), 2, "one live point per document");
 }

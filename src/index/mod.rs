@@ -12,6 +12,7 @@
 //! - [`fusion`]: reciprocal rank fusion and per-document grouping of chunk hits.
 
 pub mod filter;
+mod fresh_text;
 pub mod fusion;
 pub mod text;
 pub mod vector;

@@ -183,6 +183,37 @@ impl Journal {
         Ok(self.len)
     }
 
+    /// Hands every appended record to the OS (no fsync) and returns what a checkpoint must
+    /// make durable: the length so far and the file to `fsync`, so the wait for the disk can
+    /// happen on another thread while appends go on. Once a write has failed, an error.
+    pub fn cut(&mut self) -> Result<JournalSync, String> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let handle = self
+            .file
+            .flush()
+            .and_then(|()| self.file.get_ref().try_clone());
+        match handle {
+            Ok(file) => Ok(JournalSync {
+                generation: self.generation,
+                len: self.len,
+                file,
+            }),
+            Err(e) => {
+                let e = format!("{}: {e}", self.path.display());
+                self.failed = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Marks the journal failed (a sync of its file failed elsewhere): the next checkpoint
+    /// starts a new generation.
+    pub fn fail(&mut self, reason: String) {
+        self.failed.get_or_insert(reason);
+    }
+
     /// True after a write failed (the I/O error is returned by `sync`).
     pub fn is_failed(&self) -> bool {
         self.failed.is_some()
@@ -193,6 +224,25 @@ impl Journal {
         self.failed
             .as_deref()
             .is_some_and(|e| e.contains("No space left") || e.contains("quota"))
+    }
+}
+
+/// A journal's state at a checkpoint cut (see [`Journal::cut`]).
+#[derive(Debug)]
+pub struct JournalSync {
+    /// The journal's generation.
+    pub generation: u64,
+    /// Its length at the cut.
+    pub len: u64,
+    file: File,
+}
+
+impl JournalSync {
+    /// Makes the journal durable at least up to the cut.
+    pub fn sync(&self) -> Result<(), String> {
+        self.file
+            .sync_data()
+            .map_err(|e| format!("vector journal generation {}: {e}", self.generation))
     }
 }
 

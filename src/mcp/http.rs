@@ -371,7 +371,7 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let server = engine.config().server.clone();
-    let listener = bind(&server.http_addr).await?;
+    let listener = bind(&server.http_addr, "server.http_addr").await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     match &auth {
         Some(a) => tracing::info!(
@@ -383,7 +383,7 @@ pub async fn serve_http(
     let cancel = CancellationToken::new();
     let limits = Limits::from_config(&server);
     if let Some(addr) = &server.metrics_addr {
-        let metrics_listener = bind(addr).await?;
+        let metrics_listener = bind(addr, "server.metrics_addr").await?;
         tracing::info!(
             "Prometheus metrics at http://{}/metrics",
             metrics_listener.local_addr().map_err(ServeError::Http)?
@@ -420,11 +420,12 @@ pub async fn serve_http(
     .map_err(ServeError::Http)
 }
 
-async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServeError> {
+async fn bind(addr: &str, key: &'static str) -> Result<tokio::net::TcpListener, ServeError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind {
             addr: addr.to_string(),
+            key,
             source,
         })
 }

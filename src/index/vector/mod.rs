@@ -622,6 +622,22 @@ impl VectorIndex {
         Some(j.sync().map(|len| (j.generation(), len)))
     }
 
+    /// The journal's state for a checkpoint, to be made durable with
+    /// [`JournalSync::sync`](vector_store::JournalSync::sync) off the writer's path. `None`
+    /// when the index is not journaled.
+    pub fn journal_cut(&self) -> Option<Result<vector_store::JournalSync, String>> {
+        self.inner.journal.lock().as_mut().map(Journal::cut)
+    }
+
+    /// Marks generation `generation` of the journal failed, if it is still the one in use.
+    pub fn fail_journal(&self, generation: u64, reason: String) {
+        if let Some(j) = self.inner.journal.lock().as_mut()
+            && j.generation() == generation
+        {
+            j.fail(reason);
+        }
+    }
+
     /// The generation of the journal this index writes to, if any.
     pub fn journal_generation(&self) -> Option<u64> {
         self.inner.journal.lock().as_ref().map(Journal::generation)
