@@ -30,18 +30,11 @@ DEFAULT_PORT=8081
 READY_TIMEOUT_S=120
 API_PATH=/apis/ccompat/v7
 
-die() { echo "schema-registry: $*" >&2; exit 1; }
-
-usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 2
-}
-
-check_port() {
-  if ! [[ "$1" =~ ^[0-9]{1,5}$ ]] || ((10#$1 == 0 || 10#$1 > 65535)); then
-    die "bad port: $1"
-  fi
-}
+SERVICE=schema-registry
+SERVICE_CMDLINE=apicurio-registry-app
+PORT_SPAN=1
+# shellcheck source=scripts/service.sh
+source "$ROOT/scripts/service.sh"
 
 runner_jar() {
   local jars=("$HOME_DIR"/apicurio-registry-app-*-runner.jar)
@@ -52,20 +45,7 @@ runner_jar() {
 # ---------------------------------------------------------------------------- install
 
 cmd_install() {
-  if [[ -f "$HOME_DIR/.complete" ]]; then
-    echo "$HOME_DIR"
-    return
-  fi
-  command -v java >/dev/null || die "java not found (Apicurio Registry $APICURIO_VERSION needs Java 17+)"
-  command -v mvn >/dev/null || die "mvn not found (the registry is fetched from Maven Central)"
-  mkdir -p "$ROOT/.tools"
-  # Serialise concurrent installs (parallel test runs, the demo and the tests at once).
-  exec 7>"$ROOT/.tools/.schema-registry-install.lock"
-  flock 7
-  if [[ -f "$HOME_DIR/.complete" ]]; then
-    echo "$HOME_DIR"
-    return
-  fi
+  installed "$HOME_DIR" && return
   local work archive
   work="$(mktemp -d)"
   # shellcheck disable=SC2064 # expand now: work is local
@@ -148,12 +128,8 @@ cmd_run() {
 
 # ---------------------------------------------------------------------------- background registry
 
-port_open() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
-
 # True once the registry answers its readiness check.
-ready() {
+service_ready() {
   local answer
   answer="$(
     exec 2>/dev/null
@@ -164,72 +140,28 @@ ready() {
   [[ "$answer" == *" 200"* ]]
 }
 
-running_pid() {
-  local pidfile="$RUN/schema-registry-$1.pid" pid
-  [[ -f "$pidfile" ]] || return 1
-  pid="$(<"$pidfile")"
-  # Guard against a stale file whose pid was reused by another program.
-  [[ "$pid" =~ ^[0-9]+$ ]] && grep -q "apicurio-registry-app" "/proc/$pid/cmdline" 2>/dev/null || return 1
-  echo "$pid"
-}
-
 cmd_start() {
-  local port="${1:-$DEFAULT_PORT}" pid dir log deadline started=$SECONDS
+  local port="${1:-$DEFAULT_PORT}" started=$SECONDS
   check_port "$port"
-  dir="$RUN/schema-registry-$port"
-  log="$dir.log"
-  if pid="$(running_pid "$port")"; then
-    echo "schema-registry: already running at http://$HOST:$port$API_PATH (pid $pid)"
+  cmd_install >/dev/null
+  if ! service_start "${BASH_SOURCE[0]}" "$port" "$READY_TIMEOUT_S"; then
+    echo "schema-registry: already running at http://$HOST:$port$API_PATH (pid $STARTED_PID)"
     return 0
   fi
-  port_open "$port" && die "port $port is in use by another program"
-  cmd_install >/dev/null
-  mkdir -p "$RUN"
-  # setsid: the registry outlives this shell and ignores its Ctrl-C.
-  setsid bash "${BASH_SOURCE[0]}" run "$dir" "$port" </dev/null >"$log" 2>&1 &
-  pid=$!
-  echo "$pid" >"$RUN/schema-registry-$port.pid"
-  deadline=$((SECONDS + READY_TIMEOUT_S))
-  until ready "$port"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$log" >&2
-      die "the registry exited during startup (log: ${log#"$ROOT"/})"
-    fi
-    ((SECONDS < deadline)) || { kill "$pid"; die "not ready on $HOST:$port after ${READY_TIMEOUT_S}s"; }
-    sleep 0.2
-  done
-  # The exec'd JVM keeps the pid of the script that started it.
   echo "schema-registry: Apicurio Registry $APICURIO_VERSION ready at http://$HOST:$port$API_PATH" \
-    "in $((SECONDS - started))s (pid $pid, log ${log#"$ROOT"/})"
+    "in $((SECONDS - started))s (pid $STARTED_PID, log ${RUN#"$ROOT"/}/schema-registry-$port.log)"
 }
 
 cmd_stop() {
-  local port="${1:-$DEFAULT_PORT}" pid
+  local port="${1:-$DEFAULT_PORT}"
   check_port "$port"
-  if ! pid="$(running_pid "$port")"; then
-    rm -f "$RUN/schema-registry-$port.pid"
-    echo "schema-registry: not running on port $port"
-    return 0
-  fi
-  kill "$pid"
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$RUN/schema-registry-$port.pid"
-  echo "schema-registry: stopped (pid $pid)"
+  service_stop "$port" 10
 }
 
 cmd_status() {
-  local port="${1:-$DEFAULT_PORT}" pid
+  local port="${1:-$DEFAULT_PORT}"
   check_port "$port"
-  if pid="$(running_pid "$port")" && ready "$port"; then
-    echo "schema-registry: running at http://$HOST:$port$API_PATH (pid $pid)"
-  else
-    echo "schema-registry: not running on port $port"
-    return 1
-  fi
+  service_status "$port" "at http://$HOST:$port$API_PATH"
 }
 
 main() {
