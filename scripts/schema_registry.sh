@@ -16,7 +16,8 @@
 # With SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD set (start/run), every API request
 # needs that HTTP basic-auth pair (401 otherwise); /health stays open. Schemas live in memory:
 # a stopped registry forgets them.
-# Needs Java 17+ and Maven (`mvn`). APICURIO_VERSION picks another release that runs on
+# Install also makes a class-data sharing archive (one training start) that halves start-up.
+# Needs Java 17+, Maven (`mvn`) and curl. APICURIO_VERSION picks another release that runs on
 # Java 17; SCHEMA_REGISTRY_HEAP (default 384m) sets its heap.
 set -euo pipefail
 
