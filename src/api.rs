@@ -255,6 +255,50 @@ pub struct CollectionsResult {
     pub as_of: String,
 }
 
+/// One change in `changes`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ChangeOut {
+    /// Document id.
+    pub id: String,
+    /// Collection.
+    pub collection: String,
+    /// `upsert` or `delete`.
+    pub kind: String,
+    /// Title of the version written (upsert) or removed (delete).
+    pub title: Option<String>,
+    /// Metadata of that version.
+    pub metadata: Map<String, Value>,
+    /// The version's text, with `include_text` (upserts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// True while the document is still as this change left it (not superseded since).
+    pub current: bool,
+    /// Where the change came from and when it became searchable.
+    pub freshness: StampOut,
+}
+
+/// Result of `changes`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ChangesResult {
+    /// Collection read.
+    pub collection: String,
+    /// Upserts and deletes in apply order.
+    pub changes: Vec<ChangeOut>,
+    /// Cursor to pass as `since` for the changes after these.
+    pub next: String,
+    /// More changes are waiting: call again with `since` = `next`.
+    pub more: bool,
+    /// The history does not reach back as far as asked: older changes may be missing.
+    pub truncated: bool,
+    /// Every change that became searchable since this time is kept.
+    pub kept_since: String,
+    /// What the caller should know about this answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Watermark of the collection.
+    pub freshness: Watermark,
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -173,7 +173,7 @@ async def test_stdio_serves_tools_to_the_python_sdk(broker, notes_config):
         p.send(topic, key="n1", value={"title": "Sidecar note", "body": f"stdio carries {token}"})
     async with stdio_client(config) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
-        assert tools == {"search", "get_document", "document_freshness", "list_collections"}
+        assert tools == {"search", "get_document", "document_freshness", "changes", "list_collections"}
         res = await call(client, "search", {"query": token, "consistency": "head"})
         assert [h["id"] for h in res["results"]] == ["n1"]
         assert res["results"][0]["freshness"]["topic"] == topic

@@ -141,7 +141,7 @@ def ids(result: dict) -> list[str]:
 async def test_tools_are_listed_read_only_with_output_schemas(server):
     async with http_client(server.mcp_url) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert set(tools) == {"search", "get_document", "document_freshness", "list_collections"}
+        assert set(tools) == {"search", "get_document", "document_freshness", "changes", "list_collections"}
         for t in tools.values():
             assert t.annotations and t.annotations.read_only_hint is True, t.name
             assert t.output_schema and t.output_schema.get("type") == "object", t.name

@@ -3,10 +3,12 @@ client (`mcp` 2.x) over streamable HTTP.
 
 - filter operators (ranges on number and time fields, `ne`, `exists`, `any`/`all`, the
   built-in `event_time` and `indexed_at`) inside the retrievers, and their errors;
+- the `changes` feed: apply order, cursors, paging, filters, tenants, expiry, restarts, audit;
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -123,3 +125,129 @@ async def test_filter_operators_end_to_end(server, topic, broker):
         flt = tools["search"].input_schema["properties"]["filter"]
         ops = next(a for a in flt["additionalProperties"]["anyOf"] if a.get("type") == "object")["properties"]
         assert {"gt", "gte", "lt", "lte", "ne", "exists", "any", "all"} <= set(ops)
+
+
+async def changes(client, **args) -> dict:
+    return await call(client, "changes", {"collection": "tickets", **args})
+
+
+async def wait_for_ids(client, word: str, want: set[str], timeout: float = 30) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        res = await call(client, "search", {"query": word, "collection": "tickets", "mode": "bm25", "k": 100,
+                                            "consistency": "head"})
+        got = {h["id"] for h in res["results"]}
+        if want <= got:
+            return
+        assert time.monotonic() < deadline, f"not visible: {want - got}"
+
+
+async def test_change_feed_pages_filters_and_hides_other_tenants(server, topic, broker):
+    word = "zq" + uuid.uuid4().hex[:10]
+    async with http_client(server.mcp_url, headers=bearer("acme")) as acme, \
+            http_client(server.mcp_url, headers=bearer("globex")) as globex:
+        # Start from now: the cursor of a feed read to its end.
+        start = await changes(acme, since="2000-01-01T00:00:00Z", limit=1000)
+        while start["more"]:
+            start = await changes(acme, since=start["next"], limit=1000)
+        mark = start["next"]
+        with Producer(broker) as p:
+            p.send_many(topic, [
+                {"key": f"c1-{word}", "value": ticket(f"c1-{word}", "acme", word, priority=1), "partition": 0},
+                {"key": f"c2-{word}", "value": ticket(f"c2-{word}", "globex", word, priority=9), "partition": 1},
+                {"key": f"c3-{word}", "value": ticket(f"c3-{word}", "acme", word, priority=7), "partition": 1},
+                {"key": f"c1-{word}", "value": ticket(f"c1-{word}", "acme", word, priority=2), "partition": 0},
+                {"key": f"c3-{word}", "value": None, "partition": 1},
+            ])
+        await wait_for_ids(acme, word, {f"c1-{word}"})
+        await wait_for_ids(globex, word, {f"c2-{word}"})
+        feed = await changes(acme, since=mark, include_text=True)
+        got = [(c["id"], c["kind"]) for c in feed["changes"]]
+        # Apply order within a partition; no globex change.
+        assert sorted(got) == sorted([(f"c1-{word}", "upsert"), (f"c3-{word}", "upsert"), (f"c1-{word}", "upsert"),
+                                      (f"c3-{word}", "delete")])
+        p0 = [c for c in feed["changes"] if c["freshness"]["partition"] == 0]
+        assert [c["metadata"]["priority"] for c in p0] == [1, 2]
+        assert [c["current"] for c in p0] == [False, True]
+        assert all(word in c["text"] for c in feed["changes"] if c["kind"] == "upsert")
+        assert not any("text" in c for c in feed["changes"] if c["kind"] == "delete")
+        assert feed["more"] is False and feed["truncated"] is False
+        # Nothing new: the same cursor comes back, no changes.
+        again = await changes(acme, since=feed["next"])
+        assert again["changes"] == [] and again["next"] == feed["next"]
+        # Paging with limit, and a filter.
+        first = await changes(acme, since=mark, limit=2)
+        assert len(first["changes"]) == 2 and first["more"] is True
+        rest = await changes(acme, since=first["next"], limit=10)
+        assert [c["id"] for c in first["changes"] + rest["changes"]] == [c["id"] for c in feed["changes"]]
+        high = await changes(acme, since=mark, filter={"priority": {"gte": 5}})
+        assert [(c["id"], c["kind"]) for c in high["changes"]] == [(f"c3-{word}", "upsert"), (f"c3-{word}", "delete")]
+        # The other tenant sees only its own change.
+        theirs = await changes(globex, since=mark)
+        assert [c["id"] for c in theirs["changes"]] == [f"c2-{word}"]
+        # A time as `since`, and bad input.
+        by_time = await changes(acme, since=feed["changes"][0]["freshness"]["indexed_at"])
+        assert {c["id"] for c in by_time["changes"]} >= {f"c1-{word}", f"c3-{word}"}
+        err = await tool_error(acme, "changes", {"collection": "tickets", "since": "yesterday-ish"})
+        assert "neither an RFC 3339 time nor a cursor" in err
+        err = await tool_error(acme, "changes", {"collection": "tickets", "limit": 5000})
+        assert "limit" in err
+
+
+async def test_an_expired_cursor_says_to_re_sync(server, topic, broker):
+    """The module's server keeps 50 changes (changes.max_entries)."""
+    word = "zq" + uuid.uuid4().hex[:10]
+    async with http_client(server.mcp_url, headers=bearer("acme")) as acme:
+        page = await changes(acme, limit=1000)
+        while page["more"]:
+            page = await changes(acme, since=page["next"], limit=1000)
+        mark = page["next"]
+        with Producer(broker) as p:
+            p.send_many(topic, [{"key": f"x{i}-{word}", "value": ticket(f"x{i}-{word}", "acme", word), "partition": i % 2}
+                                for i in range(60)])
+        await wait_for_ids(acme, word, {f"x{i}-{word}" for i in range(60)})
+        err = await tool_error(acme, "changes", {"collection": "tickets", "since": mark})
+        assert "expired cursor" in err and "re-sync" in err
+        oldest = await changes(acme, limit=1000)
+        assert oldest["truncated"] is True and len(oldest["changes"]) == 50
+        assert any("truncated" in n for n in oldest["notes"])
+    audit = [json.loads(line) for line in (server.config.parent / "data" / "audit.jsonl").read_text().splitlines()]
+    calls = [a for a in audit if a.get("tool") == "changes" and a["outcome"] == "ok"]
+    assert calls and any(r["id"] == f"x59-{word}" for a in calls for r in a["results"])
+    failed = [a for a in audit if a.get("tool") == "changes" and a["outcome"] == "tool_error"]
+    assert any("expired cursor" in a["error"] for a in failed)
+
+
+async def test_a_cursor_survives_a_graceful_restart(broker, tmp_path):
+    topic = kafka_util.unique_topic("live-restart")
+    kafka_util.create_topic(broker, topic, partitions=1)
+    config = write_config(tmp_path / "freshet.toml", {"kafka": {"brokers": broker.bootstrap}}, [{
+        "name": "tickets", "topics": [topic], "format": "json", "id_field": "id", "title_field": "title",
+        "text_fields": ["title", "body"],
+    }])
+    with Producer(broker) as p:
+        p.send_many(topic, [(f"r{i}", {"id": f"r{i}", "title": "t", "body": "before"}) for i in range(3)])
+    srv = FreshetServer(config, tmp_path)
+    try:
+        srv.wait_ready()
+        async with http_client(srv.mcp_url) as client:
+            page = await changes(client)
+            assert [c["id"] for c in page["changes"]] == ["r0", "r1", "r2"]
+            cursor = page["next"]
+            old = (await changes(client, limit=1))["next"]  # has seen r0 only
+    finally:
+        assert srv.stop() == 0
+    with Producer(broker) as p:
+        p.send(topic, key="r3", value={"id": "r3", "title": "t", "body": "after"})
+    srv = FreshetServer(config, tmp_path)
+    try:
+        srv.wait_ready()
+        async with http_client(srv.mcp_url) as client:
+            after = await changes(client, since=cursor)
+            assert [c["id"] for c in after["changes"]] == ["r3"] and after["truncated"] is False
+            # A cursor older than what the restarted server applied before its history began.
+            err = await tool_error(client, "changes", {"collection": "tickets", "since": old})
+            assert "expired cursor" in err and "re-sync" in err
+    finally:
+        assert srv.stop() == 0

@@ -490,8 +490,7 @@ async def test_unreachable_registry_makes_poison_not_a_stall(broker, tmp_path_fa
 
 
 def test_check_config_online_with_basic_auth(broker, tmp_path):
-    secret = {"FRESHET_REGISTRY_USER": "reader", "FRESHET_REGISTRY_PASSWORD": "s3cret"}
-    registry = schema_registry_util.start(tmp_path, env={**os.environ, **secret})
+    registry = schema_registry_util.start(tmp_path, user="reader", password="s3cret")
     try:
         config = write_config(
             tmp_path / "freshet.toml",

@@ -163,7 +163,11 @@ impl Engine {
             .collect()
     }
 
-    fn resolve(&self, name: &str, access: &Access) -> Result<&Arc<Collection>, QueryError> {
+    pub(super) fn resolve(
+        &self,
+        name: &str,
+        access: &Access,
+    ) -> Result<&Arc<Collection>, QueryError> {
         self.collection(name)
             .filter(|c| access.may_read(c.name()))
             .ok_or_else(|| QueryError::UnknownCollection {
@@ -776,7 +780,7 @@ fn tenant_allows(c: &Collection, doc: &StoredDoc, access: &Access) -> bool {
 
 /// The filter for one collection: the caller's, checked against the filterable fields,
 /// plus the mandatory tenant clause.
-fn build_filter(
+pub(super) fn build_filter(
     c: &Collection,
     requested: Option<&Map<String, Value>>,
     access: &Access,

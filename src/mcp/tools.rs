@@ -1,4 +1,5 @@
-//! The tools (`search`, `get_document`, `document_freshness`, `list_collections`) and the
+//! The tools (`search`, `get_document`, `document_freshness`, `changes`,
+//! `list_collections`) and the
 //! `freshet://{collection}/{id}` resource template.
 
 use std::sync::Arc;
@@ -20,10 +21,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::api::{CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
+use crate::api::{ChangesResult, CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
 use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
 use crate::auth::{Caller, Principal};
-use crate::engine::{Access, Consistency, Engine, Mode, QueryError, SearchRequest};
+use crate::engine::{Access, ChangesRequest, Consistency, Engine, Mode, QueryError, SearchRequest};
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::notify::{self, SessionLevel};
@@ -175,6 +176,26 @@ pub struct FreshnessArgs {
     pub collection: String,
     /// Document ids (1 to 1000).
     pub ids: Vec<String>,
+}
+
+/// Arguments of `changes`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesArgs {
+    /// Collection to read.
+    pub collection: String,
+    /// Where to start: the `next` cursor of a previous answer, or an RFC 3339 time (changes
+    /// that became searchable since then). Absent: the oldest change kept.
+    pub since: Option<String>,
+    /// Most changes to return, 1 to 1000 (default 100).
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: Option<u32>,
+    /// Only changes whose document version passes this filter (same form as `search`'s).
+    #[serde(default)]
+    #[schemars(schema_with = "filter_schema")]
+    pub filter: Option<Map<String, Value>>,
+    /// Also return each upsert's text (default false).
+    pub include_text: Option<bool>,
 }
 
 /// Arguments of `list_collections` (none).
@@ -376,6 +397,32 @@ impl Freshet {
         self.engine
             .metrics()
             .observe_query("document_freshness", "", started.elapsed());
+        result.map(Json).map_err(query_error)
+    }
+
+    /// What changed in a collection: its upserts and deletes in apply order, each with id,
+    /// kind, title, metadata and freshness stamp, and a `next` cursor to pass as `since` to
+    /// continue exactly where this answer ended. `since` may also be an RFC 3339 time. The
+    /// history is bounded: an expired cursor is an error that says to re-sync, and
+    /// `truncated` says when older changes may be missing.
+    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    async fn changes(
+        &self,
+        Parameters(args): Parameters<ChangesArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<ChangesResult>, CallToolResult> {
+        let started = Instant::now();
+        let req = ChangesRequest {
+            collection: args.collection,
+            since: args.since,
+            limit: args.limit.unwrap_or(100) as usize,
+            filter: args.filter,
+            include_text: args.include_text.unwrap_or(false),
+        };
+        let result = self.engine.changes(req, &self.access(&ctx));
+        self.engine
+            .metrics()
+            .observe_query("changes", "", started.elapsed());
         result.map(Json).map_err(query_error)
     }
 
