@@ -188,6 +188,8 @@ cmd_run() {
     "${exec_java[@]}" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "formatting $dir failed"; }
   fi
   java_cmd "$dir" kafka.Kafka "$dir/server.properties"
+  # The broker must not inherit the install lock.
+  exec 8>&-
   exec "${exec_java[@]}"
 }
 
