@@ -33,7 +33,7 @@ missing_prereqs() {
     echo "Python's venv module (python3-venv)"
   fi
   if ! command -v java >/dev/null; then
-    echo "java (Java >= 17 for the Kafka broker: openjdk-17-jre-headless)"
+    echo "java (Java >= 17 for the Kafka broker and the schema registry: openjdk-17-jre-headless)"
   else
     local version
     version="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)"
@@ -41,7 +41,7 @@ missing_prereqs() {
       echo "Java >= 17 (java $version found: openjdk-17-jre-headless)"
     fi
   fi
-  command -v mvn >/dev/null || echo "mvn (fetches the Kafka broker's jars: maven)"
+  command -v mvn >/dev/null || echo "mvn (fetches the Kafka broker's jars and the schema registry: maven)"
   if [[ "$what" == test ]]; then
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
       echo "node and npm (Node >= 20, for the test suite's MCP clients: nodejs, npm)"

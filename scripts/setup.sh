@@ -3,6 +3,8 @@
 #   .venv/               Python virtualenv with scripts/requirements-test.txt
 #   .tools/kafka-VER/    Apache Kafka's jars from Maven (scripts/kafka.sh install; needs
 #                        Java 17+ and mvn)
+#   .tools/apicurio-registry-VER/  Apicurio Registry, the schema registry the tests run, from
+#                        Maven (scripts/schema_registry.sh install; Java 17+ and mvn)
 #   .venv-langchain/     LangChain's MCP adapters (scripts/requirements-langchain.txt; they need
 #                        mcp<2, the main .venv has mcp 2.x)
 #   .tools/conformance/  the MCP conformance suite, pinned by tests/conformance/package-lock.json
@@ -159,6 +161,7 @@ main() {
   bash "$ROOT/scripts/kafka.sh" install >/dev/null
   # The demo needs no test-only tools.
   ((demo_only)) && return
+  bash "$ROOT/scripts/schema_registry.sh" install >/dev/null
   ensure_langchain_venv
   # The official MCP conformance suite, run by tests/test_conformance.py.
   ensure_npm_tree conformance "$ROOT/tests/conformance/node20-patch.mjs"

@@ -2,7 +2,9 @@
 # The test command (README): installs what the tests need (idempotent), builds freshet, and
 # runs the Rust unit tests and the integration tests (real broker, real binary, real MCP
 # clients). Set FRESHET_TEST_BROKERS=host:port to run the integration tests against an
-# existing Kafka cluster instead of a private Apache Kafka. Arguments go to pytest.
+# existing Kafka cluster instead of a private Apache Kafka, and
+# FRESHET_TEST_SCHEMA_REGISTRY=URL to use an existing schema registry instead of a private
+# Apicurio Registry. Arguments go to pytest.
 # FRESHET_PROFILE (default dev) is the cargo profile, the same as the demo's: one build
 # serves both.
 set -euo pipefail

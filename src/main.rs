@@ -180,6 +180,10 @@ fn check_config(path: &std::path::Path, online: bool) -> anyhow::Result<ExitCode
             return Ok(ExitCode::from(2));
         }
     };
+    if let Err(e) = check_offline(&config) {
+        eprintln!("freshet: invalid config: {e}");
+        return Ok(ExitCode::from(2));
+    }
     print!("{}", config.to_toml());
     if online && registry.is_none() {
         println!("# no [schema_registry] configured: nothing to reach");
@@ -194,6 +198,35 @@ fn check_config(path: &std::path::Path, online: bool) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `serve` checks at start without reaching the network, so that a config that passes
+/// `check-config` also starts: librdkafka's properties, each collection's embedder (a local
+/// model is loaded), and the data directory.
+fn check_offline(config: &Config) -> anyhow::Result<()> {
+    freshet::source::client_config(&config.kafka, "check")
+        .create_native_config()
+        .map_err(|e| anyhow::anyhow!("kafka.properties: {e}"))?;
+    let mut models = std::collections::HashMap::new();
+    for (i, collection) in config.collections.iter().enumerate() {
+        freshet::embed::for_collection(i, collection, &mut models).map_err(|e| match e {
+            // The key too, not only the path: the path may come from a default or the env.
+            freshet::embed::EmbedError::ModelDir { .. } => {
+                anyhow::anyhow!("collections[{i}].embedding.model_dir: {e}")
+            }
+            other => anyhow::Error::new(other),
+        })?;
+    }
+    // serve creates the data directory (and its parents); a file in the way stops it.
+    let data_dir = &config.server.data_dir;
+    if let Some(file) = data_dir.ancestors().find(|p| p.is_file()) {
+        anyhow::bail!(
+            "server.data_dir: {} cannot be created: {} is a file",
+            data_dir.display(),
+            file.display()
+        );
+    }
+    Ok(())
 }
 
 struct TokenArgs {

@@ -267,8 +267,15 @@ fn missing_model_dir_is_a_startup_error_naming_the_path() {
         .err()
         .unwrap()
         .to_string();
+    // Resolved against the config file's directory ("t.toml": the working directory).
+    let dir = std::env::current_dir()
+        .unwrap()
+        .join("models/not-installed");
     assert!(
-        err.starts_with("collection `docs`: embedding model directory models/not-installed"),
+        err.starts_with(&format!(
+            "collection `docs`: embedding model directory {}",
+            dir.display()
+        )),
         "{err}"
     );
 }
