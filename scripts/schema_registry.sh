@@ -93,11 +93,12 @@ cds_archive() {
 ensure_cds_archive() {
   local archive work port pid
   archive="$(cds_archive)"
-  [[ -f "$archive" ]] && return
+  # A JVM that could not make one is not asked again on every start.
+  [[ -f "$archive" || -f "$archive.failed" ]] && return
   # Taken again (fd 8 reopened) when `installed` already holds it.
   exec 8>"$ROOT/.tools/.$SERVICE-install.lock"
   flock 8
-  [[ -f "$archive" ]] && return
+  [[ -f "$archive" || -f "$archive.failed" ]] && return
   echo "schema-registry: a training start for the class-data archive (once per JVM)" >&2
   work="$(mktemp -d)"
   # shellcheck disable=SC2064 # expand now: work is local
@@ -128,7 +129,9 @@ ensure_cds_archive() {
     mv "$work/app.jsa" "$archive"
   else
     tail -n 20 "$work/training.log" >&2
-    echo "schema-registry: warning: no class-data archive made; starts will be slower" >&2
+    cp "$work/training.log" "$archive.failed"
+    echo "schema-registry: warning: no class-data archive made (log: ${archive#"$ROOT"/}.failed;" \
+      "delete it to try again); starts will be slower" >&2
   fi
 }
 

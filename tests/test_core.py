@@ -149,7 +149,7 @@ async def test_tools_are_listed_read_only_with_output_schemas(server):
         for arg in ("query", "collection", "k", "mode", "filter", "vector", "consistency", "max_wait_ms"):
             assert arg in search_props
         templates = (await client.list_resource_templates()).resource_templates
-        assert [t.uri_template for t in templates] == ["freshet://{collection}/{id}"]
+        assert [t.uri_template for t in templates] == ["freshet://{collection}/{id}", "freshet://{collection}/changes"]
 
 
 async def test_create_is_searchable_with_correct_stamps(server, topics, producer):

@@ -4,18 +4,29 @@ client (`mcp` 2.x) over streamable HTTP.
 - filter operators (ranges on number and time fields, `ne`, `exists`, `any`/`all`, the
   built-in `event_time` and `indexed_at`) inside the retrievers, and their errors;
 - the `changes` feed: apply order, cursors, paging, filters, tenants, expiry, restarts, audit;
+- subscriptions, both protocol generations (2025-11-25 `resources/subscribe`, 2026-07-28
+  `subscriptions/listen`), over HTTP and stdio: a subscriber hears about what changed after it
+  subscribed, and never about another tenant's documents.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import uuid
+import time
+from urllib.parse import quote
 from typing import Any
 
+import anyio
+import httpx2
 import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 import kafka_util
-from freshet_util import FreshetServer, ToolError, call, http_client, mint_token, tool_error, write_config
+from freshet_util import FreshetServer, call, freshet_bin, http_client, mint_token, tool_error, write_config
 from kafka_util import Producer
 
 pytestmark = pytest.mark.anyio
@@ -132,7 +143,6 @@ async def changes(client, **args) -> dict:
 
 
 async def wait_for_ids(client, word: str, want: set[str], timeout: float = 30) -> None:
-    import time
     deadline = time.monotonic() + timeout
     while True:
         res = await call(client, "search", {"query": word, "collection": "tickets", "mode": "bm25", "k": 100,
@@ -251,3 +261,141 @@ async def test_a_cursor_survives_a_graceful_restart(broker, tmp_path):
             assert "expired cursor" in err and "re-sync" in err
     finally:
         assert srv.stop() == 0
+
+
+# --- subscriptions --------------------------------------------------------------------
+
+QUIET_S = 1.5  # how long "no notification" is waited for, after the expected one arrived
+
+
+class Updates:
+    """Collects `notifications/resources/updated` from a 2025-11-25 connection."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict, float]] = []  # (uri, _meta, received at)
+
+    async def __call__(self, message) -> None:
+        message = getattr(message, "root", message)
+        if getattr(message, "method", None) == "notifications/resources/updated":
+            params = message.params
+            meta = getattr(params, "meta", None) or {}
+            if not isinstance(meta, dict):
+                meta = meta.model_dump(by_alias=True) if hasattr(meta, "model_dump") else dict(meta)
+            self.seen.append((params.uri, meta, time.time()))
+
+    def uris(self) -> set[str]:
+        return {u for u, _, _ in self.seen}
+
+    async def wait_for(self, uri: str, timeout: float = 20) -> None:
+        with anyio.fail_after(timeout):
+            while uri not in self.uris():
+                await anyio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def legacy_http(url: str, headers: dict[str, str], updates: Updates):
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode="legacy",
+                          message_handler=updates) as client:
+            yield client
+
+
+def uri(doc_id: str) -> str:
+    return f"freshet://tickets/{doc_id}"
+
+
+CHANGES = "freshet://tickets/changes"
+
+
+async def test_2025_subscriber_hears_its_tenants_changes_only(server, topic, broker):
+    word = "zq" + uuid.uuid4().hex[:10]
+    mine, theirs, later = f"s1-{word}", f"s2-{word}", f"s3-{word}"
+    updates = Updates()
+    async with legacy_http(server.mcp_url, bearer("acme"), updates) as client:
+        for u in (uri(mine), uri(theirs), CHANGES):
+            await client.subscribe_resource(u)
+        high = CHANGES + "?filter=" + quote('{"priority": {"gte": 5}}')
+        await client.subscribe_resource(high)
+        # Produced after subscribing: the globex document under an id the acme caller
+        # watches, and acme's own.
+        with Producer(broker) as p:
+            p.send(topic, key=theirs, value=ticket(theirs, "globex", word, priority=9), partition=0)
+            p.send(topic, key=mine, value=ticket(mine, "acme", word, priority=1), partition=1)
+        await updates.wait_for(uri(mine))
+        await updates.wait_for(CHANGES)
+        await anyio.sleep(QUIET_S)
+        assert uri(theirs) not in updates.uris(), "another tenant's document was announced"
+        assert high not in updates.uris(), "the filtered feed announced a change that fails its filter"
+        # The notification says when the change became searchable and when it was sent.
+        meta = next(m for u, m, _ in updates.seen if u == uri(mine))
+        assert meta["freshet/indexed_at"] <= meta["freshet/sent_at"]
+        read = await client.read_resource(uri(mine))
+        assert json.loads(read.contents[0].text)["document"]["metadata"]["priority"] == 1
+        feed = json.loads((await client.read_resource(CHANGES)).contents[0].text)
+        assert mine in [c["id"] for c in feed["changes"]] and theirs not in [c["id"] for c in feed["changes"]]
+        # A matching change reaches the filtered feed; after unsubscribing, nothing more.
+        await client.unsubscribe_resource(uri(mine))
+        updates.seen.clear()
+        with Producer(broker) as p:
+            p.send(topic, key=later, value=ticket(later, "acme", word, priority=8), partition=0)
+            p.send(topic, key=mine, value=ticket(mine, "acme", word, priority=2), partition=1)
+        await updates.wait_for(high)
+        await updates.wait_for(CHANGES)
+        await anyio.sleep(QUIET_S)
+        assert uri(mine) not in updates.uris()
+        # Bad URIs and unreadable collections are errors that say what is wrong.
+        with pytest.raises(Exception, match="freshet://"):
+            await client.subscribe_resource("test://watched-resource")
+        with pytest.raises(Exception, match="unknown collection"):
+            await client.subscribe_resource("freshet://secret/changes")
+
+
+async def test_2026_listen_stream_hears_its_tenants_changes_only(server, topic, broker):
+    word = "zq" + uuid.uuid4().hex[:10]
+    mine, theirs = f"l1-{word}", f"l2-{word}"
+    async with http_client(server.mcp_url, headers=bearer("acme")) as client:
+        async with client.listen(resource_subscriptions=[uri(mine), uri(theirs), CHANGES]) as sub:
+            assert set(sub.honored.resource_subscriptions) == {uri(mine), uri(theirs), CHANGES}
+            with Producer(broker) as p:
+                p.send(topic, key=theirs, value=ticket(theirs, "globex", word), partition=0)
+                p.send(topic, key=mine, value=ticket(mine, "acme", word), partition=1)
+            got: set[str] = set()
+            with anyio.move_on_after(20):
+                async for event in sub:
+                    got.add(event.uri)
+                    if {uri(mine), CHANGES} <= got:
+                        break
+            assert {uri(mine), CHANGES} <= got
+            with anyio.move_on_after(QUIET_S):
+                async for event in sub:
+                    got.add(event.uri)
+            assert uri(theirs) not in got
+
+
+async def test_subscriptions_over_stdio_for_both_generations(broker, topic, tmp_path):
+    config = write_config(tmp_path / "freshet.toml", {
+        "kafka": {"brokers": broker.bootstrap},
+        "auth": {"stdio": {"sub": "cli", "collections": ["tickets"], "tenant": "acme"}},
+    }, [{"name": "tickets", "topics": [topic], "format": "json", "id_field": "id", "title_field": "title",
+         "text_fields": ["title", "body"], "tenant_field": "tenant"}])
+    word = "zq" + uuid.uuid4().hex[:10]
+    params = StdioServerParameters(command=str(freshet_bin()), args=["stdio", "--config", str(config)],
+                                   env={**os.environ, "FRESHET_LOG": "warn"}, cwd=str(tmp_path))
+    updates = Updates()
+    async with Client(params, mode="legacy", message_handler=updates) as legacy:
+        await legacy.subscribe_resource(uri(f"o1-{word}"))
+        await legacy.subscribe_resource(uri(f"o2-{word}"))
+        with Producer(broker) as p:
+            p.send(topic, key=f"o2-{word}", value=ticket(f"o2-{word}", "globex", word), partition=0)
+            p.send(topic, key=f"o1-{word}", value=ticket(f"o1-{word}", "acme", word), partition=1)
+        await updates.wait_for(uri(f"o1-{word}"), timeout=60)
+        await anyio.sleep(QUIET_S)
+        assert uri(f"o2-{word}") not in updates.uris()
+    async with Client(params) as modern:
+        async with modern.listen(resource_subscriptions=[CHANGES]) as sub:
+            with Producer(broker) as p:
+                p.send(topic, key=f"o3-{word}", value=ticket(f"o3-{word}", "acme", word), partition=0)
+            with anyio.fail_after(60):
+                async for event in sub:
+                    assert event.uri == CHANGES
+                    break

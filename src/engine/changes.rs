@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{ChangeOut, ChangesResult, StampOut};
 use crate::config::ChangesConfig;
-use crate::index::Candidate;
+use crate::index::{Candidate, Filter};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{Stamp, StoredDoc};
 
@@ -526,6 +526,71 @@ impl Engine {
             kept_since,
             notes,
             freshness: self.watermark(&[c.as_ref()]),
+        })
+    }
+}
+
+/// What a subscription watches in one collection.
+#[derive(Clone, Debug)]
+pub enum WatchTarget {
+    /// One document, by id.
+    Document(String),
+    /// Every change that passes a filter (none: every change).
+    Changes(Option<Map<String, Value>>),
+}
+
+/// A subscription's test on published changes, with the subscriber's access built in: it
+/// only ever matches changes the subscriber may read.
+#[derive(Clone, Debug)]
+pub struct ChangeWatch {
+    collection: String,
+    document: Option<String>,
+    /// The subscriber's filter plus the mandatory tenant clause.
+    filter: Filter,
+}
+
+impl ChangeWatch {
+    /// True if `p` is a change this subscriber is to be told about.
+    pub fn matches(&self, p: &Published) -> bool {
+        let change = &p.change;
+        if p.collection.name() != self.collection {
+            return false;
+        }
+        if self
+            .document
+            .as_ref()
+            .is_some_and(|id| *id != change.doc.id)
+        {
+            return false;
+        }
+        let candidate = Candidate {
+            metadata: &change.doc.metadata,
+            tenant: change.doc.tenant.as_deref(),
+            event_time_ms: change.stamp.event_time_ms,
+            indexed_at_ms: change.stamp.indexed_at_ms,
+        };
+        self.filter.accepts(&change.doc.terms, &candidate)
+    }
+}
+
+impl Engine {
+    /// A watch on `collection` for a subscriber with `access`. An unknown or unreadable
+    /// collection and a bad filter are errors that say so.
+    pub fn watch(
+        &self,
+        collection: &str,
+        target: WatchTarget,
+        access: &Access,
+    ) -> Result<ChangeWatch, QueryError> {
+        let c = self.resolve(collection, access)?;
+        let (document, filter) = match target {
+            WatchTarget::Document(id) => (Some(id), build_filter(c, None, access)?),
+            WatchTarget::Changes(filter) => (None, build_filter(c, filter.as_ref(), access)?),
+        };
+        Ok(ChangeWatch {
+            collection: c.name().to_string(),
+            document,
+            filter,
         })
     }
 }

@@ -29,7 +29,8 @@ use crate::view::{OffsetTarget, Progress, View};
 
 pub use apply::{ApplyOutcome, Prepared, PreparedBatch, PreparedChange};
 pub use changes::{
-    Change, ChangeKind, ChangesRequest, Cursor, MAX_CHANGES_LIMIT, Published, ReadError,
+    Change, ChangeKind, ChangeWatch, ChangesRequest, Cursor, MAX_CHANGES_LIMIT, Published,
+    ReadError, WatchTarget,
 };
 pub use checkpoint::{GraphDump, RestoreReport};
 use compaction::{Rebuild, VectorOp};

@@ -12,6 +12,7 @@ mod listen;
 mod notify;
 mod sessions;
 mod stdio;
+mod subscribe;
 mod tools;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use crate::engine::Engine;
 
 pub use http::{router, serve_http};
 pub use stdio::reserve_stdout;
+pub use subscribe::{CHANGES_TEMPLATE, ResourceUri};
 pub use tools::{
     Freshet, FreshnessArgs, GetDocumentArgs, ListArgs, SearchArgs, parse_document_uri,
 };

@@ -28,6 +28,7 @@ use crate::engine::{Access, ChangesRequest, Consistency, Engine, Mode, QueryErro
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::notify::{self, SessionLevel};
+use super::subscribe::{self, CHANGES_TEMPLATE, ResourceUri, SessionSubscriptions};
 
 /// URI template of the document resource.
 pub const DOCUMENT_TEMPLATE: &str = "freshet://{collection}/{id}";
@@ -220,6 +221,8 @@ pub struct Freshet {
     stdio_caller: Arc<Caller>,
     /// The level this session asked for with `logging/setLevel`.
     log_level: SessionLevel,
+    /// This session's `resources/subscribe` subscriptions.
+    subscriptions: SessionSubscriptions,
 }
 
 fn tool_error(message: impl Into<String>) -> CallToolResult {
@@ -319,6 +322,7 @@ impl Freshet {
             transport: Transport::Stdio,
             stdio_caller: Arc::new(Caller::anonymous()),
             log_level: SessionLevel::default(),
+            subscriptions: SessionSubscriptions::default(),
         }
     }
 
@@ -445,27 +449,10 @@ impl Freshet {
 
 /// Splits `freshet://{collection}/{id}`; the id may contain `/` and percent-escapes.
 pub fn parse_document_uri(uri: &str) -> Option<(String, String)> {
-    let rest = uri.strip_prefix("freshet://")?;
-    let (collection, id) = rest.split_once('/')?;
-    let id = percent_decode(id)?;
-    (!collection.is_empty() && !id.is_empty()).then(|| (collection.to_string(), id))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    match ResourceUri::parse(uri) {
+        Ok(ResourceUri::Document { collection, id }) => Some((collection, id)),
+        _ => None,
     }
-    String::from_utf8(out).ok()
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -521,6 +508,7 @@ impl ServerHandler for Freshet {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
                 // Only to tell clients that answers come from a replica still catching up.
                 .enable_logging()
                 .build(),
@@ -560,7 +548,67 @@ impl ServerHandler for Freshet {
                     "The current version of one document with its freshness stamp, as JSON.",
                 )
                 .with_mime_type("application/json"),
+            ResourceTemplate::new(CHANGES_TEMPLATE, "changes")
+                .with_title("The change feed of a collection")
+                .with_description(
+                    "The recent upserts and deletes of a collection, as the `changes` tool \
+                     returns them without `since`. Subscribe to be notified of each new batch; \
+                     add ?filter=<percent-encoded JSON filter> to hear only about matching \
+                     changes.",
+                )
+                .with_mime_type("application/json"),
         ]))
+    }
+
+    #[allow(deprecated)] // resources/subscribe: what 2025-11-25 clients use
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
+        let result = ResourceUri::parse(&request.uri)
+            .map_err(|e| McpError::invalid_params(e, None))
+            .and_then(|resource| {
+                resource
+                    .watch(&self.engine, &self.access(&context))
+                    .map_err(|e| resource_error(e, &request.uri))
+            })
+            .map(|watch| {
+                self.subscriptions.add(
+                    &self.engine,
+                    request.uri.clone(),
+                    watch,
+                    context.peer.clone(),
+                )
+            });
+        self.audit_resource_call(facts, "resources/subscribe", &request.uri, result)
+            .await
+    }
+
+    #[allow(deprecated)] // resources/unsubscribe: what 2025-11-25 clients use
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
+        // Unsubscribing from what was never subscribed is harmless: the client's intent holds.
+        self.subscriptions.remove(&request.uri);
+        self.audit_resource_call(facts, "resources/unsubscribe", &request.uri, Ok(()))
+            .await
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        Some(subscribe::accepted(requested))
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
+        let access = self.access(context.request_context());
+        subscribe::listen(Arc::clone(&self.engine), context, access).await
     }
 
     async fn read_resource(
@@ -684,25 +732,34 @@ fn first_text(result: &CallToolResult) -> String {
 }
 
 impl Freshet {
-    /// `resources/read` of `freshet://{collection}/{id}`.
+    /// `resources/read` of `freshet://{collection}/{id}` or `freshet://{collection}/changes`.
     fn read_document(
         &self,
         request: &ReadResourceRequestParams,
         context: &RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let Some((collection, id)) = parse_document_uri(&request.uri) else {
-            return Err(McpError::invalid_params(
-                format!(
-                    "expected a URI like {DOCUMENT_TEMPLATE}, got `{}`",
-                    request.uri
-                ),
-                None,
-            ));
+        let resource =
+            ResourceUri::parse(&request.uri).map_err(|e| McpError::invalid_params(e, None))?;
+        let access = self.access(context);
+        let answer = match resource {
+            ResourceUri::Document { collection, id } => self
+                .engine
+                .get_document(&collection, &id, &access)
+                .and_then(|doc| serde_json::to_value(doc).map_err(|_| QueryError::Internal)),
+            ResourceUri::Changes { collection, filter } => {
+                let req = ChangesRequest {
+                    collection,
+                    since: None,
+                    limit: 100,
+                    filter,
+                    include_text: false,
+                };
+                self.engine
+                    .changes(req, &access)
+                    .and_then(|page| serde_json::to_value(page).map_err(|_| QueryError::Internal))
+            }
         };
-        match self
-            .engine
-            .get_document(&collection, &id, &self.access(context))
-        {
+        match answer {
             Ok(doc) => {
                 let json = serde_json::to_string(&doc).map_err(|e| {
                     tracing::error!("rendering document: {e}");
@@ -714,14 +771,43 @@ impl Freshet {
                 ])
                 .into())
             }
-            Err(e @ (QueryError::NotFound { .. } | QueryError::UnknownCollection { .. })) => {
-                Err(McpError::resource_not_found(
-                    e.to_string(),
-                    Some(serde_json::json!({"uri": request.uri})),
-                ))
-            }
-            Err(e) => Err(McpError::invalid_params(e.to_string(), None)),
+            Err(e) => Err(resource_error(e, &request.uri)),
         }
+    }
+
+    /// Writes the audit line of a resource call that returns no documents.
+    async fn audit_resource_call(
+        &self,
+        facts: CallFacts,
+        method: &str,
+        uri: &str,
+        result: Result<(), McpError>,
+    ) -> Result<(), McpError> {
+        let Some(log) = &self.audit else {
+            return result;
+        };
+        let mut entry = facts.entry(
+            self.transport,
+            method.to_string(),
+            Some(serde_json::json!({"uri": uri})),
+        );
+        if let Err(e) = &result {
+            entry.outcome = Outcome::Error;
+            entry.error = Some(e.message.to_string());
+        }
+        audited(log, entry, result).await
+    }
+}
+
+/// The MCP error of a failed resource call: not found for unknown documents and
+/// collections, invalid params otherwise.
+fn resource_error(e: QueryError, uri: &str) -> McpError {
+    match e {
+        QueryError::NotFound { .. } | QueryError::UnknownCollection { .. } => {
+            McpError::resource_not_found(e.to_string(), Some(serde_json::json!({"uri": uri})))
+        }
+        QueryError::Internal => McpError::internal_error("internal error while answering", None),
+        e => McpError::invalid_params(e.to_string(), None),
     }
 }
 
