@@ -681,6 +681,11 @@ impl Engine {
             .map(|((t, p), _)| (t.to_string(), p))
             .collect();
         let reading = meta.watermarks(partitions, timeout).await;
+        if !reading.marks.is_empty() {
+            crate::source::broker_health().mark_up();
+        } else if let Some((_, reason)) = reading.failed.first() {
+            crate::source::broker_health().mark_down(reason);
+        }
         let at = now_ms();
         for w in &reading.marks {
             self.progress
