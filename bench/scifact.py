@@ -238,6 +238,9 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--collection-toml", default="", help="extra keys for the collection, as TOML")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--reuse", action="store_true",
+                    help="query the collection the previous run indexed (same broker, topic and data "
+                         "directory; freshet restarts from its checkpoint): for fusion and ranking changes")
     ap.add_argument("--dump-runs", type=Path, default=None,
                     help="write every ranking with its scores (split → mode → query → [[id, score]]), "
                          "for offline fusion experiments (bench/fusion.py)")
@@ -265,10 +268,16 @@ def main() -> None:
     print(f"{len(corpus)} documents, queries: {result['queries']}", flush=True)
 
     # freshet: stream the corpus in, then query through MCP.
-    topic = kafka_util.unique_topic("scifact")
-    kafka_util.create_topic(args.broker, topic, partitions=1)
-    produce_s = produce(args.broker, topic, corpus)
-    print(f"produced {len(corpus)} records in {produce_s:.1f}s", flush=True)
+    topic_file = work / "scifact-topic.txt"
+    if args.reuse:
+        topic = topic_file.read_text().strip()
+        print(f"reusing topic {topic} and {work / 'data'}", flush=True)
+    else:
+        topic = kafka_util.unique_topic("scifact")
+        kafka_util.create_topic(args.broker, topic, partitions=1)
+        produce_s = produce(args.broker, topic, corpus)
+        topic_file.write_text(topic)
+        print(f"produced {len(corpus)} records in {produce_s:.1f}s", flush=True)
     config = write_config(
         work / "freshet.toml",
         {"kafka": {"brokers": args.broker}, "server": {"data_dir": str(work / "data")}},
