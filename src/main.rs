@@ -145,12 +145,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// What is logged when `FRESHET_LOG` is unset or empty: freshet's own lines (and librdkafka's,
+/// which freshet words itself) at INFO, one per state change; libraries only from WARN (rmcp
+/// logs every MCP request at INFO, hnsw_rs each index it creates, tantivy its commits).
+const DEFAULT_LOG: &str = "warn,freshet=info,librdkafka=info";
+
 /// Logs go to stderr, always: on stdio, stdout belongs to the protocol.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FRESHET_LOG")
-        // hnsw_rs logs its parameters at INFO every time an index is created (each start,
-        // each rebuild): noise beside freshet's own lines.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"));
+    let filter = std::env::var("FRESHET_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -7,6 +7,7 @@ mod changes;
 mod checkpoint;
 mod compaction;
 mod query;
+mod ranking;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
@@ -35,6 +36,7 @@ pub use changes::{
 pub use checkpoint::{GraphDump, RestoreReport};
 use compaction::{Rebuild, VectorOp};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
+pub use ranking::{MAX_SEARCH_DEPTH, Recency, RecencyField};
 
 /// Errors building the engine at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -679,6 +681,11 @@ impl Engine {
             .map(|((t, p), _)| (t.to_string(), p))
             .collect();
         let reading = meta.watermarks(partitions, timeout).await;
+        if !reading.marks.is_empty() {
+            crate::source::broker_health().mark_up();
+        } else if let Some((_, reason)) = reading.failed.first() {
+            crate::source::broker_health().mark_down(reason);
+        }
         let at = now_ms();
         for w in &reading.marks {
             self.progress

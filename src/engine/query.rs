@@ -19,6 +19,7 @@ use crate::index::{
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::StoredDoc;
 
+use super::ranking::{self, Recency, RecencyField};
 use super::{Collection, Engine};
 
 /// Reciprocal-rank-fusion constant (the usual 60).
@@ -73,6 +74,10 @@ pub struct SearchRequest {
     pub consistency: Consistency,
     /// Bound on the `head` wait.
     pub max_wait: Duration,
+    /// A time decay blended into the ranking.
+    pub recency: Option<Recency>,
+    /// The `next` of a previous page of this same search.
+    pub cursor: Option<String>,
 }
 
 /// What a caller may see. Collections outside `collections` do not exist for it; `tenant`
@@ -275,6 +280,7 @@ impl Engine {
                 req.k
             )));
         }
+        let offset = ranking::page_offset(&req)?;
         let targets: Vec<&Arc<Collection>> = match &req.collection {
             Some(name) => vec![self.resolve(name, access)?],
             None => self.readable(access),
@@ -318,8 +324,9 @@ impl Engine {
             query: query.to_string(),
             req: req.clone(),
             notes,
+            offset,
         };
-        let (results, modes_used, notes) =
+        let (results, modes_used, notes, next) =
             search_pool(self.config()).run(move || job.run()).await??;
         let mode = if modes_used.len() == 1 {
             modes_used.into_iter().next().unwrap_or(req.mode).name()
@@ -332,6 +339,7 @@ impl Engine {
             results,
             mode: mode.to_string(),
             notes,
+            next,
             freshness,
         })
     }
@@ -428,9 +436,12 @@ struct RankJob {
     query: String,
     req: SearchRequest,
     notes: Vec<String>,
+    /// Results already returned on earlier pages.
+    offset: usize,
 }
 
-type Ranked3 = (Vec<Hit>, HashSet<Mode>, Vec<String>);
+/// Hits, modes used, notes, and the next page's cursor.
+type Ranked3 = (Vec<Hit>, HashSet<Mode>, Vec<String>, Option<String>);
 
 impl RankJob {
     /// Ranks every target, merges and renders the hits; also returns the modes used and
@@ -439,17 +450,22 @@ impl RankJob {
         let (req, query) = (&self.req, self.query.as_str());
         let mut per_collection: Vec<Vec<Ranked>> = Vec::new();
         let mut modes_used = HashSet::new();
+        let depth = self.offset + req.k;
         for ((c, filter), embedded) in self.targets.iter().zip(&self.filters).zip(&self.embedded) {
             let vector_query = query_vector(c, req, query, embedded.as_ref())?;
             let (ranked, mode) =
-                search_collection(c, req, query, vector_query, filter, &mut self.notes)?;
+                search_collection(c, req, depth, query, vector_query, filter, &mut self.notes)?;
             modes_used.insert(mode);
             per_collection.push(ranked);
         }
-        let ranked = merge_collections(per_collection, req.k);
+        // One more than the page needs: whether it exists decides if there is a next page.
+        let mut ranked = merge_collections(per_collection, depth + 1);
+        let next = ranking::next_cursor(req, depth, ranked.len() > depth);
+        ranked.truncate(depth);
         let now = now_ms();
         let results = ranked
             .into_iter()
+            .skip(self.offset)
             .map(|r| {
                 let chunk = r.doc.chunk_text(r.chunk_no);
                 Hit {
@@ -463,7 +479,7 @@ impl RankJob {
                 }
             })
             .collect();
-        Ok((results, modes_used, self.notes))
+        Ok((results, modes_used, self.notes, next))
     }
 }
 
@@ -471,6 +487,7 @@ impl RankJob {
 fn search_collection(
     c: &Arc<Collection>,
     req: &SearchRequest,
+    depth: usize,
     query: &str,
     vector_query: Result<Vec<f32>, String>,
     filter: &Filter,
@@ -480,9 +497,9 @@ fn search_collection(
     // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
     // Hybrid score fusion normalises over a fixed depth, so it always fetches that much.
     let fetch = if req.mode == Mode::Hybrid {
-        (req.k * 4).max(SCORE_FUSION_DEPTH)
+        (depth * 4).max(SCORE_FUSION_DEPTH)
     } else {
-        (req.k * 4).max(50)
+        (depth * 4).max(50)
     };
     let mode = match (req.mode, &vector_query) {
         (Mode::Vector, Err(reason)) => {
@@ -544,7 +561,7 @@ fn search_collection(
         _ => Vec::new(),
     };
 
-    let ranked: Vec<Ranked> = match mode {
+    let mut ranked: Vec<Ranked> = match mode {
         Mode::Bm25 => to_ranked(c, bm25),
         Mode::Vector => to_ranked(c, vector),
         Mode::Hybrid => {
@@ -582,6 +599,18 @@ fn search_collection(
                 .collect()
         }
     };
+    if let Some(recency) = &req.recency {
+        recency.rerank(
+            &mut ranked,
+            |r| r.score,
+            |r| match recency.field {
+                RecencyField::EventTime => r.doc.stamp.event_time_ms,
+                RecencyField::IndexedAt => r.doc.stamp.indexed_at_ms,
+            },
+            |r, score| r.score = score,
+            now_ms(),
+        );
+    }
     Ok((ranked, mode))
 }
 
@@ -971,6 +1000,8 @@ id_field = "id"
             vector: Some(vec![1.0, 0.0]),
             consistency: Consistency::Any,
             max_wait: Duration::from_millis(1),
+            recency: None,
+            cursor: None,
         };
         let mut ids: Vec<String> = match e.search(req, access).await {
             Ok(r) => r.results.into_iter().map(|h| h.id).collect(),
@@ -1097,6 +1128,8 @@ id_field = "id"
             vector: None,
             consistency: Consistency::Any,
             max_wait: Duration::from_millis(1),
+            recency: None,
+            cursor: None,
         }
     }
 

@@ -196,6 +196,8 @@ async fn readyz(State(status): State<Status>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
     } else if engine.is_ready() {
         (StatusCode::OK, String::from("ready\n"))
+    } else if let Some(why) = crate::source::broker_health().describe() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -203,6 +205,11 @@ async fn readyz(State(status): State<Status>) -> impl IntoResponse {
         )
     };
     // Answers are unaffected, so readiness is too; but the operator reading this must know.
+    if code == StatusCode::OK
+        && let Some(why) = crate::source::broker_health().describe()
+    {
+        body.push_str(&format!("warning: {why} (answers say caught_up: false)\n"));
+    }
     if let Some(f) = engine.metrics().storage.failure() {
         let what = if f.disk_full { "disk full" } else { "error" };
         body.push_str(&format!(

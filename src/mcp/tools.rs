@@ -24,7 +24,10 @@ use serde_json::{Map, Value};
 use crate::api::{ChangesResult, CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
 use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
 use crate::auth::{Caller, Principal};
-use crate::engine::{Access, ChangesRequest, Consistency, Engine, Mode, QueryError, SearchRequest};
+use crate::engine::{
+    Access, ChangesRequest, Consistency, Engine, Mode, QueryError, Recency, RecencyField,
+    SearchRequest,
+};
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::notify::{self, SessionLevel};
@@ -91,6 +94,34 @@ pub struct SearchArgs {
     pub consistency: Option<ConsistencyArg>,
     /// Upper bound of the head wait in milliseconds (default 2000).
     pub max_wait_ms: Option<u64>,
+    /// Blend a time decay into the ranking, to prefer recent facts.
+    pub recency: Option<RecencyArg>,
+    /// The `next` of a previous answer to this same search: returns the following page.
+    pub cursor: Option<String>,
+}
+
+/// Which time `recency` decays.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecencyFieldArg {
+    /// When the change happened at the source.
+    EventTime,
+    /// When the version became searchable.
+    IndexedAt,
+}
+
+/// `recency` argument of `search`: score = (1 − weight) · relevance (rescaled to 0..1 over
+/// the candidates) + weight · 0.5^(age / half_life).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecencyArg {
+    /// event_time (default) or indexed_at.
+    pub field: Option<RecencyFieldArg>,
+    /// Age at which the recency part halves: "30m", "6h", "7d" (units ms, s, m, h, d, w).
+    pub half_life: String,
+    /// Share of recency in the score, 0 to 1 (default 0.3).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub weight: Option<f32>,
 }
 
 impl SearchArgs {
@@ -118,6 +149,17 @@ impl SearchArgs {
                 ConsistencyArg::Head => Consistency::Head,
             },
             max_wait: Duration::from_millis(max_wait_ms),
+            recency: self
+                .recency
+                .map(|r| {
+                    let field = match r.field.unwrap_or(RecencyFieldArg::EventTime) {
+                        RecencyFieldArg::EventTime => RecencyField::EventTime,
+                        RecencyFieldArg::IndexedAt => RecencyField::IndexedAt,
+                    };
+                    Recency::new(field, &r.half_life, r.weight.unwrap_or(0.3))
+                })
+                .transpose()?,
+            cursor: self.cursor,
         })
     }
 }
