@@ -155,6 +155,10 @@ pub struct DocOut {
 pub struct DocumentResult {
     /// The document.
     pub document: DocOut,
+    /// When a version was asked for (`offset`): `current` if the document is still that
+    /// version, else `superseded` (and `document` is the current version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// How current the collection was when answering.
     pub freshness: Watermark,
 }

@@ -455,3 +455,46 @@ async def test_search_pages_with_a_cursor_and_ranks_by_recency(server, topic, br
         assert sorted(h["id"] for h in recent["results"]) == sorted(d["id"] for d in new)
         err = await tool_error(client, "search", {**args, "recency": {"half_life": "soon"}})
         assert "recency.half_life" in err
+
+
+async def test_titles_icons_completions_and_cache_hints(server):
+    from mcp_types import ResourceTemplateReference
+    async with http_client(server.mcp_url, headers=bearer("acme")) as client:  # 2026-07-28
+        assert client.protocol_version == "2026-07-28"
+        info = client.server_info
+        assert info.title and info.icons and info.icons[0].mime_type == "image/svg+xml"
+        for t in (await client.list_tools()).tools:
+            assert t.title and t.icons, t.name
+        templates = await client.list_resource_templates()
+        # Auth is on: answers depend on the caller, so only its own client may cache them.
+        assert templates.cache_scope == "private" and templates.ttl_ms > 0
+        read = await client.read_resource("freshet://tickets/changes")
+        assert read.ttl_ms == 0 and read.cache_scope == "private"
+        done = await client.complete(ResourceTemplateReference(type="ref/resource", uri="freshet://{collection}/{id}"),
+                                     {"name": "collection", "value": "tic"})
+        assert done.completion.values == ["tickets"]
+        done = await client.complete(ResourceTemplateReference(type="ref/resource", uri="freshet://{collection}/changes"),
+                                     {"name": "collection", "value": "x"})
+        assert done.completion.values == []
+
+
+async def test_get_document_says_whether_a_held_version_is_current(server, topic, broker):
+    word = "zq" + uuid.uuid4().hex[:10]
+    doc = f"v1-{word}"
+    with Producer(broker) as p:
+        first = p.send(topic, key=doc, value=ticket(doc, "acme", word, priority=1), partition=1)
+    async with http_client(server.mcp_url, headers=bearer("acme")) as client:
+        await wait_for_ids(client, word, {doc})
+        held = await call(client, "get_document", {"collection": "tickets", "id": doc, "offset": first.offset,
+                                                   "partition": 1})
+        assert held["version"] == "current" and held["document"]["freshness"]["offset"] == first.offset
+        with Producer(broker) as p:
+            second = p.send(topic, key=doc, value=ticket(doc, "acme", word, priority=2), partition=1)
+        await call(client, "search", {"query": word, "collection": "tickets", "consistency": "head", "mode": "bm25"})
+        now = await call(client, "get_document", {"collection": "tickets", "id": doc, "offset": first.offset})
+        assert now["version"] == "superseded"
+        assert now["document"]["freshness"]["offset"] == second.offset and now["document"]["metadata"]["priority"] == 2
+        plain = await call(client, "get_document", {"collection": "tickets", "id": doc})
+        assert "version" not in plain
+        err = await tool_error(client, "get_document", {"collection": "tickets", "id": doc, "partition": 1})
+        assert "`partition` needs `offset`" in err

@@ -654,6 +654,18 @@ impl Engine {
         id: &str,
         access: &Access,
     ) -> Result<DocumentResult, QueryError> {
+        self.get_document_version(collection, id, None, access)
+    }
+
+    /// `get_document` with the version the caller holds, `(partition, offset)` of its stamp
+    /// (partition optional): the answer says whether that version is still current.
+    pub fn get_document_version(
+        &self,
+        collection: &str,
+        id: &str,
+        version: Option<(Option<i32>, i64)>,
+        access: &Access,
+    ) -> Result<DocumentResult, QueryError> {
         let c = self.resolve(collection, access)?;
         let doc = c
             .view
@@ -663,7 +675,13 @@ impl Engine {
                 collection: collection.to_string(),
                 id: id.to_string(),
             })?;
+        let version = version.map(|(partition, offset)| {
+            let same =
+                doc.stamp.offset == offset && partition.is_none_or(|p| p == doc.stamp.partition);
+            if same { "current" } else { "superseded" }.to_string()
+        });
         Ok(DocumentResult {
+            version,
             document: DocOut {
                 id: doc.id.clone(),
                 collection: c.name().to_string(),
