@@ -11,8 +11,11 @@ use crate::api::{
     CollectionInfo, CollectionsResult, DocOut, DocumentResult, FreshnessResult, Hit, IdFreshness,
     SearchResult, StampOut,
 };
+use crate::config::Fusion;
 use crate::config::Provider;
-use crate::index::{Filter, SeqPredicate, best_chunk_per_doc, rrf};
+use crate::index::{
+    Filter, SCORE_FUSION_DEPTH, SeqPredicate, best_chunk_per_doc, rrf, score_fusion,
+};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::StoredDoc;
 
@@ -492,7 +495,12 @@ fn search_collection(
 ) -> Result<(Vec<Ranked>, Mode), QueryError> {
     let name = c.name();
     // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
-    let fetch = (depth * 4).max(50);
+    // Hybrid score fusion normalises over a fixed depth, so it always fetches that much.
+    let fetch = if req.mode == Mode::Hybrid {
+        (depth * 4).max(SCORE_FUSION_DEPTH)
+    } else {
+        (depth * 4).max(50)
+    };
     let mode = match (req.mode, &vector_query) {
         (Mode::Vector, Err(reason)) => {
             return Err(QueryError::InvalidArgument(format!(
@@ -557,14 +565,28 @@ fn search_collection(
         Mode::Bm25 => to_ranked(c, bm25),
         Mode::Vector => to_ranked(c, vector),
         Mode::Hybrid => {
-            let bm25_ids: Vec<String> = bm25.iter().map(|(d, _, _)| d.id.clone()).collect();
-            let vec_ids: Vec<String> = vector.iter().map(|(d, _, _)| d.id.clone()).collect();
+            let scored = |hits: &[(Arc<StoredDoc>, u32, f32)]| -> Vec<(String, f32)> {
+                hits.iter().map(|(d, _, s)| (d.id.clone(), *s)).collect()
+            };
+            let fused = match c.config.fusion {
+                Fusion::Score => score_fusion(
+                    &scored(&bm25),
+                    &scored(&vector),
+                    c.config.fusion_bm25_weight,
+                ),
+                Fusion::Rrf => {
+                    let bm25_ids: Vec<String> = bm25.iter().map(|(d, _, _)| d.id.clone()).collect();
+                    let vec_ids: Vec<String> =
+                        vector.iter().map(|(d, _, _)| d.id.clone()).collect();
+                    rrf(&[&bm25_ids, &vec_ids], RRF_K)
+                }
+            };
             // The passage shown is the best BM25 chunk when there is one: it holds the words.
             let mut best: HashMap<String, (Arc<StoredDoc>, u32)> = HashMap::new();
             for (d, chunk, _) in vector.into_iter().chain(bm25) {
                 best.insert(d.id.clone(), (d, chunk));
             }
-            rrf(&[&bm25_ids, &vec_ids], RRF_K)
+            fused
                 .into_iter()
                 .filter_map(|(id, score)| {
                     best.remove(&id).map(|(doc, chunk_no)| Ranked {
