@@ -133,7 +133,7 @@ pub fn page_offset(req: &SearchRequest) -> Result<usize, QueryError> {
                 .into(),
         ));
     }
-    if wire.o + req.k > MAX_SEARCH_DEPTH {
+    if wire.o.saturating_add(req.k) > MAX_SEARCH_DEPTH {
         return Err(QueryError::InvalidArgument(format!(
             "search pages reach rank {MAX_SEARCH_DEPTH} at most; narrow the query or the filter"
         )));
