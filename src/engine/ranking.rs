@@ -159,6 +159,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cursors_past_the_depth_bound_are_refused_even_when_forged() {
+        let mut req = SearchRequest {
+            query: "q".into(),
+            collection: None,
+            k: 10,
+            mode: super::super::Mode::Bm25,
+            filter: None,
+            vector: None,
+            consistency: super::super::Consistency::Any,
+            max_wait: std::time::Duration::from_millis(1),
+            recency: None,
+            cursor: None,
+        };
+        assert!(next_cursor(&req, MAX_SEARCH_DEPTH, true).is_none());
+        let Some(next) = next_cursor(&req, 10, true) else {
+            panic!("a next page within the bound")
+        };
+        req.cursor = Some(next.clone());
+        assert_eq!(page_offset(&req).ok(), Some(10));
+        let mut wire: PageWire =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(next).unwrap()).unwrap();
+        wire.o = usize::MAX;
+        req.cursor = Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap()));
+        let err = page_offset(&req).unwrap_err().to_string();
+        assert!(err.contains("rank 500 at most"), "{err}");
+    }
+
+    #[test]
     fn recency_blends_decay_into_rescaled_relevance() {
         let r = Recency::new(RecencyField::EventTime, "1h", 0.7).unwrap();
         let hour = 3_600_000;
