@@ -124,6 +124,10 @@ pub struct SearchResult {
     /// Anything the caller should know about how this answer was formed (e.g. a fallback).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Pass as `cursor` (with the same search) for the following page; absent when no
+    /// result follows or the depth bound is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     /// How current the collections searched were when answering.
     pub freshness: Watermark,
 }
@@ -151,6 +155,10 @@ pub struct DocOut {
 pub struct DocumentResult {
     /// The document.
     pub document: DocOut,
+    /// When a version was asked for (`offset`): `current` if the document is still that
+    /// version, else `superseded` (and `document` is the current version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// How current the collection was when answering.
     pub freshness: Watermark,
 }

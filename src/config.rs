@@ -382,6 +382,23 @@ fn default_brokers() -> String {
 fn default_metadata_timeout_ms() -> u64 {
     5_000
 }
+/// Tuned on SciFact's train queries (docs/BENCHMARKS.md, "Hybrid fusion").
+fn default_fusion_bm25_weight() -> f32 {
+    0.55
+}
+
+/// How hybrid search merges its two rankings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Each retriever's scores min-max normalised over its top candidates, then mixed with
+    /// `fusion_bm25_weight`: how far ahead a document is counts, not only its rank.
+    #[default]
+    Score,
+    /// Reciprocal rank fusion (k = 60): ranks only.
+    Rrf,
+}
+
 fn default_watermark_interval_ms() -> u64 {
     1_000
 }
@@ -411,6 +428,12 @@ pub struct CollectionConfig {
     /// [`CollectionConfig::title_boost`].
     #[serde(default)]
     pub title_boost: Option<f32>,
+    /// How `hybrid` merges the BM25 and vector rankings.
+    #[serde(default)]
+    pub fusion: Fusion,
+    /// With `fusion = "score"`: the BM25 share of the fused score (the vector's is 1 − it).
+    #[serde(default = "default_fusion_bm25_weight")]
+    pub fusion_bm25_weight: f32,
     /// Fields whose text is indexed; default: every top-level string field.
     #[serde(default)]
     pub text_fields: Vec<String>,
@@ -957,6 +980,12 @@ impl Config {
             }
             if c.title_boost.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
                 return Err(ConfigError::key(at("title_boost"), "must be a number ≥ 0"));
+            }
+            if !(0.0..=1.0).contains(&c.fusion_bm25_weight) {
+                return Err(ConfigError::key(
+                    at("fusion_bm25_weight"),
+                    "must be a number from 0 to 1",
+                ));
             }
             if c.chunk_tokens < 16 {
                 return Err(ConfigError::key(at("chunk_tokens"), "must be at least 16"));
@@ -1752,6 +1781,26 @@ topics = ["articles"]
         );
         let err = with("title_boost = -1.0\n").unwrap_err().to_string();
         assert!(err.starts_with("collections[0].title_boost"), "{err}");
+    }
+
+    #[test]
+    fn fusion_defaults_to_scores_and_checks_its_weight() {
+        let with = |extra: &str| {
+            parse(&format!("{MINIMAL}{extra}"), &[])
+                .map(|c| (c.collections[0].fusion, c.collections[0].fusion_bm25_weight))
+        };
+        assert_eq!(with("").unwrap(), (Fusion::Score, 0.55));
+        assert_eq!(
+            with("fusion = \"rrf\"\nfusion_bm25_weight = 0.3\n").unwrap(),
+            (Fusion::Rrf, 0.3)
+        );
+        let err = with("fusion_bm25_weight = 1.5\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("collections[0].fusion_bm25_weight"),
+            "{err}"
+        );
+        let err = with("fusion = \"max\"\n").unwrap_err().to_string();
+        assert!(err.contains("fusion"), "{err}");
     }
 
     #[test]

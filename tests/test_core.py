@@ -306,7 +306,7 @@ async def test_vector_and_hybrid_modes(server, topics, producer):
         assert hit["id"] in {b} or hit["score"] == pytest.approx(1.0, abs=1e-5)
         res = await search(client, query=token, vector=unit(7), collection="articles", mode="hybrid", k=50)
         assert res["mode"] == "hybrid" and not res.get("notes")
-        assert a in ids(res) and b in ids(res), "RRF keeps the best of both lists"
+        assert a in ids(res) and b in ids(res), "hybrid keeps the best of both lists"
         res = await search(client, query=token, collection="articles", mode="hybrid")
         assert res["mode"] == "bm25" and "pass the query's vector" in res["notes"][0]
         err = await tool_error(client, "search", {"query": token, "collection": "articles", "mode": "vector"})

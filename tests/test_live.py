@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import uuid
 import time
 from urllib.parse import quote
@@ -399,3 +400,101 @@ async def test_subscriptions_over_stdio_for_both_generations(broker, topic, tmp_
                 async for event in sub:
                     assert event.uri == CHANGES
                     break
+
+
+def test_the_readme_example_session_runs(server, topic, broker):
+    """examples/live_session.py, the README's agent session: changes, subscribe, a change
+    upstream, the notification, changes since the cursor."""
+    import subprocess
+    word = "zq" + uuid.uuid4().hex[:10]
+    doc = f"e1-{word}"
+    with Producer(broker) as p:
+        p.send(topic, key=doc, value=ticket(doc, "acme", word, priority=3, status="open"), partition=0)
+    token = bearer("acme")["Authorization"].split(" ", 1)[1]
+    example = subprocess.Popen(
+        [sys.executable, str(kafka_util.REPO_ROOT / "examples" / "live_session.py"), "--url", server.mcp_url,
+         "--collection", "tickets", "--id", doc, "--token", token, "--wait", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    time.sleep(3)  # let it subscribe; the update below is what it waits for
+    with Producer(broker) as p:
+        p.send(topic, key=doc, value=ticket(doc, "acme", word, priority=5, status="escalated"), partition=0)
+    out, err = example.communicate(timeout=max(5, deadline - time.monotonic() + 30))
+    print(out)
+    assert example.returncode == 0, err
+    assert f"notifications/resources/updated freshet://tickets/" in out
+    after = out.split("since: <next of the first call>")[1]
+    assert doc in after and "upsert" in after
+
+
+async def test_search_pages_with_a_cursor_and_ranks_by_recency(server, topic, broker):
+    word = "zq" + uuid.uuid4().hex[:10]
+    old = [ticket(f"r{i}-{word}", "acme", f"{word} {word} {word}", updated_at=OLD) for i in range(12)]
+    new = [ticket(f"n{i}-{word}", "acme", word, updated_at=NEW) for i in range(3)]
+    with Producer(broker) as p:
+        p.send_many(topic, [{"key": d["id"], "value": d, "partition": i % 2} for i, d in enumerate(old + new)])
+    async with http_client(server.mcp_url, headers=bearer("acme")) as client:
+        args = {"query": word, "collection": "tickets", "mode": "bm25", "k": 5, "consistency": "head"}
+        pages, cursor = [], None
+        while True:
+            res = await call(client, "search", {**args, **({"cursor": cursor} if cursor else {})})
+            pages.append([h["id"] for h in res["results"]])
+            cursor = res.get("next")
+            if not cursor:
+                break
+        everything = await call(client, "search", {**args, "k": 50})
+        assert sum(pages, []) == [h["id"] for h in everything["results"]] and len(pages) == 3
+        err = await tool_error(client, "search", {**args, "query": "other words", "cursor": res.get("next") or
+                                                  (await call(client, "search", args))["next"]})
+        assert "belongs to another search" in err
+        # Plain BM25 puts the old, wordier tickets first; recency on event_time the new ones.
+        plain = await call(client, "search", {**args, "k": 3})
+        assert all(h["id"].startswith("r") for h in plain["results"])
+        recent = await call(client, "search", {**args, "k": 3,
+                                               "recency": {"field": "event_time", "half_life": "365d", "weight": 0.8}})
+        assert sorted(h["id"] for h in recent["results"]) == sorted(d["id"] for d in new)
+        err = await tool_error(client, "search", {**args, "recency": {"half_life": "soon"}})
+        assert "recency.half_life" in err
+
+
+async def test_titles_icons_completions_and_cache_hints(server):
+    from mcp_types import ResourceTemplateReference
+    async with http_client(server.mcp_url, headers=bearer("acme")) as client:  # 2026-07-28
+        assert client.protocol_version == "2026-07-28"
+        info = client.server_info
+        assert info.title and info.icons and info.icons[0].mime_type == "image/svg+xml"
+        for t in (await client.list_tools()).tools:
+            assert t.title and t.icons, t.name
+        templates = await client.list_resource_templates()
+        # Auth is on: answers depend on the caller, so only its own client may cache them.
+        assert templates.cache_scope == "private" and templates.ttl_ms > 0
+        read = await client.read_resource("freshet://tickets/changes")
+        assert read.ttl_ms == 0 and read.cache_scope == "private"
+        done = await client.complete(ResourceTemplateReference(type="ref/resource", uri="freshet://{collection}/{id}"),
+                                     {"name": "collection", "value": "tic"})
+        assert done.completion.values == ["tickets"]
+        done = await client.complete(ResourceTemplateReference(type="ref/resource", uri="freshet://{collection}/changes"),
+                                     {"name": "collection", "value": "x"})
+        assert done.completion.values == []
+
+
+async def test_get_document_says_whether_a_held_version_is_current(server, topic, broker):
+    word = "zq" + uuid.uuid4().hex[:10]
+    doc = f"v1-{word}"
+    with Producer(broker) as p:
+        first = p.send(topic, key=doc, value=ticket(doc, "acme", word, priority=1), partition=1)
+    async with http_client(server.mcp_url, headers=bearer("acme")) as client:
+        await wait_for_ids(client, word, {doc})
+        held = await call(client, "get_document", {"collection": "tickets", "id": doc, "offset": first.offset,
+                                                   "partition": 1})
+        assert held["version"] == "current" and held["document"]["freshness"]["offset"] == first.offset
+        with Producer(broker) as p:
+            second = p.send(topic, key=doc, value=ticket(doc, "acme", word, priority=2), partition=1)
+        await call(client, "search", {"query": word, "collection": "tickets", "consistency": "head", "mode": "bm25"})
+        now = await call(client, "get_document", {"collection": "tickets", "id": doc, "offset": first.offset})
+        assert now["version"] == "superseded"
+        assert now["document"]["freshness"]["offset"] == second.offset and now["document"]["metadata"]["priority"] == 2
+        plain = await call(client, "get_document", {"collection": "tickets", "id": doc})
+        assert "version" not in plain
+        err = await tool_error(client, "get_document", {"collection": "tickets", "id": doc, "partition": 1})
+        assert "`partition` needs `offset`" in err

@@ -67,6 +67,8 @@ fn request(query: &str, mode: Mode) -> SearchRequest {
         vector: None,
         consistency: Consistency::Any,
         max_wait: Duration::from_millis(10),
+        recency: None,
+        cursor: None,
     }
 }
 

@@ -7,6 +7,7 @@ mod changes;
 mod checkpoint;
 mod compaction;
 mod query;
+mod ranking;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
@@ -35,6 +36,7 @@ pub use changes::{
 pub use checkpoint::{GraphDump, RestoreReport};
 use compaction::{Rebuild, VectorOp};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
+pub use ranking::{MAX_SEARCH_DEPTH, Recency, RecencyField};
 
 /// Errors building the engine at start-up.
 #[derive(Debug, thiserror::Error)]

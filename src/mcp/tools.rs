@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
-    ResourceTemplate, ServerCapabilities, ServerConfig,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams,
+    CompleteResult, CompletionInfo, ContentBlock, Icon, Implementation,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference,
+    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{
@@ -24,7 +25,10 @@ use serde_json::{Map, Value};
 use crate::api::{ChangesResult, CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
 use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
 use crate::auth::{Caller, Principal};
-use crate::engine::{Access, ChangesRequest, Consistency, Engine, Mode, QueryError, SearchRequest};
+use crate::engine::{
+    Access, ChangesRequest, Consistency, Engine, Mode, QueryError, Recency, RecencyField,
+    SearchRequest,
+};
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::notify::{self, SessionLevel};
@@ -38,6 +42,36 @@ Call list_collections to see what can be searched, then search (hybrid BM25 + ve
 Every hit carries a freshness stamp (topic/partition/offset, event_time, age_ms) and every answer a \
 watermark saying whether the replica is caught up; pass consistency=\"head\" to wait for writes \
 made just before the call.";
+
+/// freshet's icon (two waves), for the server and its tools.
+const ICON: &str = "data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIHZpZXdCb3g9IjAgMCAzMiAzMiI+PHJlY3Qgd2lkdGg9IjMyIiBoZWlnaHQ9IjMyIiByeD0iNiIgZmlsbD0iIzBiNTM5NCIvPjxwYXRoIGQ9Ik00IDIwYzQtNiA4LTYgMTIgMHM4IDYgMTIgMCIgc3Ryb2tlPSIjZmZmIiBzdHJva2Utd2lkdGg9IjMiIGZpbGw9Im5vbmUiLz48cGF0aCBkPSJNNCAxMmM0LTYgOC02IDEyIDBzOCA2IDEyIDAiIHN0cm9rZT0iIzlmYzVlOCIgc3Ryb2tlLXdpZHRoPSIzIiBmaWxsPSJub25lIi8+PC9zdmc+";
+
+fn icons() -> Vec<Icon> {
+    vec![
+        Icon::new(ICON)
+            .with_mime_type("image/svg+xml")
+            .with_sizes(vec!["any".into()]),
+    ]
+}
+
+/// Cache hints for a list or read result (2026-07-28, SEP-2549): how long it may be reused
+/// (`ttl_ms`) and by whom; with auth on, answers depend on the caller, so only its own
+/// client may cache them. `None` for older protocol versions, which have no such fields.
+fn cache_hints(
+    context: &RequestContext<RoleServer>,
+    auth_on: bool,
+    ttl_ms: u64,
+) -> Option<(u64, CacheScope)> {
+    let modern = context
+        .protocol_version()
+        .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
+    let scope = if auth_on {
+        CacheScope::Private
+    } else {
+        CacheScope::Public
+    };
+    modern.then_some((ttl_ms, scope))
+}
 
 /// Retrieval mode argument.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, Default)]
@@ -91,6 +125,34 @@ pub struct SearchArgs {
     pub consistency: Option<ConsistencyArg>,
     /// Upper bound of the head wait in milliseconds (default 2000).
     pub max_wait_ms: Option<u64>,
+    /// Blend a time decay into the ranking, to prefer recent facts.
+    pub recency: Option<RecencyArg>,
+    /// The `next` of a previous answer to this same search: returns the following page.
+    pub cursor: Option<String>,
+}
+
+/// Which time `recency` decays.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecencyFieldArg {
+    /// When the change happened at the source.
+    EventTime,
+    /// When the version became searchable.
+    IndexedAt,
+}
+
+/// `recency` argument of `search`: score = (1 − weight) · relevance (rescaled to 0..1 over
+/// the candidates) + weight · 0.5^(age / half_life).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecencyArg {
+    /// event_time (default) or indexed_at.
+    pub field: Option<RecencyFieldArg>,
+    /// Age at which the recency part halves: "30m", "6h", "7d" (units ms, s, m, h, d, w).
+    pub half_life: String,
+    /// Share of recency in the score, 0 to 1 (default 0.3).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub weight: Option<f32>,
 }
 
 impl SearchArgs {
@@ -118,6 +180,17 @@ impl SearchArgs {
                 ConsistencyArg::Head => Consistency::Head,
             },
             max_wait: Duration::from_millis(max_wait_ms),
+            recency: self
+                .recency
+                .map(|r| {
+                    let field = match r.field.unwrap_or(RecencyFieldArg::EventTime) {
+                        RecencyFieldArg::EventTime => RecencyField::EventTime,
+                        RecencyFieldArg::IndexedAt => RecencyField::IndexedAt,
+                    };
+                    Recency::new(field, &r.half_life, r.weight.unwrap_or(0.3))
+                })
+                .transpose()?,
+            cursor: self.cursor,
         })
     }
 }
@@ -167,6 +240,11 @@ pub struct GetDocumentArgs {
     pub collection: String,
     /// Document id.
     pub id: String,
+    /// The offset of the version you hold (its freshness stamp's `offset`): the answer's
+    /// `version` says `current` or `superseded`.
+    pub offset: Option<i64>,
+    /// The partition of that version (its stamp's `partition`), when `offset` is given.
+    pub partition: Option<i32>,
 }
 
 /// Arguments of `document_freshness`.
@@ -339,6 +417,11 @@ impl Freshet {
         self
     }
 
+    /// True when callers authenticate (answers then depend on who asks).
+    fn auth_on(&self) -> bool {
+        self.engine.config().auth.mode != crate::config::AuthMode::None
+    }
+
     fn access(&self, ctx: &RequestContext<RoleServer>) -> Access {
         caller_of(ctx, &self.stdio_caller).access
     }
@@ -346,7 +429,11 @@ impl Freshet {
     /// Search documents kept current from Kafka. Hybrid (BM25 + vector, fused by reciprocal
     /// rank) by default. Each hit has a snippet, metadata and a freshness stamp; the answer
     /// says whether the replica is caught up with the stream.
-    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    #[tool(
+        title = "Search live documents",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn search(
         &self,
         Parameters(args): Parameters<SearchArgs>,
@@ -369,17 +456,32 @@ impl Freshet {
         result.map(Json).map_err(query_error)
     }
 
-    /// Fetch one document's current version (full text, metadata, freshness stamp).
-    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    /// Fetch one document's current version (full text, metadata, freshness stamp). With
+    /// `offset` (and `partition`) of a version you hold, also says whether it is still
+    /// `current` or was `superseded`.
+    #[tool(
+        title = "Get a document",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn get_document(
         &self,
         Parameters(args): Parameters<GetDocumentArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<DocumentResult>, CallToolResult> {
         let started = Instant::now();
-        let result = self
-            .engine
-            .get_document(&args.collection, &args.id, &self.access(&ctx));
+        if args.partition.is_some() && args.offset.is_none() {
+            return Err(tool_error(
+                "`partition` needs `offset`: the version's stamp has both",
+            ));
+        }
+        let version = args.offset.map(|offset| (args.partition, offset));
+        let result = self.engine.get_document_version(
+            &args.collection,
+            &args.id,
+            version,
+            &self.access(&ctx),
+        );
         self.engine
             .metrics()
             .observe_query("get_document", "", started.elapsed());
@@ -388,7 +490,11 @@ impl Freshet {
 
     /// How fresh given documents are: per id the freshness stamp of its current version, or
     /// `not_found` (never written, or deleted), plus the collection's watermark.
-    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    #[tool(
+        title = "Check document freshness",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn document_freshness(
         &self,
         Parameters(args): Parameters<FreshnessArgs>,
@@ -409,7 +515,11 @@ impl Freshet {
     /// continue exactly where this answer ended. `since` may also be an RFC 3339 time. The
     /// history is bounded: an expired cursor is an error that says to re-sync, and
     /// `truncated` says when older changes may be missing.
-    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    #[tool(
+        title = "What changed",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn changes(
         &self,
         Parameters(args): Parameters<ChangesArgs>,
@@ -432,7 +542,11 @@ impl Freshet {
 
     /// List the collections: topics, document and chunk counts, embedding model, filterable
     /// fields, ingest counters and lag per partition.
-    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    #[tool(
+        title = "List collections",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn list_collections(
         &self,
         Parameters(_args): Parameters<ListArgs>,
@@ -509,11 +623,16 @@ impl ServerHandler for Freshet {
                 .enable_tools()
                 .enable_resources()
                 .enable_resources_subscribe()
+                .enable_completions()
                 // Only to tell clients that answers come from a replica still catching up.
                 .enable_logging()
                 .build(),
         )
-        .with_server_info(Implementation::new("freshet", env!("CARGO_PKG_VERSION")))
+        .with_server_info(
+            Implementation::new("freshet", env!("CARGO_PKG_VERSION"))
+                .with_title("freshet: live context from Kafka")
+                .with_icons(icons()),
+        )
         .with_instructions(INSTRUCTIONS)
     }
 
@@ -530,18 +649,60 @@ impl ServerHandler for Freshet {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         // Documents are reached through the template; listing millions of them helps no one.
-        Ok(ListResourcesResult::with_all_items(vec![]))
+        let mut result = ListResourcesResult::with_all_items(vec![]);
+        if let Some((ttl, scope)) = cache_hints(&context, self.auth_on(), 3_600_000) {
+            result.ttl_ms = Some(ttl);
+            result.cache_scope = Some(scope);
+        }
+        Ok(result)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let Reference::Resource(template) = &request.r#ref else {
+            return Err(McpError::invalid_params(
+                "freshet has no prompts; completions are offered for the `collection` argument \
+                 of freshet://{collection}/{id} and freshet://{collection}/changes",
+                None,
+            ));
+        };
+        if ![DOCUMENT_TEMPLATE, CHANGES_TEMPLATE].contains(&template.uri.as_str()) {
+            return Err(McpError::invalid_params(
+                format!("no resource template `{}`", template.uri),
+                None,
+            ));
+        }
+        let values: Vec<String> = if request.argument.name == "collection" {
+            let access = self.access(&context);
+            self.engine
+                .collections()
+                .iter()
+                .map(|c| c.name())
+                .filter(|name| access.may_read(name) && name.starts_with(&request.argument.value))
+                .map(String::from)
+                .take(CompletionInfo::MAX_VALUES)
+                .collect()
+        } else {
+            // Ids: a prefix scan over millions of documents per keystroke is not worth it.
+            Vec::new()
+        };
+        let completion =
+            CompletionInfo::new(values).map_err(|e| McpError::internal_error(e, None))?;
+        Ok(CompleteResult::new(completion))
     }
 
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        Ok(ListResourceTemplatesResult::with_all_items(vec![
+        let mut result = ListResourceTemplatesResult::with_all_items(vec![
             ResourceTemplate::new(DOCUMENT_TEMPLATE, "document")
                 .with_title("A document in a collection")
                 .with_description(
@@ -557,7 +718,12 @@ impl ServerHandler for Freshet {
                      changes.",
                 )
                 .with_mime_type("application/json"),
-        ]))
+        ]);
+        if let Some((ttl, scope)) = cache_hints(&context, self.auth_on(), 3_600_000) {
+            result.ttl_ms = Some(ttl);
+            result.cache_scope = Some(scope);
+        }
+        Ok(result)
     }
 
     #[allow(deprecated)] // resources/subscribe: what 2025-11-25 clients use
@@ -765,11 +931,16 @@ impl Freshet {
                     tracing::error!("rendering document: {e}");
                     McpError::internal_error("internal error while answering", None)
                 })?;
-                Ok(ReadResourceResult::new(vec![
+                let mut result = ReadResourceResult::new(vec![
                     ResourceContents::text(json, request.uri.clone())
                         .with_mime_type("application/json"),
-                ])
-                .into())
+                ]);
+                // Documents change at the stream's pace: never reuse an answer.
+                if let Some((ttl, scope)) = cache_hints(context, self.auth_on(), 0) {
+                    result.ttl_ms = Some(ttl);
+                    result.cache_scope = Some(scope);
+                }
+                Ok(result.into())
             }
             Err(e) => Err(resource_error(e, &request.uri)),
         }
