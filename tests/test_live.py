@@ -27,7 +27,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 import kafka_util
-from freshet_util import FreshetServer, call, freshet_bin, http_client, mint_token, tool_error, write_config
+from freshet_util import (FreshetServer, call, freshet_bin, http_client, mint_token, serving, tool_error,
+                          write_config)
 from kafka_util import Producer
 
 pytestmark = pytest.mark.anyio
@@ -67,14 +68,8 @@ def server(broker, topic, tmp_path_factory):
             "changes": {"max_entries": 50},
         }],
     )
-    srv = FreshetServer(config, work, env={SECRET_ENV: SECRET})
-    try:
-        srv.wait_ready()
+    with serving(config, work, env={SECRET_ENV: SECRET}) as srv:
         yield srv
-    finally:
-        code = srv.stop()
-        print(srv.log()[-3000:])
-        assert code == 0, f"freshet exited with {code} on SIGTERM"
 
 
 def bearer(tenant: str) -> dict[str, str]:

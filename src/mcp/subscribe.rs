@@ -264,6 +264,35 @@ async fn forward(
     }
 }
 
+/// Change receivers opened when a `subscriptions/listen` request was accepted, before rmcp
+/// acknowledges it, so that no change between the acknowledgment and [`listen`] is missed.
+/// Any receiver opened before a stream's acknowledgment serves it (an older one at most
+/// reports a change twice), so the order in which streams take them does not matter.
+#[derive(Clone, Default)]
+pub struct ListenReceivers(Arc<Mutex<Vec<ChangeReceiver>>>);
+
+/// The changes of every applied batch, as one subscriber receives them.
+type ChangeReceiver = Receiver<Arc<Vec<Published>>>;
+
+/// Receivers kept waiting at most: an accepted request that never reaches [`listen`] (its
+/// acknowledgment failed) must not leave receivers behind without bound.
+const MAX_EARLY_RECEIVERS: usize = 16;
+
+impl ListenReceivers {
+    /// Opens a receiver for a stream about to be acknowledged.
+    pub fn open(&self, engine: &Engine) {
+        let mut waiting = self.0.lock();
+        if waiting.len() >= MAX_EARLY_RECEIVERS {
+            waiting.remove(0);
+        }
+        waiting.push(engine.subscribe_changes());
+    }
+
+    fn take(&self) -> Option<ChangeReceiver> {
+        self.0.lock().pop()
+    }
+}
+
 /// The URIs of a `subscriptions/listen` request freshet can serve.
 pub fn accepted(requested: &SubscriptionFilter) -> SubscriptionFilter {
     let mut accepted = SubscriptionFilter::new();
@@ -283,8 +312,9 @@ pub async fn listen(
     engine: Arc<Engine>,
     context: SubscriptionContext,
     access: Access,
+    early: &ListenReceivers,
 ) -> Result<(), McpError> {
-    let mut changes = engine.subscribe_changes();
+    let mut changes = early.take().unwrap_or_else(|| engine.subscribe_changes());
     let watches: HashMap<String, ChangeWatch> = context
         .accepted()
         .resource_subscriptions

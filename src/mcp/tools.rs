@@ -32,7 +32,9 @@ use crate::engine::{
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::notify::{self, SessionLevel};
-use super::subscribe::{self, CHANGES_TEMPLATE, ResourceUri, SessionSubscriptions};
+use super::subscribe::{
+    self, CHANGES_TEMPLATE, ListenReceivers, ResourceUri, SessionSubscriptions,
+};
 
 /// URI template of the document resource.
 pub const DOCUMENT_TEMPLATE: &str = "freshet://{collection}/{id}";
@@ -301,6 +303,8 @@ pub struct Freshet {
     log_level: SessionLevel,
     /// This session's `resources/subscribe` subscriptions.
     subscriptions: SessionSubscriptions,
+    /// Change receivers of `subscriptions/listen` streams being acknowledged.
+    listen_receivers: ListenReceivers,
 }
 
 fn tool_error(message: impl Into<String>) -> CallToolResult {
@@ -401,6 +405,7 @@ impl Freshet {
             stdio_caller: Arc::new(Caller::anonymous()),
             log_level: SessionLevel::default(),
             subscriptions: SessionSubscriptions::default(),
+            listen_receivers: ListenReceivers::default(),
         }
     }
 
@@ -769,12 +774,19 @@ impl ServerHandler for Freshet {
         &self,
         requested: &rmcp::model::SubscriptionFilter,
     ) -> Option<rmcp::model::SubscriptionFilter> {
+        self.listen_receivers.open(&self.engine);
         Some(subscribe::accepted(requested))
     }
 
     async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
         let access = self.access(context.request_context());
-        subscribe::listen(Arc::clone(&self.engine), context, access).await
+        subscribe::listen(
+            Arc::clone(&self.engine),
+            context,
+            access,
+            &self.listen_receivers,
+        )
+        .await
     }
 
     async fn read_resource(
