@@ -192,6 +192,7 @@ impl Engine {
         c.flush_vectors();
         self.progress
             .reset(topic, partition, reset.topic_id.clone());
+        c.changes.reset_partition(topic, partition);
         self.cut(c, &HashMap::new());
         self.metrics
             .partition_resets

@@ -88,9 +88,13 @@ impl Change {
 /// A partition: (topic, partition).
 type PartitionId = (Arc<str>, i32);
 
-/// Per partition, the highest offset whose changes a reader has seen (−1: none).
+/// Per partition, the highest offset whose changes a reader has seen (−1: none), and the
+/// generation (topic ID) of each topic those offsets belong to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Cursor(BTreeMap<(String, i32), i64>);
+pub struct Cursor {
+    seen: BTreeMap<(String, i32), i64>,
+    topic_ids: BTreeMap<String, String>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct CursorWire {
@@ -100,6 +104,9 @@ struct CursorWire {
     c: String,
     /// `[topic, partition, offset]`.
     p: Vec<(String, i32, i64)>,
+    /// `{topic: topic ID}`: offsets of a recreated topic mean something else.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    t: BTreeMap<String, String>,
 }
 
 /// Why a cursor cannot be used.
@@ -118,15 +125,31 @@ pub enum CursorError {
 impl Cursor {
     /// The offset seen on a partition (−1 when the cursor does not name it).
     fn seen(&self, topic: &str, partition: i32) -> i64 {
-        self.0
+        self.seen
             .get(&(topic.to_string(), partition))
             .copied()
             .unwrap_or(-1)
     }
 
     fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
-        let slot = self.0.entry((topic.to_string(), partition)).or_insert(-1);
+        let slot = self
+            .seen
+            .entry((topic.to_string(), partition))
+            .or_insert(-1);
         *slot = (*slot).max(offset);
+    }
+
+    /// Records the generation of `topic` the offsets belong to.
+    pub fn set_topic_id(&mut self, topic: &str, id: &str) {
+        self.topic_ids.insert(topic.to_string(), id.to_string());
+    }
+
+    /// A topic whose generation differs from the one the cursor was taken in.
+    pub fn recreated_topic(&self, current: impl Fn(&str) -> Option<String>) -> Option<&str> {
+        self.topic_ids
+            .iter()
+            .find(|(topic, id)| current(topic).is_some_and(|now| now != **id))
+            .map(|(topic, _)| topic.as_str())
     }
 
     /// The opaque text handed to agents.
@@ -135,10 +158,11 @@ impl Cursor {
             v: 1,
             c: collection.to_string(),
             p: self
-                .0
+                .seen
                 .iter()
                 .map(|((t, p), o)| (t.clone(), *p, *o))
                 .collect(),
+            t: self.topic_ids.clone(),
         };
         // Serializing plain strings and numbers cannot fail.
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap_or_default())
@@ -157,9 +181,10 @@ impl Cursor {
         if wire.c != collection {
             return Err(CursorError::OtherCollection(wire.c));
         }
-        Ok(Cursor(
-            wire.p.into_iter().map(|(t, p, o)| ((t, p), o)).collect(),
-        ))
+        Ok(Cursor {
+            seen: wire.p.into_iter().map(|(t, p, o)| ((t, p), o)).collect(),
+            topic_ids: wire.t,
+        })
     }
 }
 
@@ -351,12 +376,23 @@ impl ChangeLog {
 
     /// A cursor at the floors: just before the oldest change kept of every partition.
     fn floor_cursor(&self, h: &History) -> Cursor {
-        Cursor(
-            h.floors
+        Cursor {
+            seen: h
+                .floors
                 .iter()
                 .map(|((t, p), o)| ((t.to_string(), *p), *o))
                 .collect(),
-        )
+            topic_ids: BTreeMap::new(),
+        }
+    }
+
+    /// Forgets a partition whose topic was recreated: its offsets start over, so its old
+    /// changes (and their offsets) no longer fit any cursor of the new generation.
+    pub fn reset_partition(&self, topic: &str, partition: i32) {
+        let mut h = self.inner.lock();
+        h.entries
+            .retain(|c| !(&*c.stamp.topic == topic && c.stamp.partition == partition));
+        h.floors.insert((Arc::from(topic), partition), -1);
     }
 }
 
@@ -458,6 +494,16 @@ impl Engine {
                 ),
             },
         };
+        if let ReadFrom::Cursor(cursor) = &from
+            && let Some(topic) =
+                cursor.recreated_topic(|t| self.progress.topic_id(t).map(|id| id.to_string()))
+        {
+            return Err(QueryError::InvalidArgument(format!(
+                "expired cursor: topic `{topic}` was recreated since it was taken, so its offsets \
+                 mean other records now; re-sync: read the current state with search or \
+                 get_document, then call `changes` without `since` to get a new cursor"
+            )));
+        }
         let filter = build_filter(c, req.filter.as_ref(), access)?;
         let visible = |change: &Change| {
             let candidate = Candidate {
@@ -483,6 +529,12 @@ impl Engine {
             .changes
             .read(from, req.limit, visible, applied, now)
             .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
+        let mut next = page.next;
+        for topic in &c.config.topics {
+            if let Some(id) = self.progress.topic_id(topic) {
+                next.set_topic_id(topic, &id);
+            }
+        }
         let kept_since = rfc3339_ms(page.kept_since_ms);
         let mut notes = Vec::new();
         if page.truncated {
@@ -520,7 +572,7 @@ impl Engine {
         Ok(ChangesResult {
             collection: c.name().to_string(),
             changes,
-            next: page.next.encode(c.name()),
+            next: next.encode(c.name()),
             more: page.more,
             truncated: page.truncated,
             kept_since,
@@ -724,6 +776,28 @@ mod tests {
         let by_time = read(&log, ReadFrom::Time(0), 10).unwrap();
         assert!(by_time.truncated, "a change since then was dropped");
         assert!(!read(&log, ReadFrom::Time(3), 10).unwrap().truncated);
+    }
+
+    #[test]
+    fn a_recreated_topic_is_told_apart_and_its_partition_starts_over() {
+        let log = log(100);
+        log.record(vec![change(0, 7, "a", 1)], |_, _| Some(6), 10);
+        let mut cursor = read(&log, ReadFrom::Oldest, 10).unwrap().next;
+        cursor.set_topic_id("t", "gen-1");
+        let text = cursor.encode("docs");
+        let back = Cursor::decode(&text, "docs").unwrap();
+        assert_eq!(back.recreated_topic(|_| Some("gen-1".into())), None);
+        assert_eq!(back.recreated_topic(|_| Some("gen-2".into())), Some("t"));
+        assert_eq!(back.recreated_topic(|_| None), None);
+        log.reset_partition("t", 0);
+        assert!(log.is_empty());
+        log.record(vec![change(0, 0, "b", 2)], |_, _| None, 10);
+        let fresh = read(&log, ReadFrom::Oldest, 10).unwrap();
+        assert_eq!(ids(&fresh), ["b"]);
+        assert!(
+            !fresh.truncated,
+            "the new generation is complete from its start"
+        );
     }
 
     #[test]
