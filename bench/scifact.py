@@ -200,8 +200,10 @@ async def wait_documents(server: FreshetServer, n: int, timeout: float) -> dict:
             await asyncio.sleep(0.5)
 
 
-async def run_queries(url: str, queries: dict[str, str], qids: list[str], mode: str
+async def run_queries(url: str, queries: dict[str, str], qids: list[str], mode: str,
+                      scored: dict[str, list[tuple[str, float]]] | None = None
                       ) -> tuple[dict[str, list[str]], list[float]]:
+    """Runs every query in one mode; fills `scored` (if given) with each ranking's scores."""
     runs: dict[str, list[str]] = {}
     latencies = []
     async with http_client(url) as client:
@@ -212,6 +214,8 @@ async def run_queries(url: str, queries: dict[str, str], qids: list[str], mode: 
             if res.get("notes"):
                 raise RuntimeError(f"search notes for {mode}: {res['notes']}")
             runs[q] = [h["id"] for h in res["results"]]
+            if scored is not None:
+                scored[q] = [(h["id"], h["score"]) for h in res["results"]]
     return runs, latencies
 
 
@@ -234,6 +238,12 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--collection-toml", default="", help="extra keys for the collection, as TOML")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--reuse", action="store_true",
+                    help="query the collection the previous run indexed (same broker, topic and data "
+                         "directory; freshet restarts from its checkpoint): for fusion and ranking changes")
+    ap.add_argument("--dump-runs", type=Path, default=None,
+                    help="write every ranking with its scores (split → mode → query → [[id, score]]), "
+                         "for offline fusion experiments (bench/fusion.py)")
     ap.add_argument("--no-title-field", action="store_true",
                     help="index the title only as part of the text, not as a boosted field")
     ap.add_argument("--provider", default="local", choices=["local", "none"],
@@ -258,10 +268,16 @@ def main() -> None:
     print(f"{len(corpus)} documents, queries: {result['queries']}", flush=True)
 
     # freshet: stream the corpus in, then query through MCP.
-    topic = kafka_util.unique_topic("scifact")
-    kafka_util.create_topic(args.broker, topic, partitions=1)
-    produce_s = produce(args.broker, topic, corpus)
-    print(f"produced {len(corpus)} records in {produce_s:.1f}s", flush=True)
+    topic_file = work / "scifact-topic.txt"
+    if args.reuse:
+        topic = topic_file.read_text().strip()
+        print(f"reusing topic {topic} and {work / 'data'}", flush=True)
+    else:
+        topic = kafka_util.unique_topic("scifact")
+        kafka_util.create_topic(args.broker, topic, partitions=1)
+        produce_s = produce(args.broker, topic, corpus)
+        topic_file.write_text(topic)
+        print(f"produced {len(corpus)} records in {produce_s:.1f}s", flush=True)
     config = write_config(
         work / "freshet.toml",
         {"kafka": {"brokers": args.broker}, "server": {"data_dir": str(work / "data")}},
@@ -289,13 +305,18 @@ def main() -> None:
         print(f"freshet ingested {info['documents']} documents ({info['chunks']} chunks) "
               f"in {ingest_s:.1f}s", flush=True)
         latency: dict[str, list[float]] = {}
+        dumped: dict[str, dict[str, dict]] = {}
         for split in splits:
             qids = [q for q in qrels[split] if q in queries]
             for mode in args.modes.split(","):
-                runs, lat = asyncio.run(run_queries(server.mcp_url, queries, qids, mode))
+                scored = dumped.setdefault(split, {}).setdefault(mode, {}) if args.dump_runs else None
+                runs, lat = asyncio.run(run_queries(server.mcp_url, queries, qids, mode, scored))
                 latency.setdefault(mode, []).extend(lat)
                 result["metrics"][split][f"freshet {mode}"] = evaluate(runs, qrels[split])
                 print(f"{split:5s} freshet {mode:7s} {result['metrics'][split][f'freshet {mode}']}", flush=True)
+        if args.dump_runs:
+            args.dump_runs.parent.mkdir(parents=True, exist_ok=True)
+            args.dump_runs.write_text(json.dumps(dumped))
         result["freshet_query_latency_ms"] = {
             m: {"p50": round(percentile(v, 50) * 1000, 1), "p95": round(percentile(v, 95) * 1000, 1)}
             for m, v in latency.items()

@@ -15,7 +15,6 @@ scripts/setup.sh from scripts/requirements-langchain.txt.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -23,9 +22,16 @@ import sys
 import uuid
 from pathlib import Path
 
-from langchain_core.messages import ToolMessage
-from langchain_mcp_adapters.client import MultiServerMCPClient
-from langchain_mcp_adapters.tools import load_mcp_tools
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from client_errors import run  # noqa: E402
+
+try:
+    from langchain_core.messages import ToolMessage
+    from langchain_mcp_adapters.client import MultiServerMCPClient
+    from langchain_mcp_adapters.tools import load_mcp_tools
+except ImportError as missing:
+    sys.exit(f"error: {missing.name} is not installed here: run `bash scripts/setup.sh` once, then use "
+             f"LangChain's virtualenv: .venv-langchain/bin/python examples/langchain_agent.py ...")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,15 +57,15 @@ def connection(args: argparse.Namespace) -> dict:
     }
 
 
-async def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("query")
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--stdio", action="store_true", help="spawn `freshet stdio` (needs --config)")
     where.add_argument("--url", help="a freshet server's MCP endpoint, e.g. http://127.0.0.1:8080/mcp")
     ap.add_argument("--config", help="freshet config file, for --stdio")
-    ap.add_argument("--freshet", default=shutil.which("freshet") or str(REPO / "target" / "release" / "freshet"),
-                    help="the freshet binary, for --stdio (default: freshet on PATH, else target/release/freshet)")
+    ap.add_argument("--freshet", default=shutil.which("freshet") or str(REPO / "target" / "debug" / "freshet"),
+                    help="the freshet binary, for --stdio (default: freshet on PATH, else target/debug/freshet)")
     ap.add_argument("--token", help="bearer token for --url (default: $FRESHET_TOKEN)")
     ap.add_argument("--collection", help="collection to search (default: all readable)")
     ap.add_argument("--k", type=int, default=5)
@@ -68,7 +74,10 @@ async def main() -> int:
     args = ap.parse_args()
     if args.stdio and not args.config:
         ap.error("--stdio needs --config")
+    return args
 
+
+async def main(args: argparse.Namespace) -> int:
     client = MultiServerMCPClient({"freshet": connection(args)})
     # One session for the whole run: with stdio, `client.get_tools()` would start a new freshet
     # (which then re-reads its topics) for every tool call.
@@ -102,4 +111,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    cli = parse_args()
+    sys.exit(run(lambda: main(cli), cli.url or f"{cli.freshet} stdio"))

@@ -32,36 +32,17 @@ READY_TIMEOUT_S=60
 SCRAM_USER=freshet
 SCRAM_PASSWORD=freshet-secret
 
-die() { echo "kafka: $*" >&2; exit 1; }
-
-usage() {
-  sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 2
-}
-
-check_port() {
-  if ! [[ "$1" =~ ^[0-9]{1,5}$ ]] || ((10#$1 == 0 || 10#$1 > 65532)); then
-    die "bad port: $1"
-  fi
-}
+SERVICE=kafka
+SERVICE_CMDLINE=kafka.Kafka
+# The plain, SASL and SSL listeners and the controller.
+PORT_SPAN=4
+# shellcheck source=scripts/service.sh
+source "$ROOT/scripts/service.sh"
 
 # ---------------------------------------------------------------------------- install
 
 cmd_install() {
-  if [[ -f "$LIBS/.complete" ]]; then
-    echo "$LIBS"
-    return
-  fi
-  command -v java >/dev/null || die "java not found (Kafka $KAFKA_VERSION needs Java 17+)"
-  command -v mvn >/dev/null || die "mvn not found (the broker's jars are fetched from Maven Central)"
-  mkdir -p "$ROOT/.tools"
-  # Serialise concurrent installs (parallel test runs, the demo and the tests at once).
-  exec 8>"$ROOT/.tools/.kafka-install.lock"
-  flock 8
-  if [[ -f "$LIBS/.complete" ]]; then
-    echo "$LIBS"
-    return
-  fi
+  installed "$LIBS" && return
   local work
   work="$(mktemp -d)"
   # shellcheck disable=SC2064 # expand now: work is local
@@ -207,22 +188,15 @@ cmd_run() {
     "${exec_java[@]}" >"$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "formatting $dir failed"; }
   fi
   java_cmd "$dir" kafka.Kafka "$dir/server.properties"
+  # The broker must not inherit the install lock.
+  exec 8>&-
   exec "${exec_java[@]}"
 }
 
 # ---------------------------------------------------------------------------- background broker
 
-port_open() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
-
-running_pid() {
-  local pidfile="$RUN/kafka-$1.pid" pid
-  [[ -f "$pidfile" ]] || return 1
-  pid="$(<"$pidfile")"
-  # Guard against a stale file whose pid was reused by another program.
-  [[ "$pid" =~ ^[0-9]+$ ]] && grep -q "kafka.Kafka" "/proc/$pid/cmdline" 2>/dev/null || return 1
-  echo "$pid"
+service_ready() {
+  port_open "$1"
 }
 
 topics_cmd() {
@@ -231,62 +205,27 @@ topics_cmd() {
 }
 
 cmd_start() {
-  local port="${1:-$DEFAULT_PORT}" pid dir log deadline
+  local port="${1:-$DEFAULT_PORT}"
   check_port "$port"
-  dir="$RUN/kafka-$port"
-  log="$dir.log"
-  if pid="$(running_pid "$port")"; then
-    echo "kafka: already running on $HOST:$port (pid $pid)"
+  cmd_install >/dev/null
+  if ! service_start "${BASH_SOURCE[0]}" "$port" "$READY_TIMEOUT_S"; then
+    echo "kafka: already running on $HOST:$port (pid $STARTED_PID)"
     return 0
   fi
-  port_open "$port" && die "port $port is in use by another program"
-  cmd_install >/dev/null
-  mkdir -p "$RUN"
-  # setsid: the broker outlives this shell and ignores its Ctrl-C.
-  setsid bash "${BASH_SOURCE[0]}" run "$dir" "$port" </dev/null >"$log" 2>&1 &
-  pid=$!
-  echo "$pid" >"$RUN/kafka-$port.pid"
-  deadline=$((SECONDS + READY_TIMEOUT_S))
-  until port_open "$port"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$log" >&2
-      die "the broker exited during startup (log: ${log#"$ROOT"/})"
-    fi
-    ((SECONDS < deadline)) || { kill "$pid"; die "not listening on $HOST:$port after ${READY_TIMEOUT_S}s"; }
-    sleep 0.2
-  done
-  # The exec'd JVM keeps the pid of the script that started it.
-  echo "kafka: Apache Kafka $KAFKA_VERSION started on $HOST:$port (pid $pid, log ${log#"$ROOT"/})"
+  echo "kafka: Apache Kafka $KAFKA_VERSION started on $HOST:$port (pid $STARTED_PID, log ${RUN#"$ROOT"/}/kafka-$port.log)"
 }
 
 cmd_stop() {
-  local port="${1:-$DEFAULT_PORT}" pid
+  local port="${1:-$DEFAULT_PORT}"
   check_port "$port"
-  if ! pid="$(running_pid "$port")"; then
-    rm -f "$RUN/kafka-$port.pid"
-    echo "kafka: not running on port $port"
-    return 0
-  fi
-  kill "$pid"
   # A controlled shutdown takes a few seconds; then it is killed.
-  for _ in $(seq 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$RUN/kafka-$port.pid"
-  echo "kafka: stopped (pid $pid)"
+  service_stop "$port" 15
 }
 
 cmd_status() {
-  local port="${1:-$DEFAULT_PORT}" pid
+  local port="${1:-$DEFAULT_PORT}"
   check_port "$port"
-  if pid="$(running_pid "$port")" && port_open "$port"; then
-    echo "kafka: running on $HOST:$port (pid $pid)"
-  else
-    echo "kafka: not running on port $port"
-    return 1
-  fi
+  service_status "$port" "on $HOST:$port"
 }
 
 cmd_create_topic() {

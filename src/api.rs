@@ -55,7 +55,8 @@ pub struct PartitionWatermark {
     pub partition: i32,
     /// Last offset applied to the view (null before the first record).
     pub applied_offset: Option<i64>,
-    /// The partition's log end offset as last read from the broker (null if never read).
+    /// The partition's log end offset (the offset the next record will get) as last read
+    /// from the broker, and never below `applied_offset + 1` (null if never read).
     pub high_watermark: Option<i64>,
     /// Records written but not yet applied (null while the high watermark is unknown).
     pub lag: Option<i64>,
@@ -72,7 +73,11 @@ impl PartitionWatermark {
             topic: key.0.to_string(),
             partition: key.1,
             applied_offset: p.next_offset.map(|n| n - 1),
-            high_watermark: p.high_watermark,
+            // A reading taken before the last batch was applied is behind it; the log ends at
+            // least after what was applied, so show that rather than `applied > high`.
+            high_watermark: p
+                .high_watermark
+                .map(|high| high.max(p.next_offset.unwrap_or(high))),
             lag: p.lag(),
             rereading: p.reread.as_ref().map(|r| r.reason.as_str().to_string()),
         }
@@ -119,6 +124,10 @@ pub struct SearchResult {
     /// Anything the caller should know about how this answer was formed (e.g. a fallback).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Pass as `cursor` (with the same search) for the following page; absent when no
+    /// result follows or the depth bound is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     /// How current the collections searched were when answering.
     pub freshness: Watermark,
 }
@@ -146,6 +155,10 @@ pub struct DocOut {
 pub struct DocumentResult {
     /// The document.
     pub document: DocOut,
+    /// When a version was asked for (`offset`): `current` if the document is still that
+    /// version, else `superseded` (and `document` is the current version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// How current the collection was when answering.
     pub freshness: Watermark,
 }
@@ -248,4 +261,85 @@ pub struct CollectionsResult {
     pub collections: Vec<CollectionInfo>,
     /// When this was read (RFC 3339 UTC).
     pub as_of: String,
+}
+
+/// One change in `changes`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ChangeOut {
+    /// Document id.
+    pub id: String,
+    /// Collection.
+    pub collection: String,
+    /// `upsert` or `delete`.
+    pub kind: String,
+    /// Title of the version written (upsert) or removed (delete).
+    pub title: Option<String>,
+    /// Metadata of that version.
+    pub metadata: Map<String, Value>,
+    /// The version's text, with `include_text` (upserts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// True while the document is still as this change left it (not superseded since).
+    pub current: bool,
+    /// Where the change came from and when it became searchable.
+    pub freshness: StampOut,
+}
+
+/// Result of `changes`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ChangesResult {
+    /// Collection read.
+    pub collection: String,
+    /// Upserts and deletes in apply order.
+    pub changes: Vec<ChangeOut>,
+    /// Cursor to pass as `since` for the changes after these.
+    pub next: String,
+    /// More changes are waiting: call again with `since` = `next`.
+    pub more: bool,
+    /// The history does not reach back as far as asked: older changes may be missing.
+    pub truncated: bool,
+    /// Every change that became searchable since this time is kept.
+    pub kept_since: String,
+    /// What the caller should know about this answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Watermark of the collection.
+    pub freshness: Watermark,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn watermark(next_offset: Option<i64>, high_watermark: Option<i64>) -> PartitionWatermark {
+        let progress = PartitionProgress {
+            next_offset,
+            high_watermark,
+            ..PartitionProgress::default()
+        };
+        PartitionWatermark::new(&(Arc::from("t"), 0), &progress)
+    }
+
+    #[test]
+    fn a_stale_log_end_is_never_shown_below_what_was_applied() {
+        // The watermark was read (281) before the batch ending at offset 282 was applied.
+        let w = watermark(Some(283), Some(281));
+        assert_eq!(
+            (w.applied_offset, w.high_watermark, w.lag),
+            (Some(282), Some(283), Some(0))
+        );
+    }
+
+    #[test]
+    fn a_partition_behind_shows_its_lag_against_the_log_end() {
+        let w = watermark(Some(10), Some(15));
+        assert_eq!(
+            (w.applied_offset, w.high_watermark, w.lag),
+            (Some(9), Some(15), Some(5))
+        );
+        assert_eq!(watermark(None, None).high_watermark, None);
+        assert_eq!(watermark(None, Some(3)).lag, Some(3));
+    }
 }

@@ -1163,7 +1163,7 @@ pub fn returned(structured: &Value, collection: Option<&str>) -> Vec<Returned> {
         })
     };
     let mut out = Vec::new();
-    for key in ["results", "documents"] {
+    for key in ["results", "documents", "changes"] {
         if let Some(items) = structured.get(key).and_then(Value::as_array) {
             out.extend(items.iter().filter_map(one));
         }

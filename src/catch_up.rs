@@ -167,7 +167,10 @@ pub async fn run(engine: Arc<Engine>, log_every: Duration, cancel: CancellationT
                     .map(|c| (c.name().to_string(), applied(c)))
                     .collect();
                 engine.catch_up().sample(&counts, now);
-                if !log_every.is_zero() && now - last_log >= log_every {
+                // While the broker is unreachable nothing is being caught up: that was said
+                // once, as "broker unreachable".
+                let waiting = crate::source::broker_health().unreachable().is_some();
+                if !log_every.is_zero() && now - last_log >= log_every && !waiting {
                     log_progress(&engine);
                     last_log = now;
                 }
@@ -181,6 +184,10 @@ fn log_progress(engine: &Engine) {
         let Some(info) = engine.catch_up_info(c) else {
             return;
         };
+        // Nothing known yet (the broker has not answered): no line that claims progress.
+        if info.applied == 0 && info.remaining.is_none() {
+            continue;
+        }
         let remaining = info
             .remaining
             .map_or("unknown (no watermarks from the broker yet)".into(), |r| {

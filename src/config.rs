@@ -382,6 +382,23 @@ fn default_brokers() -> String {
 fn default_metadata_timeout_ms() -> u64 {
     5_000
 }
+/// Tuned on SciFact's train queries (docs/BENCHMARKS.md, "Hybrid fusion").
+fn default_fusion_bm25_weight() -> f32 {
+    0.55
+}
+
+/// How hybrid search merges its two rankings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Each retriever's scores min-max normalised over its top candidates, then mixed with
+    /// `fusion_bm25_weight`: how far ahead a document is counts, not only its rank.
+    #[default]
+    Score,
+    /// Reciprocal rank fusion (k = 60): ranks only.
+    Rrf,
+}
+
 fn default_watermark_interval_ms() -> u64 {
     1_000
 }
@@ -411,6 +428,12 @@ pub struct CollectionConfig {
     /// [`CollectionConfig::title_boost`].
     #[serde(default)]
     pub title_boost: Option<f32>,
+    /// How `hybrid` merges the BM25 and vector rankings.
+    #[serde(default)]
+    pub fusion: Fusion,
+    /// With `fusion = "score"`: the BM25 share of the fused score (the vector's is 1 − it).
+    #[serde(default = "default_fusion_bm25_weight")]
+    pub fusion_bm25_weight: f32,
     /// Fields whose text is indexed; default: every top-level string field.
     #[serde(default)]
     pub text_fields: Vec<String>,
@@ -807,6 +830,14 @@ impl Config {
                     path: path.to_path_buf(),
                     message: e.to_string(),
                 })?;
+        // Before the overrides: a path written in the file is relative to the file, one given
+        // in the environment is relative to the working directory, like any shell argument.
+        if let Some(base) = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        {
+            resolve_relative_paths(&mut table, &base);
+        }
         let mut overrides: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
@@ -949,6 +980,12 @@ impl Config {
             }
             if c.title_boost.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
                 return Err(ConfigError::key(at("title_boost"), "must be a number ≥ 0"));
+            }
+            if !(0.0..=1.0).contains(&c.fusion_bm25_weight) {
+                return Err(ConfigError::key(
+                    at("fusion_bm25_weight"),
+                    "must be a number from 0 to 1",
+                ));
             }
             if c.chunk_tokens < 16 {
                 return Err(ConfigError::key(at("chunk_tokens"), "must be at least 16"));
@@ -1271,6 +1308,76 @@ impl CollectionConfig {
 /// Applies one `FRESHET_A__B__C=value` variable to the parsed table.
 ///
 /// Segments are lower-cased; a numeric segment indexes an array (`FRESHET_COLLECTIONS__0__NAME`).
+/// The keys that hold file or directory paths, as (section, key); `collections[]` is handled
+/// separately (its `embedding.model_dir`).
+const PATH_KEYS: &[(&str, &str)] = &[
+    ("server", "data_dir"),
+    ("audit", "path"),
+    ("audit", "checkpoint_path"),
+    ("auth", "jwks_file"),
+    ("auth", "public_key_pem"),
+    ("schema_registry", "ca_file"),
+    ("schema_registry", "client_cert_file"),
+    ("schema_registry", "client_key_file"),
+];
+
+/// Makes the relative paths written in a config file relative to `base` (the file's
+/// directory), so that a sidecar started from any working directory finds the same files.
+/// `auth.public_key_pem` may hold the PEM text itself, which is left alone; so is anything
+/// that is not a string (the type check reports it later, naming the key).
+fn resolve_relative_paths(table: &mut toml::Table, base: &Path) {
+    fn resolve(value: &mut toml::Value, base: &Path) {
+        if let toml::Value::String(s) = value
+            && !s.is_empty()
+            && !s.trim_start().starts_with("-----BEGIN")
+            && Path::new(s.as_str()).is_relative()
+        {
+            *s = lexically_normal(&base.join(s.as_str()))
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    for (section, key) in PATH_KEYS {
+        if let Some(value) = table
+            .get_mut(*section)
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|t| t.get_mut(*key))
+        {
+            resolve(value, base);
+        }
+    }
+    let collections = table
+        .get_mut("collections")
+        .and_then(toml::Value::as_array_mut);
+    for collection in collections.into_iter().flatten() {
+        if let Some(value) = collection
+            .get_mut("embedding")
+            .and_then(|e| e.get_mut("model_dir"))
+        {
+            resolve(value, base);
+        }
+    }
+}
+
+/// `path` without `.` and with each `..` taking away the component before it (as a shell's
+/// `cd` does), so that resolved paths read as plainly as they would be written.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// The value keeps the type of the key it replaces when there is one (so a numeric-looking
 /// string stays a string); a new key is read as a TOML value if it parses as one, else as a
 /// string. Keys under `kafka.properties` are always strings, as librdkafka wants.
@@ -1383,6 +1490,52 @@ topics = ["articles"]
             Path::new("test.toml"),
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_resolve_against_its_directory() {
+        let text = format!(
+            "{MINIMAL}\n[collections.embedding]\nmodel_dir = \"../models/m\"\n\
+             [server]\ndata_dir = \"data\"\n[audit]\ncheckpoint_path = \"/abs/cp.jsonl\"\n\
+             [auth]\npublic_key_pem = \"-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----\"\n"
+        );
+        let c = Config::from_toml_with_env(
+            &text,
+            Path::new("/etc/freshet/freshet.toml"),
+            [(
+                "FRESHET_AUDIT__PATH".to_string(),
+                "logs/audit.jsonl".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            c.collections[0].embedding.model_dir.as_deref(),
+            Some(Path::new("/etc/models/m"))
+        );
+        assert_eq!(c.server.data_dir, Path::new("/etc/freshet/data"));
+        // Absolute paths, PEM text and values from the environment are left as they are.
+        assert_eq!(
+            c.audit.checkpoint_path.as_deref(),
+            Some(Path::new("/abs/cp.jsonl"))
+        );
+        assert!(
+            c.auth
+                .public_key_pem
+                .as_deref()
+                .is_some_and(|p| p.starts_with("-----BEGIN"))
+        );
+        assert_eq!(c.audit.path.as_deref(), Some(Path::new("logs/audit.jsonl")));
+    }
+
+    #[test]
+    fn the_default_data_dir_stays_relative_to_the_working_directory() {
+        let c = Config::from_toml_with_env(
+            MINIMAL,
+            Path::new("/etc/freshet/freshet.toml"),
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(c.server.data_dir, Path::new("data"));
     }
 
     #[test]
@@ -1628,6 +1781,26 @@ topics = ["articles"]
         );
         let err = with("title_boost = -1.0\n").unwrap_err().to_string();
         assert!(err.starts_with("collections[0].title_boost"), "{err}");
+    }
+
+    #[test]
+    fn fusion_defaults_to_scores_and_checks_its_weight() {
+        let with = |extra: &str| {
+            parse(&format!("{MINIMAL}{extra}"), &[])
+                .map(|c| (c.collections[0].fusion, c.collections[0].fusion_bm25_weight))
+        };
+        assert_eq!(with("").unwrap(), (Fusion::Score, 0.55));
+        assert_eq!(
+            with("fusion = \"rrf\"\nfusion_bm25_weight = 0.3\n").unwrap(),
+            (Fusion::Rrf, 0.3)
+        );
+        let err = with("fusion_bm25_weight = 1.5\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("collections[0].fusion_bm25_weight"),
+            "{err}"
+        );
+        let err = with("fusion = \"max\"\n").unwrap_err().to_string();
+        assert!(err.contains("fusion"), "{err}");
     }
 
     #[test]

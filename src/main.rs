@@ -145,12 +145,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// What is logged when `FRESHET_LOG` is unset or empty: freshet's own lines (and librdkafka's,
+/// which freshet words itself) at INFO, one per state change; libraries only from WARN (rmcp
+/// logs every MCP request at INFO, hnsw_rs each index it creates, tantivy its commits).
+const DEFAULT_LOG: &str = "warn,freshet=info,librdkafka=info";
+
 /// Logs go to stderr, always: on stdio, stdout belongs to the protocol.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FRESHET_LOG")
-        // hnsw_rs logs its parameters at INFO every time an index is created (each start,
-        // each rebuild): noise beside freshet's own lines.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"));
+    let filter = std::env::var("FRESHET_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -180,6 +186,10 @@ fn check_config(path: &std::path::Path, online: bool) -> anyhow::Result<ExitCode
             return Ok(ExitCode::from(2));
         }
     };
+    if let Err(e) = check_offline(&config) {
+        eprintln!("freshet: invalid config: {e}");
+        return Ok(ExitCode::from(2));
+    }
     print!("{}", config.to_toml());
     if online && registry.is_none() {
         println!("# no [schema_registry] configured: nothing to reach");
@@ -194,6 +204,35 @@ fn check_config(path: &std::path::Path, online: bool) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `serve` checks at start without reaching the network, so that a config that passes
+/// `check-config` also starts: librdkafka's properties, each collection's embedder (a local
+/// model is loaded), and the data directory.
+fn check_offline(config: &Config) -> anyhow::Result<()> {
+    freshet::source::client_config(&config.kafka, "check")
+        .create_native_config()
+        .map_err(|e| anyhow::anyhow!("kafka.properties: {e}"))?;
+    let mut models = std::collections::HashMap::new();
+    for (i, collection) in config.collections.iter().enumerate() {
+        freshet::embed::for_collection(i, collection, &mut models).map_err(|e| match e {
+            // The key too, not only the path: the path may come from a default or the env.
+            freshet::embed::EmbedError::ModelDir { .. } => {
+                anyhow::anyhow!("collections[{i}].embedding.model_dir: {e}")
+            }
+            other => anyhow::Error::new(other),
+        })?;
+    }
+    // serve creates the data directory (and its parents); a file in the way stops it.
+    let data_dir = &config.server.data_dir;
+    if let Some(file) = data_dir.ancestors().find(|p| p.is_file()) {
+        anyhow::bail!(
+            "server.data_dir: {} cannot be created: {} is a file",
+            data_dir.display(),
+            file.display()
+        );
+    }
+    Ok(())
 }
 
 struct TokenArgs {
@@ -330,6 +369,9 @@ fn run(path: &std::path::Path, transport: Transport) -> anyhow::Result<ExitCode>
             return Ok(ExitCode::from(2));
         }
     };
+    if transport == Transport::Http {
+        check_listeners(&config)?;
+    }
     let audit = AuditLog::from_config(&config).context("opening the audit log")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -354,6 +396,26 @@ fn run(path: &std::path::Path, transport: Transport) -> anyhow::Result<ExitCode>
     audit.close();
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A port another program holds is reported at once, before the pipeline starts (which can
+/// wait seconds for the broker); the listeners themselves are bound later, by the server.
+fn check_listeners(config: &Config) -> Result<(), freshet::mcp::ServeError> {
+    let server = &config.server;
+    let metrics = server
+        .metrics_addr
+        .iter()
+        .map(|a| (a, "server.metrics_addr"));
+    for (addr, key) in std::iter::once((&server.http_addr, "server.http_addr")).chain(metrics) {
+        std::net::TcpListener::bind(addr.as_str()).map_err(|source| {
+            freshet::mcp::ServeError::Bind {
+                addr: addr.clone(),
+                key,
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

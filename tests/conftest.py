@@ -65,8 +65,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def schema_registry(tmp_path_factory: pytest.TempPathFactory):
-    """A schema registry for the session (scripts/schema_registry.py, the Confluent REST
-    API), or the one at FRESHET_TEST_SCHEMA_REGISTRY. Yields its base URL."""
+    """A real schema registry for the session: Apicurio Registry (scripts/schema_registry.sh)
+    on a free loopback port, or the one at FRESHET_TEST_SCHEMA_REGISTRY. Yields the base URL
+    of its Confluent Schema Registry REST API."""
     external = os.environ.get("FRESHET_TEST_SCHEMA_REGISTRY", "").strip()
     if external:
         yield external.rstrip("/")

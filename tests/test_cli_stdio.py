@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -71,6 +72,91 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
     assert done.returncode == 2 and "nope.toml" in done.stderr
 
 
+MODEL_DIR = kafka_util.REPO_ROOT / "models" / "all-MiniLM-L6-v2"
+LOCAL_MODEL = GOOD.replace('vector_field = "embedding"', '[collections.embedding]\nmodel_dir = "{model_dir}"')
+
+
+def serve_start(path: Path, tmp_path: Path) -> subprocess.CompletedProcess | None:
+    """`freshet serve` on this config: its exit if it stops within 10 s, None if it runs."""
+    env = {**os.environ, "FRESHET_SERVER__HTTP_ADDR": "127.0.0.1:0",
+           "FRESHET_KAFKA__BROKERS": "127.0.0.1:1"}
+    proc = subprocess.Popen([str(freshet_bin()), "serve", "--config", str(path)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=10)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.communicate(timeout=30)
+        return None
+
+
+@pytest.mark.parametrize("case, key", [
+    ("missing model", "collections[0].embedding.model_dir"),
+    ("bad kafka property", "kafka.properties"),
+    ("data dir under a file", "server.data_dir"),
+])
+def test_check_config_rejects_what_serve_rejects_without_the_network(tmp_path, case, key):
+    if case == "missing model":
+        text = LOCAL_MODEL.format(model_dir="no-such-model")
+    elif case == "bad kafka property":
+        text = GOOD + '\n[kafka.properties]\n"securty.protocol" = "SSL"\n'
+    else:
+        (tmp_path / "afile").write_text("")
+        text = "[server]\ndata_dir = \"afile/data\"\n" + GOOD
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    checked = check_config(path)
+    assert checked.returncode == 2, checked
+    assert checked.stderr.startswith(f"freshet: invalid config: {key}"), checked.stderr
+    assert checked.stdout == ""
+    served = serve_start(path, tmp_path)
+    assert served is not None and served.returncode != 0, "serve started with a config check-config refused"
+
+
+def test_relative_paths_in_a_config_resolve_against_its_directory(tmp_path):
+    """A sidecar is started from wherever its client runs: the model directory is found
+    relative to the config file, not the working directory."""
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    (config_dir / "model").symlink_to(MODEL_DIR)
+    path = config_dir / "freshet.toml"
+    path.write_text("[server]\ndata_dir = \"state\"\n" + LOCAL_MODEL.format(model_dir="model"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([str(freshet_bin()), "check-config", "--config", "../etc/freshet.toml"],
+                          cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f'model_dir = "{config_dir}/model"' in done.stdout, done.stdout
+    assert f'data_dir = "{config_dir}/state"' in done.stdout, done.stdout
+    # serve, started from the same place, opens that model and keeps running.
+    assert serve_start(Path("../etc/freshet.toml"), elsewhere) is None
+    assert (config_dir / "state").is_dir() and not (elsewhere / "state").exists()
+
+
+@pytest.mark.parametrize("key", ["server.http_addr", "server.metrics_addr"])
+def test_serve_on_a_busy_port_says_so_once_and_at_once(tmp_path, key):
+    """Before the pipeline starts: here the broker is unreachable, which would take seconds."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = f"127.0.0.1:{squatter.getsockname()[1]}"
+        path = tmp_path / "serve.toml"
+        path.write_text(GOOD.replace('"127.0.0.1:9092"', '"127.0.0.1:1"'))
+        env = {**os.environ, "FRESHET_SERVER__DATA_DIR": str(tmp_path / "data"),
+               "FRESHET_SERVER__HTTP_ADDR": "127.0.0.1:0"}
+        env["FRESHET_" + key.upper().replace(".", "__")] = busy
+        started = time.monotonic()
+        done = subprocess.run([str(freshet_bin()), "serve", "--config", str(path)], capture_output=True,
+                              text=True, env=env, timeout=60)
+        took = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "cannot listen" in line]
+    assert lines == [f"freshet: cannot listen on {busy} ({key}): Address already in use (os error 98)"], \
+        done.stderr
+    assert took < 3, took
+
+
 @pytest.fixture
 def notes_config(broker, tmp_path):
     topic = kafka_util.unique_topic("stdio")
@@ -87,7 +173,7 @@ async def test_stdio_serves_tools_to_the_python_sdk(broker, notes_config):
         p.send(topic, key="n1", value={"title": "Sidecar note", "body": f"stdio carries {token}"})
     async with stdio_client(config) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
-        assert tools == {"search", "get_document", "document_freshness", "list_collections"}
+        assert tools == {"search", "get_document", "document_freshness", "changes", "list_collections"}
         res = await call(client, "search", {"query": token, "consistency": "head"})
         assert [h["id"] for h in res["results"]] == ["n1"]
         assert res["results"][0]["freshness"]["topic"] == topic

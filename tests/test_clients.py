@@ -23,7 +23,7 @@ from kafka_util import REPO_ROOT, Producer
 
 pytestmark = pytest.mark.anyio
 BIN = REPO_ROOT / ".tools" / "clients" / "node_modules" / ".bin"
-TOOLS = {"document_freshness", "get_document", "list_collections", "search"}
+TOOLS = {"changes", "document_freshness", "get_document", "list_collections", "search"}
 SECRET_ENV = "FRESHET_TEST_CLIENTS_SECRET"
 SECRET = "clients-test-secret-" + "c3" * 16
 ISSUER, AUDIENCE = "https://issuer.clients.test", "freshet-clients"

@@ -141,7 +141,7 @@ def ids(result: dict) -> list[str]:
 async def test_tools_are_listed_read_only_with_output_schemas(server):
     async with http_client(server.mcp_url) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert set(tools) == {"search", "get_document", "document_freshness", "list_collections"}
+        assert set(tools) == {"search", "get_document", "document_freshness", "changes", "list_collections"}
         for t in tools.values():
             assert t.annotations and t.annotations.read_only_hint is True, t.name
             assert t.output_schema and t.output_schema.get("type") == "object", t.name
@@ -149,7 +149,7 @@ async def test_tools_are_listed_read_only_with_output_schemas(server):
         for arg in ("query", "collection", "k", "mode", "filter", "vector", "consistency", "max_wait_ms"):
             assert arg in search_props
         templates = (await client.list_resource_templates()).resource_templates
-        assert [t.uri_template for t in templates] == ["freshet://{collection}/{id}"]
+        assert [t.uri_template for t in templates] == ["freshet://{collection}/{id}", "freshet://{collection}/changes"]
 
 
 async def test_create_is_searchable_with_correct_stamps(server, topics, producer):
@@ -306,7 +306,7 @@ async def test_vector_and_hybrid_modes(server, topics, producer):
         assert hit["id"] in {b} or hit["score"] == pytest.approx(1.0, abs=1e-5)
         res = await search(client, query=token, vector=unit(7), collection="articles", mode="hybrid", k=50)
         assert res["mode"] == "hybrid" and not res.get("notes")
-        assert a in ids(res) and b in ids(res), "RRF keeps the best of both lists"
+        assert a in ids(res) and b in ids(res), "hybrid keeps the best of both lists"
         res = await search(client, query=token, collection="articles", mode="hybrid")
         assert res["mode"] == "bm25" and "pass the query's vector" in res["notes"][0]
         err = await tool_error(client, "search", {"query": token, "collection": "articles", "mode": "vector"})

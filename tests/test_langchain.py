@@ -18,7 +18,7 @@ from kafka_util import REPO_ROOT, Producer
 
 PYTHON = REPO_ROOT / ".venv-langchain" / "bin" / "python"
 EXAMPLE = REPO_ROOT / "examples" / "langchain_agent.py"
-TOOLS = ["document_freshness", "get_document", "list_collections", "search"]
+TOOLS = ["changes", "document_freshness", "get_document", "list_collections", "search"]
 SECRET_ENV = "FRESHET_TEST_LC_SECRET"
 SECRET = "langchain-test-secret-" + "a7" * 16
 ISSUER, AUDIENCE = "https://issuer.langchain.test", "freshet-langchain"

@@ -2,9 +2,10 @@
 and producers using the real Confluent serializers (`AvroSerializer`, `ProtobufSerializer`,
 `JSONSerializer` from `confluent_kafka.schema_registry`) against the session's registry.
 
-One server for the module reads four topics: Avro values with Avro keys (`avro`), Debezium
+One server for the module reads six topics: Avro values with Avro keys (`avro`), Debezium
 envelopes and unwrapped rows written with the Avro converter's schemas (`debezium`),
-Protobuf (`proto`) and JSON Schema (`jsonschema`); bad records go to a dead-letter topic.
+Protobuf (`proto`), JSON Schema (`jsonschema`), and Protobuf and Avro schemas that reference
+other subjects (`protoref`, `avroref`); bad records go to a dead-letter topic.
 A second server points at a registry that is not there, to show that records it cannot
 decode are poison and never a stall.
 """
@@ -22,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from confluent_kafka.schema_registry import Schema, SchemaReference
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
@@ -163,6 +166,40 @@ def item_message_class():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("freshet.test.Item"))
 
 
+def order_message_class():
+    """`Order` in freshet/test/order.proto, which imports freshet/test/money.proto (`Money`)
+    and google/protobuf/timestamp.proto: a schema with references."""
+    f = descriptor_pb2.FieldDescriptorProto
+    money_file = descriptor_pb2.FileDescriptorProto(name="freshet/test/money.proto",
+                                                    package="freshet.test", syntax="proto3")
+    money = money_file.message_type.add(name="Money")
+    money.field.add(name="currency", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    money.field.add(name="units", number=2, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
+    order_file = descriptor_pb2.FileDescriptorProto(
+        name="freshet/test/order.proto", package="freshet.test", syntax="proto3",
+        dependency=["freshet/test/money.proto", "google/protobuf/timestamp.proto"])
+    order = order_file.message_type.add(name="Order")
+    order.field.add(name="id", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    order.field.add(name="note", number=2, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    order.field.add(name="total", number=3, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
+                    type_name=".freshet.test.Money")
+    order.field.add(name="placed_at", number=4, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
+                    type_name=".google.protobuf.Timestamp")
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(money_file)
+    pool.Add(order_file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("freshet.test.Order"))
+
+
+# An Avro record type registered under a subject of its own, and a schema that uses it by name.
+MONEY_AVRO = {"type": "record", "name": "Money", "namespace": "freshet.test",
+              "fields": [{"name": "currency", "type": "string"}, {"name": "units", "type": "long"}]}
+INVOICE_AVRO = {"type": "record", "name": "Invoice", "namespace": "freshet.test",
+                "fields": [{"name": "id", "type": "string"}, {"name": "note", "type": "string"},
+                           {"name": "total", "type": "freshet.test.Money"}]}
+
+
 NOTE_SCHEMA = {
     "$schema": "http://json-schema.org/draft-07/schema#", "title": "Note", "type": "object",
     "properties": {"id": {"type": "string"}, "title": {"type": "string"}, "body": {"type": "string"}},
@@ -175,7 +212,8 @@ NOTE_SCHEMA = {
 
 @pytest.fixture(scope="module")
 def topics(broker):
-    names = {k: kafka_util.unique_topic(k) for k in ("avro", "debezium", "proto", "jsonschema", "dlq")}
+    names = {k: kafka_util.unique_topic(k)
+             for k in ("avro", "debezium", "proto", "jsonschema", "protoref", "avroref", "dlq")}
     for name in names.values():
         kafka_util.create_topic(broker, name, partitions=1)
     return names
@@ -216,6 +254,16 @@ def server(broker, schema_registry, topics, tmp_path_factory):
             {
                 "name": "jsonschema", "topics": [topics["jsonschema"]], "format": "json_schema",
                 "id_field": "id", "title_field": "title", "text_fields": ["title", "body"],
+            },
+            {
+                "name": "protoref", "topics": [topics["protoref"]], "format": "protobuf",
+                "key_format": "string", "id_field": "id", "text_fields": ["note"],
+                "metadata_fields": ["total.currency", "total.units", "placed_at"],
+            },
+            {
+                "name": "avroref", "topics": [topics["avroref"]], "format": "avro",
+                "key_format": "string", "id_field": "id", "text_fields": ["note"],
+                "metadata_fields": ["total.currency", "total.units"],
             },
         ],
     )
@@ -304,6 +352,9 @@ async def test_avro_update_and_tombstone(server, topics, producer, avro):
 
 
 async def test_schema_evolution_old_and_new_versions_in_one_topic(server, topics, producer, avro, registry):
+    # The registry checks each step, as deployments configure it (Confluent's default level).
+    subject = f"{topics['avro']}-value"
+    registry.set_compatibility(subject_name=subject, level="BACKWARD")
     a, b = word(), word()
     send_article(producer, avro, topics["avro"], f"v1-{a}", article(a), version=1)
     send_article(producer, avro, topics["avro"], f"v2-{b}", article(b, version=2), version=2)
@@ -316,7 +367,13 @@ async def test_schema_evolution_old_and_new_versions_in_one_topic(server, topics
         assert ids(res) == [f"v2-{b}"]
         assert res["results"][0]["metadata"]["lang"] == "en"
         assert res["results"][0]["metadata"]["views"] == 5_000_000_000
-    assert registry.get_versions(f"{topics['avro']}-value") == [1, 2]
+    assert registry.get_versions(subject) == [1, 2]
+    # The check is live: a change old records cannot be read with is refused.
+    breaking = copy.deepcopy(ARTICLE_V2)
+    breaking["fields"].append({"name": "region", "type": "string"})
+    with pytest.raises(SchemaRegistryError) as refused:
+        registry.register_schema(subject, Schema(json.dumps(breaking), "AVRO"))
+    assert refused.value.http_status_code == 409
 
 
 async def test_undecodable_records_are_poison_counted_and_dead_lettered(server, topics, producer, avro, broker):
@@ -458,6 +515,49 @@ async def test_json_schema_records(server, topics, producer, registry):
         assert ids(await search(client, query=token, collection="jsonschema", mode="bm25")) == []
 
 
+# ----------------------------------------------------------------------------- schema references
+
+
+async def test_protobuf_schema_with_references_to_other_subjects(server, topics, producer, registry):
+    t = topics["protoref"]
+    order_class = order_message_class()
+    # skip.known.types off: the Timestamp import is registered as a reference too, as
+    # serializers that do not special-case Google's types do.
+    serializer = ProtobufSerializer(order_class, registry,
+                                    {"use.deprecated.format": False, "skip.known.types": False})
+    token = word()
+    order = order_class(id=f"o-{token}", note=f"Order for {token} gaskets")
+    order.total.currency, order.total.units = "EUR", 1250
+    order.placed_at.seconds = 1_704_067_200
+    producer.send(t, key=f"o-{token}", value=serialize(serializer, t, order))
+    value = registry.get_latest_version(f"{t}-value").schema
+    assert sorted(r.name for r in value.references) == ["freshet/test/money.proto",
+                                                        "google/protobuf/timestamp.proto"]
+    async with http_client(server.mcp_url) as client:
+        res = await search(client, query=token, collection="protoref", mode="bm25")
+        assert ids(res) == [f"o-{token}"]
+        assert res["results"][0]["metadata"] == {"total.currency": "EUR", "total.units": 1250,
+                                                 "placed_at": "2024-01-01T00:00:00Z"}
+    assert (await ingest(server, "protoref"))["poison"] == {}
+
+
+async def test_avro_schema_with_a_reference_to_another_subject(server, topics, producer, registry):
+    t = topics["avroref"]
+    money_subject = f"{t}-freshet.test.Money"
+    registry.register_schema(money_subject, Schema(json.dumps(MONEY_AVRO), "AVRO"))
+    invoice = Schema(json.dumps(INVOICE_AVRO), "AVRO",
+                     [SchemaReference("freshet.test.Money", money_subject, 1)])
+    serializer = AvroSerializer(registry, invoice)
+    token = word()
+    value = {"id": f"i-{token}", "note": f"Invoice for {token}", "total": {"currency": "USD", "units": 7}}
+    producer.send(t, key=f"i-{token}", value=serialize(serializer, t, value))
+    async with http_client(server.mcp_url) as client:
+        res = await search(client, query=token, collection="avroref", mode="bm25")
+        assert ids(res) == [f"i-{token}"]
+        assert res["results"][0]["metadata"] == {"total.currency": "USD", "total.units": 7}
+    assert (await ingest(server, "avroref"))["poison"] == {}
+
+
 # ----------------------------------------------------------------------------- registry down
 
 
@@ -490,8 +590,7 @@ async def test_unreachable_registry_makes_poison_not_a_stall(broker, tmp_path_fa
 
 
 def test_check_config_online_with_basic_auth(broker, tmp_path):
-    secret = {"FRESHET_REGISTRY_USER": "reader", "FRESHET_REGISTRY_PASSWORD": "s3cret"}
-    registry = schema_registry_util.start(tmp_path, env={**os.environ, **secret})
+    registry = schema_registry_util.start(tmp_path, user="reader", password="s3cret")
     try:
         config = write_config(
             tmp_path / "freshet.toml",

@@ -26,6 +26,7 @@ use crate::store::DocRecord;
 use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
 
+use super::changes::Change;
 use super::{Collection, Engine};
 
 /// What one batch did, for logs and tests.
@@ -120,7 +121,8 @@ pub enum PreparedChange {
 
 enum ViewChange {
     Put(Arc<Collection>, Box<StoredDoc>),
-    Remove(Arc<Collection>, String),
+    /// The document, and the stamp of the delete record (for the change feed).
+    Remove(Arc<Collection>, String, Stamp),
 }
 
 impl Engine {
@@ -190,6 +192,7 @@ impl Engine {
         c.flush_vectors();
         self.progress
             .reset(topic, partition, reset.topic_id.clone());
+        c.changes.reset_partition(topic, partition);
         self.cut(c, &HashMap::new());
         self.metrics
             .partition_resets
@@ -252,7 +255,7 @@ impl Engine {
                 } => Err((collection, kind, message)),
                 PreparedChange::Delete { collection, id } => self
                     .write_delete(&collection, &id)
-                    .map(|()| ViewChange::Remove(Arc::clone(&collection), id))
+                    .map(|()| ViewChange::Remove(Arc::clone(&collection), id, delete_stamp(&rec)))
                     .map_err(|(k, m)| (collection, k, m)),
                 PreparedChange::Upsert {
                     collection,
@@ -270,7 +273,7 @@ impl Engine {
                             outcome.upserts += 1;
                             c
                         }
-                        ViewChange::Remove(c, _) => {
+                        ViewChange::Remove(c, ..) => {
                             outcome.deletes += 1;
                             c
                         }
@@ -312,21 +315,30 @@ impl Engine {
             self.cut(c, &next_in_batch);
         }
         let indexed_at = now_ms();
+        let mut feed = Vec::with_capacity(changes.len());
         for change in changes {
             match change {
                 ViewChange::Put(c, mut doc) => {
                     doc.stamp.indexed_at_ms = indexed_at;
                     self.metrics
                         .observe_index_delay(c.name(), indexed_at - doc.stamp.event_time_ms);
-                    c.view.put(*doc);
+                    let doc = c.view.insert(*doc);
                     c.counts.lock().upserts += 1;
+                    feed.push((c, Change::upsert(doc)));
                 }
-                ViewChange::Remove(c, id) => {
-                    c.view.remove(&id);
+                ViewChange::Remove(c, id, mut stamp) => {
+                    let removed = c.view.take(&id);
                     c.counts.lock().deletes += 1;
+                    stamp.indexed_at_ms = indexed_at;
+                    // Deleting what was never there changes nothing anyone could have seen.
+                    if let Some(doc) = removed {
+                        feed.push((c, Change::delete(doc, stamp)));
+                    }
                 }
             }
         }
+        // Before the offsets move: see `changes` for why.
+        self.publish_changes(feed);
         for ((topic, partition), next) in next_in_batch {
             self.progress.advance(&topic, partition, next - 1);
         }
@@ -456,6 +468,18 @@ impl Engine {
             .upsert_vectors(&stored.id, seq, &vectors)
             .map_err(|e| ("bad_vector", e.to_string()))?;
         Ok(ViewChange::Put(Arc::clone(collection), Box::new(stored)))
+    }
+}
+
+/// The stamp of a delete record: where it came from and when it happened.
+fn delete_stamp(rec: &SourceRecord) -> Stamp {
+    Stamp {
+        topic: Arc::clone(&rec.topic),
+        partition: rec.partition,
+        offset: rec.offset,
+        event_time_ms: rec.timestamp_ms.unwrap_or(rec.ingested_at_ms),
+        ingested_at_ms: rec.ingested_at_ms,
+        indexed_at_ms: 0,
     }
 }
 

@@ -67,6 +67,8 @@ fn request(query: &str, mode: Mode) -> SearchRequest {
         vector: None,
         consistency: Consistency::Any,
         max_wait: Duration::from_millis(10),
+        recency: None,
+        cursor: None,
     }
 }
 
@@ -267,8 +269,15 @@ fn missing_model_dir_is_a_startup_error_naming_the_path() {
         .err()
         .unwrap()
         .to_string();
+    // Resolved against the config file's directory ("t.toml": the working directory).
+    let dir = std::env::current_dir()
+        .unwrap()
+        .join("models/not-installed");
     assert!(
-        err.starts_with("collection `docs`: embedding model directory models/not-installed"),
+        err.starts_with(&format!(
+            "collection `docs`: embedding model directory {}",
+            dir.display()
+        )),
         "{err}"
     );
 }

@@ -82,6 +82,8 @@ async fn found(e: &Engine, mode: Mode, filter: Value, k: usize) -> Vec<String> {
         vector: Some(vec![1.0, 0.0]),
         consistency: Consistency::Any,
         max_wait: Duration::from_millis(1),
+        recency: None,
+        cursor: None,
     };
     let mut ids: Vec<String> = match e.search(req, &query::Access::all()).await {
         Ok(r) => r.results.into_iter().map(|h| h.id).collect(),
@@ -175,6 +177,8 @@ async fn bad_operators_are_argument_errors_naming_field_and_fields() {
                 vector: None,
                 consistency: Consistency::Any,
                 max_wait: Duration::from_millis(1),
+                recency: None,
+                cursor: None,
             };
             match e.search(req, &query::Access::all()).await {
                 Err(QueryError::InvalidArgument(m)) => m,
@@ -204,4 +208,94 @@ async fn bad_operators_are_argument_errors_naming_field_and_fields() {
     assert_eq!(types["price"], "number");
     assert_eq!(types["indexed_at"], "time");
     assert_eq!(types["status"], "keyword");
+}
+
+fn bm25_request(k: usize, cursor: Option<String>) -> SearchRequest {
+    SearchRequest {
+        query: "apple".into(),
+        collection: Some("items".into()),
+        k,
+        mode: Mode::Bm25,
+        filter: None,
+        vector: None,
+        consistency: Consistency::Any,
+        max_wait: Duration::from_millis(1),
+        recency: None,
+        cursor,
+    }
+}
+
+#[tokio::test]
+async fn pages_follow_one_ranking_and_cursors_are_bound_to_their_search() {
+    let e = seeded();
+    let all = |r: crate::api::SearchResult| -> (Vec<String>, Option<String>) {
+        (r.results.into_iter().map(|h| h.id).collect(), r.next)
+    };
+    let (top20, _) = all(e
+        .search(bm25_request(20, None), &query::Access::all())
+        .await
+        .unwrap());
+    let (first, next) = all(e
+        .search(bm25_request(10, None), &query::Access::all())
+        .await
+        .unwrap());
+    let (second, _) = all(e
+        .search(bm25_request(10, next.clone()), &query::Access::all())
+        .await
+        .unwrap());
+    assert_eq!([first, second].concat(), top20);
+    // Paging to the end: every document once, and no cursor after a short page.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (ids, next) = all(e
+            .search(bm25_request(50, cursor), &query::Access::all())
+            .await
+            .unwrap());
+        seen.extend(ids);
+        match next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (CHEAP + 8, CHEAP + 8));
+    // A cursor of another search, or garbage, is refused.
+    let mut other = bm25_request(10, next);
+    other.query = "pie".into();
+    let err = e.search(other, &query::Access::all()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("belongs to another search"),
+        "{err}"
+    );
+    let err = e
+        .search(bm25_request(10, Some("xyz".into())), &query::Access::all())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a `next` value"), "{err}");
+}
+
+#[tokio::test]
+async fn recency_lifts_recent_documents_in_every_mode() {
+    let e = seeded();
+    // Recency reorders each retriever's candidates (max(4k, 50) of them): with k = 40 all
+    // 128 documents are candidates.
+    for mode in MODES {
+        let mut req = bm25_request(40, None);
+        req.mode = mode;
+        req.vector = Some(vec![1.0, 0.0]);
+        let plain = e.search(req.clone(), &query::Access::all()).await.unwrap();
+        assert!(
+            plain.results[..8].iter().all(|h| h.id.starts_with("cheap")),
+            "{mode:?}"
+        );
+        req.recency = Some(Recency::new(RecencyField::EventTime, "30d", 0.9).unwrap());
+        let recent = e.search(req, &query::Access::all()).await.unwrap();
+        let ids: Vec<&str> = recent.results[..8].iter().map(|h| h.id.as_str()).collect();
+        assert!(
+            ids.iter().all(|id| id.starts_with("dear")),
+            "{mode:?}: {ids:?}"
+        );
+        assert!(recent.results.windows(2).all(|w| w[0].score >= w[1].score));
+    }
 }

@@ -3,9 +3,11 @@
 //! the read-only queries the MCP tools call.
 
 mod apply;
+mod changes;
 mod checkpoint;
 mod compaction;
 mod query;
+mod ranking;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write;
@@ -27,9 +29,14 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{OffsetTarget, Progress, View};
 
 pub use apply::{ApplyOutcome, Prepared, PreparedBatch, PreparedChange};
+pub use changes::{
+    Change, ChangeKind, ChangeWatch, ChangesRequest, Cursor, MAX_CHANGES_LIMIT, Published,
+    ReadError, WatchTarget,
+};
 pub use checkpoint::{GraphDump, RestoreReport};
 use compaction::{Rebuild, VectorOp};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
+pub use ranking::{MAX_SEARCH_DEPTH, Recency, RecencyField};
 
 /// Errors building the engine at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,8 @@ pub struct Collection {
     counts: Mutex<IngestCounts>,
     /// Where the collection lives on disk; `None` when it is held in memory only.
     persisted: Option<checkpoint::Persisted>,
+    /// The recent changes, for the `changes` tool and subscriptions.
+    pub changes: changes::ChangeLog,
     /// What the next checkpoint would cover (left by the writer after each batch).
     cut: Mutex<Option<checkpoint::Cut>>,
     /// When the last checkpoint was attempted.
@@ -142,6 +151,7 @@ impl Collection {
             chunker,
             counts: Mutex::new(IngestCounts::default()),
             persisted,
+            changes: changes::ChangeLog::new(config.changes.clone(), now_ms()),
             cut: Mutex::new(None),
             checkpointed_at: Mutex::new(std::time::Instant::now()),
             config,
@@ -365,6 +375,8 @@ pub struct Engine {
     rebuilds: Mutex<Vec<Rebuild>>,
     /// Apply-rate samples while catching up at start.
     catch_up: CatchUp,
+    /// Every applied batch's changes, for subscriptions.
+    change_events: tokio::sync::broadcast::Sender<Arc<Vec<Published>>>,
 }
 
 impl Engine {
@@ -414,6 +426,7 @@ impl Engine {
             metrics: Metrics::default(),
             rebuilds: Mutex::new(Vec::new()),
             catch_up: CatchUp::default(),
+            change_events: tokio::sync::broadcast::channel(changes::SUBSCRIBER_BACKLOG).0,
         })
     }
 
@@ -668,6 +681,11 @@ impl Engine {
             .map(|((t, p), _)| (t.to_string(), p))
             .collect();
         let reading = meta.watermarks(partitions, timeout).await;
+        if !reading.marks.is_empty() {
+            crate::source::broker_health().mark_up();
+        } else if let Some((_, reason)) = reading.failed.first() {
+            crate::source::broker_health().mark_down(reason);
+        }
         let at = now_ms();
         for w in &reading.marks {
             self.progress

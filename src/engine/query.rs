@@ -11,11 +11,15 @@ use crate::api::{
     CollectionInfo, CollectionsResult, DocOut, DocumentResult, FreshnessResult, Hit, IdFreshness,
     SearchResult, StampOut,
 };
+use crate::config::Fusion;
 use crate::config::Provider;
-use crate::index::{Filter, SeqPredicate, best_chunk_per_doc, rrf};
+use crate::index::{
+    Filter, SCORE_FUSION_DEPTH, SeqPredicate, best_chunk_per_doc, rrf, score_fusion,
+};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::StoredDoc;
 
+use super::ranking::{self, Recency, RecencyField};
 use super::{Collection, Engine};
 
 /// Reciprocal-rank-fusion constant (the usual 60).
@@ -70,6 +74,10 @@ pub struct SearchRequest {
     pub consistency: Consistency,
     /// Bound on the `head` wait.
     pub max_wait: Duration,
+    /// A time decay blended into the ranking.
+    pub recency: Option<Recency>,
+    /// The `next` of a previous page of this same search.
+    pub cursor: Option<String>,
 }
 
 /// What a caller may see. Collections outside `collections` do not exist for it; `tenant`
@@ -163,7 +171,11 @@ impl Engine {
             .collect()
     }
 
-    fn resolve(&self, name: &str, access: &Access) -> Result<&Arc<Collection>, QueryError> {
+    pub(super) fn resolve(
+        &self,
+        name: &str,
+        access: &Access,
+    ) -> Result<&Arc<Collection>, QueryError> {
         self.collection(name)
             .filter(|c| access.may_read(c.name()))
             .ok_or_else(|| QueryError::UnknownCollection {
@@ -268,6 +280,7 @@ impl Engine {
                 req.k
             )));
         }
+        let offset = ranking::page_offset(&req)?;
         let targets: Vec<&Arc<Collection>> = match &req.collection {
             Some(name) => vec![self.resolve(name, access)?],
             None => self.readable(access),
@@ -311,8 +324,9 @@ impl Engine {
             query: query.to_string(),
             req: req.clone(),
             notes,
+            offset,
         };
-        let (results, modes_used, notes) =
+        let (results, modes_used, notes, next) =
             search_pool(self.config()).run(move || job.run()).await??;
         let mode = if modes_used.len() == 1 {
             modes_used.into_iter().next().unwrap_or(req.mode).name()
@@ -325,6 +339,7 @@ impl Engine {
             results,
             mode: mode.to_string(),
             notes,
+            next,
             freshness,
         })
     }
@@ -421,9 +436,12 @@ struct RankJob {
     query: String,
     req: SearchRequest,
     notes: Vec<String>,
+    /// Results already returned on earlier pages.
+    offset: usize,
 }
 
-type Ranked3 = (Vec<Hit>, HashSet<Mode>, Vec<String>);
+/// Hits, modes used, notes, and the next page's cursor.
+type Ranked3 = (Vec<Hit>, HashSet<Mode>, Vec<String>, Option<String>);
 
 impl RankJob {
     /// Ranks every target, merges and renders the hits; also returns the modes used and
@@ -432,17 +450,22 @@ impl RankJob {
         let (req, query) = (&self.req, self.query.as_str());
         let mut per_collection: Vec<Vec<Ranked>> = Vec::new();
         let mut modes_used = HashSet::new();
+        let depth = self.offset + req.k;
         for ((c, filter), embedded) in self.targets.iter().zip(&self.filters).zip(&self.embedded) {
             let vector_query = query_vector(c, req, query, embedded.as_ref())?;
             let (ranked, mode) =
-                search_collection(c, req, query, vector_query, filter, &mut self.notes)?;
+                search_collection(c, req, depth, query, vector_query, filter, &mut self.notes)?;
             modes_used.insert(mode);
             per_collection.push(ranked);
         }
-        let ranked = merge_collections(per_collection, req.k);
+        // One more than the page needs: whether it exists decides if there is a next page.
+        let mut ranked = merge_collections(per_collection, depth + 1);
+        let next = ranking::next_cursor(req, depth, ranked.len() > depth);
+        ranked.truncate(depth);
         let now = now_ms();
         let results = ranked
             .into_iter()
+            .skip(self.offset)
             .map(|r| {
                 let chunk = r.doc.chunk_text(r.chunk_no);
                 Hit {
@@ -456,7 +479,7 @@ impl RankJob {
                 }
             })
             .collect();
-        Ok((results, modes_used, self.notes))
+        Ok((results, modes_used, self.notes, next))
     }
 }
 
@@ -464,6 +487,7 @@ impl RankJob {
 fn search_collection(
     c: &Arc<Collection>,
     req: &SearchRequest,
+    depth: usize,
     query: &str,
     vector_query: Result<Vec<f32>, String>,
     filter: &Filter,
@@ -471,7 +495,12 @@ fn search_collection(
 ) -> Result<(Vec<Ranked>, Mode), QueryError> {
     let name = c.name();
     // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
-    let fetch = (req.k * 4).max(50);
+    // Hybrid score fusion normalises over a fixed depth, so it always fetches that much.
+    let fetch = if req.mode == Mode::Hybrid {
+        (depth * 4).max(SCORE_FUSION_DEPTH)
+    } else {
+        (depth * 4).max(50)
+    };
     let mode = match (req.mode, &vector_query) {
         (Mode::Vector, Err(reason)) => {
             return Err(QueryError::InvalidArgument(format!(
@@ -532,18 +561,32 @@ fn search_collection(
         _ => Vec::new(),
     };
 
-    let ranked: Vec<Ranked> = match mode {
+    let mut ranked: Vec<Ranked> = match mode {
         Mode::Bm25 => to_ranked(c, bm25),
         Mode::Vector => to_ranked(c, vector),
         Mode::Hybrid => {
-            let bm25_ids: Vec<String> = bm25.iter().map(|(d, _, _)| d.id.clone()).collect();
-            let vec_ids: Vec<String> = vector.iter().map(|(d, _, _)| d.id.clone()).collect();
+            let scored = |hits: &[(Arc<StoredDoc>, u32, f32)]| -> Vec<(String, f32)> {
+                hits.iter().map(|(d, _, s)| (d.id.clone(), *s)).collect()
+            };
+            let fused = match c.config.fusion {
+                Fusion::Score => score_fusion(
+                    &scored(&bm25),
+                    &scored(&vector),
+                    c.config.fusion_bm25_weight,
+                ),
+                Fusion::Rrf => {
+                    let bm25_ids: Vec<String> = bm25.iter().map(|(d, _, _)| d.id.clone()).collect();
+                    let vec_ids: Vec<String> =
+                        vector.iter().map(|(d, _, _)| d.id.clone()).collect();
+                    rrf(&[&bm25_ids, &vec_ids], RRF_K)
+                }
+            };
             // The passage shown is the best BM25 chunk when there is one: it holds the words.
             let mut best: HashMap<String, (Arc<StoredDoc>, u32)> = HashMap::new();
             for (d, chunk, _) in vector.into_iter().chain(bm25) {
                 best.insert(d.id.clone(), (d, chunk));
             }
-            rrf(&[&bm25_ids, &vec_ids], RRF_K)
+            fused
                 .into_iter()
                 .filter_map(|(id, score)| {
                     best.remove(&id).map(|(doc, chunk_no)| Ranked {
@@ -556,6 +599,18 @@ fn search_collection(
                 .collect()
         }
     };
+    if let Some(recency) = &req.recency {
+        recency.rerank(
+            &mut ranked,
+            |r| r.score,
+            |r| match recency.field {
+                RecencyField::EventTime => r.doc.stamp.event_time_ms,
+                RecencyField::IndexedAt => r.doc.stamp.indexed_at_ms,
+            },
+            |r, score| r.score = score,
+            now_ms(),
+        );
+    }
     Ok((ranked, mode))
 }
 
@@ -599,6 +654,18 @@ impl Engine {
         id: &str,
         access: &Access,
     ) -> Result<DocumentResult, QueryError> {
+        self.get_document_version(collection, id, None, access)
+    }
+
+    /// `get_document` with the version the caller holds, `(partition, offset)` of its stamp
+    /// (partition optional): the answer says whether that version is still current.
+    pub fn get_document_version(
+        &self,
+        collection: &str,
+        id: &str,
+        version: Option<(Option<i32>, i64)>,
+        access: &Access,
+    ) -> Result<DocumentResult, QueryError> {
         let c = self.resolve(collection, access)?;
         let doc = c
             .view
@@ -608,7 +675,13 @@ impl Engine {
                 collection: collection.to_string(),
                 id: id.to_string(),
             })?;
+        let version = version.map(|(partition, offset)| {
+            let same =
+                doc.stamp.offset == offset && partition.is_none_or(|p| p == doc.stamp.partition);
+            if same { "current" } else { "superseded" }.to_string()
+        });
         Ok(DocumentResult {
+            version,
             document: DocOut {
                 id: doc.id.clone(),
                 collection: c.name().to_string(),
@@ -776,7 +849,7 @@ fn tenant_allows(c: &Collection, doc: &StoredDoc, access: &Access) -> bool {
 
 /// The filter for one collection: the caller's, checked against the filterable fields,
 /// plus the mandatory tenant clause.
-fn build_filter(
+pub(super) fn build_filter(
     c: &Collection,
     requested: Option<&Map<String, Value>>,
     access: &Access,
@@ -945,6 +1018,8 @@ id_field = "id"
             vector: Some(vec![1.0, 0.0]),
             consistency: Consistency::Any,
             max_wait: Duration::from_millis(1),
+            recency: None,
+            cursor: None,
         };
         let mut ids: Vec<String> = match e.search(req, access).await {
             Ok(r) => r.results.into_iter().map(|h| h.id).collect(),
@@ -1071,6 +1146,8 @@ id_field = "id"
             vector: None,
             consistency: Consistency::Any,
             max_wait: Duration::from_millis(1),
+            recency: None,
+            cursor: None,
         }
     }
 

@@ -58,6 +58,8 @@ fn request(query: &str, mode: Mode) -> SearchRequest {
         vector: None,
         consistency: Consistency::Any,
         max_wait: Duration::from_millis(10),
+        recency: None,
+        cursor: None,
     }
 }
 
@@ -215,20 +217,42 @@ async fn poison_is_counted_and_neighbours_applied() {
 
 #[tokio::test]
 async fn hybrid_fuses_and_explains_fallbacks() {
+    async fn fused(e: &Engine) -> Vec<(String, f32)> {
+        e.apply(&[
+            record("articles", 0, "a", Some(article("a", "kafka lag", "x", 0))),
+            record("articles", 1, "b", Some(article("b", "unrelated", "x", 1))),
+        ]);
+        let mut req = request("kafka", Mode::Hybrid);
+        req.vector = Some(vec![0.0, 1.0, 0.0, 0.0]);
+        let res = e.search(req, &Access::all()).await.unwrap();
+        assert_eq!(res.mode, "hybrid");
+        res.results
+            .iter()
+            .map(|h| (h.id.clone(), h.score))
+            .collect()
+    }
+    fn close(got: &[(String, f32)], expect: &[(&str, f32)]) {
+        assert_eq!(got.len(), expect.len(), "{got:?}");
+        for ((id, s), (eid, es)) in got.iter().zip(expect) {
+            assert!(id == eid && (s - es).abs() < 1e-6, "{got:?} vs {expect:?}");
+        }
+    }
+    // BM25 ranks only a (normalised 1); the vector list ranks b (cosine 1 → 1) then a
+    // (cosine 0 → 0). Score fusion, BM25 weight 0.55: a = 0.55, b = 0.45.
     let e = engine();
-    e.apply(&[
-        record("articles", 0, "a", Some(article("a", "kafka lag", "x", 0))),
-        record("articles", 1, "b", Some(article("b", "unrelated", "x", 1))),
-    ]);
-    let mut req = request("kafka", Mode::Hybrid);
-    req.vector = Some(vec![0.0, 1.0, 0.0, 0.0]);
-    let res = e.search(req, &Access::all()).await.unwrap();
-    assert_eq!(res.mode, "hybrid");
-    let got: Vec<&str> = res.results.iter().map(|h| h.id.as_str()).collect();
-    // BM25 ranks only a; the vector list ranks b then a: a = 1/61 + 1/62, b = 1/61.
-    assert_eq!(got, ["a", "b"]);
-    assert!((res.results[0].score - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-6);
-    assert!((res.results[1].score - 1.0 / 61.0).abs() < 1e-6);
+    close(&fused(&e).await, &[("a", 0.55), ("b", 0.45)]);
+    // Reciprocal rank fusion: a = 1/61 + 1/62, b = 1/61.
+    let rrf_config = CONFIG.replacen(
+        "name = \"articles\"",
+        "name = \"articles\"\nfusion = \"rrf\"",
+        1,
+    );
+    let config = Config::from_toml_with_env(&rrf_config, Path::new("t.toml"), Vec::new()).unwrap();
+    let with_rrf = Engine::new(Arc::new(config), None, None).unwrap();
+    close(
+        &fused(&with_rrf).await,
+        &[("a", 1.0 / 61.0 + 1.0 / 62.0), ("b", 1.0 / 61.0)],
+    );
 
     let res = e
         .search(request("kafka", Mode::Hybrid), &Access::all())

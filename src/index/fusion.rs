@@ -1,7 +1,8 @@
 //! Merging the BM25 and vector rankings into one hybrid ranking.
 //!
-//! BM25 scores and cosine similarities live on unrelated scales, so hybrid search fuses
-//! *ranks* (reciprocal rank fusion) rather than scores. Both retrievers return chunks, while
+//! BM25 scores and cosine similarities live on unrelated scales, so hybrid search either
+//! fuses *ranks* (reciprocal rank fusion) or first brings each retriever's scores onto [0, 1]
+//! over its top candidates (min-max) and mixes those. Both retrievers return chunks, while
 //! results are per document, so chunk hits are grouped first.
 
 use std::collections::{HashMap, HashSet};
@@ -9,6 +10,60 @@ use std::collections::{HashMap, HashSet};
 /// The usual RRF constant (Cormack et al. 2009): large enough that the first few ranks of one
 /// list do not drown the other list.
 pub const DEFAULT_RRF_K: f32 = 60.0;
+
+/// How many of each retriever's best candidates set the range its scores are normalised
+/// over: a fixed depth, so that a document's fused score does not depend on `k`.
+pub const SCORE_FUSION_DEPTH: usize = 100;
+
+/// Score fusion of two ranked lists `(id, score)`, each grouped per document and best first:
+/// each list's scores are min-max normalised over its first [`SCORE_FUSION_DEPTH`] entries
+/// (clamped to [0, 1] below that), a document absent from a list counts 0 there, and
+/// `fused = bm25_weight × bm25 + (1 − bm25_weight) × vector`.
+///
+/// Returns documents best first; ties keep first-seen order (BM25 list first), so the result
+/// is deterministic. A repeated id within one list only counts at its first (best) entry.
+pub fn score_fusion(
+    bm25: &[(String, f32)],
+    vector: &[(String, f32)],
+    bm25_weight: f32,
+) -> Vec<(String, f32)> {
+    let mut slots: HashMap<&str, usize> = HashMap::new();
+    let mut fused: Vec<(String, f32)> = Vec::new();
+    for (list, weight) in [(bm25, bm25_weight), (vector, 1.0 - bm25_weight)] {
+        let top = &list[..list.len().min(SCORE_FUSION_DEPTH)];
+        let (lo, hi) = top
+            .iter()
+            .map(|(_, s)| *s)
+            .filter(|s| s.is_finite())
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
+                (lo.min(s), hi.max(s))
+            });
+        let span = hi - lo;
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (id, score) in list {
+            if !seen.insert(id.as_str()) {
+                continue;
+            }
+            let normalised = if !score.is_finite() {
+                0.0
+            } else if span > 0.0 {
+                ((score - lo) / span).clamp(0.0, 1.0)
+            } else {
+                1.0 // one candidate, or all equal: each is the list's best
+            };
+            let contribution = weight * normalised;
+            match slots.get(id.as_str()) {
+                Some(&slot) => fused[slot].1 += contribution,
+                None => {
+                    slots.insert(id.as_str(), fused.len());
+                    fused.push((id.clone(), contribution));
+                }
+            }
+        }
+    }
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
+    fused
+}
 
 /// Reciprocal rank fusion of ranked lists of document ids, each already grouped per document
 /// and best first: `score(d) = Σ 1 / (k + rank)` with ranks starting at 1.
@@ -62,6 +117,54 @@ mod tests {
 
     fn ids(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn scored(items: &[(&str, f32)]) -> Vec<(String, f32)> {
+        items.iter().map(|(id, s)| (id.to_string(), *s)).collect()
+    }
+
+    #[test]
+    fn score_fusion_hand_computed() {
+        // BM25 a=10 (1.0), b=6 (0.5), c=2 (0.0); vector c=0.9 (1.0), a=0.5 (0.0), d=0.7 (0.5).
+        let bm25 = scored(&[("a", 10.0), ("b", 6.0), ("c", 2.0)]);
+        let vector = scored(&[("c", 0.9), ("d", 0.7), ("a", 0.5)]);
+        let fused = score_fusion(&bm25, &vector, 0.6);
+        let got: Vec<(&str, f32)> = fused.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+        let expect = [("a", 0.6), ("c", 0.4), ("b", 0.3), ("d", 0.2)];
+        assert_eq!(got.len(), expect.len());
+        for ((id, s), (eid, es)) in got.iter().zip(expect) {
+            assert_eq!(*id, eid);
+            assert!((s - es).abs() < 1e-6, "{id}: {s} vs {es}");
+        }
+    }
+
+    #[test]
+    fn score_fusion_edges() {
+        // A weight of 1 is BM25 order; equal scores count as the list's best; NaN counts 0;
+        // a repeated id counts once, at its best entry.
+        let bm25 = scored(&[("a", 3.0), ("b", 1.0), ("a", 0.5)]);
+        let vector = scored(&[("b", 0.9), ("z", f32::NAN)]);
+        let only_bm25: Vec<String> = score_fusion(&bm25, &vector, 1.0)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(only_bm25[..2], ["a", "b"]);
+        let flat = score_fusion(&scored(&[("x", 2.0), ("y", 2.0)]), &[], 0.5);
+        assert_eq!(flat, scored(&[("x", 0.5), ("y", 0.5)]));
+        let with_nan = score_fusion(&[], &vector, 0.0);
+        assert_eq!(with_nan, scored(&[("b", 1.0), ("z", 0.0)]));
+    }
+
+    #[test]
+    fn score_fusion_does_not_depend_on_depth_beyond_the_normalised_top() {
+        // Candidates past SCORE_FUSION_DEPTH change nothing for those above them.
+        let long: Vec<(String, f32)> = (0..300)
+            .map(|i| (format!("d{i}"), 300.0 - i as f32))
+            .collect();
+        let vector = scored(&[("d5", 0.8), ("d0", 0.2)]);
+        let shallow = score_fusion(&long[..SCORE_FUSION_DEPTH], &vector, 0.55);
+        let deep = score_fusion(&long, &vector, 0.55);
+        assert_eq!(shallow[..50], deep[..50]);
     }
 
     #[test]

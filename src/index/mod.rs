@@ -21,7 +21,7 @@ pub mod vector_store;
 pub use filter::{
     Candidate, FieldSource, FieldType, Filter, FilterError, FilterSchema, FilterTerms,
 };
-pub use fusion::{DEFAULT_RRF_K, best_chunk_per_doc, rrf};
+pub use fusion::{DEFAULT_RRF_K, SCORE_FUSION_DEPTH, best_chunk_per_doc, rrf, score_fusion};
 pub use text::{SeqPredicate, TextHit, TextIndex};
 pub use vector::{DocVectors, HnswParams, VectorHit, VectorIndex};
 

@@ -196,6 +196,8 @@ async fn readyz(State(status): State<Status>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
     } else if engine.is_ready() {
         (StatusCode::OK, String::from("ready\n"))
+    } else if let Some(why) = crate::source::broker_health().describe() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -203,6 +205,11 @@ async fn readyz(State(status): State<Status>) -> impl IntoResponse {
         )
     };
     // Answers are unaffected, so readiness is too; but the operator reading this must know.
+    if code == StatusCode::OK
+        && let Some(why) = crate::source::broker_health().describe()
+    {
+        body.push_str(&format!("warning: {why} (answers say caught_up: false)\n"));
+    }
     if let Some(f) = engine.metrics().storage.failure() {
         let what = if f.disk_full { "disk full" } else { "error" };
         body.push_str(&format!(
@@ -371,7 +378,7 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let server = engine.config().server.clone();
-    let listener = bind(&server.http_addr).await?;
+    let listener = bind(&server.http_addr, "server.http_addr").await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     match &auth {
         Some(a) => tracing::info!(
@@ -383,7 +390,7 @@ pub async fn serve_http(
     let cancel = CancellationToken::new();
     let limits = Limits::from_config(&server);
     if let Some(addr) = &server.metrics_addr {
-        let metrics_listener = bind(addr).await?;
+        let metrics_listener = bind(addr, "server.metrics_addr").await?;
         tracing::info!(
             "Prometheus metrics at http://{}/metrics",
             metrics_listener.local_addr().map_err(ServeError::Http)?
@@ -420,11 +427,12 @@ pub async fn serve_http(
     .map_err(ServeError::Http)
 }
 
-async fn bind(addr: &str) -> Result<tokio::net::TcpListener, ServeError> {
+async fn bind(addr: &str, key: &'static str) -> Result<tokio::net::TcpListener, ServeError> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind {
             addr: addr.to_string(),
+            key,
             source,
         })
 }

@@ -12,6 +12,7 @@ mod listen;
 mod notify;
 mod sessions;
 mod stdio;
+mod subscribe;
 mod tools;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use crate::engine::Engine;
 
 pub use http::{router, serve_http};
 pub use stdio::reserve_stdout;
+pub use subscribe::{CHANGES_TEMPLATE, ResourceUri};
 pub use tools::{
     Freshet, FreshnessArgs, GetDocumentArgs, ListArgs, SearchArgs, parse_document_uri,
 };
@@ -32,11 +34,14 @@ pub use tools::{
 /// Errors of the transports.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The HTTP listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    /// A listener could not bind. (The OS error is the `source`, shown after this message
+    /// by whoever prints the chain; repeating it here would print it twice.)
+    #[error("cannot listen on {addr} ({key})")]
     Bind {
-        /// The address from `server.http_addr`.
+        /// The address that was configured.
         addr: String,
+        /// The config key it came from.
+        key: &'static str,
         /// The OS error.
         source: std::io::Error,
     },

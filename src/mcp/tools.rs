@@ -1,4 +1,5 @@
-//! The tools (`search`, `get_document`, `document_freshness`, `list_collections`) and the
+//! The tools (`search`, `get_document`, `document_freshness`, `changes`,
+//! `list_collections`) and the
 //! `freshet://{collection}/{id}` resource template.
 
 use std::sync::Arc;
@@ -7,10 +8,11 @@ use std::time::{Duration, Instant};
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ResourceContents,
-    ResourceTemplate, ServerCapabilities, ServerConfig,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams,
+    CompleteResult, CompletionInfo, ContentBlock, Icon, Implementation,
+    ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference,
+    ResourceContents, ResourceTemplate, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{
@@ -20,13 +22,19 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::api::{CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
+use crate::api::{ChangesResult, CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
 use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
 use crate::auth::{Caller, Principal};
-use crate::engine::{Access, Consistency, Engine, Mode, QueryError, SearchRequest};
+use crate::engine::{
+    Access, ChangesRequest, Consistency, Engine, Mode, QueryError, Recency, RecencyField,
+    SearchRequest,
+};
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::notify::{self, SessionLevel};
+use super::subscribe::{
+    self, CHANGES_TEMPLATE, ListenReceivers, ResourceUri, SessionSubscriptions,
+};
 
 /// URI template of the document resource.
 pub const DOCUMENT_TEMPLATE: &str = "freshet://{collection}/{id}";
@@ -36,6 +44,36 @@ Call list_collections to see what can be searched, then search (hybrid BM25 + ve
 Every hit carries a freshness stamp (topic/partition/offset, event_time, age_ms) and every answer a \
 watermark saying whether the replica is caught up; pass consistency=\"head\" to wait for writes \
 made just before the call.";
+
+/// freshet's icon (two waves), for the server and its tools.
+const ICON: &str = "data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAwMC9zdmciIHZpZXdCb3g9IjAgMCAzMiAzMiI+PHJlY3Qgd2lkdGg9IjMyIiBoZWlnaHQ9IjMyIiByeD0iNiIgZmlsbD0iIzBiNTM5NCIvPjxwYXRoIGQ9Ik00IDIwYzQtNiA4LTYgMTIgMHM4IDYgMTIgMCIgc3Ryb2tlPSIjZmZmIiBzdHJva2Utd2lkdGg9IjMiIGZpbGw9Im5vbmUiLz48cGF0aCBkPSJNNCAxMmM0LTYgOC02IDEyIDBzOCA2IDEyIDAiIHN0cm9rZT0iIzlmYzVlOCIgc3Ryb2tlLXdpZHRoPSIzIiBmaWxsPSJub25lIi8+PC9zdmc+";
+
+fn icons() -> Vec<Icon> {
+    vec![
+        Icon::new(ICON)
+            .with_mime_type("image/svg+xml")
+            .with_sizes(vec!["any".into()]),
+    ]
+}
+
+/// Cache hints for a list or read result (2026-07-28, SEP-2549): how long it may be reused
+/// (`ttl_ms`) and by whom; with auth on, answers depend on the caller, so only its own
+/// client may cache them. `None` for older protocol versions, which have no such fields.
+fn cache_hints(
+    context: &RequestContext<RoleServer>,
+    auth_on: bool,
+    ttl_ms: u64,
+) -> Option<(u64, CacheScope)> {
+    let modern = context
+        .protocol_version()
+        .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
+    let scope = if auth_on {
+        CacheScope::Private
+    } else {
+        CacheScope::Public
+    };
+    modern.then_some((ttl_ms, scope))
+}
 
 /// Retrieval mode argument.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, Default)]
@@ -89,6 +127,34 @@ pub struct SearchArgs {
     pub consistency: Option<ConsistencyArg>,
     /// Upper bound of the head wait in milliseconds (default 2000).
     pub max_wait_ms: Option<u64>,
+    /// Blend a time decay into the ranking, to prefer recent facts.
+    pub recency: Option<RecencyArg>,
+    /// The `next` of a previous answer to this same search: returns the following page.
+    pub cursor: Option<String>,
+}
+
+/// Which time `recency` decays.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecencyFieldArg {
+    /// When the change happened at the source.
+    EventTime,
+    /// When the version became searchable.
+    IndexedAt,
+}
+
+/// `recency` argument of `search`: score = (1 − weight) · relevance (rescaled to 0..1 over
+/// the candidates) + weight · 0.5^(age / half_life).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecencyArg {
+    /// event_time (default) or indexed_at.
+    pub field: Option<RecencyFieldArg>,
+    /// Age at which the recency part halves: "30m", "6h", "7d" (units ms, s, m, h, d, w).
+    pub half_life: String,
+    /// Share of recency in the score, 0 to 1 (default 0.3).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub weight: Option<f32>,
 }
 
 impl SearchArgs {
@@ -116,6 +182,17 @@ impl SearchArgs {
                 ConsistencyArg::Head => Consistency::Head,
             },
             max_wait: Duration::from_millis(max_wait_ms),
+            recency: self
+                .recency
+                .map(|r| {
+                    let field = match r.field.unwrap_or(RecencyFieldArg::EventTime) {
+                        RecencyFieldArg::EventTime => RecencyField::EventTime,
+                        RecencyFieldArg::IndexedAt => RecencyField::IndexedAt,
+                    };
+                    Recency::new(field, &r.half_life, r.weight.unwrap_or(0.3))
+                })
+                .transpose()?,
+            cursor: self.cursor,
         })
     }
 }
@@ -165,6 +242,11 @@ pub struct GetDocumentArgs {
     pub collection: String,
     /// Document id.
     pub id: String,
+    /// The offset of the version you hold (its freshness stamp's `offset`): the answer's
+    /// `version` says `current` or `superseded`.
+    pub offset: Option<i64>,
+    /// The partition of that version (its stamp's `partition`), when `offset` is given.
+    pub partition: Option<i32>,
 }
 
 /// Arguments of `document_freshness`.
@@ -175,6 +257,26 @@ pub struct FreshnessArgs {
     pub collection: String,
     /// Document ids (1 to 1000).
     pub ids: Vec<String>,
+}
+
+/// Arguments of `changes`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesArgs {
+    /// Collection to read.
+    pub collection: String,
+    /// Where to start: the `next` cursor of a previous answer, or an RFC 3339 time (changes
+    /// that became searchable since then). Absent: the oldest change kept.
+    pub since: Option<String>,
+    /// Most changes to return, 1 to 1000 (default 100).
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: Option<u32>,
+    /// Only changes whose document version passes this filter (same form as `search`'s).
+    #[serde(default)]
+    #[schemars(schema_with = "filter_schema")]
+    pub filter: Option<Map<String, Value>>,
+    /// Also return each upsert's text (default false).
+    pub include_text: Option<bool>,
 }
 
 /// Arguments of `list_collections` (none).
@@ -199,6 +301,10 @@ pub struct Freshet {
     stdio_caller: Arc<Caller>,
     /// The level this session asked for with `logging/setLevel`.
     log_level: SessionLevel,
+    /// This session's `resources/subscribe` subscriptions.
+    subscriptions: SessionSubscriptions,
+    /// Change receivers of `subscriptions/listen` streams being acknowledged.
+    listen_receivers: ListenReceivers,
 }
 
 fn tool_error(message: impl Into<String>) -> CallToolResult {
@@ -298,6 +404,8 @@ impl Freshet {
             transport: Transport::Stdio,
             stdio_caller: Arc::new(Caller::anonymous()),
             log_level: SessionLevel::default(),
+            subscriptions: SessionSubscriptions::default(),
+            listen_receivers: ListenReceivers::default(),
         }
     }
 
@@ -314,6 +422,11 @@ impl Freshet {
         self
     }
 
+    /// True when callers authenticate (answers then depend on who asks).
+    fn auth_on(&self) -> bool {
+        self.engine.config().auth.mode != crate::config::AuthMode::None
+    }
+
     fn access(&self, ctx: &RequestContext<RoleServer>) -> Access {
         caller_of(ctx, &self.stdio_caller).access
     }
@@ -321,7 +434,11 @@ impl Freshet {
     /// Search documents kept current from Kafka. Hybrid (BM25 + vector, fused by reciprocal
     /// rank) by default. Each hit has a snippet, metadata and a freshness stamp; the answer
     /// says whether the replica is caught up with the stream.
-    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    #[tool(
+        title = "Search live documents",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn search(
         &self,
         Parameters(args): Parameters<SearchArgs>,
@@ -344,17 +461,32 @@ impl Freshet {
         result.map(Json).map_err(query_error)
     }
 
-    /// Fetch one document's current version (full text, metadata, freshness stamp).
-    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    /// Fetch one document's current version (full text, metadata, freshness stamp). With
+    /// `offset` (and `partition`) of a version you hold, also says whether it is still
+    /// `current` or was `superseded`.
+    #[tool(
+        title = "Get a document",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn get_document(
         &self,
         Parameters(args): Parameters<GetDocumentArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<DocumentResult>, CallToolResult> {
         let started = Instant::now();
-        let result = self
-            .engine
-            .get_document(&args.collection, &args.id, &self.access(&ctx));
+        if args.partition.is_some() && args.offset.is_none() {
+            return Err(tool_error(
+                "`partition` needs `offset`: the version's stamp has both",
+            ));
+        }
+        let version = args.offset.map(|offset| (args.partition, offset));
+        let result = self.engine.get_document_version(
+            &args.collection,
+            &args.id,
+            version,
+            &self.access(&ctx),
+        );
         self.engine
             .metrics()
             .observe_query("get_document", "", started.elapsed());
@@ -363,7 +495,11 @@ impl Freshet {
 
     /// How fresh given documents are: per id the freshness stamp of its current version, or
     /// `not_found` (never written, or deleted), plus the collection's watermark.
-    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    #[tool(
+        title = "Check document freshness",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn document_freshness(
         &self,
         Parameters(args): Parameters<FreshnessArgs>,
@@ -379,9 +515,43 @@ impl Freshet {
         result.map(Json).map_err(query_error)
     }
 
+    /// What changed in a collection: its upserts and deletes in apply order, each with id,
+    /// kind, title, metadata and freshness stamp, and a `next` cursor to pass as `since` to
+    /// continue exactly where this answer ended. `since` may also be an RFC 3339 time. The
+    /// history is bounded: an expired cursor is an error that says to re-sync, and
+    /// `truncated` says when older changes may be missing.
+    #[tool(
+        title = "What changed",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn changes(
+        &self,
+        Parameters(args): Parameters<ChangesArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<Json<ChangesResult>, CallToolResult> {
+        let started = Instant::now();
+        let req = ChangesRequest {
+            collection: args.collection,
+            since: args.since,
+            limit: args.limit.unwrap_or(100) as usize,
+            filter: args.filter,
+            include_text: args.include_text.unwrap_or(false),
+        };
+        let result = self.engine.changes(req, &self.access(&ctx));
+        self.engine
+            .metrics()
+            .observe_query("changes", "", started.elapsed());
+        result.map(Json).map_err(query_error)
+    }
+
     /// List the collections: topics, document and chunk counts, embedding model, filterable
     /// fields, ingest counters and lag per partition.
-    #[tool(annotations(read_only_hint = true, open_world_hint = false))]
+    #[tool(
+        title = "List collections",
+        icons = icons(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
     async fn list_collections(
         &self,
         Parameters(_args): Parameters<ListArgs>,
@@ -398,27 +568,10 @@ impl Freshet {
 
 /// Splits `freshet://{collection}/{id}`; the id may contain `/` and percent-escapes.
 pub fn parse_document_uri(uri: &str) -> Option<(String, String)> {
-    let rest = uri.strip_prefix("freshet://")?;
-    let (collection, id) = rest.split_once('/')?;
-    let id = percent_decode(id)?;
-    (!collection.is_empty() && !id.is_empty()).then(|| (collection.to_string(), id))
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    match ResourceUri::parse(uri) {
+        Ok(ResourceUri::Document { collection, id }) => Some((collection, id)),
+        _ => None,
     }
-    String::from_utf8(out).ok()
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -474,11 +627,17 @@ impl ServerHandler for Freshet {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
+                .enable_completions()
                 // Only to tell clients that answers come from a replica still catching up.
                 .enable_logging()
                 .build(),
         )
-        .with_server_info(Implementation::new("freshet", env!("CARGO_PKG_VERSION")))
+        .with_server_info(
+            Implementation::new("freshet", env!("CARGO_PKG_VERSION"))
+                .with_title("freshet: live context from Kafka")
+                .with_icons(icons()),
+        )
         .with_instructions(INSTRUCTIONS)
     }
 
@@ -495,25 +654,139 @@ impl ServerHandler for Freshet {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         // Documents are reached through the template; listing millions of them helps no one.
-        Ok(ListResourcesResult::with_all_items(vec![]))
+        let mut result = ListResourcesResult::with_all_items(vec![]);
+        if let Some((ttl, scope)) = cache_hints(&context, self.auth_on(), 3_600_000) {
+            result.ttl_ms = Some(ttl);
+            result.cache_scope = Some(scope);
+        }
+        Ok(result)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let Reference::Resource(template) = &request.r#ref else {
+            return Err(McpError::invalid_params(
+                "freshet has no prompts; completions are offered for the `collection` argument \
+                 of freshet://{collection}/{id} and freshet://{collection}/changes",
+                None,
+            ));
+        };
+        if ![DOCUMENT_TEMPLATE, CHANGES_TEMPLATE].contains(&template.uri.as_str()) {
+            return Err(McpError::invalid_params(
+                format!("no resource template `{}`", template.uri),
+                None,
+            ));
+        }
+        let values: Vec<String> = if request.argument.name == "collection" {
+            let access = self.access(&context);
+            self.engine
+                .collections()
+                .iter()
+                .map(|c| c.name())
+                .filter(|name| access.may_read(name) && name.starts_with(&request.argument.value))
+                .map(String::from)
+                .take(CompletionInfo::MAX_VALUES)
+                .collect()
+        } else {
+            // Ids: a prefix scan over millions of documents per keystroke is not worth it.
+            Vec::new()
+        };
+        let completion =
+            CompletionInfo::new(values).map_err(|e| McpError::internal_error(e, None))?;
+        Ok(CompleteResult::new(completion))
     }
 
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        Ok(ListResourceTemplatesResult::with_all_items(vec![
+        let mut result = ListResourceTemplatesResult::with_all_items(vec![
             ResourceTemplate::new(DOCUMENT_TEMPLATE, "document")
                 .with_title("A document in a collection")
                 .with_description(
                     "The current version of one document with its freshness stamp, as JSON.",
                 )
                 .with_mime_type("application/json"),
-        ]))
+            ResourceTemplate::new(CHANGES_TEMPLATE, "changes")
+                .with_title("The change feed of a collection")
+                .with_description(
+                    "The recent upserts and deletes of a collection, as the `changes` tool \
+                     returns them without `since`. Subscribe to be notified of each new batch; \
+                     add ?filter=<percent-encoded JSON filter> to hear only about matching \
+                     changes.",
+                )
+                .with_mime_type("application/json"),
+        ]);
+        if let Some((ttl, scope)) = cache_hints(&context, self.auth_on(), 3_600_000) {
+            result.ttl_ms = Some(ttl);
+            result.cache_scope = Some(scope);
+        }
+        Ok(result)
+    }
+
+    #[allow(deprecated)] // resources/subscribe: what 2025-11-25 clients use
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
+        let result = ResourceUri::parse(&request.uri)
+            .map_err(|e| McpError::invalid_params(e, None))
+            .and_then(|resource| {
+                resource
+                    .watch(&self.engine, &self.access(&context))
+                    .map_err(|e| resource_error(e, &request.uri))
+            })
+            .map(|watch| {
+                self.subscriptions.add(
+                    &self.engine,
+                    request.uri.clone(),
+                    watch,
+                    context.peer.clone(),
+                )
+            });
+        self.audit_resource_call(facts, "resources/subscribe", &request.uri, result)
+            .await
+    }
+
+    #[allow(deprecated)] // resources/unsubscribe: what 2025-11-25 clients use
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
+        // Unsubscribing from what was never subscribed is harmless: the client's intent holds.
+        self.subscriptions.remove(&request.uri);
+        self.audit_resource_call(facts, "resources/unsubscribe", &request.uri, Ok(()))
+            .await
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        self.listen_receivers.open(&self.engine);
+        Some(subscribe::accepted(requested))
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
+        let access = self.access(context.request_context());
+        subscribe::listen(
+            Arc::clone(&self.engine),
+            context,
+            access,
+            &self.listen_receivers,
+        )
+        .await
     }
 
     async fn read_resource(
@@ -637,44 +910,87 @@ fn first_text(result: &CallToolResult) -> String {
 }
 
 impl Freshet {
-    /// `resources/read` of `freshet://{collection}/{id}`.
+    /// `resources/read` of `freshet://{collection}/{id}` or `freshet://{collection}/changes`.
     fn read_document(
         &self,
         request: &ReadResourceRequestParams,
         context: &RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let Some((collection, id)) = parse_document_uri(&request.uri) else {
-            return Err(McpError::invalid_params(
-                format!(
-                    "expected a URI like {DOCUMENT_TEMPLATE}, got `{}`",
-                    request.uri
-                ),
-                None,
-            ));
+        let resource =
+            ResourceUri::parse(&request.uri).map_err(|e| McpError::invalid_params(e, None))?;
+        let access = self.access(context);
+        let answer = match resource {
+            ResourceUri::Document { collection, id } => self
+                .engine
+                .get_document(&collection, &id, &access)
+                .and_then(|doc| serde_json::to_value(doc).map_err(|_| QueryError::Internal)),
+            ResourceUri::Changes { collection, filter } => {
+                let req = ChangesRequest {
+                    collection,
+                    since: None,
+                    limit: 100,
+                    filter,
+                    include_text: false,
+                };
+                self.engine
+                    .changes(req, &access)
+                    .and_then(|page| serde_json::to_value(page).map_err(|_| QueryError::Internal))
+            }
         };
-        match self
-            .engine
-            .get_document(&collection, &id, &self.access(context))
-        {
+        match answer {
             Ok(doc) => {
                 let json = serde_json::to_string(&doc).map_err(|e| {
                     tracing::error!("rendering document: {e}");
                     McpError::internal_error("internal error while answering", None)
                 })?;
-                Ok(ReadResourceResult::new(vec![
+                let mut result = ReadResourceResult::new(vec![
                     ResourceContents::text(json, request.uri.clone())
                         .with_mime_type("application/json"),
-                ])
-                .into())
+                ]);
+                // Documents change at the stream's pace: never reuse an answer.
+                if let Some((ttl, scope)) = cache_hints(context, self.auth_on(), 0) {
+                    result.ttl_ms = Some(ttl);
+                    result.cache_scope = Some(scope);
+                }
+                Ok(result.into())
             }
-            Err(e @ (QueryError::NotFound { .. } | QueryError::UnknownCollection { .. })) => {
-                Err(McpError::resource_not_found(
-                    e.to_string(),
-                    Some(serde_json::json!({"uri": request.uri})),
-                ))
-            }
-            Err(e) => Err(McpError::invalid_params(e.to_string(), None)),
+            Err(e) => Err(resource_error(e, &request.uri)),
         }
+    }
+
+    /// Writes the audit line of a resource call that returns no documents.
+    async fn audit_resource_call(
+        &self,
+        facts: CallFacts,
+        method: &str,
+        uri: &str,
+        result: Result<(), McpError>,
+    ) -> Result<(), McpError> {
+        let Some(log) = &self.audit else {
+            return result;
+        };
+        let mut entry = facts.entry(
+            self.transport,
+            method.to_string(),
+            Some(serde_json::json!({"uri": uri})),
+        );
+        if let Err(e) = &result {
+            entry.outcome = Outcome::Error;
+            entry.error = Some(e.message.to_string());
+        }
+        audited(log, entry, result).await
+    }
+}
+
+/// The MCP error of a failed resource call: not found for unknown documents and
+/// collections, invalid params otherwise.
+fn resource_error(e: QueryError, uri: &str) -> McpError {
+    match e {
+        QueryError::NotFound { .. } | QueryError::UnknownCollection { .. } => {
+            McpError::resource_not_found(e.to_string(), Some(serde_json::json!({"uri": uri})))
+        }
+        QueryError::Internal => McpError::internal_error("internal error while answering", None),
+        e => McpError::invalid_params(e.to_string(), None),
     }
 }
 

@@ -76,6 +76,12 @@ impl ClientContext for KafkaContext {
                     tracing::warn!(target: "librdkafka", client = purpose, held_back, "{fac}: {message}");
                 }
             }
+            // A disconnect is logged at this level too; `error` reports what matters of it.
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info
+                if matches!(fac, "FAIL" | "BROKERFAIL" | "ERROR") =>
+            {
+                tracing::debug!(target: "librdkafka", client = purpose, "{fac}: {message}");
+            }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 tracing::info!(target: "librdkafka", client = purpose, "{fac}: {message}");
             }
@@ -87,11 +93,25 @@ impl ClientContext for KafkaContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            super::health::broker_health().mark_down(reason);
+            return;
+        }
+        if classify(code) == Severity::Transient
+            && super::health::broker_health().unreachable().is_some()
+        {
+            // Part of an outage already reported as "broker unreachable".
+            tracing::debug!(target: "librdkafka", client = self.purpose, "kafka: {reason}");
+            return;
+        }
         let key = format!("{code:?}");
         let Some(held_back) = self.limiter.admit(&key) else {
             return;
         };
         let purpose = self.purpose;
+        if classify(code) == Severity::Misconfigured {
+            super::health::broker_health().mark_refused(reason);
+        }
         match classify(code) {
             Severity::Misconfigured => tracing::error!(
                 target: "librdkafka",

@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod dlq;
+pub mod health;
 pub mod meta;
 pub mod topics;
 
@@ -30,6 +31,7 @@ use crate::view::Progress;
 
 pub use context::KafkaContext;
 pub use dlq::DeadLetters;
+pub use health::broker_health;
 pub use meta::MetaClient;
 use topics::{TopicState, describe_topics};
 
@@ -371,7 +373,15 @@ impl Poller {
     fn refresh(&mut self, batch: &mut Batch) {
         let described =
             match describe_topics(self.consumer.client(), &self.topics, self.metadata_timeout) {
-                Ok(d) => d,
+                Ok(d) => {
+                    health::broker_health().mark_up();
+                    d
+                }
+                // While every broker is down that is the one line said about it.
+                Err(e) if health::broker_health().unreachable().is_some() => {
+                    tracing::debug!("kafka: {e}; retrying");
+                    return;
+                }
                 Err(e) => {
                     self.log_message(&format!("kafka: {e}; retrying"));
                     return;
