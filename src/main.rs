@@ -85,7 +85,8 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain across FILEs in order (oldest first, e.g. `audit.jsonl.*
-    /// audit.jsonl`); exit 0 if intact, 1 at the first broken line.
+    /// audit.jsonl`; the lock file `audit.jsonl.lock` is skipped); exit 0 if intact, 1 at the
+    /// first broken line.
     Verify {
         /// Audit files, oldest first.
         #[arg(required = true)]
@@ -302,6 +303,15 @@ fn audit_verify(
         ),
         None => None,
     };
+    // `audit.jsonl.*` also matches the writer's lock file, which holds no lines.
+    let (locks, files): (Vec<PathBuf>, Vec<PathBuf>) = files
+        .iter()
+        .cloned()
+        .partition(|f| f.extension().is_some_and(|e| e == "lock"));
+    for lock in &locks {
+        eprintln!("skipped {} (the audit writer's lock file)", lock.display());
+    }
+    let files = files.as_slice();
     let options = freshet::audit::VerifyOptions { key, checkpoints };
     match freshet::audit::verify(files, &options).context("reading the audit files")? {
         Verdict::Intact(i) => {

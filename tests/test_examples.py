@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 import kafka_util
-from freshet_util import FreshetServer, mint_token, write_config
+from freshet_util import FreshetServer, freshet_bin, mint_token, write_config
 from kafka_util import REPO_ROOT, Producer, free_port
 
 README = REPO_ROOT / "README.md"
@@ -127,3 +127,21 @@ def test_query_example_outside_its_virtualenv_says_which_python_to_use():
     assert done.returncode == 1
     assert "bash scripts/setup.sh" in done.stderr and ".venv/bin/python" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_readme_audit_verify_command_runs_as_written(server, corpus):
+    """The README's `audit verify` line, with its shell glob, in a data directory whose writer
+    is running (so the lock file `audit.jsonl.lock` is there for the glob to match)."""
+    command = next(line.split("#")[0].strip() for line in README.read_text().splitlines()
+                   if line.startswith("freshet audit verify data/audit.jsonl.*"))
+    done = subprocess.run([PYTHON, "examples/query.py", corpus["word"], "--url", server.mcp_url,
+                           "--mode", "bm25"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    data = corpus["work"] / "data"
+    assert (data / "audit.jsonl.lock").exists()
+    bin_dir = str(freshet_bin().parent)
+    done = subprocess.run(["bash", "-c", command], cwd=corpus["work"], capture_output=True, text=True,
+                          timeout=60, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("intact: "), done.stdout
+    assert "skipped data/audit.jsonl.lock" in done.stderr, done.stderr

@@ -344,6 +344,13 @@ async def test_2025_subscriber_hears_its_tenants_changes_only(server, topic, bro
             await client.subscribe_resource("test://watched-resource")
         with pytest.raises(Exception, match="unknown collection"):
             await client.subscribe_resource("freshet://secret/changes")
+    # Subscribing is audited like the tools: who, what, and the refusals.
+    audit = [json.loads(line) for line in (server.config.parent / "data" / "audit.jsonl").read_text().splitlines()]
+    subs = [a for a in audit if a.get("tool") == "resources/subscribe"]
+    assert any(a["arguments"]["uri"] == uri(mine) and a["outcome"] == "ok"
+               and a["principal"]["sub"] == "agent-acme" for a in subs)
+    assert any(a["arguments"]["uri"] == "freshet://secret/changes" and a["outcome"] == "error" for a in subs)
+    assert any(a.get("tool") == "resources/unsubscribe" and a["arguments"]["uri"] == uri(mine) for a in audit)
 
 
 async def test_2026_listen_stream_hears_its_tenants_changes_only(server, topic, broker):
