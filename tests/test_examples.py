@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 import kafka_util
-from freshet_util import FreshetServer, freshet_bin, mint_token, write_config
+from freshet_util import freshet_bin, mint_token, serving, write_config
 from kafka_util import REPO_ROOT, Producer, free_port
 
 README = REPO_ROOT / "README.md"
@@ -45,12 +45,8 @@ def corpus(broker, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(corpus):
-    srv = FreshetServer(corpus["config"], corpus["work"])
-    try:
-        srv.wait_ready()
+    with serving(corpus["config"], corpus["work"]) as srv:
         yield srv
-    finally:
-        assert srv.stop() == 0
 
 
 def run_snippet(code: str, url: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -72,14 +68,10 @@ def test_readme_token_snippet_runs_as_written(corpus):
            "FRESHET_AUTH__HS256_SECRET_ENV": SECRET_ENV, SECRET_ENV: SECRET}
     work = corpus["work"] / "jwt"
     work.mkdir()
-    srv = FreshetServer(corpus["config"], work, env=env)
-    try:
-        srv.wait_ready()
+    with serving(corpus["config"], work, env=env) as srv:
         token = mint_token(SECRET_ENV, SECRET, sub="alice", collections=["articles"], tenant="acme",
                            issuer=ISSUER, audience=AUDIENCE)
         done = run_snippet(snippet, srv.mcp_url, env={"TOKEN": token})
-    finally:
-        assert srv.stop() == 0
     assert done.returncode == 0, done.stderr
     assert "doc-1" in done.stdout, done.stdout
 
