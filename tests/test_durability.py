@@ -372,8 +372,8 @@ async def test_kill_9_after_records_were_searchable_but_not_checkpointed(broker,
     topic = kafka_util.unique_topic("unchecked")
     kafka_util.create_topic(broker, topic, partitions=2)
     # Checkpoints only at shutdown: everything after the first run is never checkpointed.
-    config = docs_config(tmp_path / "freshet.toml", broker.bootstrap, topic, vectors=True)
-    config.write_text(config.read_text().replace("interval_ms = 300", "interval_ms = 300\ncheckpoint_interval_ms = 600000"))
+    config = docs_config(tmp_path / "freshet.toml", broker.bootstrap, topic, vectors=True,
+                         snapshot={"interval_ms": 300, "checkpoint_interval_ms": 600_000})
     with Producer(broker) as p:
         last = produce_docs(p, topic, 0, 20, vectors=True)
         first = FreshetServer(config, tmp_path)

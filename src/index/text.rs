@@ -690,48 +690,31 @@ mod tests {
     #[test]
     fn changes_are_searchable_before_their_commit() {
         let index = TextIndex::in_ram().unwrap();
+        let found = |query: &str| -> Vec<String> {
+            let hits = index.search(query, &Filter::default(), 10).unwrap();
+            hits.into_iter().map(|h| h.doc_id).collect()
+        };
         index
             .upsert("a", 1, "Hello", &["world"], &no_terms())
             .unwrap();
-        assert_eq!(
-            ids(&index.search("world", &Filter::default(), 10).unwrap()),
-            ["a"]
-        );
+        assert_eq!(found("world"), ["a"]);
         assert_eq!(index.num_chunks(), 1);
         index.commit().unwrap();
         assert_eq!(index.uncommitted(), 0);
-        assert_eq!(
-            ids(&index.search("world", &Filter::default(), 10).unwrap()),
-            ["a"]
-        );
+        assert_eq!(found("world"), ["a"]);
         // An update hides the committed version at once, a delete hides the document.
         index
             .upsert("a", 2, "Hello", &["planet"], &no_terms())
             .unwrap();
-        assert!(
-            index
-                .search("world", &Filter::default(), 10)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(found("world").is_empty());
         let hits = index.search("planet", &Filter::default(), 10).unwrap();
         assert_eq!((ids(&hits), hits[0].seq), (vec!["a"], 2));
         assert_eq!(index.num_chunks(), 1);
         index.delete("a").unwrap();
-        assert!(
-            index
-                .search("hello", &Filter::default(), 10)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(found("hello").is_empty());
         assert_eq!(index.num_chunks(), 0);
         index.commit().unwrap();
-        assert!(
-            index
-                .search("hello", &Filter::default(), 10)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(found("hello").is_empty());
         assert_eq!(index.num_chunks(), 0);
     }
 
