@@ -60,6 +60,9 @@ def test_readme_client_snippet_runs_as_written(server):
     done = run_snippet(snippet, server.mcp_url)
     assert done.returncode == 0, done.stderr
     assert "'results'" in done.stdout and "doc-1" in done.stdout, done.stdout
+    # The server said ready (/readyz 200) before this ran: an answer from the view as it is
+    # (consistency "any") says caught up too.
+    assert "'caught_up': True" in done.stdout, done.stdout
 
 
 def test_readme_token_snippet_runs_as_written(corpus):
