@@ -285,7 +285,8 @@ impl ChangeLog {
 
     /// Drops what exceeds the bounds, raising the floors past what was dropped.
     fn trim(&self, h: &mut History, now_ms: i64) {
-        let oldest_kept = now_ms.saturating_sub(self.bounds.max_age_ms as i64);
+        let max_age = i64::try_from(self.bounds.max_age_ms).unwrap_or(i64::MAX);
+        let oldest_kept = now_ms.saturating_sub(max_age);
         while let Some(front) = h.entries.front() {
             let too_many = h.entries.len() > self.bounds.max_entries;
             if !too_many && front.stamp.indexed_at_ms >= oldest_kept {

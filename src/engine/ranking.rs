@@ -133,7 +133,7 @@ pub fn page_offset(req: &SearchRequest) -> Result<usize, QueryError> {
                 .into(),
         ));
     }
-    if wire.o + req.k > MAX_SEARCH_DEPTH {
+    if wire.o.saturating_add(req.k) > MAX_SEARCH_DEPTH {
         return Err(QueryError::InvalidArgument(format!(
             "search pages reach rank {MAX_SEARCH_DEPTH} at most; narrow the query or the filter"
         )));
@@ -157,6 +157,34 @@ pub fn next_cursor(req: &SearchRequest, end: usize, more: bool) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_past_the_depth_bound_are_refused_even_when_forged() {
+        let mut req = SearchRequest {
+            query: "q".into(),
+            collection: None,
+            k: 10,
+            mode: super::super::Mode::Bm25,
+            filter: None,
+            vector: None,
+            consistency: super::super::Consistency::Any,
+            max_wait: std::time::Duration::from_millis(1),
+            recency: None,
+            cursor: None,
+        };
+        assert!(next_cursor(&req, MAX_SEARCH_DEPTH, true).is_none());
+        let Some(next) = next_cursor(&req, 10, true) else {
+            panic!("a next page within the bound")
+        };
+        req.cursor = Some(next.clone());
+        assert_eq!(page_offset(&req).ok(), Some(10));
+        let mut wire: PageWire =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(next).unwrap()).unwrap();
+        wire.o = usize::MAX;
+        req.cursor = Some(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap()));
+        let err = page_offset(&req).unwrap_err().to_string();
+        assert!(err.contains("rank 500 at most"), "{err}");
+    }
 
     #[test]
     fn recency_blends_decay_into_rescaled_relevance() {

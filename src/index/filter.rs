@@ -594,7 +594,7 @@ fn time_operand(value: &Value) -> Option<i64> {
                 ("+", a) => (1, a),
                 _ => return None,
             };
-            return duration_ms(amount.trim()).map(|d| now + sign * d);
+            return duration_ms(amount.trim()).and_then(|d| now.checked_add(sign * d));
         }
     }
     time_ms(value)
@@ -975,6 +975,9 @@ mod tests {
         assert!(typed(json!({"tags": {"exists": "yes"}})).is_err());
         assert!(typed(json!({"tags": {"all": []}})).is_err());
         assert!(typed(json!({"event_time": {"gt": "now-3x"}})).is_err());
+        // Far beyond the range of times: an error, not an overflow.
+        assert!(typed(json!({"event_time": {"gt": "now+9223372036854775807ms"}})).is_err());
+        assert!(typed(json!({"event_time": {"gt": "now+99999999999999999w"}})).is_err());
     }
 
     #[test]
