@@ -7,6 +7,10 @@ plain consumer's floor in the same phase.
     .venv-bench/bin/python bench/freshness_ab.py --bins before=.tools/ab/freshet-before,after=target/release/freshet \
         [--rates 100,1000] [--seconds 20] [--rounds 2] [--modes memory,persisted] [--docs 10000]
 
+With `--latency-seconds N` each binary also serves `bm25` and `hybrid` queries (1 and 4
+closed-loop clients, N seconds each) idle and while 200 updates/s arrive, after the
+freshness phase.
+
 Writes bench/results/ab-<time>.json and prints one line per (round, binary, mode, rate) with
 the load average when it started.
 """
@@ -27,8 +31,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import kafka_util  # noqa: E402
 from freshet_util import FreshetServer  # noqa: E402
-from harness import (Corpus, FreshetTarget, freshet_config, freshet_freshness, git_commit,  # noqa: E402
-                     produce_all)
+from harness import (Corpus, FreshetTarget, SteadyProducer, freshet_config, freshet_freshness,  # noqa: E402
+                     git_commit, latency_matrix, produce_all)
 
 #: `snapshot.interval_ms` per mode: 0 keeps the collection in memory; the default persists it.
 MODES = {"memory": 0, "persisted": 30_000}
@@ -47,9 +51,11 @@ async def main() -> int:
     ap.add_argument("--modes", default="memory,persisted")
     ap.add_argument("--docs", type=int, default=10_000, help="documents indexed before measuring")
     ap.add_argument("--partitions", type=int, default=2)
+    ap.add_argument("--latency-seconds", type=float, default=0, help="0: no query latency cells")
+    ap.add_argument("--load-rate", type=float, default=200, help="updates/s while measuring loaded latency")
     args = ap.parse_args()
     bins = dict(item.split("=", 1) for item in args.bins.split(","))
-    rates = [int(r) for r in args.rates.split(",")]
+    rates = [int(r) for r in args.rates.split(",") if r]
     modes = args.modes.split(",")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     work = ROOT / ".tools" / "bench" / f"ab-{stamp}"
@@ -83,6 +89,9 @@ async def main() -> int:
                             fr.update({"bin": name, "mode": mode, "round": round_no, "load_average": load})
                             result["runs"].append(fr)
                             print(f"  load average at start {load}", flush=True)
+                        if args.latency_seconds:
+                            result.setdefault("latency", []).extend(
+                                await latency_cells(args, broker, backlog, corpus, target, name, mode, round_no))
                     finally:
                         await target.aclose()
                         server.stop()
@@ -92,6 +101,29 @@ async def main() -> int:
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
     return 0
+
+
+async def latency_cells(args, broker, topic: str, corpus: Corpus, target: FreshetTarget, name: str, mode: str,
+                        round_no: int) -> list[dict]:
+    """Idle, then loaded (`args.load_rate` updates/s to `topic`) query latency rows."""
+    rows = []
+    for loaded in (0, args.load_rate):
+        steady = SteadyProducer(broker.bootstrap, topic, corpus, args.docs, loaded) if loaded else None
+        if steady:
+            steady.start()
+        load = load_average()
+        try:
+            cells = latency_matrix(lambda m, c: target.latency(corpus, m, c, args.latency_seconds),
+                                   ["bm25", "hybrid"], [1, 4], f"{name} {mode} round {round_no}",
+                                   loaded_rate=loaded)
+        finally:
+            if steady:
+                steady.stop_flag.set()
+                steady.join()
+        for row in cells:
+            row.update({"bin": name, "mode": mode, "round": round_no, "load_average": load})
+        rows += cells
+    return rows
 
 
 if __name__ == "__main__":

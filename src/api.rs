@@ -313,33 +313,27 @@ mod tests {
 
     use super::*;
 
-    fn watermark(next_offset: Option<i64>, high_watermark: Option<i64>) -> PartitionWatermark {
+    /// (applied_offset, high_watermark, lag) shown for a partition's progress.
+    fn shown(next_offset: Option<i64>, high_watermark: Option<i64>) -> [Option<i64>; 3] {
         let progress = PartitionProgress {
             next_offset,
             high_watermark,
             ..PartitionProgress::default()
         };
-        PartitionWatermark::new(&(Arc::from("t"), 0), &progress)
+        let w = PartitionWatermark::new(&(Arc::from("t"), 0), &progress);
+        [w.applied_offset, w.high_watermark, w.lag]
     }
 
     #[test]
     fn a_stale_log_end_is_never_shown_below_what_was_applied() {
         // The watermark was read (281) before the batch ending at offset 282 was applied.
-        let w = watermark(Some(283), Some(281));
-        assert_eq!(
-            (w.applied_offset, w.high_watermark, w.lag),
-            (Some(282), Some(283), Some(0))
-        );
+        assert_eq!(shown(Some(283), Some(281)), [Some(282), Some(283), Some(0)]);
     }
 
     #[test]
     fn a_partition_behind_shows_its_lag_against_the_log_end() {
-        let w = watermark(Some(10), Some(15));
-        assert_eq!(
-            (w.applied_offset, w.high_watermark, w.lag),
-            (Some(9), Some(15), Some(5))
-        );
-        assert_eq!(watermark(None, None).high_watermark, None);
-        assert_eq!(watermark(None, Some(3)).lag, Some(3));
+        assert_eq!(shown(Some(10), Some(15)), [Some(9), Some(15), Some(5)]);
+        assert_eq!(shown(None, None), [None, None, None]);
+        assert_eq!(shown(None, Some(3)), [None, Some(3), Some(3)]);
     }
 }

@@ -63,3 +63,16 @@ def test_an_old_java_is_named_with_its_version(tmp_path):
     done = run("scripts/setup.sh", path)
     assert done.returncode == 1
     assert "Java >= 17 (java 11 found" in done.stderr, done.stderr
+
+
+def test_long_installs_say_they_are_still_running():
+    """A cold install step reports progress while it runs instead of looking hung, and its
+    exit status is passed on."""
+    script = (f'source "{REPO_ROOT}/scripts/setup.sh"; '
+              'with_progress "installing something" sleep 2.5; echo "status $?"; '
+              'with_progress "failing" sh -c "exit 3" || echo "failed $?"')
+    env = dict(os.environ, SETUP_PROGRESS_EVERY="1")
+    out = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert "setup: still installing something (1 s)" in out.stderr, out.stderr
+    assert "setup: still installing something (2 s)" in out.stderr, out.stderr
+    assert "status 0" in out.stdout and "failed 3" in out.stdout, out.stdout

@@ -27,8 +27,7 @@ pub fn score_fusion(
     vector: &[(String, f32)],
     bm25_weight: f32,
 ) -> Vec<(String, f32)> {
-    let mut slots: HashMap<&str, usize> = HashMap::new();
-    let mut fused: Vec<(String, f32)> = Vec::new();
+    let mut fused = Fused::default();
     for (list, weight) in [(bm25, bm25_weight), (vector, 1.0 - bm25_weight)] {
         let top = &list[..list.len().min(SCORE_FUSION_DEPTH)];
         let (lo, hi) = top
@@ -51,18 +50,35 @@ pub fn score_fusion(
             } else {
                 1.0 // one candidate, or all equal: each is the list's best
             };
-            let contribution = weight * normalised;
-            match slots.get(id.as_str()) {
-                Some(&slot) => fused[slot].1 += contribution,
-                None => {
-                    slots.insert(id.as_str(), fused.len());
-                    fused.push((id.clone(), contribution));
-                }
+            fused.add(id, weight * normalised);
+        }
+    }
+    fused.best_first()
+}
+
+/// Per-document sums of contributions, in first-seen order.
+#[derive(Default)]
+struct Fused<'a> {
+    slots: HashMap<&'a str, usize>,
+    scores: Vec<(String, f32)>,
+}
+
+impl<'a> Fused<'a> {
+    fn add(&mut self, id: &'a str, contribution: f32) {
+        match self.slots.get(id) {
+            Some(&slot) => self.scores[slot].1 += contribution,
+            None => {
+                self.slots.insert(id, self.scores.len());
+                self.scores.push((id.to_owned(), contribution));
             }
         }
     }
-    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
-    fused
+
+    /// Stable sort: equal scores keep first-seen order.
+    fn best_first(mut self) -> Vec<(String, f32)> {
+        self.scores.sort_by(|a, b| b.1.total_cmp(&a.1));
+        self.scores
+    }
 }
 
 /// Reciprocal rank fusion of ranked lists of document ids, each already grouped per document
@@ -72,8 +88,7 @@ pub fn score_fusion(
 /// lists are read rank by rank, so the result is deterministic. A repeated id within one list
 /// only counts at its first (best) rank.
 pub fn rrf(lists: &[&[String]], k: f32) -> Vec<(String, f32)> {
-    let mut scores: HashMap<&str, usize> = HashMap::new();
-    let mut fused: Vec<(String, f32)> = Vec::new();
+    let mut fused = Fused::default();
     let mut seen_per_list: Vec<HashSet<&str>> = vec![HashSet::new(); lists.len()];
     let longest = lists.iter().map(|list| list.len()).max().unwrap_or(0);
     // Read rank by rank across lists so that first-seen order reflects rank, not list order.
@@ -83,19 +98,10 @@ pub fn rrf(lists: &[&[String]], k: f32) -> Vec<(String, f32)> {
             if !seen_per_list[list_no].insert(id.as_str()) {
                 continue;
             }
-            let contribution = 1.0 / (k + (rank + 1) as f32);
-            match scores.get(id.as_str()) {
-                Some(&slot) => fused[slot].1 += contribution,
-                None => {
-                    scores.insert(id.as_str(), fused.len());
-                    fused.push((id.clone(), contribution));
-                }
-            }
+            fused.add(id, 1.0 / (k + (rank + 1) as f32));
         }
     }
-    // Stable sort: equal scores keep first-seen order.
-    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
-    fused
+    fused.best_first()
 }
 
 /// Keep each document's best chunk: the first occurrence of each document in a best-first
