@@ -83,6 +83,15 @@ impl Change {
             stamp,
         }
     }
+
+    /// What filters see of this change: the version's values at the change's times.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            event_time_ms: self.stamp.event_time_ms,
+            indexed_at_ms: self.stamp.indexed_at_ms,
+            ..self.doc.candidate()
+        }
+    }
 }
 
 /// A partition: (topic, partition).
@@ -506,15 +515,7 @@ impl Engine {
             )));
         }
         let filter = build_filter(c, req.filter.as_ref(), access)?;
-        let visible = |change: &Change| {
-            let candidate = Candidate {
-                metadata: &change.doc.metadata,
-                tenant: change.doc.tenant.as_deref(),
-                event_time_ms: change.stamp.event_time_ms,
-                indexed_at_ms: change.stamp.indexed_at_ms,
-            };
-            filter.accepts(&change.doc.terms, &candidate)
-        };
+        let visible = |change: &Change| filter.accepts(&change.doc.terms, &change.candidate());
         let applied = || {
             self.progress
                 .snapshot(&c.config.topics)
@@ -616,13 +617,7 @@ impl ChangeWatch {
         {
             return false;
         }
-        let candidate = Candidate {
-            metadata: &change.doc.metadata,
-            tenant: change.doc.tenant.as_deref(),
-            event_time_ms: change.stamp.event_time_ms,
-            indexed_at_ms: change.stamp.indexed_at_ms,
-        };
-        self.filter.accepts(&change.doc.terms, &candidate)
+        self.filter.accepts(&change.doc.terms, &change.candidate())
     }
 }
 
