@@ -297,6 +297,10 @@ async def test_retention_passing_unapplied_records_reads_on_without_purging(brok
         server.wait_ready()
         assert len((await head_search(server, "generation"))["results"]) == 10
         server.process.send_signal(signal.SIGSTOP)
+        # A fetch sent just before the stop may still be waiting at the broker
+        # (fetch.wait.max.ms) and would carry the next records into the socket: let it be
+        # answered empty first, so the records below are really unread while stopped.
+        time.sleep(1)
     try:
         with Producer(broker) as p:
             p.send_many(topic, [doc(i) for i in range(10, 40)])

@@ -243,6 +243,17 @@ impl Progress {
         finish_reread(topic, partition, entry);
     }
 
+    /// True once partitions are tracked and every one has a log end read from the broker.
+    pub fn all_watermarks_known(&self) -> bool {
+        let map = self.partitions.read();
+        !map.is_empty() && map.values().all(|p| p.high_watermark.is_some())
+    }
+
+    /// How many partitions are tracked.
+    pub fn tracked(&self) -> usize {
+        self.partitions.read().len()
+    }
+
     /// True while any of the given topics' partitions (all when empty) is being re-read.
     pub fn rereading(&self, topics: &[String]) -> bool {
         self.partitions.read().iter().any(|((t, _), p)| {
