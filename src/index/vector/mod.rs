@@ -1061,6 +1061,20 @@ mod tests {
         true
     }
 
+    /// An index of `n` random `dim`-d vectors, upserted as `d0`, `d1`, … (version 1, one
+    /// chunk each) and all in the graph; returns the vectors too.
+    fn random_index(rng: &mut Rng, n: usize, dim: usize) -> (VectorIndex, Vec<Vec<f32>>) {
+        let index = VectorIndex::new(dim, HnswParams::default());
+        let vectors: Vec<Vec<f32>> = (0..n).map(|_| rng.vector(dim)).collect();
+        for (i, v) in vectors.iter().enumerate() {
+            index
+                .upsert(&format!("d{i}"), 1, &[(0, v.clone())])
+                .unwrap();
+        }
+        index.wait_indexed();
+        (index, vectors)
+    }
+
     fn unit(dim: usize, axis: usize) -> Vec<f32> {
         let mut v = vec![0.0; dim];
         v[axis] = 1.0;
@@ -1132,13 +1146,7 @@ mod tests {
     fn graph_walk_masks_superseded_and_deleted_points() {
         // Enough points that `search` walks the graph instead of scanning.
         let mut rng = Rng(7);
-        let index = VectorIndex::new(8, HnswParams::default());
-        let vectors: Vec<Vec<f32>> = (0..300).map(|_| rng.vector(8)).collect();
-        for (i, v) in vectors.iter().enumerate() {
-            index
-                .upsert(&format!("d{i}"), 1, &[(0, v.clone())])
-                .unwrap();
-        }
+        let (index, vectors) = random_index(&mut rng, 300, 8);
         let flipped: Vec<f32> = vectors[0].iter().map(|x| -x).collect();
         index.upsert("d0", 2, &[(0, flipped)]).unwrap();
         index.delete("d1");
@@ -1230,14 +1238,7 @@ mod tests {
     #[test]
     fn filter_gets_full_top_k_when_few_docs_pass() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let index = VectorIndex::new(16, HnswParams::default());
-        let vectors: Vec<Vec<f32>> = (0..2000).map(|_| rng.vector(16)).collect();
-        for (i, v) in vectors.iter().enumerate() {
-            index
-                .upsert(&format!("d{i}"), 1, &[(0, v.clone())])
-                .unwrap();
-        }
-        index.wait_indexed();
+        let (index, vectors) = random_index(&mut rng, 2000, 16);
         let passing = ["d7", "d300", "d999", "d1500", "d1999"];
         let accept = |doc: &str| passing.contains(&doc);
         let query = rng.vector(16);
@@ -1286,14 +1287,7 @@ mod tests {
     fn recall_at_10_against_brute_force() {
         let dim = 32;
         let mut rng = Rng(42);
-        let index = VectorIndex::new(dim, HnswParams::default());
-        let vectors: Vec<Vec<f32>> = (0..2000).map(|_| rng.vector(dim)).collect();
-        for (i, v) in vectors.iter().enumerate() {
-            index
-                .upsert(&format!("d{i}"), 1, &[(0, v.clone())])
-                .unwrap();
-        }
-        index.wait_indexed();
+        let (index, vectors) = random_index(&mut rng, 2000, dim);
         let unit: Vec<Vec<f32>> = vectors
             .iter()
             .map(|v| normalise(v, dim, String::new).unwrap())
