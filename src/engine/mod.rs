@@ -680,19 +680,30 @@ impl Engine {
             .into_iter()
             .map(|((t, p), _)| (t.to_string(), p))
             .collect();
-        let reading = meta.watermarks(partitions, timeout).await;
+        let reading = self.read_watermarks(meta, partitions, timeout).await;
         if !reading.marks.is_empty() {
             crate::source::broker_health().mark_up();
         } else if let Some((_, reason)) = reading.failed.first() {
             crate::source::broker_health().mark_down(reason);
         }
+        self.update_readiness(&reading.marks);
+        reading.marks.len()
+    }
+
+    /// Reads `partitions`' watermarks from the broker and stores those that answered.
+    pub(crate) async fn read_watermarks(
+        &self,
+        meta: &MetaClient,
+        partitions: Vec<(String, i32)>,
+        timeout: std::time::Duration,
+    ) -> crate::source::meta::Reading {
+        let reading = meta.watermarks(partitions, timeout).await;
         let at = now_ms();
         for w in &reading.marks {
             self.progress
                 .set_watermarks(&w.topic, w.partition, w.low, w.high, at);
         }
-        self.update_readiness(&reading.marks);
-        reading.marks.len()
+        reading
     }
 
     /// Partitions restored without a topic ID (a snapshot of an older freshet) whose log

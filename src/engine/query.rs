@@ -224,12 +224,7 @@ impl Engine {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let reading = meta.watermarks(partitions, remaining).await;
-        let at = now_ms();
-        for w in &reading.marks {
-            self.progress
-                .set_watermarks(&w.topic, w.partition, w.low, w.high, at);
-        }
+        let reading = self.read_watermarks(meta, partitions, remaining).await;
         if let Some(((topic, partition), reason)) = reading.failed.first() {
             return Err(format!(
                 "could not read the end of {} partition(s) from the broker (e.g. {topic}/{partition}: {reason})",
