@@ -36,7 +36,11 @@ pub use changes::{
 pub use checkpoint::{GraphDump, RestoreReport};
 use compaction::{Rebuild, VectorOp};
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
+pub(crate) use query::{
+    Candidate, Retrieved, embed_query, fetch_depth, fuse, query_vector, render_hit, retrieve, search_pool,
+};
 pub use ranking::{MAX_SEARCH_DEPTH, Recency, RecencyField};
+pub(crate) use ranking::next_cursor;
 
 /// Errors building the engine at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -377,6 +381,8 @@ pub struct Engine {
     catch_up: CatchUp,
     /// Every applied batch's changes, for subscriptions.
     change_events: tokio::sync::broadcast::Sender<Arc<Vec<Published>>>,
+    /// This node's part in a cluster (`[cluster]`), set once at start.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Engine {
@@ -427,7 +433,18 @@ impl Engine {
             rebuilds: Mutex::new(Vec::new()),
             catch_up: CatchUp::default(),
             change_events: tokio::sync::broadcast::channel(changes::SUBSCRIBER_BACKLOG).0,
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes this engine a cluster node: searches then cover every node's partitions.
+    pub fn join_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// This node's part in a cluster, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
     }
 
     /// The configuration the engine was built from.
@@ -749,24 +766,50 @@ impl Engine {
             let topics = self.topics();
             let seen: HashSet<&str> = marks.iter().map(|w| w.topic.as_str()).collect();
             let assigned = self.progress.snapshot(&[]).len();
-            if assigned == 0
-                || marks.len() < assigned
-                || !topics.iter().all(|t| seen.contains(t.as_str()))
-            {
+            // A cluster node reads only the partitions its group gave it, maybe none of a topic.
+            let (topics_covered, owns_nothing) = match self.cluster() {
+                Some(cluster) => {
+                    let o = cluster.ownership();
+                    (o.assigned_once(), o.assigned_once() && o.owned().is_empty())
+                }
+                None => (topics.iter().all(|t| seen.contains(t.as_str())), false),
+            };
+            if owns_nothing {
+                // A cluster node the group gave nothing has nothing to catch up with.
+                *targets = Some(Vec::new());
+            } else if assigned == 0 || marks.len() < assigned || !topics_covered {
                 return;
+            } else {
+                *targets = Some(
+                    marks
+                        .iter()
+                        .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
+                        .collect(),
+                );
             }
-            *targets = Some(
-                marks
-                    .iter()
-                    .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
-                    .collect(),
-            );
         }
         if let Some(t) = targets.as_ref()
-            && self.progress.reached_all(t)
+            && self.start_targets_reached(t)
         {
             self.ready.store(true, Ordering::Release);
             tracing::info!("caught up with the stream: ready");
+        }
+    }
+
+    /// True when the start-up targets are reached; a cluster node only counts the partitions
+    /// it still owns (others were handed over while it caught up).
+    fn start_targets_reached(&self, targets: &[OffsetTarget]) -> bool {
+        match self.cluster() {
+            Some(cluster) => {
+                let o = cluster.ownership();
+                let owned: Vec<OffsetTarget> = targets
+                    .iter()
+                    .filter(|(topic, partition, _)| o.owns(topic, *partition))
+                    .cloned()
+                    .collect();
+                self.progress.reached_all(&owned)
+            }
+            None => self.progress.reached_all(targets),
         }
     }
 
@@ -777,7 +820,7 @@ impl Engine {
         }
         let targets = self.startup_targets.lock();
         if let Some(t) = targets.as_ref()
-            && self.progress.reached_all(t)
+            && self.start_targets_reached(t)
         {
             self.ready.store(true, Ordering::Release);
             tracing::info!("caught up with the stream: ready");

@@ -450,7 +450,12 @@ impl Freshet {
             .map_err(tool_error)?;
         let started = Instant::now();
         let asked = req.mode;
-        let result = self.engine.search(req, &access).await;
+        let result = match self.engine.cluster() {
+            Some(cluster) => {
+                crate::cluster::coordinator::search(&self.engine, cluster, req, &access).await
+            }
+            None => self.engine.search(req, &access).await,
+        };
         let mode = match &result {
             Ok(r) => r.mode.clone(),
             Err(_) => format!("{asked:?}").to_lowercase(),
