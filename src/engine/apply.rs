@@ -142,7 +142,7 @@ impl Engine {
     pub fn prepare(&self, batch: Batch) -> PreparedBatch {
         let started = Instant::now();
         let mut items = self.decode_and_chunk(batch.records);
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             if let Some(embedder) = &c.embedder {
                 embed_collection(c, embedder.as_ref(), &mut items);
             }
@@ -160,7 +160,7 @@ impl Engine {
         records
             .into_iter()
             .map(|record| {
-                let change = match self.collection_for_topic(&record.topic) {
+                let change = match self.catalog.for_topic(&record.topic) {
                     None => PreparedChange::Unrouted,
                     Some(c) => prepare_record(c, &record),
                 };
@@ -174,8 +174,9 @@ impl Engine {
     /// was recreated.
     fn purge_partition(&self, reset: &PartitionReset) -> usize {
         let (topic, partition) = (&*reset.topic, reset.partition);
-        let Some(c) = self.collection_for_topic(topic) else {
-            self.progress
+        let Some(c) = self.catalog.for_topic(topic) else {
+            self.freshness
+                .progress()
                 .reset(topic, partition, reset.topic_id.clone());
             return 0;
         };
@@ -190,7 +191,8 @@ impl Engine {
             }
         }
         c.flush_vectors();
-        self.progress
+        self.freshness
+            .progress()
             .reset(topic, partition, reset.topic_id.clone());
         c.changes.reset_partition(topic, partition);
         self.cut(c, &HashMap::new());
@@ -229,14 +231,15 @@ impl Engine {
         } in batch
         {
             let key = (Arc::clone(&rec.topic), rec.partition);
-            let next = next_in_batch
-                .get(&key)
-                .copied()
-                .or_else(|| self.progress.next_offset(&rec.topic, rec.partition));
+            let next = next_in_batch.get(&key).copied().or_else(|| {
+                self.freshness
+                    .progress()
+                    .next_offset(&rec.topic, rec.partition)
+            });
             if next.is_some_and(|n| rec.offset < n) {
                 outcome.replays += 1;
                 self.metrics.count_records(&rec.topic, "replay", 1);
-                if let Some(c) = self.collection_for_topic(&rec.topic) {
+                if let Some(c) = self.catalog.for_topic(&rec.topic) {
                     c.counts.lock().replays_skipped += 1;
                 }
                 continue;
@@ -299,7 +302,7 @@ impl Engine {
         // A persisted collection checkpoints whenever its offsets moved (even for poison
         // records only), so a restart does not read them again.
         for (topic, _) in next_in_batch.keys() {
-            if let Some(c) = self.collection_for_topic(topic)
+            if let Some(c) = self.catalog.for_topic(topic)
                 && c.persisted.is_some()
                 && !touched.iter().any(|t| Arc::ptr_eq(t, c))
             {
@@ -340,20 +343,23 @@ impl Engine {
         // Before the offsets move: see `changes` for why.
         self.publish_changes(feed);
         for ((topic, partition), next) in next_in_batch {
-            self.progress.advance(&topic, partition, next - 1);
+            self.freshness
+                .progress()
+                .advance(&topic, partition, next - 1);
         }
         for p in positions {
-            self.progress
+            self.freshness
+                .progress()
                 .advance_to_position(&p.topic, p.partition, p.next_offset);
         }
-        self.progress.notify_applied();
+        self.freshness.progress().notify_applied();
         if !touched.is_empty() {
             self.metrics
                 .observe_apply_stage(ApplyStage::VectorFlush, publishing - flushing);
             self.metrics
                 .observe_apply_stage(ApplyStage::Publish, publishing.elapsed());
         }
-        self.recheck_readiness();
+        self.freshness.recheck_readiness();
         outcome
     }
 
