@@ -24,19 +24,20 @@
 //! - [`auth`]: bearer JWTs on HTTP and the stdio principal → who calls, what it may read.
 //! - [`audit`]: the hash-chained audit log of tool calls and rejected requests.
 //! - [`runtime`]: starts and stops the background tasks.
-//! - [`catch_up`]: progress, rate and ETA while catching up at start (logged and listed).
+//! - [`freshness`]: per-partition progress, watermarks, readiness, `head` waits, and the
+//!   catch-up rate and ETA at start.
 //! - [`config`]: the TOML file, env overrides and validation.
 
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod catch_up;
 pub mod chunk;
 pub mod cluster;
 pub mod config;
 pub mod decode;
 pub mod embed;
 pub mod engine;
+pub mod freshness;
 pub mod index;
 pub mod mcp;
 pub mod metrics;

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, GraphDump, PreparedBatch};
+use crate::freshness::Freshness;
+use crate::freshness::catch_up::Applied;
 use crate::source::{
     self, Batch, ConsumerLinks, DeadLetters, MetaClient, PollOptions, ResetRequest, SourceError,
 };
@@ -78,8 +80,8 @@ impl Runtime {
         let persisted = store.is_some();
         let consumer = source::spawn_consumer(
             &config.kafka,
-            engine.topics(),
-            Arc::clone(engine.progress()),
+            engine.catalog().topics(),
+            Arc::clone(engine.freshness().progress()),
             ConsumerLinks {
                 batches: tx,
                 resets: reset_rx,
@@ -100,13 +102,25 @@ impl Runtime {
         let checkpoints = Checkpointer::spawn(Arc::clone(&engine), persisted)?;
         let cancel = CancellationToken::new();
         tokio::spawn(refresh_watermarks(
-            Arc::clone(&engine),
+            Arc::clone(engine.freshness()),
             Duration::from_millis(config.kafka.watermark_interval_ms.max(50)),
             reset_tx,
             cancel.clone(),
         ));
-        tokio::spawn(crate::catch_up::run(
-            Arc::clone(&engine),
+        let catalog = Arc::clone(engine.catalog());
+        tokio::spawn(crate::freshness::catch_up::run(
+            Arc::clone(engine.freshness()),
+            move || {
+                catalog
+                    .collections()
+                    .iter()
+                    .map(|c| Applied {
+                        collection: c.name().to_string(),
+                        topics: c.config.topics.clone(),
+                        applied: c.applied_records(),
+                    })
+                    .collect()
+            },
             Duration::from_millis(config.server.progress_log_interval_ms),
             cancel.clone(),
         ));
@@ -152,19 +166,15 @@ impl Runtime {
     }
 }
 
+/// A cluster node's group member, and its ownership with the handoff grace for the consumer.
+type Joined = (
+    Option<crate::cluster::Membership>,
+    Option<(Arc<crate::cluster::Ownership>, Duration)>,
+);
+
 /// In a cluster: joins this node's consumer group and makes the engine a cluster node.
 /// Returns the member (left at shutdown) and what the consumer needs to follow ownership.
-#[allow(clippy::type_complexity)]
-fn join_cluster(
-    config: &Config,
-    engine: &Arc<Engine>,
-) -> Result<
-    (
-        Option<crate::cluster::Membership>,
-        Option<(Arc<crate::cluster::Ownership>, Duration)>,
-    ),
-    StartError,
-> {
+fn join_cluster(config: &Config, engine: &Arc<Engine>) -> Result<Joined, StartError> {
     let Some(settings) = &config.cluster else {
         return Ok((None, None));
     };
@@ -177,10 +187,11 @@ fn join_cluster(
         )));
     };
     engine.join_cluster(Arc::new(cluster));
+    engine.freshness().follow_ownership(Arc::clone(&ownership));
     let membership = crate::cluster::Membership::start(
         &config.kafka,
         settings,
-        engine.topics(),
+        engine.catalog().topics(),
         Arc::clone(&ownership),
     )?;
     tracing::info!(
@@ -397,7 +408,7 @@ const FAST_WATERMARK_READS: u32 = 50;
 /// Keeps lag current, and asks the consumer to re-read a partition whose applied offset no
 /// longer exists in the broker's log (topic recreated, or retention passed it).
 async fn refresh_watermarks(
-    engine: Arc<Engine>,
+    freshness: Arc<Freshness>,
     every: Duration,
     resets: std::sync::mpsc::Sender<ResetRequest>,
     cancel: CancellationToken,
@@ -411,23 +422,23 @@ async fn refresh_watermarks(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {
-                let answered = engine.refresh_watermarks(Duration::from_secs(2)).await;
+                let answered = freshness.refresh_watermarks(Duration::from_secs(2)).await;
                 // Until every partition has a log end, catch-up cannot say what remains and
                 // readiness cannot be decided: read again soon rather than in `every` (a
                 // catch-up may be over by then). A broker that does not answer is not polled
                 // faster than `every`.
-                let now_tracked = engine.progress().tracked();
+                let now_tracked = freshness.progress().tracked();
                 if now_tracked != tracked {
                     (fast_left, tracked) = (FAST_WATERMARK_READS, now_tracked);
                 }
-                let known = engine.progress().all_watermarks_known();
+                let known = freshness.progress().all_watermarks_known();
                 wait = if !known && (answered > 0 || tracked == 0) && fast_left > 0 {
                     fast_left -= 1;
                     Duration::from_millis(100).min(every)
                 } else {
                     every
                 };
-                for (topic, partition, reason) in engine.partitions_to_reset() {
+                for (topic, partition, reason) in freshness.partitions_to_reset() {
                     let key = (topic, partition);
                     // One request per partition until the writer has acted on it.
                     if requested.get(&key).is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {

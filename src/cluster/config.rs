@@ -120,7 +120,9 @@ impl ClusterConfig {
                 ));
             }
             (Some(dns), true) => {
-                let port = dns.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+                let port = dns
+                    .rsplit_once(':')
+                    .map(|(host, port)| (host, port.parse::<u16>()));
                 if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
                     return Err(ConfigError::key(
                         "cluster.peers_dns",
@@ -208,7 +210,8 @@ topics = ["articles"]
         // SAFETY: the tests of this module all set the same value; nothing else reads it.
         unsafe { std::env::set_var(KEY_VAR, "0123456789abcdef0123") };
         let text = format!("{BASE}\n[cluster]\nkey_env = \"{KEY_VAR}\"\n{cluster}");
-        Config::from_toml_with_env(&text, Path::new("t.toml"), Vec::new()).map_err(|e| e.to_string())
+        Config::from_toml_with_env(&text, Path::new("t.toml"), Vec::new())
+            .map_err(|e| e.to_string())
     }
 
     const GOOD: &str = r#"
@@ -236,18 +239,36 @@ advertise_url = "http://127.0.0.1:8082/"
     #[test]
     fn bad_sections_name_the_key() {
         let cases = [
-            (GOOD.replace("group = \"articles\"", "group = \" \""), "cluster.group"),
             (
-                GOOD.replace("peers = [\"http://127.0.0.1:8081\", \"http://127.0.0.1:8082\"]", ""),
+                GOOD.replace("group = \"articles\"", "group = \" \""),
+                "cluster.group",
+            ),
+            (
+                GOOD.replace(
+                    "peers = [\"http://127.0.0.1:8081\", \"http://127.0.0.1:8082\"]",
+                    "",
+                ),
                 "cluster.peers",
             ),
-            (format!("{GOOD}peers_dns = \"freshet:8080\""), "cluster.peers_dns"),
+            (
+                format!("{GOOD}peers_dns = \"freshet:8080\""),
+                "cluster.peers_dns",
+            ),
             (GOOD.replace("8081\"", "8081/x?y\""), "cluster.peers[0]"),
             (GOOD.replace("8082/\"", "8083\""), "cluster.advertise_url"),
             (format!("{GOOD}replicas = 0"), "cluster.replicas"),
-            (format!("{GOOD}replicas = 2\nreplica = 2"), "cluster.replica"),
-            (format!("{GOOD}session_timeout_ms = 6000"), "cluster.session_timeout_ms"),
-            (format!("{GOOD}group_protocol = \"eager\""), "cluster.group_protocol"),
+            (
+                format!("{GOOD}replicas = 2\nreplica = 2"),
+                "cluster.replica",
+            ),
+            (
+                format!("{GOOD}session_timeout_ms = 6000"),
+                "cluster.session_timeout_ms",
+            ),
+            (
+                format!("{GOOD}group_protocol = \"eager\""),
+                "cluster.group_protocol",
+            ),
             (format!("{GOOD}colour = 1"), "cluster"),
         ];
         for (text, key) in cases {
@@ -269,12 +290,13 @@ advertise_url = "http://127.0.0.1:8082/"
 
     #[test]
     fn the_key_must_be_set_and_long_enough() {
-        let text = format!(
-            "{BASE}\n[cluster]\nkey_env = \"FRESHET_TEST_SURELY_UNSET\"\n{GOOD}"
-        );
-        let err = Config::from_toml_with_env(&text, Path::new("t.toml"), Vec::new())
-            .expect_err("no key");
+        let text = format!("{BASE}\n[cluster]\nkey_env = \"FRESHET_TEST_SURELY_UNSET\"\n{GOOD}");
+        let err =
+            Config::from_toml_with_env(&text, Path::new("t.toml"), Vec::new()).expect_err("no key");
         assert!(err.to_string().starts_with("cluster.key_env"), "{err}");
-        assert!(err.to_string().contains("FRESHET_TEST_SURELY_UNSET"), "{err}");
+        assert!(
+            err.to_string().contains("FRESHET_TEST_SURELY_UNSET"),
+            "{err}"
+        );
     }
 }

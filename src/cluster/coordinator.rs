@@ -10,8 +10,8 @@ use futures::future::join_all;
 use crate::api::{Hit, PartitionWatermark, SearchResult, Watermark};
 use crate::config::CollectionConfig;
 use crate::engine::{
-    Access, Consistency, Engine, Mode, QueryError, RecencyField, SearchRequest, fetch_depth,
-    fuse, next_cursor,
+    Access, Consistency, Engine, Mode, QueryError, RecencyField, SearchRequest, fetch_depth, fuse,
+    next_cursor,
 };
 use crate::index::TermStats;
 use crate::time::{now_ms, rfc3339_ms};
@@ -226,7 +226,8 @@ pub async fn search(
     }
     caught_up &= !partitions.is_empty() && partitions.iter().all(|p| p.caught_up);
     partitions.sort_by(|a, b| {
-        (&a.watermark.topic, a.watermark.partition).cmp(&(&b.watermark.topic, b.watermark.partition))
+        (&a.watermark.topic, a.watermark.partition)
+            .cmp(&(&b.watermark.topic, b.watermark.partition))
     });
 
     let (results, modes, next) = fuse_answers(&req, &configs, answers, offset, &mut notes)?;
@@ -272,14 +273,13 @@ pub fn fuse_answers(
 ) -> Result<Fused, QueryError> {
     let depth = offset + req.k;
     let fetch = fetch_depth(req.mode, depth);
-    let mut per_collection: HashMap<String, (Option<String>, Vec<Candidate>, Vec<Candidate>)> =
-        HashMap::new();
+    let mut per_collection: HashMap<String, Gathered> = HashMap::new();
     for answer in answers {
         for c in answer.collections {
             let slot = per_collection.entry(c.name).or_default();
-            slot.0.get_or_insert(c.mode);
-            slot.1.extend(c.bm25);
-            slot.2.extend(c.vector);
+            slot.mode.get_or_insert(c.mode);
+            slot.bm25.extend(c.bm25);
+            slot.vector.extend(c.vector);
             for note in c.notes {
                 if !notes.contains(&note) {
                     notes.push(note);
@@ -291,7 +291,7 @@ pub fn fuse_answers(
     let mut lists: Vec<Vec<Candidate>> = Vec::new();
     // In the order a single node searches them: config order.
     for config in configs {
-        let Some((mode, bm25, vector)) = per_collection.remove(&config.name) else {
+        let Some(Gathered { mode, bm25, vector }) = per_collection.remove(&config.name) else {
             continue;
         };
         let mode_name = mode.unwrap_or_else(|| super::wire::mode_name(req.mode).to_string());
@@ -303,7 +303,9 @@ pub fn fuse_answers(
             Mode::Vector => vector,
             Mode::Hybrid => {
                 let scored = |list: &[Candidate]| -> Vec<(String, f32)> {
-                    list.iter().map(|c| (c.hit.id.clone(), c.hit.score)).collect()
+                    list.iter()
+                        .map(|c| (c.hit.id.clone(), c.hit.score))
+                        .collect()
                 };
                 let fused = fuse(config, &scored(&bm25), &scored(&vector));
                 // The passage shown is the best BM25 chunk when there is one.
@@ -341,6 +343,15 @@ pub fn fuse_answers(
     ranked.truncate(depth);
     let results = ranked.into_iter().skip(offset).map(|c| c.hit).collect();
     Ok((results, modes, next))
+}
+
+/// One collection's candidates from every shard.
+#[derive(Default)]
+struct Gathered {
+    /// The mode the first shard used.
+    mode: Option<String>,
+    bm25: Vec<Candidate>,
+    vector: Vec<Candidate>,
 }
 
 /// One list from several shards' lists: best score first (ties by id, so every node

@@ -43,7 +43,11 @@ async fn require_key(State(node): State<Node>, req: Request, next: Next) -> Resp
             "cluster: refused an internal call to {} without the shared key",
             req.uri().path()
         );
-        return error(StatusCode::UNAUTHORIZED, "the cluster key is missing or wrong", false);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the cluster key is missing or wrong",
+            false,
+        );
     }
     next.run(req).await
 }

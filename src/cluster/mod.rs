@@ -98,8 +98,7 @@ impl Cluster {
         };
         match std::net::ToSocketAddrs::to_socket_addrs(dns.as_str()) {
             Ok(addrs) => {
-                let mut urls: Vec<String> =
-                    addrs.map(|a| format!("{scheme}://{a}")).collect();
+                let mut urls: Vec<String> = addrs.map(|a| format!("{scheme}://{a}")).collect();
                 urls.sort();
                 urls.dedup();
                 urls

@@ -35,10 +35,15 @@ pub fn partition_states(
     engine: &Engine,
     keys: impl Iterator<Item = (Arc<str>, i32)>,
 ) -> Vec<OwnedPartition> {
-    let progress: std::collections::HashMap<_, _> =
-        engine.progress().snapshot(&[]).into_iter().collect();
+    let progress: std::collections::HashMap<_, _> = engine
+        .freshness()
+        .progress()
+        .snapshot(&[])
+        .into_iter()
+        .collect();
     // As for single-node answers: lag computed from an old reading proves nothing.
-    let fresh_after = now_ms() - (engine.config().kafka.watermark_interval_ms as i64 * 3).max(5_000);
+    let fresh_after =
+        now_ms() - (engine.config().kafka.watermark_interval_ms as i64 * 3).max(5_000);
     keys.map(|key| match progress.get(&key) {
         Some(p) => {
             let watermark = PartitionWatermark::new(&key, p);

@@ -81,7 +81,9 @@ impl From<&Access> for WireAccess {
 impl From<WireAccess> for Access {
     fn from(a: WireAccess) -> Self {
         Access {
-            collections: a.collections.map(|names| names.into_iter().collect::<HashSet<_>>()),
+            collections: a
+                .collections
+                .map(|names| names.into_iter().collect::<HashSet<_>>()),
             tenant: match a.tenant {
                 WireTenant::All => TenantScope::All,
                 WireTenant::Only(t) => TenantScope::Only(t),

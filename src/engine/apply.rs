@@ -149,7 +149,7 @@ impl Engine {
     pub fn prepare(&self, batch: Batch) -> PreparedBatch {
         let started = Instant::now();
         let mut items = self.decode_and_chunk(batch.records);
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             if let Some(embedder) = &c.embedder {
                 embed_collection(c, embedder.as_ref(), &mut items);
             }
@@ -168,7 +168,7 @@ impl Engine {
         records
             .into_iter()
             .map(|record| {
-                let change = match self.collection_for_topic(&record.topic) {
+                let change = match self.catalog.for_topic(&record.topic) {
                     None => PreparedChange::Unrouted,
                     Some(c) => prepare_record(c, &record),
                 };
@@ -183,10 +183,11 @@ impl Engine {
     fn purge_partition(&self, reset: &PartitionReset) -> usize {
         let (topic, partition) = (&*reset.topic, reset.partition);
         let reset_progress = || {
-            self.progress
+            self.freshness
+                .progress()
                 .reset(topic, partition, reset.topic_id.clone())
         };
-        let Some(c) = self.collection_for_topic(topic) else {
+        let Some(c) = self.catalog.for_topic(topic) else {
             reset_progress();
             return 0;
         };
@@ -207,8 +208,8 @@ impl Engine {
     /// Drops a partition another node owns now (cluster handoff): its documents, change
     /// feed entries and progress go, as if it had never been read here.
     fn release_partition(&self, topic: &str, partition: i32) {
-        let untrack = || self.progress.untrack(topic, partition);
-        let Some(c) = self.collection_for_topic(topic) else {
+        let untrack = || self.freshness.progress().untrack(topic, partition);
+        let Some(c) = self.catalog.for_topic(topic) else {
             untrack();
             return;
         };
@@ -272,14 +273,15 @@ impl Engine {
         } in batch
         {
             let key = (Arc::clone(&rec.topic), rec.partition);
-            let next = next_in_batch
-                .get(&key)
-                .copied()
-                .or_else(|| self.progress.next_offset(&rec.topic, rec.partition));
+            let next = next_in_batch.get(&key).copied().or_else(|| {
+                self.freshness
+                    .progress()
+                    .next_offset(&rec.topic, rec.partition)
+            });
             if next.is_some_and(|n| rec.offset < n) {
                 outcome.replays += 1;
                 self.metrics.count_records(&rec.topic, "replay", 1);
-                if let Some(c) = self.collection_for_topic(&rec.topic) {
+                if let Some(c) = self.catalog.for_topic(&rec.topic) {
                     c.counts.lock().replays_skipped += 1;
                 }
                 continue;
@@ -342,7 +344,7 @@ impl Engine {
         // A persisted collection checkpoints whenever its offsets moved (even for poison
         // records only), so a restart does not read them again.
         for (topic, _) in next_in_batch.keys() {
-            if let Some(c) = self.collection_for_topic(topic)
+            if let Some(c) = self.catalog.for_topic(topic)
                 && c.persisted.is_some()
                 && !touched.iter().any(|t| Arc::ptr_eq(t, c))
             {
@@ -383,23 +385,26 @@ impl Engine {
         // Before the offsets move: see `changes` for why.
         self.publish_changes(feed);
         for ((topic, partition), next) in next_in_batch {
-            self.progress.advance(&topic, partition, next - 1);
+            self.freshness
+                .progress()
+                .advance(&topic, partition, next - 1);
         }
         for p in positions {
-            self.progress
+            self.freshness
+                .progress()
                 .advance_to_position(&p.topic, p.partition, p.next_offset);
         }
         for (topic, partition) in released {
             self.release_partition(&topic, partition);
         }
-        self.progress.notify_applied();
+        self.freshness.progress().notify_applied();
         if !touched.is_empty() {
             self.metrics
                 .observe_apply_stage(ApplyStage::VectorFlush, publishing - flushing);
             self.metrics
                 .observe_apply_stage(ApplyStage::Publish, publishing.elapsed());
         }
-        self.recheck_readiness();
+        self.freshness.recheck_readiness();
         outcome
     }
 

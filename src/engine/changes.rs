@@ -434,7 +434,7 @@ impl Engine {
                 change: Arc::new(change),
             })
             .collect();
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             let mine: Vec<Arc<Change>> = published
                 .iter()
                 .filter(|p| Arc::ptr_eq(&p.collection, c))
@@ -444,7 +444,8 @@ impl Engine {
                 c.changes.record(
                     mine,
                     |topic, partition| {
-                        self.progress
+                        self.freshness
+                            .progress()
                             .next_offset(topic, partition)
                             .map(|next| next - 1)
                     },
@@ -505,8 +506,12 @@ impl Engine {
             },
         };
         if let ReadFrom::Cursor(cursor) = &from
-            && let Some(topic) =
-                cursor.recreated_topic(|t| self.progress.topic_id(t).map(|id| id.to_string()))
+            && let Some(topic) = cursor.recreated_topic(|t| {
+                self.freshness
+                    .progress()
+                    .topic_id(t)
+                    .map(|id| id.to_string())
+            })
         {
             return Err(QueryError::InvalidArgument(format!(
                 "expired cursor: topic `{topic}` was recreated since it was taken, so its offsets \
@@ -517,7 +522,8 @@ impl Engine {
         let filter = build_filter(c, req.filter.as_ref(), access)?;
         let visible = |change: &Change| filter.accepts(&change.doc.terms, &change.candidate());
         let applied = || {
-            self.progress
+            self.freshness
+                .progress()
                 .snapshot(&c.config.topics)
                 .into_iter()
                 .filter_map(|((topic, partition), p)| {
@@ -533,7 +539,7 @@ impl Engine {
             .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
         let mut next = page.next;
         for topic in &c.config.topics {
-            if let Some(id) = self.progress.topic_id(topic) {
+            if let Some(id) = self.freshness.progress().topic_id(topic) {
                 next.set_topic_id(topic, &id);
             }
         }

@@ -123,7 +123,7 @@ impl Engine {
     /// from its topics.
     pub fn open_persisted(&self) -> RestoreReport {
         let mut report = RestoreReport::default();
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             let Some(p) = &c.persisted else { continue };
             // Leftovers of writes a crash interrupted, before anything else takes space.
             vector_store::remove_temp_files(&p.vectors_dir());
@@ -214,7 +214,7 @@ impl Engine {
             c.view.put(doc.into_stored(terms));
         }
         for part in &checkpoint.partitions {
-            self.progress.track(
+            self.freshness.progress().track(
                 &part.topic,
                 part.partition,
                 Some(part.next_offset),
@@ -273,7 +273,7 @@ impl Engine {
     pub fn checkpoint_due(&self, force: bool) -> bool {
         let every = Duration::from_millis(self.config.snapshot.checkpoint_interval_ms);
         let mut wrote = false;
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             if !force
                 && (c.checkpointed_at.lock().elapsed() < every
                     || c.persisted
@@ -379,7 +379,7 @@ impl Engine {
                 (Some(v), Some(journal))
             }
         };
-        let snapshot = self.progress.snapshot(&c.config.topics);
+        let snapshot = self.freshness.progress().snapshot(&c.config.topics);
         let mut partitions: Vec<PartitionCheckpoint> = snapshot
             .iter()
             .filter_map(|((topic, partition), progress)| {
@@ -487,7 +487,8 @@ impl Engine {
     /// [`MIN_POINTS_FOR_DUMP`] points) since their last dump, or, with `all`, by anything
     /// (shutdown). Returns the work, to run off the writer's thread.
     pub fn due_graph_dumps(&self, all: bool) -> Vec<GraphDump> {
-        self.collections
+        self.catalog
+            .collections()
             .iter()
             .filter_map(|c| {
                 let p = c.persisted.as_ref()?;
@@ -577,7 +578,7 @@ impl GraphDump {
 }
 
 fn hnsw_params(c: &Collection) -> crate::index::HnswParams {
-    super::hnsw_params(&c.config)
+    super::collection::hnsw_params(&c.config)
 }
 
 /// Whether an error message is the OS saying the disk (or quota) is full.

@@ -49,7 +49,7 @@ impl Engine {
             }
         }
         *rebuilds = still_running;
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             if rebuilds.iter().any(|r| Arc::ptr_eq(&r.collection, c)) {
                 continue;
             }

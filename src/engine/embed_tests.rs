@@ -90,7 +90,7 @@ const LONG: &str = "Kafka consumers read records from partitions in order. Each 
 #[tokio::test]
 async fn long_documents_are_chunked_and_updates_remove_every_old_chunk() {
     let Some(e) = local_engine() else { return };
-    let c = Arc::clone(e.collection("docs").unwrap());
+    let c = Arc::clone(e.catalog().collection("docs").unwrap());
     e.apply(&[
         record(0, "a", doc("a", "Consumer lag", LONG)),
         record(
@@ -235,7 +235,7 @@ fn list_collections_and_identity_name_the_model() {
         ("local", Some("all-MiniLM-L6-v2"), Some(384))
     );
     assert_eq!(info.collections[0].modes, ["hybrid", "bm25", "vector"]);
-    let identity = e.collection("docs").unwrap().embedder_identity();
+    let identity = e.catalog().collection("docs").unwrap().embedder_identity();
     let parts: Vec<&str> = identity.split(':').collect();
     assert_eq!(
         &parts[..3],
@@ -256,8 +256,8 @@ fn collections_sharing_a_model_dir_share_one_model() {
     let c = Config::from_toml_with_env(&text, Path::new("t.toml"), Vec::new()).unwrap();
     let e = Engine::new(Arc::new(c), None, None).unwrap();
     let (a, b) = (
-        e.collection("a").unwrap().embedder().unwrap(),
-        e.collection("b").unwrap().embedder().unwrap(),
+        e.catalog().collection("a").unwrap().embedder().unwrap(),
+        e.catalog().collection("b").unwrap().embedder().unwrap(),
     );
     assert!(Arc::ptr_eq(a, b));
 }
@@ -305,7 +305,7 @@ async fn openai_collection_embeds_through_the_server() {
         record(2, "z", Some(json!({"id": "z", "body": "third"}))),
     ]);
     assert_eq!((out.upserts, out.poison), (2, 1));
-    let c = e.collection("docs").unwrap();
+    let c = e.catalog().collection("docs").unwrap();
     assert_eq!(c.counts().poison["embed_error"], 1);
     assert!(c.view.get("y").is_none());
     assert_eq!(c.vectors().unwrap().live_points(), 2);

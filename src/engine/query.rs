@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -20,7 +20,7 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::StoredDoc;
 
 use super::ranking::{self, Recency, RecencyField};
-use super::{Collection, Engine};
+use super::{Collection, Engine, topics_of};
 
 /// Reciprocal-rank-fusion constant (the usual 60).
 const RRF_K: f32 = 60.0;
@@ -165,7 +165,8 @@ struct Ranked {
 
 impl Engine {
     fn readable(&self, access: &Access) -> Vec<&Arc<Collection>> {
-        self.collections
+        self.catalog
+            .collections()
             .iter()
             .filter(|c| access.may_read(c.name()))
             .collect()
@@ -176,7 +177,8 @@ impl Engine {
         name: &str,
         access: &Access,
     ) -> Result<&Arc<Collection>, QueryError> {
-        self.collection(name)
+        self.catalog
+            .collection(name)
             .filter(|c| access.may_read(c.name()))
             .ok_or_else(|| QueryError::UnknownCollection {
                 name: name.to_string(),
@@ -187,71 +189,6 @@ impl Engine {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
-    }
-
-    /// Waits until every record written to these collections' partitions before the call
-    /// is applied, at most `max_wait`. `Err` says why it was not reached (the bound was hit,
-    /// or the broker could not be asked), for the answer's notes.
-    pub async fn wait_for_head(
-        &self,
-        collections: &[&Collection],
-        max_wait: Duration,
-    ) -> Result<(), String> {
-        let deadline = Instant::now() + max_wait;
-        let Some(meta) = &self.meta else {
-            return Err("no broker to ask for the partitions' ends".into());
-        };
-        let topics: Vec<String> = collections
-            .iter()
-            .flat_map(|c| c.config.topics.iter().cloned())
-            .collect();
-        // Right after start the consumer may not have assigned every topic yet.
-        let partitions: Vec<(String, i32)> = loop {
-            let snapshot = self.progress.snapshot(&topics);
-            let assigned: HashSet<&str> = snapshot.iter().map(|((t, _), _)| &**t).collect();
-            if topics.iter().all(|t| assigned.contains(t.as_str())) {
-                break snapshot
-                    .iter()
-                    .map(|((t, p), _)| (t.to_string(), *p))
-                    .collect();
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "not every topic is being read yet (waited {} ms)",
-                    max_wait.as_millis()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let reading = self.read_watermarks(meta, partitions, remaining).await;
-        if let Some(((topic, partition), reason)) = reading.failed.first() {
-            return Err(format!(
-                "could not read the end of {} partition(s) from the broker (e.g. {topic}/{partition}: {reason})",
-                reading.failed.len()
-            ));
-        }
-        let targets: Vec<crate::view::OffsetTarget> = reading
-            .marks
-            .iter()
-            .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
-            .collect();
-        let mut applied = self.progress.subscribe();
-        loop {
-            if self.progress.reached_all(&targets) {
-                return Ok(());
-            }
-            let timed_out = tokio::select! {
-                changed = applied.changed() => changed.is_err(),
-                _ = tokio::time::sleep_until(deadline.into()) => true,
-            };
-            if timed_out {
-                if self.progress.reached_all(&targets) {
-                    return Ok(());
-                }
-                return Err(format!("not reached within {} ms", max_wait.as_millis()));
-            }
-        }
     }
 
     /// The `search` tool.
@@ -266,7 +203,10 @@ impl Engine {
         let mut notes = Vec::new();
         let mut head_missed = false;
         if req.consistency == Consistency::Head
-            && let Err(why) = self.wait_for_head(&refs, req.max_wait).await
+            && let Err(why) = self
+                .freshness
+                .wait_for_head(&topics_of(&refs), req.max_wait)
+                .await
         {
             head_missed = true;
             notes.push(format!(
@@ -310,7 +250,7 @@ impl Engine {
         &self,
         req: &SearchRequest,
         access: &Access,
-    ) -> Result<(Vec<&Arc<Collection>>, Vec<Filter>, usize), QueryError> {
+    ) -> Result<Validated<'_>, QueryError> {
         let max_bytes = self.config().server.max_query_bytes;
         if req.query.len() > max_bytes {
             self.metrics().count_limit_hit("server.max_query_bytes");
@@ -373,6 +313,9 @@ impl Engine {
         Ok(())
     }
 }
+
+/// A checked search: the collections searched, one filter each, and the page's offset.
+pub(crate) type Validated<'a> = (Vec<&'a Arc<Collection>>, Vec<Filter>, usize);
 
 /// Most values a `filter` may list across its fields.
 pub const MAX_FILTER_VALUES: usize = 1024;

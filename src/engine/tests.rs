@@ -75,6 +75,7 @@ async fn ids(e: &Engine, req: SearchRequest) -> Vec<String> {
 
 fn state(e: &Engine) -> Vec<(String, i64, String)> {
     let mut docs: Vec<_> = e
+        .catalog()
         .collection("articles")
         .unwrap()
         .view
@@ -98,7 +99,12 @@ async fn replaying_a_batch_changes_nothing() {
     let first = e.apply(&batch);
     assert_eq!((first.upserts, first.deletes, first.replays), (3, 1, 0));
     let before = state(&e);
-    let chunks = e.collection("articles").unwrap().text.num_chunks();
+    let chunks = e
+        .catalog()
+        .collection("articles")
+        .unwrap()
+        .text
+        .num_chunks();
 
     let again = e.apply(&batch);
     assert_eq!(
@@ -112,7 +118,7 @@ async fn replaying_a_batch_changes_nothing() {
     assert_eq!(e.apply(&batch[2..]).replays, 2);
     assert_eq!(state(&e), before);
     assert_eq!(before, vec![("a".into(), 2, "Note\n\navocados".into())]);
-    let c = e.collection("articles").unwrap();
+    let c = e.catalog().collection("articles").unwrap();
     assert_eq!(c.text.num_chunks(), chunks);
     assert_eq!(c.vectors().unwrap().live_points(), 1);
     assert!(
@@ -182,7 +188,7 @@ async fn update_replaces_old_text_and_vector() {
         res.results[0].score.abs() < 1e-5,
         "the old vector is masked"
     );
-    let c = e.collection("articles").unwrap();
+    let c = e.catalog().collection("articles").unwrap();
     assert_eq!(c.vectors().unwrap().dead_points(), 1);
 }
 
@@ -204,11 +210,11 @@ async fn poison_is_counted_and_neighbours_applied() {
         wrong_dim,
     ]);
     assert_eq!((out.upserts, out.poison), (2, 2));
-    let counts = e.collection("articles").unwrap().counts();
+    let counts = e.catalog().collection("articles").unwrap().counts();
     assert_eq!(counts.poison["not_json"], 1);
     assert_eq!(counts.poison["bad_vector"], 1);
     assert_eq!(
-        e.progress().next_offset("articles", 0),
+        e.freshness().progress().next_offset("articles", 0),
         Some(5),
         "poison still advances"
     );
@@ -407,7 +413,7 @@ async fn vector_rebuild_drops_dead_points_and_keeps_results() {
         }
     }
     e.apply(&batch);
-    let c = e.collection("articles").unwrap();
+    let c = e.catalog().collection("articles").unwrap();
     let old = c.vectors().unwrap();
     assert_eq!((old.live_points(), old.dead_points()), (30, 90));
     let mut req = request("", Mode::Vector);
@@ -469,7 +475,8 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
         e.apply(&records[..3]);
         assert!(e.checkpoint_due(true));
         // A graph dump part way: the restore loads it and inserts only what came after.
-        e.collection("articles")
+        e.catalog()
+            .collection("articles")
             .unwrap()
             .vectors()
             .unwrap()
@@ -496,8 +503,8 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
         bm25
     );
     assert_eq!(vector_ids(&e, 3).await, vector);
-    assert_eq!(e.progress().next_offset("articles", 0), Some(5));
-    let c = e.collection("articles").unwrap();
+    assert_eq!(e.freshness().progress().next_offset("articles", 0), Some(5));
+    let c = e.catalog().collection("articles").unwrap();
     let v = c.vectors().unwrap();
     assert_eq!((v.live_points(), v.dead_points()), (2, 2));
     assert!(
@@ -522,7 +529,7 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
         vec![("articles".to_string(), 3)]
     );
     assert_eq!(ids(&e, request("dates", Mode::Bm25)).await, ["d"]);
-    assert_eq!(e.progress().next_offset("articles", 0), Some(6));
+    assert_eq!(e.freshness().progress().next_offset("articles", 0), Some(6));
 }
 
 #[tokio::test]
@@ -544,8 +551,15 @@ async fn changed_settings_or_damaged_files_rebuild_from_the_topics() {
         let report = e.open_persisted();
         assert_eq!(report.rebuilt, vec!["articles".to_string()]);
         assert!(state(&e).is_empty());
-        assert_eq!(e.collection("articles").unwrap().text.num_chunks(), 0);
-        assert_eq!(e.progress().next_offset("articles", 0), None);
+        assert_eq!(
+            e.catalog()
+                .collection("articles")
+                .unwrap()
+                .text
+                .num_chunks(),
+            0
+        );
+        assert_eq!(e.freshness().progress().next_offset("articles", 0), None);
         assert_eq!(e.apply(&history()).upserts, 4);
         e.checkpoint_due(true);
     }
@@ -595,7 +609,7 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
         e.checkpoint_due(true);
         e.maintain_vector_indexes();
         e.finish_vector_rebuilds();
-        let c = e.collection("articles").unwrap();
+        let c = e.catalog().collection("articles").unwrap();
         assert_eq!(
             c.vectors().unwrap().dead_points(),
             0,
@@ -632,7 +646,12 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
         vec![("articles".to_string(), 29)]
     );
     assert_eq!(state(&e), before);
-    let v = e.collection("articles").unwrap().vectors().unwrap();
+    let v = e
+        .catalog()
+        .collection("articles")
+        .unwrap()
+        .vectors()
+        .unwrap();
     // The delete after the swap is in the new base as a dead point, as in the live index.
     assert_eq!((v.live_points(), v.dead_points()), (29, 1));
     assert_eq!(
@@ -661,7 +680,7 @@ async fn searchable_before_the_checkpoint_and_replayed_after_a_crash() {
         found.sort();
         assert_eq!(found, ["a", "c"]);
         assert_eq!(vector_ids(&e, 3).await[0], "c");
-        let c = e.collection("articles").unwrap();
+        let c = e.catalog().collection("articles").unwrap();
         assert_eq!(c.text.num_chunks(), 2);
         assert_eq!(c.text.uncommitted(), 3);
         (
@@ -676,7 +695,7 @@ async fn searchable_before_the_checkpoint_and_replayed_after_a_crash() {
         e.open_persisted().restored,
         vec![("articles".to_string(), 2)]
     );
-    assert_eq!(e.progress().next_offset("articles", 0), Some(2));
+    assert_eq!(e.freshness().progress().next_offset("articles", 0), Some(2));
     let mut found = ids(&e, request("apples bananas", Mode::Bm25)).await;
     found.sort();
     assert_eq!(found, ["a", "b"], "the checkpoint's state");
@@ -688,6 +707,11 @@ async fn searchable_before_the_checkpoint_and_replayed_after_a_crash() {
         bm25
     );
     assert_eq!(vector_ids(&e, 3).await, vector);
-    let v = e.collection("articles").unwrap().vectors().unwrap();
+    let v = e
+        .catalog()
+        .collection("articles")
+        .unwrap()
+        .vectors()
+        .unwrap();
     assert_eq!(v.live_points(), 2, "one live point per document");
 }

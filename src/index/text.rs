@@ -32,8 +32,8 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 
 use super::IndexError;
 use super::filter::{Filter, FilterTerms};
-use super::fresh_text::{FixedStats, FreshTier};
 pub use super::fresh_text::TermStats;
+use super::fresh_text::{FixedStats, FreshTier};
 use tantivy::query::Bm25StatisticsProvider;
 
 /// A title match counts this many times a body match: titles are short and say what the
@@ -395,7 +395,9 @@ impl TextIndex {
         let fresh = self.fresh.read();
         let searcher = self.reader.searcher();
         let f = self.fields;
-        Ok(fresh.stats(searcher, [f.title, f.body], &words).term_stats(&words)?)
+        Ok(fresh
+            .stats(searcher, [f.title, f.body], &words)
+            .term_stats(&words)?)
     }
 
     /// [`Self::search_where`], scoring with `global` statistics when given instead of this
@@ -819,7 +821,9 @@ mod tests {
         let shards: Vec<TextIndex> = (0..3).map(|_| TextIndex::in_ram().unwrap()).collect();
         for (i, (id, title, body)) in docs.iter().enumerate() {
             whole.upsert(id, 1, title, &[body], &no_terms()).unwrap();
-            shards[i % 3].upsert(id, 1, title, &[body], &no_terms()).unwrap();
+            shards[i % 3]
+                .upsert(id, 1, title, &[body], &no_terms())
+                .unwrap();
         }
         // One shard committed, the others partly fresh: the tiers' statistics add up too.
         shards[0].commit().unwrap();
@@ -849,7 +853,10 @@ mod tests {
         let got = search(Some(&summed));
         assert_eq!(ids(&got), ids(&want));
         for (g, w) in got.iter().zip(&want) {
-            assert!((g.score - w.score).abs() < 1e-4 * w.score, "{g:?} against {w:?}");
+            assert!(
+                (g.score - w.score).abs() < 1e-4 * w.score,
+                "{g:?} against {w:?}"
+            );
         }
         let local = search(None);
         assert!(

@@ -202,7 +202,7 @@ async fn readyz(State(status): State<Status>) -> impl IntoResponse {
     let engine = &status.engine;
     let (code, mut body) = if let Some(why) = status.audit.unhealthy() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
-    } else if engine.is_ready() {
+    } else if engine.freshness().is_ready() {
         (StatusCode::OK, String::from("ready\n"))
     } else if let Some(why) = crate::source::broker_health().describe() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))

@@ -51,7 +51,7 @@ pub(super) async fn warn_if_catching_up(
     access: &Access,
     ctx: &RequestContext<RoleServer>,
 ) {
-    if engine.is_ready() {
+    if engine.freshness().is_ready() {
         return;
     }
     let Some(wanted) = level.for_request(ctx) else {
@@ -61,6 +61,7 @@ pub(super) async fn warn_if_catching_up(
         return;
     }
     let collections: Vec<_> = engine
+        .catalog()
         .collections()
         .iter()
         .filter(|c| access.may_read(c.name()))

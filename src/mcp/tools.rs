@@ -691,6 +691,7 @@ impl ServerHandler for Freshet {
         let values: Vec<String> = if request.argument.name == "collection" {
             let access = self.access(&context);
             self.engine
+                .catalog()
                 .collections()
                 .iter()
                 .map(|c| c.name())

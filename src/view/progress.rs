@@ -199,7 +199,9 @@ impl Progress {
 
     /// Stops tracking a partition (another cluster node owns it now).
     pub fn untrack(&self, topic: &str, partition: i32) {
-        self.partitions.write().remove(&(Arc::from(topic), partition));
+        self.partitions
+            .write()
+            .remove(&(Arc::from(topic), partition));
     }
 
     /// Notes that retention removed records of a partition before they were applied; the
