@@ -11,7 +11,7 @@ use crate::api::{Hit, PartitionWatermark, SearchResult, Watermark};
 use crate::config::CollectionConfig;
 use crate::engine::{
     Access, Consistency, Engine, Mode, QueryError, RecencyField, SearchRequest, fetch_depth, fuse,
-    next_cursor,
+    merge_collections, next_cursor,
 };
 use crate::index::TermStats;
 use crate::time::{now_ms, rfc3339_ms};
@@ -21,9 +21,6 @@ use super::wire::{
     parse_mode,
 };
 use super::{Cluster, PeerError, shard};
-
-/// Reciprocal-rank constant for merging several collections (as on a single node).
-const RRF_K: f32 = 60.0;
 
 /// Which node answers for which partitions, and what no reachable node holds.
 #[derive(Debug, Default, PartialEq)]
@@ -338,7 +335,12 @@ pub fn fuse_answers(
         }
         lists.push(ranked);
     }
-    let mut ranked = merge_collections(lists, depth + 1);
+    let mut ranked = merge_collections(
+        lists,
+        depth + 1,
+        |c| c.hit.score,
+        |c, score| c.hit.score = score,
+    );
     let next = next_cursor(req, depth, ranked.len() > depth);
     ranked.truncate(depth);
     let results = ranked.into_iter().skip(offset).map(|c| c.hit).collect();
@@ -369,22 +371,147 @@ fn best_first(mut list: Vec<Candidate>, limit: usize) -> Vec<Candidate> {
     list
 }
 
-/// Several collections' lists merged by reciprocal rank, their scores not being comparable
-/// (one collection keeps its own order and scores), as on a single node.
-fn merge_collections(mut lists: Vec<Vec<Candidate>>, k: usize) -> Vec<Candidate> {
-    if lists.len() == 1 {
-        let mut only = lists.pop().unwrap_or_default();
-        only.truncate(k);
-        return only;
-    }
-    let mut all: Vec<Candidate> = Vec::new();
-    for list in lists {
-        for (rank, mut c) in list.into_iter().enumerate() {
-            c.hit.score = 1.0 / (RRF_K + rank as f32 + 1.0);
-            all.push(c);
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::StampOut;
+    use crate::cluster::wire::ShardCollection;
+
+    fn owned(partition: i32, caught_up: bool) -> OwnedPartition {
+        OwnedPartition {
+            watermark: PartitionWatermark {
+                topic: "t".into(),
+                partition,
+                applied_offset: Some(9),
+                high_watermark: Some(10),
+                lag: Some(if caught_up { 0 } else { 5 }),
+                rereading: None,
+            },
+            caught_up,
         }
     }
-    all.sort_by(|a, b| b.hit.score.total_cmp(&a.hit.score));
-    all.truncate(k);
-    all
+
+    fn node(id: &str, replica: u32, partitions: Vec<OwnedPartition>) -> NodeState {
+        NodeState {
+            node_id: id.into(),
+            url: id.into(),
+            replica,
+            assigned: true,
+            partitions,
+            partition_counts: [("t".to_string(), 5)].into(),
+        }
+    }
+
+    #[test]
+    fn the_plan_covers_each_partition_once_preferring_self_then_caught_up() {
+        let me = node("a", 0, vec![owned(0, false)]);
+        let states = vec![
+            ("a".to_string(), Ok(me.clone())),
+            // Replica group 1 holds everything; only some of it caught up.
+            (
+                "b".to_string(),
+                Ok(node(
+                    "b",
+                    1,
+                    vec![owned(0, true), owned(1, true), owned(2, false)],
+                )),
+            ),
+            ("c".to_string(), Ok(node("c", 0, vec![owned(2, true)]))),
+            (
+                "d".to_string(),
+                Err(PeerError::Unreachable {
+                    url: "d".into(),
+                    reason: "refused".into(),
+                }),
+            ),
+        ];
+        let plan = plan(&me, &states, &["t".to_string()]);
+        let expected: BTreeMap<String, Vec<(String, i32)>> = [
+            ("a".to_string(), vec![("t".to_string(), 0)]),
+            ("b".to_string(), vec![("t".to_string(), 1)]),
+            ("c".to_string(), vec![("t".to_string(), 2)]),
+        ]
+        .into();
+        assert_eq!(plan.by_node, expected);
+        // 3 and 4 have no reachable owner (d is down), and say so.
+        assert_eq!(
+            plan.missing,
+            vec![("t".to_string(), 3), ("t".to_string(), 4)]
+        );
+    }
+
+    fn candidate(id: &str, score: f32) -> Candidate {
+        Candidate {
+            hit: Hit {
+                id: id.into(),
+                collection: "docs".into(),
+                score,
+                title: None,
+                snippet: String::new(),
+                metadata: Default::default(),
+                freshness: StampOut {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 0,
+                    event_time: String::new(),
+                    ingested_at: String::new(),
+                    indexed_at: String::new(),
+                    age_ms: 0,
+                    index_delay_ms: 0,
+                },
+            },
+            event_time_ms: 0,
+            indexed_at_ms: 0,
+        }
+    }
+
+    fn answer(bm25: Vec<Candidate>) -> ShardAnswer {
+        ShardAnswer {
+            collections: vec![ShardCollection {
+                name: "docs".into(),
+                mode: "bm25".into(),
+                notes: vec!["a note".into()],
+                bm25,
+                vector: Vec::new(),
+            }],
+            partitions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn shards_lists_merge_by_score_and_page_like_one_list() {
+        let config: crate::config::Config = crate::config::Config::from_toml_with_env(
+            "[[collections]]\nname = \"docs\"\ntopics = [\"t\"]\n",
+            std::path::Path::new("t.toml"),
+            Vec::new(),
+        )
+        .expect("valid");
+        let req = SearchRequest {
+            query: "q".into(),
+            collection: Some("docs".into()),
+            k: 2,
+            mode: Mode::Bm25,
+            filter: None,
+            vector: None,
+            consistency: Consistency::Any,
+            max_wait: Duration::ZERO,
+            recency: None,
+            cursor: None,
+        };
+        let answers = vec![
+            answer(vec![candidate("a", 3.0), candidate("c", 1.0)]),
+            answer(vec![candidate("b", 2.0), candidate("d", 0.5)]),
+        ];
+        let mut notes = Vec::new();
+        let (hits, modes, next) =
+            fuse_answers(&req, &config.collections, answers, 0, &mut notes).expect("fused");
+        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(hits[1].score, 2.0);
+        assert!(next.is_some(), "two more results follow");
+        assert_eq!(modes.into_iter().collect::<Vec<_>>(), ["bm25"]);
+        assert_eq!(notes, ["a note"], "a note repeated by shards is said once");
+    }
 }

@@ -37,8 +37,8 @@ pub use collection::Collection;
 use compaction::Rebuild;
 pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
 pub(crate) use query::{
-    Candidate, Retrieved, embed_query, fetch_depth, fuse, query_vector, render_hit, retrieve,
-    search_pool,
+    Candidate, Retrieved, embed_query, fetch_depth, fuse, merge_collections, query_vector,
+    render_hit, retrieve, search_pool,
 };
 pub(crate) use ranking::next_cursor;
 pub use ranking::{MAX_SEARCH_DEPTH, Recency, RecencyField};

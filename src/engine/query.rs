@@ -411,7 +411,8 @@ impl RankJob {
             per_collection.push(ranked);
         }
         // One more than the page needs: whether it exists decides if there is a next page.
-        let mut ranked = merge_collections(per_collection, depth + 1);
+        let mut ranked =
+            merge_collections(per_collection, depth + 1, |r| r.score, |r, s| r.score = s);
         let next = ranking::next_cursor(req, depth, ranked.len() > depth);
         ranked.truncate(depth);
         let now = now_ms();
@@ -929,21 +930,27 @@ fn to_ranked(c: &Arc<Collection>, hits: Vec<(Arc<StoredDoc>, u32, f32)>) -> Vec<
 }
 
 /// Top `k` over several collections: one collection keeps its own order and scores; several
-/// are fused by reciprocal rank, since their scores are not comparable.
-fn merge_collections(mut lists: Vec<Vec<Ranked>>, k: usize) -> Vec<Ranked> {
+/// are fused by reciprocal rank, since their scores are not comparable. `score` reads and
+/// `set_score` writes an entry's score.
+pub(crate) fn merge_collections<T>(
+    mut lists: Vec<Vec<T>>,
+    k: usize,
+    score: impl Fn(&T) -> f32,
+    set_score: impl Fn(&mut T, f32),
+) -> Vec<T> {
     if lists.len() == 1 {
         let mut only = lists.pop().unwrap_or_default();
         only.truncate(k);
         return only;
     }
-    let mut all: Vec<Ranked> = Vec::new();
+    let mut all: Vec<T> = Vec::new();
     for list in lists {
         for (rank, mut r) in list.into_iter().enumerate() {
-            r.score = 1.0 / (RRF_K + rank as f32 + 1.0);
+            set_score(&mut r, 1.0 / (RRF_K + rank as f32 + 1.0));
             all.push(r);
         }
     }
-    all.sort_by(|a, b| b.score.total_cmp(&a.score));
+    all.sort_by(|a, b| score(b).total_cmp(&score(a)));
     all.truncate(k);
     all
 }
