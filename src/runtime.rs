@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, GraphDump, PreparedBatch};
+use crate::engine::{Engine, EngineError, GraphDump, Ingest, PreparedBatch, Search};
 use crate::freshness::Freshness;
 use crate::freshness::catch_up::Applied;
 use crate::source::{
@@ -44,8 +44,10 @@ pub enum StartError {
 
 /// A running pipeline. Dropping it without `shutdown` leaves the threads to die with the process.
 pub struct Runtime {
-    /// The engine queries go to.
-    pub engine: Arc<Engine>,
+    /// The reading side, which the MCP tools query.
+    pub search: Arc<Search>,
+    /// The writing side (prepare, apply, checkpoints).
+    ingest: Arc<Ingest>,
     stop: Arc<AtomicBool>,
     cancel: CancellationToken,
     /// Consumer, prepare and apply threads, in pipeline order.
@@ -64,19 +66,15 @@ impl Runtime {
         let meta = MetaClient::new(&config.kafka)?;
         let dead_letters = DeadLetters::new(&config.kafka)?;
         let store = store_dir(&config);
-        let engine = Arc::new(Engine::open(
-            Arc::clone(&config),
-            Some(meta),
-            dead_letters,
-            store.clone(),
-        )?);
+        let engine = Engine::open(Arc::clone(&config), Some(meta), dead_letters, store.clone())?;
+        let ingest = Arc::clone(engine.ingest());
         // Small bounds: backpressure reaches the consumer (and so the broker) instead of memory.
         let (tx, rx) = mpsc::channel::<Batch>(8);
         let (prepared_tx, prepared_rx) = sync_channel::<PreparedBatch>(4);
         let (reset_tx, reset_rx) = std::sync::mpsc::channel::<ResetRequest>();
         let stop = Arc::new(AtomicBool::new(false));
         let (membership, ownership) = join_cluster(&config, &engine)?;
-        let restore_into = Arc::clone(&engine);
+        let restore_into = Arc::clone(&ingest);
         let persisted = store.is_some();
         let consumer = source::spawn_consumer(
             &config.kafka,
@@ -97,9 +95,9 @@ impl Runtime {
                 }
             },
         )?;
-        let preparer = spawn_preparer(Arc::clone(&engine), rx, prepared_tx)?;
-        let applier = spawn_applier(Arc::clone(&engine), prepared_rx)?;
-        let checkpoints = Checkpointer::spawn(Arc::clone(&engine), persisted)?;
+        let preparer = spawn_preparer(Arc::clone(&ingest), rx, prepared_tx)?;
+        let applier = spawn_applier(Arc::clone(&ingest), prepared_rx)?;
+        let checkpoints = Checkpointer::spawn(Arc::clone(&ingest), persisted)?;
         let cancel = CancellationToken::new();
         tokio::spawn(refresh_watermarks(
             Arc::clone(engine.freshness()),
@@ -125,7 +123,8 @@ impl Runtime {
             cancel.clone(),
         ));
         Ok(Runtime {
-            engine,
+            search: Arc::clone(engine.search()),
+            ingest,
             stop,
             cancel,
             threads: vec![consumer, preparer, applier],
@@ -144,7 +143,7 @@ impl Runtime {
         self.cancel.cancel();
         self.stop.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.threads);
-        let engine = Arc::clone(&self.engine);
+        let ingest = Arc::clone(&self.ingest);
         let checkpoints = self.checkpoints.take();
         let joined = tokio::task::spawn_blocking(move || {
             // Each stage drops its sender when it returns, which ends the next stage's loop
@@ -153,7 +152,7 @@ impl Runtime {
                 let _ = h.join();
             }
             checkpoints.finish();
-            if let Some(dlq) = engine.dead_letters() {
+            if let Some(dlq) = ingest.dead_letters() {
                 dlq.flush(Duration::from_secs(5));
             }
         });
@@ -174,7 +173,7 @@ type Joined = (
 
 /// In a cluster: joins this node's consumer group and makes the engine a cluster node.
 /// Returns the member (left at shutdown) and what the consumer needs to follow ownership.
-fn join_cluster(config: &Config, engine: &Arc<Engine>) -> Result<Joined, StartError> {
+fn join_cluster(config: &Config, engine: &Engine) -> Result<Joined, StartError> {
     let Some(settings) = &config.cluster else {
         return Ok((None, None));
     };
@@ -186,7 +185,7 @@ fn join_cluster(config: &Config, engine: &Arc<Engine>) -> Result<Joined, StartEr
             settings.key_env
         )));
     };
-    engine.join_cluster(Arc::new(cluster));
+    engine.search().join_cluster(Arc::new(cluster));
     engine.freshness().follow_ownership(Arc::clone(&ownership));
     let membership = crate::cluster::Membership::start(
         &config.kafka,
@@ -209,7 +208,7 @@ fn store_dir(config: &Config) -> Option<PathBuf> {
     (config.snapshot.interval_ms > 0).then(|| config.server.data_dir.join("collections"))
 }
 
-fn open_persisted(engine: &Engine) {
+fn open_persisted(engine: &Ingest) {
     let started = Instant::now();
     let report = engine.open_persisted();
     if report.restored.is_empty() && report.rebuilt.is_empty() {
@@ -228,7 +227,7 @@ fn open_persisted(engine: &Engine) {
 const PREPARE_STACK_BYTES: usize = 16 << 20;
 
 fn spawn_preparer(
-    engine: Arc<Engine>,
+    engine: Arc<Ingest>,
     mut rx: mpsc::Receiver<Batch>,
     tx: SyncSender<PreparedBatch>,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
@@ -259,7 +258,7 @@ struct GraphSaver {
 }
 
 impl GraphSaver {
-    fn tick(&mut self, engine: &Arc<Engine>) {
+    fn tick(&mut self, engine: &Arc<Ingest>) {
         if self.last.elapsed() < self.every
             || self.in_flight.as_ref().is_some_and(|h| !h.is_finished())
         {
@@ -279,7 +278,7 @@ impl GraphSaver {
     }
 
     /// At shutdown: waits for a dump in flight, then saves every graph that grew.
-    fn finish(mut self, engine: &Arc<Engine>) {
+    fn finish(mut self, engine: &Arc<Ingest>) {
         if let Some(h) = self.in_flight.take() {
             let _ = h.join();
         }
@@ -287,7 +286,7 @@ impl GraphSaver {
     }
 }
 
-fn run_dumps(engine: &Engine, dumps: Vec<GraphDump>) {
+fn run_dumps(engine: &Ingest, dumps: Vec<GraphDump>) {
     for dump in dumps {
         dump.run(engine);
     }
@@ -304,7 +303,7 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn spawn(engine: Arc<Engine>, persisted: bool) -> Result<Checkpointer, StartError> {
+    fn spawn(engine: Arc<Ingest>, persisted: bool) -> Result<Checkpointer, StartError> {
         let stop = Arc::new(AtomicBool::new(false));
         let every = Duration::from_millis(engine.config().snapshot.interval_ms.max(1));
         let mut saver = persisted.then(|| GraphSaver {
@@ -359,7 +358,7 @@ impl Checkpointer {
 }
 
 fn spawn_applier(
-    engine: Arc<Engine>,
+    engine: Arc<Ingest>,
     rx: Receiver<PreparedBatch>,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
     std::thread::Builder::new()

@@ -10,7 +10,7 @@ use futures::future::join_all;
 use crate::api::{Hit, PartitionWatermark, SearchResult, Watermark};
 use crate::config::CollectionConfig;
 use crate::engine::{
-    Access, Consistency, Engine, Mode, QueryError, RecencyField, SearchRequest, fetch_depth, fuse,
+    Access, Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, fetch_depth, fuse,
     merge_collections, next_cursor,
 };
 use crate::index::TermStats;
@@ -33,12 +33,12 @@ pub struct Plan {
 
 /// Every node's state: this node's directly, the others' over the internal API.
 pub async fn gather_states(
-    engine: &Engine,
+    local: &Search,
     cluster: &Arc<Cluster>,
 ) -> Vec<(String, Result<NodeState, PeerError>)> {
     let calls = cluster.peers().into_iter().map(|url| async move {
         if cluster.is_self(&url) {
-            let state = shard::node_state(engine, cluster);
+            let state = shard::node_state(local, cluster);
             return (url, Ok(state));
         }
         let state = cluster
@@ -106,13 +106,13 @@ pub fn plan(
 
 /// The `search` tool on a cluster node.
 pub async fn search(
-    engine: &Arc<Engine>,
+    local: &Arc<Search>,
     cluster: &Arc<Cluster>,
     req: SearchRequest,
     access: &Access,
 ) -> Result<SearchResult, QueryError> {
     // The caller's mistakes are reported before any node is asked.
-    let (targets, _, offset) = engine.validate_search(&req, access)?;
+    let (targets, _, offset) = local.validate_search(&req, access)?;
     let configs: Vec<CollectionConfig> = targets.iter().map(|c| c.config.clone()).collect();
     let topics: Vec<String> = configs.iter().flat_map(|c| c.topics.clone()).collect();
     let mut notes = Vec::new();
@@ -126,13 +126,13 @@ pub async fn search(
         );
     }
 
-    let states = gather_states(engine, cluster).await;
+    let states = gather_states(local, cluster).await;
     for (url, state) in &states {
         if let Err(e) = state {
             tracing::warn!("cluster: node {url} did not answer: {e}");
         }
     }
-    let own = shard::node_state(engine, cluster);
+    let own = shard::node_state(local, cluster);
     let plan = plan(&own, &states, &topics);
     let mut missing: BTreeSet<(String, i32)> = plan.missing.iter().cloned().collect();
 
@@ -141,7 +141,7 @@ pub async fn search(
         let q = ShardQuery::new(&req, offset, access, partitions.clone());
         async move {
             let answer = if cluster.is_self(url) {
-                shard::stats(engine, &q).map_err(local_error)
+                shard::stats(local, &q).map_err(local_error)
             } else {
                 cluster
                     .call::<ShardStats>(url, "/internal/cluster/stats", Some(q.clone()))
@@ -177,7 +177,7 @@ pub async fn search(
         async move {
             let partitions = body.query.partitions.clone();
             let answer = if cluster.is_self(&url) {
-                shard::search(engine, body).await.map_err(local_error)
+                shard::search(local, body).await.map_err(local_error)
             } else {
                 cluster
                     .call::<ShardAnswer>(&url, "/internal/cluster/search", Some(body))

@@ -13,17 +13,17 @@ use axum::{Json, Router};
 
 use super::wire::{KEY_HEADER, ShardQuery, ShardSearch, WireError};
 use super::{Cluster, shard};
-use crate::engine::{Engine, QueryError};
+use crate::engine::{QueryError, Search};
 
 #[derive(Clone)]
 struct Node {
-    engine: Arc<Engine>,
+    local: Arc<Search>,
     cluster: Arc<Cluster>,
 }
 
 /// The internal routes under `/internal/cluster/`.
-pub fn routes(engine: Arc<Engine>, cluster: Arc<Cluster>) -> Router {
-    let node = Node { engine, cluster };
+pub fn routes(local: Arc<Search>, cluster: Arc<Cluster>) -> Router {
+    let node = Node { local, cluster };
     Router::new()
         .route("/internal/cluster/state", get(state))
         .route("/internal/cluster/stats", post(stats))
@@ -68,18 +68,18 @@ fn query_error(e: QueryError) -> Response {
 }
 
 async fn state(State(node): State<Node>) -> Response {
-    Json(shard::node_state(&node.engine, &node.cluster)).into_response()
+    Json(shard::node_state(&node.local, &node.cluster)).into_response()
 }
 
 async fn stats(State(node): State<Node>, Json(q): Json<ShardQuery>) -> Response {
-    match shard::stats(&node.engine, &q) {
+    match shard::stats(&node.local, &q) {
         Ok(stats) => Json(stats).into_response(),
         Err(e) => query_error(e),
     }
 }
 
 async fn search(State(node): State<Node>, Json(body): Json<ShardSearch>) -> Response {
-    match shard::search(&node.engine, body).await {
+    match shard::search(&node.local, body).await {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => query_error(e),
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::api::PartitionWatermark;
 use crate::engine::{
-    Access, Engine, Mode, QueryError, Retrieved, embed_query, query_vector, render_hit, retrieve,
+    Access, Mode, QueryError, Retrieved, Search, embed_query, query_vector, render_hit, retrieve,
     search_pool,
 };
 use crate::time::now_ms;
@@ -18,32 +18,31 @@ use super::wire::{
 };
 
 /// This node's state for the other nodes.
-pub fn node_state(engine: &Engine, cluster: &Cluster) -> NodeState {
+pub fn node_state(local: &Search, cluster: &Cluster) -> NodeState {
     let ownership = cluster.ownership();
     NodeState {
         node_id: cluster.config().node_id().to_string(),
         url: cluster.config().advertise_url.clone(),
         replica: cluster.config().replica,
         assigned: ownership.assigned_once(),
-        partitions: partition_states(engine, ownership.owned().into_iter()),
+        partitions: partition_states(local, ownership.owned().into_iter()),
         partition_counts: ownership.partition_counts(),
     }
 }
 
 /// Progress of the given partitions; one not read here yet has unknown offsets.
 pub fn partition_states(
-    engine: &Engine,
+    local: &Search,
     keys: impl Iterator<Item = (Arc<str>, i32)>,
 ) -> Vec<OwnedPartition> {
-    let progress: std::collections::HashMap<_, _> = engine
+    let progress: std::collections::HashMap<_, _> = local
         .freshness()
         .progress()
         .snapshot(&[])
         .into_iter()
         .collect();
     // As for single-node answers: lag computed from an old reading proves nothing.
-    let fresh_after =
-        now_ms() - (engine.config().kafka.watermark_interval_ms as i64 * 3).max(5_000);
+    let fresh_after = now_ms() - (local.config().kafka.watermark_interval_ms as i64 * 3).max(5_000);
     keys.map(|key| match progress.get(&key) {
         Some(p) => {
             let watermark = PartitionWatermark::new(&key, p);
@@ -71,10 +70,10 @@ pub fn partition_states(
 }
 
 /// The statistics phase: this shard's BM25 statistics of the query, per collection searched.
-pub fn stats(engine: &Engine, q: &ShardQuery) -> Result<ShardStats, QueryError> {
+pub fn stats(local: &Search, q: &ShardQuery) -> Result<ShardStats, QueryError> {
     let req = q.request().map_err(QueryError::InvalidArgument)?;
     let access: Access = q.access.clone().into();
-    let (targets, _, _) = engine.validate_search(&req, &access)?;
+    let (targets, _, _) = local.validate_search(&req, &access)?;
     let query = req.query.trim();
     let mut out = ShardStats::default();
     if req.mode == Mode::Vector || query.is_empty() {
@@ -92,14 +91,14 @@ pub fn stats(engine: &Engine, q: &ShardQuery) -> Result<ShardStats, QueryError> 
 
 /// The search phase: each retriever's candidates from the asked-for partitions, BM25 scored
 /// with the cluster-wide statistics, rendered as hits.
-pub async fn search(engine: &Engine, body: ShardSearch) -> Result<ShardAnswer, QueryError> {
+pub async fn search(local: &Search, body: ShardSearch) -> Result<ShardAnswer, QueryError> {
     let ShardSearch { query: q, stats } = body;
     let req = q.request().map_err(QueryError::InvalidArgument)?;
     let access: Access = q.access.clone().into();
-    let (targets, filters, _) = engine.validate_search(&req, &access)?;
+    let (targets, filters, _) = local.validate_search(&req, &access)?;
     let depth = q.offset + req.k;
     let text = req.query.trim().to_string();
-    let pool = search_pool(engine.config());
+    let pool = search_pool(local.config());
     let embedded = embed_query(pool, &targets, &req, &text).await;
     let targets: Vec<_> = targets.into_iter().map(Arc::clone).collect();
     let keep: HashSet<(Arc<str>, i32)> = q
@@ -151,6 +150,6 @@ pub async fn search(engine: &Engine, body: ShardSearch) -> Result<ShardAnswer, Q
     held.sort();
     Ok(ShardAnswer {
         collections,
-        partitions: partition_states(engine, held.into_iter()),
+        partitions: partition_states(local, held.into_iter()),
     })
 }

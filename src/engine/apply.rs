@@ -1,10 +1,10 @@
 //! Turning Kafka records into view and index changes, in two stages:
 //!
-//! - [`Engine::prepare`] decodes, chunks and embeds a batch. It reads no index and runs on
+//! - [`Ingest::prepare`] decodes, chunks and embeds a batch. It reads no index and runs on
 //!   its own thread, ahead of the writer, so embedding (the slowest step by far) overlaps
 //!   with Kafka polling and with applying the previous batch. The channels around it are
 //!   bounded, so a slow embedder slows the consumer rather than filling memory.
-//! - [`Engine::apply_prepared`] is the single writer. Order of effects per batch, chosen so
+//! - [`Ingest::apply_prepared`] is the single writer. Order of effects per batch, chosen so
 //!   readers never see a half-applied change: write both indexes in memory (new entries carry
 //!   fresh sequence numbers, and a hit whose number differs from the view's is stale and
 //!   dropped), note the checkpoint cut, swap the view entries with their `indexed_at` stamp,
@@ -27,7 +27,7 @@ use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
 
 use super::changes::Change;
-use super::{Collection, Engine};
+use super::{Collection, Ingest};
 
 /// What one batch did, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct ApplyOutcome {
     pub unrouted: usize,
 }
 
-/// A batch after [`Engine::prepare`], in the order the writer must apply it.
+/// A batch after [`Ingest::prepare`], in the order the writer must apply it.
 pub struct PreparedBatch {
     /// Partitions whose documents must go first (their topic was recreated).
     pub resets: Vec<PartitionReset>,
@@ -85,7 +85,7 @@ impl PreparedBatch {
     }
 }
 
-/// A record after [`Engine::prepare`]: where it came from and what it asks for.
+/// A record after [`Ingest::prepare`]: where it came from and what it asks for.
 pub struct Prepared {
     /// The record (its coordinates, and its bytes for the dead-letter topic).
     pub record: SourceRecord,
@@ -132,7 +132,7 @@ enum ViewChange {
     Remove(Arc<Collection>, String, Stamp),
 }
 
-impl Engine {
+impl Ingest {
     /// Decodes and applies records in one go (both stages on the calling thread).
     pub fn apply(&self, records: &[SourceRecord]) -> ApplyOutcome {
         let prepared = self.prepare(Batch {

@@ -9,7 +9,7 @@
 //! `changes.max_entries` / `max_age_ms`, or applied before this process started): that is an
 //! "expired cursor, re-sync" error, never a silent gap.
 //!
-//! The writer records a batch ([`Engine::publish_changes`]) after its view swap and before it
+//! The writer records a batch ([`Ingest::publish_changes`]) after its view swap and before it
 //! advances the partition offsets. A reader that holds the history's lock and sees a
 //! partition's applied offset therefore finds every change at or below it already recorded,
 //! so a `next` cursor taken from the applied offsets skips nothing.
@@ -31,7 +31,7 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{Stamp, StoredDoc};
 
 use super::query::{Access, QueryError, build_filter};
-use super::{Collection, Engine};
+use super::{Collection, Ingest, Search};
 
 /// What a change did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,7 +419,7 @@ pub struct Published {
 /// told that something changed, without details).
 pub const SUBSCRIBER_BACKLOG: usize = 1024;
 
-impl Engine {
+impl Ingest {
     /// Records the changes of an applied batch in their collections' histories and tells
     /// subscribers. Called by the writer after the view swap and before the offsets move.
     pub(super) fn publish_changes(&self, batch: Vec<(Arc<Collection>, Change)>) {
@@ -456,7 +456,9 @@ impl Engine {
         // No receiver is fine: nobody subscribed.
         let _ = self.change_events.send(Arc::new(published));
     }
+}
 
+impl Search {
     /// A receiver of every applied batch's changes, for subscriptions.
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<Published>>> {
         self.change_events.subscribe()
@@ -481,7 +483,7 @@ pub struct ChangesRequest {
 /// Most changes one `changes` call returns.
 pub const MAX_CHANGES_LIMIT: usize = 1000;
 
-impl Engine {
+impl Search {
     /// The `changes` tool.
     pub fn changes(
         &self,
@@ -627,7 +629,7 @@ impl ChangeWatch {
     }
 }
 
-impl Engine {
+impl Search {
     /// A watch on `collection` for a subscriber with `access`. An unknown or unreadable
     /// collection and a bad filter are errors that say so.
     pub fn watch(

@@ -5,7 +5,7 @@
 //! and the vector point table are in memory); making it durable is the checkpoint's job, off
 //! the writer's path. The writer ends every batch with a [`Cut`]: the number of the last BM25
 //! change, every partition's next offset and the vector journal's length, all as of that
-//! batch. The checkpoint thread ([`Engine::checkpoint_due`], every
+//! batch. The checkpoint thread ([`Ingest::checkpoint_due`], every
 //! `snapshot.checkpoint_interval_ms`) takes the newest cut, fsyncs the vector journal up to
 //! it, and commits the BM25 index (which is also the document store) through the cut's
 //! change with a [`Checkpoint`] payload naming those offsets and that journal length: one
@@ -29,7 +29,7 @@ use crate::index::{FilterTerms, IndexError, TextIndex, VectorIndex};
 use crate::metrics::ApplyStage;
 use crate::store::{Checkpoint, DocRecord, PartitionCheckpoint, VectorCheckpoint};
 
-use super::{Collection, Engine};
+use super::{Collection, Ingest};
 
 /// Wait after a failed checkpoint before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -115,7 +115,7 @@ pub struct RestoreReport {
     pub rebuilt: Vec<String>,
 }
 
-impl Engine {
+impl Ingest {
     /// Opens what the persisted collections hold on disk, before consuming starts: loads each
     /// view from the document store, the vector index from its journal and newest graph dump,
     /// and resumes each partition at the checkpoint's offsets. Nothing is indexed again. A
@@ -532,7 +532,7 @@ pub(super) struct Cut {
     journal: Option<JournalSync>,
 }
 
-/// One graph dump to take (see [`Engine::due_graph_dumps`]).
+/// One graph dump to take (see [`Ingest::due_graph_dumps`]).
 pub struct GraphDump {
     collection: Arc<Collection>,
     index: Arc<VectorIndex>,
@@ -541,7 +541,7 @@ pub struct GraphDump {
 
 impl GraphDump {
     /// Writes the dump and makes it the collection's newest; removes the one it replaces.
-    pub fn run(self, engine: &Engine) {
+    pub fn run(self, engine: &Ingest) {
         let c = &self.collection;
         let Some(p) = &c.persisted else { return };
         let dir = p.vectors_dir();

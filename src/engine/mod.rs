@@ -1,6 +1,12 @@
-//! The engine owns every collection (view + indexes), the per-partition progress, and the
-//! two operations everything else is built from: `apply` (one writer, fed by the source) and
-//! the read-only queries the MCP tools call.
+//! The engine: the [`Catalog`] of collections (view + indexes) and its two sides, built
+//! together by [`Engine::open`]:
+//! - [`Ingest`] (`apply.rs`, `compaction.rs`, `checkpoint.rs`): prepare and apply batches
+//!   (one writer, fed by the source), purge re-read partitions, rebuild vector indexes,
+//!   write checkpoints.
+//! - [`Search`] (`query.rs`, `changes.rs`): the read-only queries the MCP tools call.
+//!
+//! Both share the catalog and the [`Freshness`] (progress, watermarks, readiness), which
+//! lives outside the engine in [`crate::freshness`].
 
 mod apply;
 mod catalog;
@@ -68,20 +74,40 @@ pub enum EngineError {
     },
 }
 
-/// Everything a running freshet knows: the catalog of collections, their freshness, and
-/// the writer's state (apply sequence, rebuilds, dead letters, change events).
+/// A running freshet's collections and the two sides that work on them: [`Ingest`], the
+/// single writer (prepare, apply, purge, compaction, checkpoints), and [`Search`], the
+/// read-only tools. Both share the [`Catalog`] and the [`Freshness`].
 pub struct Engine {
+    ingest: Arc<Ingest>,
+    search: Arc<Search>,
+}
+
+/// The writing side: prepares and applies batches, purges re-read partitions, compacts
+/// vector indexes and writes checkpoints. One writer thread calls `apply_prepared`.
+pub struct Ingest {
     config: Arc<Config>,
     catalog: Arc<Catalog>,
     freshness: Arc<Freshness>,
-    dead_letters: Option<DeadLetters>,
+    metrics: Arc<Metrics>,
+    dead_letters: Option<Arc<DeadLetters>>,
     /// Apply sequence: every applied version gets the next number.
     seq: AtomicU64,
-    /// Histograms and counters for `/metrics`.
-    metrics: Metrics,
     /// Vector index rebuilds running in the background, by collection index.
     rebuilds: Mutex<Vec<Rebuild>>,
     /// Every applied batch's changes, for subscriptions.
+    change_events: tokio::sync::broadcast::Sender<Arc<Vec<Published>>>,
+}
+
+/// The reading side: the MCP tools' queries (search, lookups, freshness, changes,
+/// subscriptions, the collection list) and `/metrics`. Never writes a collection.
+pub struct Search {
+    config: Arc<Config>,
+    catalog: Arc<Catalog>,
+    freshness: Arc<Freshness>,
+    metrics: Arc<Metrics>,
+    /// Read only for its counters at `/metrics`.
+    dead_letters: Option<Arc<DeadLetters>>,
+    /// Subscriptions receive every applied batch's changes from here.
     change_events: tokio::sync::broadcast::Sender<Arc<Vec<Published>>>,
     /// This node's part in a cluster (`[cluster]`), set once at start.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
@@ -100,8 +126,8 @@ impl Engine {
     }
 
     /// Like [`new`](Self::new), with each collection persisted in `<store>/<name>/` when
-    /// `store` is given (see [`crate::store`]); [`open_persisted`](Self::open_persisted)
-    /// then loads what is there.
+    /// `store` is given (see [`crate::store`]); [`Ingest::open_persisted`] then loads what
+    /// is there.
     pub fn open(
         config: Arc<Config>,
         meta: Option<MetaClient>,
@@ -123,20 +149,70 @@ impl Engine {
             catalog.topics(),
             config.kafka.watermark_interval_ms,
         ));
-        Ok(Engine {
+        let metrics = Arc::new(Metrics::default());
+        let dead_letters = dead_letters.map(Arc::new);
+        let change_events = tokio::sync::broadcast::channel(changes::SUBSCRIBER_BACKLOG).0;
+        let search = Arc::new(Search {
+            config: Arc::clone(&config),
+            catalog: Arc::clone(&catalog),
+            freshness: Arc::clone(&freshness),
+            metrics: Arc::clone(&metrics),
+            dead_letters: dead_letters.clone(),
+            change_events: change_events.clone(),
+            cluster: std::sync::OnceLock::new(),
+        });
+        let ingest = Arc::new(Ingest {
             config,
             catalog,
             freshness,
+            metrics,
             dead_letters,
             seq: AtomicU64::new(0),
-            metrics: Metrics::default(),
             rebuilds: Mutex::new(Vec::new()),
-            change_events: tokio::sync::broadcast::channel(changes::SUBSCRIBER_BACKLOG).0,
-            cluster: std::sync::OnceLock::new(),
-        })
+            change_events,
+        });
+        Ok(Engine { ingest, search })
     }
 
-    /// Makes this engine a cluster node: searches then cover every node's partitions.
+    /// The writing side.
+    pub fn ingest(&self) -> &Arc<Ingest> {
+        &self.ingest
+    }
+
+    /// The reading side.
+    pub fn search(&self) -> &Arc<Search> {
+        &self.search
+    }
+
+    /// The collections (shared, read-only).
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.search.catalog
+    }
+
+    /// Progress, watermarks, readiness and catch-up.
+    pub fn freshness(&self) -> &Arc<Freshness> {
+        &self.search.freshness
+    }
+}
+
+impl Ingest {
+    /// The configuration the engine was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Dead-letter producer, if configured.
+    pub fn dead_letters(&self) -> Option<&DeadLetters> {
+        self.dead_letters.as_deref()
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+impl Search {
+    /// Makes this node a cluster node: searches then cover every node's partitions.
     pub fn join_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
         let _ = self.cluster.set(cluster);
     }
@@ -156,8 +232,7 @@ impl Engine {
         &self.catalog
     }
 
-    /// Progress, watermarks, readiness and catch-up (shared with the source and the
-    /// runtime's watermark task).
+    /// Progress, watermarks, readiness and catch-up.
     pub fn freshness(&self) -> &Arc<Freshness> {
         &self.freshness
     }
@@ -167,7 +242,12 @@ impl Engine {
         &self.metrics
     }
 
-    /// Everything `/metrics` shows, in Prometheus text format.
+    /// Dead-letter producer, if configured (read for its counters at `/metrics`).
+    pub fn dead_letters(&self) -> Option<&DeadLetters> {
+        self.dead_letters.as_deref()
+    }
+
+    /// Everything `/metrics` shows of the pipeline, in Prometheus text format.
     pub fn render_metrics(&self) -> String {
         let collections: Vec<_> = self
             .catalog
@@ -183,11 +263,6 @@ impl Engine {
         )
     }
 
-    /// Dead-letter producer, if configured.
-    pub fn dead_letters(&self) -> Option<&DeadLetters> {
-        self.dead_letters.as_ref()
-    }
-
     /// The watermark of the given collections' partitions right now.
     pub fn watermark(&self, collections: &[&Collection]) -> Watermark {
         self.freshness.watermark(&topics_of(collections))
@@ -197,10 +272,6 @@ impl Engine {
     pub fn catch_up_info(&self, c: &Collection) -> Option<crate::api::CatchUpInfo> {
         self.freshness
             .catch_up_info(c.name(), &c.config.topics, c.applied_records())
-    }
-
-    fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 

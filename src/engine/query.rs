@@ -20,7 +20,7 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::StoredDoc;
 
 use super::ranking::{self, Recency, RecencyField};
-use super::{Collection, Engine, topics_of};
+use super::{Collection, Search, topics_of};
 
 /// Reciprocal-rank-fusion constant (the usual 60).
 const RRF_K: f32 = 60.0;
@@ -163,7 +163,7 @@ struct Ranked {
     score: f32,
 }
 
-impl Engine {
+impl Search {
     fn readable(&self, access: &Access) -> Vec<&Arc<Collection>> {
         self.catalog
             .collections()
@@ -648,7 +648,7 @@ pub(crate) fn query_vector(
     }
 }
 
-impl Engine {
+impl Search {
     /// The `get_document` tool (and the resource template).
     pub fn get_document(
         &self,
@@ -959,6 +959,8 @@ pub(crate) fn merge_collections<T>(
 mod tests {
     use std::path::Path;
 
+    use crate::engine::Engine;
+
     use serde_json::json;
 
     use super::*;
@@ -991,7 +993,7 @@ id_field = "id"
 
     fn put(e: &Engine, topic: &str, offset: i64, value: Value) {
         let id = value["id"].as_str().unwrap_or_default().to_string();
-        e.apply(&[SourceRecord {
+        e.ingest().apply(&[SourceRecord {
             topic: Arc::from(topic),
             partition: 0,
             offset,
@@ -1029,7 +1031,7 @@ id_field = "id"
             recency: None,
             cursor: None,
         };
-        let mut ids: Vec<String> = match e.search(req, access).await {
+        let mut ids: Vec<String> = match e.search().search(req, access).await {
             Ok(r) => r.results.into_iter().map(|h| h.id).collect(),
             Err(err) => panic!("search failed: {err}"),
         };
@@ -1098,9 +1100,14 @@ id_field = "id"
             let asks = json!({"tenant": "a"});
             assert!(found(&e, mode, Some(asks), &no_tenant()).await.is_empty());
         }
-        assert!(e.get_document("docs", "a1", &no_tenant()).is_err());
-        assert!(e.get_document("docs", "none", &no_tenant()).is_err());
+        assert!(e.search().get_document("docs", "a1", &no_tenant()).is_err());
+        assert!(
+            e.search()
+                .get_document("docs", "none", &no_tenant())
+                .is_err()
+        );
         let fresh = e
+            .search()
             .document_freshness("docs", &["a1".into(), "none".into()], &no_tenant())
             .map(|r| {
                 r.documents
@@ -1113,15 +1120,15 @@ id_field = "id"
             Some(vec!["not_found".into(), "not_found".into()])
         );
         // Collections without a tenant field are unaffected.
-        assert!(e.get_document("open", "o", &no_tenant()).is_ok());
+        assert!(e.search().get_document("open", "o", &no_tenant()).is_ok());
     }
 
     #[tokio::test]
     async fn lookups_hide_other_tenants_and_a_moved_document_follows_its_tenant() {
         let e = engine();
         seed(&e);
-        assert!(e.get_document("docs", "a1", &tenant("a")).is_ok());
-        let hidden = e.get_document("docs", "a1", &tenant("b"));
+        assert!(e.search().get_document("docs", "a1", &tenant("a")).is_ok());
+        let hidden = e.search().get_document("docs", "a1", &tenant("b"));
         assert!(matches!(hidden, Err(QueryError::NotFound { .. })));
         put(
             &e,
@@ -1140,8 +1147,8 @@ id_field = "id"
                 "{mode:?}"
             );
         }
-        assert!(e.get_document("docs", "a1", &tenant("a")).is_err());
-        assert!(e.get_document("docs", "a1", &tenant("b")).is_ok());
+        assert!(e.search().get_document("docs", "a1", &tenant("a")).is_err());
+        assert!(e.search().get_document("docs", "a1", &tenant("b")).is_ok());
     }
 
     fn bm25(query: String, filter: Option<Value>) -> SearchRequest {
@@ -1165,6 +1172,7 @@ id_field = "id"
         seed(&e);
         let long = "word ".repeat(4000);
         let err = e
+            .search()
             .search(bm25(long, None), &Access::all())
             .await
             .unwrap_err();
@@ -1173,6 +1181,7 @@ id_field = "id"
 
         let many: String = (0..200).map(|i| format!("w{i} ")).collect();
         let err = e
+            .search()
             .search(bm25(many, None), &Access::all())
             .await
             .unwrap_err();
@@ -1181,11 +1190,15 @@ id_field = "id"
 
         // Repeating a word does not count twice; the bound is on distinct terms.
         let repeated = "shared ".repeat(1000);
-        let ok = e.search(bm25(repeated, None), &Access::all()).await;
+        let ok = e
+            .search()
+            .search(bm25(repeated, None), &Access::all())
+            .await;
         assert_eq!(ok.map(|r| r.results.len()).ok(), Some(1));
 
         let values: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
         let err = e
+            .search()
             .search(
                 bm25("shared".into(), Some(json!({"kind": values}))),
                 &Access::all(),
@@ -1196,7 +1209,7 @@ id_field = "id"
             err.to_string().contains("filter lists 2000 values"),
             "{err}"
         );
-        let metrics = e.render_metrics();
+        let metrics = e.search().render_metrics();
         assert!(
             metrics.contains("freshet_limit_refusals_total{limit=\"server.max_query_terms\"} 1"),
             "{metrics}"
@@ -1206,7 +1219,16 @@ id_field = "id"
     #[test]
     fn no_access_lists_nothing() {
         let e = engine();
-        assert!(e.list_collections(&Access::none()).collections.is_empty());
-        assert!(e.get_document("open", "o", &Access::none()).is_err());
+        assert!(
+            e.search()
+                .list_collections(&Access::none())
+                .collections
+                .is_empty()
+        );
+        assert!(
+            e.search()
+                .get_document("open", "o", &Access::none())
+                .is_err()
+        );
     }
 }
