@@ -18,12 +18,12 @@ Phases, on this machine, in one run, against one private Apache Kafka broker:
 6. peer      — Pathway (bench/peer_pathway.py, its own virtualenv) reads the same topic from the
                same broker: catch-up time, memory, query latency and freshness measured the same
                way (freshet is stopped meanwhile, so each has the machine to itself).
-7. restart   — a persisted freshet (checkpoints on, graph saves checked every 5 s) reads the
-               documents topic from an empty data_dir, is stopped with SIGTERM and started
-               again, then takes steady updates (checkpoint cost per batch), is killed with
-               SIGKILL and started again: time to /readyz each time against the first
-               catch-up, resident memory and bytes on disk per document.
-               (`--restart-only` runs phases 1's produce and 7 alone.)
+7. restart   — the persisted freshet of phases 1–4 (freshet's default persistence) is
+               stopped with SIGTERM and started again, then takes steady updates (checkpoint
+               cost per batch), is killed with SIGKILL and started again: time to /readyz each
+               time against phase 1's first catch-up, resident memory and bytes on disk per
+               document. (`--restart-only` produces the documents and runs phase 7 alone, with
+               its own first catch-up from an empty data_dir.)
 """
 
 from __future__ import annotations
