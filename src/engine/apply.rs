@@ -1,10 +1,10 @@
 //! Turning Kafka records into view and index changes, in two stages:
 //!
-//! - [`Engine::prepare`] decodes, chunks and embeds a batch. It reads no index and runs on
+//! - [`Ingest::prepare`] decodes, chunks and embeds a batch. It reads no index and runs on
 //!   its own thread, ahead of the writer, so embedding (the slowest step by far) overlaps
 //!   with Kafka polling and with applying the previous batch. The channels around it are
 //!   bounded, so a slow embedder slows the consumer rather than filling memory.
-//! - [`Engine::apply_prepared`] is the single writer. Order of effects per batch, chosen so
+//! - [`Ingest::apply_prepared`] is the single writer. Order of effects per batch, chosen so
 //!   readers never see a half-applied change: write both indexes in memory (new entries carry
 //!   fresh sequence numbers, and a hit whose number differs from the view's is stale and
 //!   dropped), note the checkpoint cut, swap the view entries with their `indexed_at` stamp,
@@ -27,7 +27,7 @@ use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
 
 use super::changes::Change;
-use super::{Collection, Engine};
+use super::{Collection, Ingest};
 
 /// What one batch did, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct ApplyOutcome {
     pub unrouted: usize,
 }
 
-/// A batch after [`Engine::prepare`], in the order the writer must apply it.
+/// A batch after [`Ingest::prepare`], in the order the writer must apply it.
 pub struct PreparedBatch {
     /// Partitions whose documents must go first (their topic was recreated).
     pub resets: Vec<PartitionReset>,
@@ -78,7 +78,7 @@ impl PreparedBatch {
     }
 }
 
-/// A record after [`Engine::prepare`]: where it came from and what it asks for.
+/// A record after [`Ingest::prepare`]: where it came from and what it asks for.
 pub struct Prepared {
     /// The record (its coordinates, and its bytes for the dead-letter topic).
     pub record: SourceRecord,
@@ -125,7 +125,7 @@ enum ViewChange {
     Remove(Arc<Collection>, String, Stamp),
 }
 
-impl Engine {
+impl Ingest {
     /// Decodes and applies records in one go (both stages on the calling thread).
     pub fn apply(&self, records: &[SourceRecord]) -> ApplyOutcome {
         let prepared = self.prepare(Batch {
@@ -142,7 +142,7 @@ impl Engine {
     pub fn prepare(&self, batch: Batch) -> PreparedBatch {
         let started = Instant::now();
         let mut items = self.decode_and_chunk(batch.records);
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             if let Some(embedder) = &c.embedder {
                 embed_collection(c, embedder.as_ref(), &mut items);
             }
@@ -160,7 +160,7 @@ impl Engine {
         records
             .into_iter()
             .map(|record| {
-                let change = match self.collection_for_topic(&record.topic) {
+                let change = match self.catalog.for_topic(&record.topic) {
                     None => PreparedChange::Unrouted,
                     Some(c) => prepare_record(c, &record),
                 };
@@ -174,8 +174,9 @@ impl Engine {
     /// was recreated.
     fn purge_partition(&self, reset: &PartitionReset) -> usize {
         let (topic, partition) = (&*reset.topic, reset.partition);
-        let Some(c) = self.collection_for_topic(topic) else {
-            self.progress
+        let Some(c) = self.catalog.for_topic(topic) else {
+            self.freshness
+                .progress()
                 .reset(topic, partition, reset.topic_id.clone());
             return 0;
         };
@@ -190,7 +191,8 @@ impl Engine {
             }
         }
         c.flush_vectors();
-        self.progress
+        self.freshness
+            .progress()
             .reset(topic, partition, reset.topic_id.clone());
         c.changes.reset_partition(topic, partition);
         self.cut(c, &HashMap::new());
@@ -229,14 +231,15 @@ impl Engine {
         } in batch
         {
             let key = (Arc::clone(&rec.topic), rec.partition);
-            let next = next_in_batch
-                .get(&key)
-                .copied()
-                .or_else(|| self.progress.next_offset(&rec.topic, rec.partition));
+            let next = next_in_batch.get(&key).copied().or_else(|| {
+                self.freshness
+                    .progress()
+                    .next_offset(&rec.topic, rec.partition)
+            });
             if next.is_some_and(|n| rec.offset < n) {
                 outcome.replays += 1;
                 self.metrics.count_records(&rec.topic, "replay", 1);
-                if let Some(c) = self.collection_for_topic(&rec.topic) {
+                if let Some(c) = self.catalog.for_topic(&rec.topic) {
                     c.counts.lock().replays_skipped += 1;
                 }
                 continue;
@@ -299,7 +302,7 @@ impl Engine {
         // A persisted collection checkpoints whenever its offsets moved (even for poison
         // records only), so a restart does not read them again.
         for (topic, _) in next_in_batch.keys() {
-            if let Some(c) = self.collection_for_topic(topic)
+            if let Some(c) = self.catalog.for_topic(topic)
                 && c.persisted.is_some()
                 && !touched.iter().any(|t| Arc::ptr_eq(t, c))
             {
@@ -340,20 +343,23 @@ impl Engine {
         // Before the offsets move: see `changes` for why.
         self.publish_changes(feed);
         for ((topic, partition), next) in next_in_batch {
-            self.progress.advance(&topic, partition, next - 1);
+            self.freshness
+                .progress()
+                .advance(&topic, partition, next - 1);
         }
         for p in positions {
-            self.progress
+            self.freshness
+                .progress()
                 .advance_to_position(&p.topic, p.partition, p.next_offset);
         }
-        self.progress.notify_applied();
+        self.freshness.progress().notify_applied();
         if !touched.is_empty() {
             self.metrics
                 .observe_apply_stage(ApplyStage::VectorFlush, publishing - flushing);
             self.metrics
                 .observe_apply_stage(ApplyStage::Publish, publishing.elapsed());
         }
-        self.recheck_readiness();
+        self.freshness.recheck_readiness();
         outcome
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -20,7 +20,7 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::StoredDoc;
 
 use super::ranking::{self, Recency, RecencyField};
-use super::{Collection, Engine};
+use super::{Collection, Search, topics_of};
 
 /// Reciprocal-rank-fusion constant (the usual 60).
 const RRF_K: f32 = 60.0;
@@ -163,9 +163,10 @@ struct Ranked {
     score: f32,
 }
 
-impl Engine {
+impl Search {
     fn readable(&self, access: &Access) -> Vec<&Arc<Collection>> {
-        self.collections
+        self.catalog
+            .collections()
             .iter()
             .filter(|c| access.may_read(c.name()))
             .collect()
@@ -176,7 +177,8 @@ impl Engine {
         name: &str,
         access: &Access,
     ) -> Result<&Arc<Collection>, QueryError> {
-        self.collection(name)
+        self.catalog
+            .collection(name)
             .filter(|c| access.may_read(c.name()))
             .ok_or_else(|| QueryError::UnknownCollection {
                 name: name.to_string(),
@@ -187,71 +189,6 @@ impl Engine {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
-    }
-
-    /// Waits until every record written to these collections' partitions before the call
-    /// is applied, at most `max_wait`. `Err` says why it was not reached (the bound was hit,
-    /// or the broker could not be asked), for the answer's notes.
-    pub async fn wait_for_head(
-        &self,
-        collections: &[&Collection],
-        max_wait: Duration,
-    ) -> Result<(), String> {
-        let deadline = Instant::now() + max_wait;
-        let Some(meta) = &self.meta else {
-            return Err("no broker to ask for the partitions' ends".into());
-        };
-        let topics: Vec<String> = collections
-            .iter()
-            .flat_map(|c| c.config.topics.iter().cloned())
-            .collect();
-        // Right after start the consumer may not have assigned every topic yet.
-        let partitions: Vec<(String, i32)> = loop {
-            let snapshot = self.progress.snapshot(&topics);
-            let assigned: HashSet<&str> = snapshot.iter().map(|((t, _), _)| &**t).collect();
-            if topics.iter().all(|t| assigned.contains(t.as_str())) {
-                break snapshot
-                    .iter()
-                    .map(|((t, p), _)| (t.to_string(), *p))
-                    .collect();
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "not every topic is being read yet (waited {} ms)",
-                    max_wait.as_millis()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let reading = self.read_watermarks(meta, partitions, remaining).await;
-        if let Some(((topic, partition), reason)) = reading.failed.first() {
-            return Err(format!(
-                "could not read the end of {} partition(s) from the broker (e.g. {topic}/{partition}: {reason})",
-                reading.failed.len()
-            ));
-        }
-        let targets: Vec<crate::view::OffsetTarget> = reading
-            .marks
-            .iter()
-            .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
-            .collect();
-        let mut applied = self.progress.subscribe();
-        loop {
-            if self.progress.reached_all(&targets) {
-                return Ok(());
-            }
-            let timed_out = tokio::select! {
-                changed = applied.changed() => changed.is_err(),
-                _ = tokio::time::sleep_until(deadline.into()) => true,
-            };
-            if timed_out {
-                if self.progress.reached_all(&targets) {
-                    return Ok(());
-                }
-                return Err(format!("not reached within {} ms", max_wait.as_millis()));
-            }
-        }
     }
 
     /// The `search` tool.
@@ -302,7 +239,10 @@ impl Engine {
         let mut notes = Vec::new();
         let mut head_missed = false;
         if req.consistency == Consistency::Head
-            && let Err(why) = self.wait_for_head(&refs, req.max_wait).await
+            && let Err(why) = self
+                .freshness
+                .wait_for_head(&topics_of(&refs), req.max_wait)
+                .await
         {
             head_missed = true;
             notes.push(format!(
@@ -641,7 +581,7 @@ fn query_vector(
     }
 }
 
-impl Engine {
+impl Search {
     /// The `get_document` tool (and the resource template).
     pub fn get_document(
         &self,
@@ -946,6 +886,8 @@ fn merge_collections(mut lists: Vec<Vec<Ranked>>, k: usize) -> Vec<Ranked> {
 mod tests {
     use std::path::Path;
 
+    use crate::engine::Engine;
+
     use serde_json::json;
 
     use super::*;
@@ -978,7 +920,7 @@ id_field = "id"
 
     fn put(e: &Engine, topic: &str, offset: i64, value: Value) {
         let id = value["id"].as_str().unwrap_or_default().to_string();
-        e.apply(&[SourceRecord {
+        e.ingest().apply(&[SourceRecord {
             topic: Arc::from(topic),
             partition: 0,
             offset,
@@ -1016,7 +958,7 @@ id_field = "id"
             recency: None,
             cursor: None,
         };
-        let mut ids: Vec<String> = match e.search(req, access).await {
+        let mut ids: Vec<String> = match e.search().search(req, access).await {
             Ok(r) => r.results.into_iter().map(|h| h.id).collect(),
             Err(err) => panic!("search failed: {err}"),
         };
@@ -1085,9 +1027,14 @@ id_field = "id"
             let asks = json!({"tenant": "a"});
             assert!(found(&e, mode, Some(asks), &no_tenant()).await.is_empty());
         }
-        assert!(e.get_document("docs", "a1", &no_tenant()).is_err());
-        assert!(e.get_document("docs", "none", &no_tenant()).is_err());
+        assert!(e.search().get_document("docs", "a1", &no_tenant()).is_err());
+        assert!(
+            e.search()
+                .get_document("docs", "none", &no_tenant())
+                .is_err()
+        );
         let fresh = e
+            .search()
             .document_freshness("docs", &["a1".into(), "none".into()], &no_tenant())
             .map(|r| {
                 r.documents
@@ -1100,15 +1047,15 @@ id_field = "id"
             Some(vec!["not_found".into(), "not_found".into()])
         );
         // Collections without a tenant field are unaffected.
-        assert!(e.get_document("open", "o", &no_tenant()).is_ok());
+        assert!(e.search().get_document("open", "o", &no_tenant()).is_ok());
     }
 
     #[tokio::test]
     async fn lookups_hide_other_tenants_and_a_moved_document_follows_its_tenant() {
         let e = engine();
         seed(&e);
-        assert!(e.get_document("docs", "a1", &tenant("a")).is_ok());
-        let hidden = e.get_document("docs", "a1", &tenant("b"));
+        assert!(e.search().get_document("docs", "a1", &tenant("a")).is_ok());
+        let hidden = e.search().get_document("docs", "a1", &tenant("b"));
         assert!(matches!(hidden, Err(QueryError::NotFound { .. })));
         put(
             &e,
@@ -1127,8 +1074,8 @@ id_field = "id"
                 "{mode:?}"
             );
         }
-        assert!(e.get_document("docs", "a1", &tenant("a")).is_err());
-        assert!(e.get_document("docs", "a1", &tenant("b")).is_ok());
+        assert!(e.search().get_document("docs", "a1", &tenant("a")).is_err());
+        assert!(e.search().get_document("docs", "a1", &tenant("b")).is_ok());
     }
 
     fn bm25(query: String, filter: Option<Value>) -> SearchRequest {
@@ -1152,6 +1099,7 @@ id_field = "id"
         seed(&e);
         let long = "word ".repeat(4000);
         let err = e
+            .search()
             .search(bm25(long, None), &Access::all())
             .await
             .unwrap_err();
@@ -1160,6 +1108,7 @@ id_field = "id"
 
         let many: String = (0..200).map(|i| format!("w{i} ")).collect();
         let err = e
+            .search()
             .search(bm25(many, None), &Access::all())
             .await
             .unwrap_err();
@@ -1168,11 +1117,15 @@ id_field = "id"
 
         // Repeating a word does not count twice; the bound is on distinct terms.
         let repeated = "shared ".repeat(1000);
-        let ok = e.search(bm25(repeated, None), &Access::all()).await;
+        let ok = e
+            .search()
+            .search(bm25(repeated, None), &Access::all())
+            .await;
         assert_eq!(ok.map(|r| r.results.len()).ok(), Some(1));
 
         let values: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
         let err = e
+            .search()
             .search(
                 bm25("shared".into(), Some(json!({"kind": values}))),
                 &Access::all(),
@@ -1183,7 +1136,7 @@ id_field = "id"
             err.to_string().contains("filter lists 2000 values"),
             "{err}"
         );
-        let metrics = e.render_metrics();
+        let metrics = e.search().render_metrics();
         assert!(
             metrics.contains("freshet_limit_refusals_total{limit=\"server.max_query_terms\"} 1"),
             "{metrics}"
@@ -1193,7 +1146,16 @@ id_field = "id"
     #[test]
     fn no_access_lists_nothing() {
         let e = engine();
-        assert!(e.list_collections(&Access::none()).collections.is_empty());
-        assert!(e.get_document("open", "o", &Access::none()).is_err());
+        assert!(
+            e.search()
+                .list_collections(&Access::none())
+                .collections
+                .is_empty()
+        );
+        assert!(
+            e.search()
+                .get_document("open", "o", &Access::none())
+                .is_err()
+        );
     }
 }
