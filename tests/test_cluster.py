@@ -6,6 +6,8 @@ Apache Kafka broker. A fourth, single-node freshet reads the same topic as the r
 - a search on any node returns the single node's top-10 ids, and — with the cluster-wide
   BM25 statistics — the same BM25 scores;
 - `consistency: "head"` on any node finds a document just produced to any partition;
+- `get_document` and `document_freshness` on any node find documents of every partition
+  (and say `unavailable`, never `not_found`, for a partition without a reachable owner);
 - internal calls need the shared key;
 - killing a node (SIGKILL, no goodbye; classic protocol, 6 s session timeout): answers name
   the partitions without a reachable owner until the group reassigns them, and within
@@ -150,6 +152,11 @@ def wait_for(check, timeout: float, what: str):
     raise AssertionError(f"{what} not within {timeout}s (last: {last!r})")
 
 
+async def tool(url: str, name: str, args: dict) -> dict:
+    async with http_client(f"{url}/mcp") as client:
+        return await call(client, name, args)
+
+
 async def search(url: str, query: str, **args) -> dict:
     async with http_client(f"{url}/mcp") as client:
         return await call(client, "search", {"query": query, "collection": "docs", "k": 10, **args})
@@ -229,6 +236,23 @@ async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic
         for n in nodes:
             await same_as_single(single.url, n.url)
 
+        # Lookups by id find a document on whichever node owns its partition.
+        ids = [d["id"] for d in docs[:12]] + ["no-such-id"]
+        want = await tool(single.url, "document_freshness", {"collection": "docs", "ids": ids})
+        for n in nodes:
+            got = await tool(n.url, "document_freshness", {"collection": "docs", "ids": ids})
+            assert got["documents"] == want["documents"] or [
+                (d["id"], d["status"], (d.get("freshness") or {}).get("offset")) for d in got["documents"]
+            ] == [(d["id"], d["status"], (d.get("freshness") or {}).get("offset")) for d in want["documents"]]
+            assert got["documents"][-1]["status"] == "not_found"
+            assert len(got["freshness"]["partitions"]) == PARTITIONS and got["freshness"]["caught_up"]
+            for doc_id in ids[:4]:
+                one = await tool(n.url, "get_document", {"collection": "docs", "id": doc_id})
+                ref = await tool(single.url, "get_document", {"collection": "docs", "id": doc_id})
+                assert one["document"]["text"] == ref["document"]["text"]
+                assert one["document"]["freshness"]["offset"] == ref["document"]["freshness"]["offset"]
+                assert len(one["freshness"]["partitions"]) == PARTITIONS
+
         # Read-your-writes on any node: a document just produced, whichever partition and
         # node it lands on, is found at once with consistency "head".
         with Producer(broker) as p:
@@ -286,6 +310,11 @@ async def test_a_killed_nodes_partitions_are_served_again(broker, topic, single,
         if not first["freshness"]["caught_up"]:
             text = " ".join(first["notes"])
             assert all(f"{name}/{p}" in text for p in lost), first["notes"]
+        # A document of a lost partition is never reported as not existing.
+        where = await tool(single.url, "document_freshness", {"collection": "docs", "ids": [d["id"] for d in docs]})
+        in_lost = [d["id"] for d in where["documents"] if d["freshness"]["partition"] in lost][:5]
+        got = await tool(nodes[0].url, "document_freshness", {"collection": "docs", "ids": in_lost})
+        assert {d["status"] for d in got["documents"]} <= {"found", "unavailable"}, got
 
         survivors = nodes[:2]
         wait_for(
@@ -296,6 +325,10 @@ async def test_a_killed_nodes_partitions_are_served_again(broker, topic, single,
         remaining = FAILOVER_SECONDS - (time.monotonic() - killed_at)
         await wait_complete(nodes[0].url, len(docs), max(remaining, 1))
         print(f"served again {time.monotonic() - killed_at:.1f} s after the kill")
+        # The new owners hold the replayed documents in the fresh tier until their checkpoint
+        # commit (1 s), and the fresh tier counts field lengths by their one-byte codes, not
+        # exactly: BM25 scores differ in the 4th digit until then (ranking did not).
+        time.sleep(3)
         single.wait_ready()
         for n in survivors:
             await same_as_single(single.url, n.url, QUERIES[:3])

@@ -150,6 +150,9 @@ pub enum QueryError {
         /// Id asked for.
         id: String,
     },
+    /// Part of the data needed is on cluster nodes that cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something broke inside; details are in the server log.
     #[error("internal error while answering; see the server log")]
     Internal,
@@ -172,7 +175,7 @@ impl Search {
             .collect()
     }
 
-    pub(super) fn resolve(
+    pub(crate) fn resolve(
         &self,
         name: &str,
         access: &Access,
