@@ -14,6 +14,7 @@ mod changes;
 mod checkpoint;
 mod collection;
 mod compaction;
+mod poison;
 mod query;
 mod ranking;
 
@@ -41,7 +42,8 @@ pub use changes::{
 pub use checkpoint::{GraphDump, RestoreReport};
 pub use collection::Collection;
 use compaction::Rebuild;
-pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
+pub use poison::{ApplyError, PoisonKind};
+pub use query::{Consistency, Mode, QueryError, SearchRequest};
 pub use ranking::{MAX_SEARCH_DEPTH, Recency, RecencyField};
 
 /// Errors building the engine at start-up.
