@@ -32,6 +32,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod chunk;
+pub mod cluster;
 pub mod config;
 pub mod decode;
 pub mod embed;

@@ -29,6 +29,9 @@ pub enum StartError {
     /// The collections could not be built.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The cluster part could not be set up.
+    #[error("{0}")]
+    Cluster(String),
     /// A thread could not be started.
     #[error("cannot start {what}: {source}")]
     Thread {
@@ -51,6 +54,8 @@ pub struct Runtime {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Told to write the last checkpoint and stop once the apply thread has ended.
     checkpoints: Checkpointer,
+    /// The consumer-group member of a cluster node (`[cluster]`).
+    membership: Option<crate::cluster::Membership>,
 }
 
 impl Runtime {
@@ -68,6 +73,7 @@ impl Runtime {
         let (prepared_tx, prepared_rx) = sync_channel::<PreparedBatch>(4);
         let (reset_tx, reset_rx) = std::sync::mpsc::channel::<ResetRequest>();
         let stop = Arc::new(AtomicBool::new(false));
+        let (membership, ownership) = join_cluster(&config, &engine)?;
         let restore_into = Arc::clone(&ingest);
         let persisted = store.is_some();
         let consumer = source::spawn_consumer(
@@ -79,7 +85,10 @@ impl Runtime {
                 resets: reset_rx,
                 stop: Arc::clone(&stop),
             },
-            PollOptions::default(),
+            PollOptions {
+                ownership,
+                ..PollOptions::default()
+            },
             move || {
                 if persisted {
                     open_persisted(&restore_into);
@@ -120,12 +129,17 @@ impl Runtime {
             cancel,
             threads: vec![consumer, preparer, applier],
             checkpoints,
+            membership,
         })
     }
 
     /// Stops consuming, waits for prepare and apply to finish what is queued, for the last
     /// checkpoint and for the vector graphs to be saved, and flushes dead letters.
     pub async fn shutdown(mut self) {
+        if let Some(membership) = self.membership.take() {
+            // Leaving the group first hands the partitions to the other nodes at once.
+            let _ = tokio::task::spawn_blocking(move || membership.stop()).await;
+        }
         self.cancel.cancel();
         self.stop.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.threads);
@@ -149,6 +163,43 @@ impl Runtime {
             tracing::warn!("pipeline did not stop within 120 s; exiting anyway");
         }
     }
+}
+
+/// A cluster node's group member, and its ownership with the handoff grace for the consumer.
+type Joined = (
+    Option<crate::cluster::Membership>,
+    Option<(Arc<crate::cluster::Ownership>, Duration)>,
+);
+
+/// In a cluster: joins this node's consumer group and makes the engine a cluster node.
+/// Returns the member (left at shutdown) and what the consumer needs to follow ownership.
+fn join_cluster(config: &Config, engine: &Engine) -> Result<Joined, StartError> {
+    let Some(settings) = &config.cluster else {
+        return Ok((None, None));
+    };
+    let ownership = Arc::new(crate::cluster::Ownership::default());
+    let Some(cluster) = crate::cluster::Cluster::new(settings.clone(), Arc::clone(&ownership))
+    else {
+        return Err(StartError::Cluster(format!(
+            "cluster.key_env: environment variable {} is not set",
+            settings.key_env
+        )));
+    };
+    engine.search().join_cluster(Arc::new(cluster));
+    engine.freshness().follow_ownership(Arc::clone(&ownership));
+    let membership = crate::cluster::Membership::start(
+        &config.kafka,
+        settings,
+        engine.catalog().topics(),
+        Arc::clone(&ownership),
+    )?;
+    tracing::info!(
+        node = settings.node_id(),
+        group = settings.group_id(),
+        "cluster: joined the consumer group; reading only the partitions it assigns here"
+    );
+    let grace = Duration::from_millis(settings.handoff_grace_ms);
+    Ok((Some(membership), Some((ownership, grace))))
 }
 
 /// Where persisted collections live, or `None` when `snapshot.interval_ms = 0` keeps

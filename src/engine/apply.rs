@@ -53,13 +53,17 @@ pub struct PreparedBatch {
     pub items: Vec<Prepared>,
     /// Consumer positions reached after the records (offsets passed without a record).
     pub positions: Vec<Position>,
+    /// Partitions this node no longer owns (cluster handoff): dropped after the records.
+    pub released: Vec<(Arc<str>, i32)>,
 }
 
 impl PreparedBatch {
-    /// Appends `other` if that keeps the order of effects (it has no resets). Positions may
-    /// be applied after later records: they never move an offset back.
+    /// Appends `other` if that keeps the order of effects (it has no resets, and this one
+    /// releases no partition). Positions may be applied after later records: they never
+    /// move an offset back.
     pub fn absorb(&mut self, other: PreparedBatch) -> Result<(), PreparedBatch> {
-        if other.resets.is_empty() {
+        if other.resets.is_empty() && self.released.is_empty() {
+            self.released = other.released;
             self.items.extend(other.items);
             self.positions.extend(other.positions);
             Ok(())
@@ -75,7 +79,10 @@ impl PreparedBatch {
 
     /// True when there is nothing to apply.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.resets.is_empty() && self.positions.is_empty()
+        self.items.is_empty()
+            && self.resets.is_empty()
+            && self.positions.is_empty()
+            && self.released.is_empty()
     }
 }
 
@@ -152,6 +159,7 @@ impl Ingest {
             resets: batch.resets,
             items,
             positions: batch.positions,
+            released: batch.released,
         }
     }
 
@@ -173,28 +181,16 @@ impl Ingest {
     /// was recreated.
     fn purge_partition(&self, reset: &PartitionReset) -> usize {
         let (topic, partition) = (&*reset.topic, reset.partition);
-        let Some(c) = self.catalog.for_topic(topic) else {
+        let reset_progress = || {
             self.freshness
                 .progress()
-                .reset(topic, partition, reset.topic_id.clone());
+                .reset(topic, partition, reset.topic_id.clone())
+        };
+        let Some(c) = self.catalog.for_topic(topic) else {
+            reset_progress();
             return 0;
         };
-        let mut removed = 0;
-        for doc in c.view.all() {
-            if &*doc.stamp.topic == topic && doc.stamp.partition == partition {
-                if let Err(e) = self.write_delete(c, &doc.id) {
-                    tracing::error!(collection = c.name(), "purging {}: {}", doc.id, e.message);
-                }
-                c.view.remove(&doc.id);
-                removed += 1;
-            }
-        }
-        c.flush_vectors();
-        self.freshness
-            .progress()
-            .reset(topic, partition, reset.topic_id.clone());
-        c.changes.reset_partition(topic, partition);
-        self.cut(c, &HashMap::new());
+        let removed = self.drop_partition(c, topic, partition, reset_progress);
         self.metrics
             .partition_resets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -208,12 +204,58 @@ impl Ingest {
         removed
     }
 
+    /// Drops a partition another node owns now (cluster handoff): its documents, change
+    /// feed entries and progress go, as if it had never been read here.
+    fn release_partition(&self, topic: &str, partition: i32) {
+        let untrack = || self.freshness.progress().untrack(topic, partition);
+        let Some(c) = self.catalog.for_topic(topic) else {
+            untrack();
+            return;
+        };
+        let removed = self.drop_partition(c, topic, partition, untrack);
+        tracing::info!(
+            collection = c.name(),
+            topic,
+            partition,
+            removed,
+            "cluster: dropped a partition another node owns now"
+        );
+    }
+
+    /// Removes a partition's documents from the view, both indexes and the change feed;
+    /// `progress` changes its offsets before the checkpoint cut records them. Returns how
+    /// many documents went.
+    fn drop_partition(
+        &self,
+        c: &Arc<Collection>,
+        topic: &str,
+        partition: i32,
+        progress: impl FnOnce(),
+    ) -> usize {
+        let mut removed = 0;
+        for doc in c.view.all() {
+            if &*doc.stamp.topic == topic && doc.stamp.partition == partition {
+                if let Err(e) = self.write_delete(c, &doc.id) {
+                    tracing::error!(collection = c.name(), "purging {}: {}", doc.id, e.message);
+                }
+                c.view.remove(&doc.id);
+                removed += 1;
+            }
+        }
+        c.flush_vectors();
+        progress();
+        c.changes.reset_partition(topic, partition);
+        self.cut(c, &HashMap::new());
+        removed
+    }
+
     /// Stage two, the single writer. Never fails: a record that cannot be applied is
     /// counted, logged with its coordinates, dead-lettered if configured, and skipped.
     pub fn apply_prepared(&self, batch: PreparedBatch) -> ApplyOutcome {
         for reset in &batch.resets {
             self.purge_partition(reset);
         }
+        let released = batch.released;
         let positions = batch.positions;
         let batch = batch.items;
         let mut outcome = ApplyOutcome::default();
@@ -346,6 +388,9 @@ impl Ingest {
             self.freshness
                 .progress()
                 .advance_to_position(&p.topic, p.partition, p.next_offset);
+        }
+        for (topic, partition) in released {
+            self.release_partition(&topic, partition);
         }
         self.freshness.progress().notify_applied();
         if !touched.is_empty() {

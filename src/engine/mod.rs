@@ -43,7 +43,12 @@ pub use checkpoint::{GraphDump, RestoreReport};
 pub use collection::Collection;
 use compaction::Rebuild;
 pub use poison::{ApplyError, PoisonKind};
+pub(crate) use query::{
+    Candidate, Retrieved, embed_query, fetch_depth, fuse, merge_collections, query_vector,
+    render_hit, retrieve, search_pool,
+};
 pub use query::{Consistency, Mode, QueryError, SearchRequest};
+pub(crate) use ranking::next_cursor;
 pub use ranking::{MAX_SEARCH_DEPTH, Recency, RecencyField};
 
 /// Errors building the engine at start-up.
@@ -106,6 +111,8 @@ pub struct Search {
     dead_letters: Option<Arc<DeadLetters>>,
     /// Subscriptions receive every applied batch's changes from here.
     change_events: tokio::sync::broadcast::Sender<Arc<Vec<Published>>>,
+    /// This node's part in a cluster (`[cluster]`), set once at start.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Engine {
@@ -154,6 +161,7 @@ impl Engine {
             metrics: Arc::clone(&metrics),
             dead_letters: dead_letters.clone(),
             change_events: change_events.clone(),
+            cluster: std::sync::OnceLock::new(),
         });
         let ingest = Arc::new(Ingest {
             config,
@@ -206,6 +214,16 @@ impl Ingest {
 }
 
 impl Search {
+    /// Makes this node a cluster node: searches then cover every node's partitions.
+    pub fn join_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// This node's part in a cluster, if it is in one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
     /// The configuration the engine was built from.
     pub fn config(&self) -> &Config {
         &self.config

@@ -150,44 +150,8 @@ impl Search {
         req: SearchRequest,
         access: &Access,
     ) -> Result<SearchResult, QueryError> {
-        let max_bytes = self.config().server.max_query_bytes;
-        if req.query.len() > max_bytes {
-            self.metrics().count_limit_hit("server.max_query_bytes");
-            return Err(QueryError::InvalidArgument(format!(
-                "query is {} bytes, more than the limit of {max_bytes} (server.max_query_bytes): \
-                 shorten it to the words that matter",
-                req.query.len()
-            )));
-        }
-        if req.k == 0 || req.k > 100 {
-            return Err(QueryError::InvalidArgument(format!(
-                "k must be between 1 and 100, got {}",
-                req.k
-            )));
-        }
-        let offset = ranking::page_offset(&req)?;
-        let targets: Vec<&Arc<Collection>> = match &req.collection {
-            Some(name) => vec![self.resolve(name, access)?],
-            None => self.readable(access),
-        };
-        if targets.is_empty() {
-            return Err(QueryError::InvalidArgument(
-                "no collection is readable with these credentials".into(),
-            ));
-        }
+        let (targets, filters, offset) = self.validate_search(&req, access)?;
         let query = req.query.trim();
-        if query.is_empty() && req.vector.is_none() {
-            return Err(QueryError::InvalidArgument(
-                "query is empty: pass query text (or a `vector` with mode \"vector\")".into(),
-            ));
-        }
-        self.check_query_bounds(query, &targets)?;
-        check_filter_size(req.filter.as_ref())?;
-        // Validate filters against every target before waiting on anything.
-        let mut filters = Vec::with_capacity(targets.len());
-        for c in &targets {
-            filters.push(build_filter(c, req.filter.as_ref(), access)?);
-        }
         let refs: Vec<&Collection> = targets.iter().map(|c| c.as_ref()).collect();
         let mut notes = Vec::new();
         let mut head_missed = false;
@@ -232,6 +196,55 @@ impl Search {
         })
     }
 
+    /// Checks a search before anything runs: bounds, collections, the query, filters (with
+    /// the caller's tenant clause). Returns the collections searched, one filter each, and
+    /// the page's offset.
+    pub(crate) fn validate_search(
+        &self,
+        req: &SearchRequest,
+        access: &Access,
+    ) -> Result<Validated<'_>, QueryError> {
+        let max_bytes = self.config().server.max_query_bytes;
+        if req.query.len() > max_bytes {
+            self.metrics().count_limit_hit("server.max_query_bytes");
+            return Err(QueryError::InvalidArgument(format!(
+                "query is {} bytes, more than the limit of {max_bytes} (server.max_query_bytes): \
+                 shorten it to the words that matter",
+                req.query.len()
+            )));
+        }
+        if req.k == 0 || req.k > 100 {
+            return Err(QueryError::InvalidArgument(format!(
+                "k must be between 1 and 100, got {}",
+                req.k
+            )));
+        }
+        let offset = ranking::page_offset(req)?;
+        let targets: Vec<&Arc<Collection>> = match &req.collection {
+            Some(name) => vec![self.resolve(name, access)?],
+            None => self.readable(access),
+        };
+        if targets.is_empty() {
+            return Err(QueryError::InvalidArgument(
+                "no collection is readable with these credentials".into(),
+            ));
+        }
+        let query = req.query.trim();
+        if query.is_empty() && req.vector.is_none() {
+            return Err(QueryError::InvalidArgument(
+                "query is empty: pass query text (or a `vector` with mode \"vector\")".into(),
+            ));
+        }
+        self.check_query_bounds(query, &targets)?;
+        check_filter_size(req.filter.as_ref())?;
+        // Validate filters against every target before waiting on anything.
+        let mut filters = Vec::with_capacity(targets.len());
+        for c in &targets {
+            filters.push(build_filter(c, req.filter.as_ref(), access)?);
+        }
+        Ok((targets, filters, offset))
+    }
+
     /// Refuses a query with more distinct terms than `server.max_query_terms` in any of
     /// the collections it searches (analysis is linear, and the text is already bounded).
     fn check_query_bounds(
@@ -253,6 +266,9 @@ impl Search {
         Ok(())
     }
 }
+
+/// A checked search: the collections searched, one filter each, and the page's offset.
+pub(crate) type Validated<'a> = (Vec<&'a Arc<Collection>>, Vec<Filter>, usize);
 
 /// Most values a `filter` may list across its fields.
 pub const MAX_FILTER_VALUES: usize = 1024;
@@ -280,14 +296,14 @@ fn check_filter_size(filter: Option<&Map<String, Value>>) -> Result<(), QueryErr
 /// ones wait (asynchronously, inside their tool-call deadline) for a permit. A job whose
 /// caller gave up still finishes and holds its permit until then, so abandoned work
 /// cannot pile up past the bound.
-struct SearchPool {
+pub(crate) struct SearchPool {
     permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// One pool per process, sized from the first engine's config (a process serves one).
 static SEARCH_POOL: std::sync::OnceLock<SearchPool> = std::sync::OnceLock::new();
 
-fn search_pool(config: &crate::config::Config) -> &'static SearchPool {
+pub(crate) fn search_pool(config: &crate::config::Config) -> &'static SearchPool {
     SEARCH_POOL.get_or_init(|| SearchPool {
         permits: Arc::new(tokio::sync::Semaphore::new(
             config.server.search_pool_size(),
@@ -296,7 +312,8 @@ fn search_pool(config: &crate::config::Config) -> &'static SearchPool {
 }
 
 impl SearchPool {
-    async fn run<T: Send + 'static>(
+    /// Runs `job` on a blocking thread once a permit is free.
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, QueryError> {
@@ -347,27 +364,37 @@ impl RankJob {
             per_collection.push(ranked);
         }
         // One more than the page needs: whether it exists decides if there is a next page.
-        let mut ranked = merge_collections(per_collection, depth + 1);
+        let mut ranked =
+            merge_collections(per_collection, depth + 1, |r| r.score, |r, s| r.score = s);
         let next = ranking::next_cursor(req, depth, ranked.len() > depth);
         ranked.truncate(depth);
         let now = now_ms();
         let results = ranked
             .into_iter()
             .skip(self.offset)
-            .map(|r| {
-                let chunk = r.doc.chunk_text(r.chunk_no);
-                Hit {
-                    id: r.doc.id.clone(),
-                    collection: r.collection.name().to_string(),
-                    score: r.score,
-                    title: r.doc.title.clone(),
-                    snippet: r.collection.text.snippet(query, chunk),
-                    metadata: r.doc.metadata.clone(),
-                    freshness: StampOut::new(&r.doc.stamp, now),
-                }
-            })
+            .map(|r| render_hit(&r.collection, &r.doc, r.chunk_no, r.score, query, now))
             .collect();
         Ok((results, modes_used, self.notes, next))
+    }
+}
+
+/// A document as a hit: its best chunk's snippet for `query`, its metadata and stamp.
+pub(crate) fn render_hit(
+    c: &Collection,
+    doc: &StoredDoc,
+    chunk_no: u32,
+    score: f32,
+    query: &str,
+    now: i64,
+) -> Hit {
+    Hit {
+        id: doc.id.clone(),
+        collection: c.name().to_string(),
+        score,
+        title: doc.title.clone(),
+        snippet: c.text.snippet(query, doc.chunk_text(chunk_no)),
+        metadata: doc.metadata.clone(),
+        freshness: StampOut::new(&doc.stamp, now),
     }
 }
 
@@ -381,74 +408,8 @@ fn search_collection(
     filter: &Filter,
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Ranked>, Mode), QueryError> {
-    let name = c.name();
-    // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
-    // Hybrid score fusion normalises over a fixed depth, so it always fetches that much.
-    let fetch = if req.mode == Mode::Hybrid {
-        (depth * 4).max(SCORE_FUSION_DEPTH)
-    } else {
-        (depth * 4).max(50)
-    };
-    let mode = match (req.mode, &vector_query) {
-        (Mode::Vector, QueryVector::Missing(reason)) => {
-            return Err(QueryError::InvalidArgument(format!(
-                "mode \"vector\" is not possible on collection `{name}`: {reason}"
-            )));
-        }
-        (Mode::Hybrid, QueryVector::Missing(reason)) => {
-            notes.push(format!(
-                "hybrid fell back to bm25 on collection `{name}`: {reason}"
-            ));
-            Mode::Bm25
-        }
-        (Mode::Hybrid, QueryVector::Ready(_)) if query.is_empty() => Mode::Vector,
-        (Mode::Bm25, _) if query.is_empty() => {
-            return Err(QueryError::InvalidArgument(
-                "mode \"bm25\" needs query text".into(),
-            ));
-        }
-        (mode, _) => mode,
-    };
-
-    let bm25 = if mode == Mode::Vector {
-        Vec::new()
-    } else {
-        let hits = c
-            .text
-            .search_where(query, filter, fetch, seq_predicate(c, filter))
-            .map_err(|e| {
-                tracing::error!(collection = name, "BM25 search failed: {e}");
-                QueryError::Internal
-            })?;
-        current_best(
-            c,
-            hits.into_iter()
-                .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
-        )
-    };
-    let vector = match (&vector_query, mode) {
-        (QueryVector::Ready(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
-            None => Vec::new(),
-            Some(_) if filter.rejects_everything() => Vec::new(),
-            Some(index) => {
-                let accept = |doc_id: &str| {
-                    c.view
-                        .get(doc_id)
-                        .is_some_and(|d| filter.accepts(&d.terms, &d.candidate()))
-                };
-                let hits = index.search(q, fetch, &accept).map_err(|e| {
-                    QueryError::InvalidArgument(format!("vector search on `{name}`: {e}"))
-                })?;
-                current_best(
-                    c,
-                    hits.into_iter()
-                        .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
-                )
-            }
-        },
-        _ => Vec::new(),
-    };
-
+    let Retrieved { bm25, vector, mode } =
+        retrieve(c, req, depth, (query, vector_query), filter, notes, None)?;
     let mut ranked: Vec<Ranked> = match mode {
         Mode::Bm25 => to_ranked(c, bm25),
         Mode::Vector => to_ranked(c, vector),
@@ -456,19 +417,7 @@ fn search_collection(
             let scored = |hits: &[(Arc<StoredDoc>, u32, f32)]| -> Vec<(String, f32)> {
                 hits.iter().map(|(d, _, s)| (d.id.clone(), *s)).collect()
             };
-            let fused = match c.config.fusion {
-                Fusion::Score => score_fusion(
-                    &scored(&bm25),
-                    &scored(&vector),
-                    c.config.fusion_bm25_weight,
-                ),
-                Fusion::Rrf => {
-                    let bm25_ids: Vec<String> = bm25.iter().map(|(d, _, _)| d.id.clone()).collect();
-                    let vec_ids: Vec<String> =
-                        vector.iter().map(|(d, _, _)| d.id.clone()).collect();
-                    rrf(&[&bm25_ids, &vec_ids], RRF_K)
-                }
-            };
+            let fused = fuse(&c.config, &scored(&bm25), &scored(&vector));
             // The passage shown is the best BM25 chunk when there is one: it holds the words.
             let mut best: HashMap<String, (Arc<StoredDoc>, u32)> = HashMap::new();
             for (d, chunk, _) in vector.into_iter().chain(bm25) {
@@ -502,9 +451,127 @@ fn search_collection(
     Ok((ranked, mode))
 }
 
+/// How many candidates each retriever fetches for a page ending at `depth`.
+pub(crate) fn fetch_depth(mode: Mode, depth: usize) -> usize {
+    // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
+    // Hybrid score fusion normalises over a fixed depth, so it always fetches that much.
+    if mode == Mode::Hybrid {
+        (depth * 4).max(SCORE_FUSION_DEPTH)
+    } else {
+        (depth * 4).max(50)
+    }
+}
+
+/// A document version found by one retriever: the document, its best chunk, the score.
+pub(crate) type Candidate = (Arc<StoredDoc>, u32, f32);
+
+/// What the two retrievers found in one collection, each best first, before fusion.
+pub(crate) struct Retrieved {
+    /// BM25 candidates (empty in vector mode).
+    pub bm25: Vec<Candidate>,
+    /// Vector candidates (empty in BM25 mode).
+    pub vector: Vec<Candidate>,
+    /// The mode actually used.
+    pub mode: Mode,
+}
+
+/// The hybrid fusion of one collection's two candidate lists, `(id, score)` best first,
+/// as the collection's `fusion` setting says.
+pub(crate) fn fuse(
+    config: &crate::config::CollectionConfig,
+    bm25: &[(String, f32)],
+    vector: &[(String, f32)],
+) -> Vec<(String, f32)> {
+    match config.fusion {
+        Fusion::Score => score_fusion(bm25, vector, config.fusion_bm25_weight),
+        Fusion::Rrf => {
+            let ids = |hits: &[(String, f32)]| -> Vec<String> {
+                hits.iter().map(|(id, _)| id.clone()).collect()
+            };
+            rrf(&[&ids(bm25), &ids(vector)], RRF_K)
+        }
+    }
+}
+
+/// Runs the retrievers of one collection for a page ending at `depth`; BM25 scores with
+/// `stats` when given (a cluster's summed statistics) instead of the index's own.
+pub(crate) fn retrieve(
+    c: &Arc<Collection>,
+    req: &SearchRequest,
+    depth: usize,
+    (query, vector_query): (&str, QueryVector),
+    filter: &Filter,
+    notes: &mut Vec<String>,
+    stats: Option<&crate::index::TermStats>,
+) -> Result<Retrieved, QueryError> {
+    let name = c.name();
+    let fetch = fetch_depth(req.mode, depth);
+    let mode = match (req.mode, &vector_query) {
+        (Mode::Vector, QueryVector::Missing(reason)) => {
+            return Err(QueryError::InvalidArgument(format!(
+                "mode \"vector\" is not possible on collection `{name}`: {reason}"
+            )));
+        }
+        (Mode::Hybrid, QueryVector::Missing(reason)) => {
+            notes.push(format!(
+                "hybrid fell back to bm25 on collection `{name}`: {reason}"
+            ));
+            Mode::Bm25
+        }
+        (Mode::Hybrid, QueryVector::Ready(_)) if query.is_empty() => Mode::Vector,
+        (Mode::Bm25, _) if query.is_empty() => {
+            return Err(QueryError::InvalidArgument(
+                "mode \"bm25\" needs query text".into(),
+            ));
+        }
+        (mode, _) => mode,
+    };
+
+    let bm25 = if mode == Mode::Vector {
+        Vec::new()
+    } else {
+        let hits = c
+            .text
+            .search_with_stats(query, filter, fetch, seq_predicate(c, filter), stats)
+            .map_err(|e| {
+                tracing::error!(collection = name, "BM25 search failed: {e}");
+                QueryError::Internal
+            })?;
+        current_best(
+            c,
+            hits.into_iter()
+                .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
+        )
+    };
+    let vector = match (&vector_query, mode) {
+        (QueryVector::Ready(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
+            None => Vec::new(),
+            Some(_) if filter.rejects_everything() => Vec::new(),
+            Some(index) => {
+                let accept = |doc_id: &str| {
+                    c.view
+                        .get(doc_id)
+                        .is_some_and(|d| filter.accepts(&d.terms, &d.candidate()))
+                };
+                let hits = index.search(q, fetch, &accept).map_err(|e| {
+                    QueryError::InvalidArgument(format!("vector search on `{name}`: {e}"))
+                })?;
+                current_best(
+                    c,
+                    hits.into_iter()
+                        .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
+                )
+            }
+        },
+        _ => Vec::new(),
+    };
+
+    Ok(Retrieved { bm25, vector, mode })
+}
+
 /// A collection's query vector, or why it has none (which a hybrid search notes and a
 /// vector search reports).
-enum QueryVector {
+pub(crate) enum QueryVector {
     Ready(Vec<f32>),
     Missing(String),
 }
@@ -512,7 +579,7 @@ enum QueryVector {
 /// The query vector for a collection, or why there is none; `Err` only for a caller's
 /// vector that does not fit the collection. `embedded` is the query text's vector from the
 /// collection's embedder, when [`embed_query`] made one.
-fn query_vector(
+pub(crate) fn query_vector(
     c: &Collection,
     req: &SearchRequest,
     query: &str,
@@ -696,7 +763,7 @@ fn check_query_vector(c: &Collection, v: &[f32]) -> Result<Vec<f32>, QueryError>
 /// or hybrid mode, query text, no caller-supplied vector), on the search pool so the model
 /// never runs on an async worker and no more run at once than the pool allows. One entry
 /// per target, in order.
-async fn embed_query(
+pub(crate) async fn embed_query(
     pool: &SearchPool,
     targets: &[&Arc<Collection>],
     req: &SearchRequest,
@@ -823,21 +890,27 @@ fn to_ranked(c: &Arc<Collection>, hits: Vec<(Arc<StoredDoc>, u32, f32)>) -> Vec<
 }
 
 /// Top `k` over several collections: one collection keeps its own order and scores; several
-/// are fused by reciprocal rank, since their scores are not comparable.
-fn merge_collections(mut lists: Vec<Vec<Ranked>>, k: usize) -> Vec<Ranked> {
+/// are fused by reciprocal rank, since their scores are not comparable. `score` reads and
+/// `set_score` writes an entry's score.
+pub(crate) fn merge_collections<T>(
+    mut lists: Vec<Vec<T>>,
+    k: usize,
+    score: impl Fn(&T) -> f32,
+    set_score: impl Fn(&mut T, f32),
+) -> Vec<T> {
     if lists.len() == 1 {
         let mut only = lists.pop().unwrap_or_default();
         only.truncate(k);
         return only;
     }
-    let mut all: Vec<Ranked> = Vec::new();
+    let mut all: Vec<T> = Vec::new();
     for list in lists {
         for (rank, mut r) in list.into_iter().enumerate() {
-            r.score = 1.0 / (RRF_K + rank as f32 + 1.0);
+            set_score(&mut r, 1.0 / (RRF_K + rank as f32 + 1.0));
             all.push(r);
         }
     }
-    all.sort_by(|a, b| b.score.total_cmp(&a.score));
+    all.sort_by(|a, b| score(b).total_cmp(&score(a)));
     all.truncate(k);
     all
 }

@@ -39,6 +39,8 @@ pub struct Freshness {
     startup_targets: Mutex<Option<Vec<OffsetTarget>>>,
     /// Apply-rate samples while catching up at start.
     catch_up: CatchUp,
+    /// On a cluster node: the partitions it owns (readiness counts only those).
+    ownership: std::sync::OnceLock<Arc<crate::cluster::Ownership>>,
 }
 
 impl Freshness {
@@ -56,7 +58,13 @@ impl Freshness {
             ready: AtomicBool::new(false),
             startup_targets: Mutex::new(None),
             catch_up: CatchUp::default(),
+            ownership: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes readiness count only the partitions `ownership` says this cluster node owns.
+    pub fn follow_ownership(&self, ownership: Arc<crate::cluster::Ownership>) {
+        let _ = self.ownership.set(ownership);
     }
 
     /// Per-partition progress (shared with the source and the writer).
@@ -232,18 +240,24 @@ impl Freshness {
             // The first complete reading (every topic assigned and answered) fixes the target.
             let seen: HashSet<&str> = marks.iter().map(|w| w.topic.as_str()).collect();
             let assigned = self.progress.snapshot(&[]).len();
-            if assigned == 0
-                || marks.len() < assigned
-                || !self.topics.iter().all(|t| seen.contains(t.as_str()))
-            {
+            // A cluster node reads only the partitions its group gave it, maybe none of a
+            // topic, maybe none at all (then it has nothing to catch up with).
+            let (topics_covered, owns_nothing) = match self.ownership.get() {
+                Some(o) => (o.assigned_once(), o.assigned_once() && o.owned().is_empty()),
+                None => (self.topics.iter().all(|t| seen.contains(t.as_str())), false),
+            };
+            if owns_nothing {
+                *targets = Some(Vec::new());
+            } else if assigned == 0 || marks.len() < assigned || !topics_covered {
                 return;
+            } else {
+                *targets = Some(
+                    marks
+                        .iter()
+                        .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
+                        .collect(),
+                );
             }
-            *targets = Some(
-                marks
-                    .iter()
-                    .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
-                    .collect(),
-            );
         }
         self.mark_ready_if_reached(targets.as_deref());
     }
@@ -257,9 +271,21 @@ impl Freshness {
     }
 
     fn mark_ready_if_reached(&self, targets: Option<&[OffsetTarget]>) {
-        if let Some(t) = targets
-            && self.progress.reached_all(t)
-        {
+        let Some(t) = targets else { return };
+        // Partitions handed to another cluster node while catching up no longer count.
+        let owned: Vec<OffsetTarget>;
+        let t = match self.ownership.get() {
+            Some(o) => {
+                owned = t
+                    .iter()
+                    .filter(|(topic, partition, _)| o.owns(topic, *partition))
+                    .cloned()
+                    .collect();
+                &owned[..]
+            }
+            None => t,
+        };
+        if self.progress.reached_all(t) {
             self.ready.store(true, Ordering::Release);
             tracing::info!("caught up with the stream: ready");
         }

@@ -134,10 +134,18 @@ pub fn router(
             .route("/.well-known/oauth-protected-resource", get(serve.clone()))
             .route("/.well-known/oauth-protected-resource/mcp", get(serve));
     }
-    app.layer(middleware::from_fn_with_state(
+    let app = app.layer(middleware::from_fn_with_state(
         Guard::new(server, Some(Arc::clone(&search))).with_audit(guard_audit),
         guard::guard,
-    ))
+    ));
+    match search.cluster() {
+        // Node-to-node calls authenticate with the cluster key, not a caller's token.
+        Some(cluster) => app.merge(crate::cluster::http::routes(
+            Arc::clone(&search),
+            Arc::clone(cluster),
+        )),
+        None => app,
+    }
 }
 
 /// `/metrics` alone, for `server.metrics_addr` (no auth; Host still checked).

@@ -449,7 +449,12 @@ impl Freshet {
             .map_err(tool_error)?;
         let started = Instant::now();
         let asked = req.mode;
-        let result = self.search.search(req, &access).await;
+        let result = match self.search.cluster() {
+            Some(cluster) => {
+                crate::cluster::coordinator::search(&self.search, cluster, req, &access).await
+            }
+            None => self.search.search(req, &access).await,
+        };
         let mode = match &result {
             Ok(r) => r.mode.clone(),
             Err(_) => format!("{asked:?}").to_lowercase(),
