@@ -9,9 +9,10 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use crate::api::{DocumentResult, FreshnessResult, Hit, IdFreshness, SearchResult, Watermark};
+use crate::auth::Access;
 use crate::config::CollectionConfig;
 use crate::engine::{
-    Access, Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, fetch_depth, fuse,
+    Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, fetch_depth, fuse,
     merge_collections, next_cursor,
 };
 use crate::index::TermStats;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::PartitionWatermark;
+use crate::auth::Access;
 use crate::engine::{
-    Access, Mode, QueryError, Retrieved, Search, embed_query, query_vector, render_hit, retrieve,
+    Mode, QueryError, Retrieved, Search, embed_query, query_vector, render_hit, retrieve,
     search_pool,
 };
 use crate::time::now_ms;

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::api::{Hit, PartitionWatermark};
-use crate::engine::{Access, Consistency, Mode, SearchRequest, TenantScope};
+use crate::auth::{Access, TenantScope};
+use crate::engine::{Consistency, Mode, SearchRequest};
 use crate::index::TermStats;
 
 /// Header carrying the shared key on internal calls.
