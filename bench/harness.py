@@ -110,7 +110,7 @@ class Corpus:
 
 
 def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local_model: bool = False,
-                   persist_ms: int = 0) -> Path:
+                   persist_ms: int = 0, vector_storage: str | None = None) -> Path:
     collection = {"name": name, "topics": topics, "format": "json", "id_field": "id",
                   "title_field": "title", "text_fields": ["title", "body"],
                   "event_time_field": "produced_at"}
@@ -120,6 +120,8 @@ def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local
         collection["vector_field"] = "embedding"
         collection["embedding"] = {"provider": "precomputed", "dimensions": DIM}
         collection["hnsw"] = dict(HNSW)
+        if vector_storage:
+            collection["vector_storage"] = vector_storage
     return write_config(work / f"{name}.toml",
                         {"kafka": {"brokers": brokers}, "snapshot": {"interval_ms": persist_ms},
                          "server": {"data_dir": str(work / f"data-{name}")}},

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{Format, KeyFormat, Mapping};
-use crate::index::{FieldType, FilterSchema};
+use crate::index::{FieldType, FilterSchema, VectorStorage};
 
 /// The prefix of environment variables that override config keys.
 pub const ENV_PREFIX: &str = "FRESHET_";
@@ -464,6 +464,11 @@ pub struct CollectionConfig {
     /// HNSW graph parameters.
     #[serde(default)]
     pub hnsw: HnswConfig,
+    /// How the vector graph holds vectors: `f32` (default) or `int8`, a quarter of the
+    /// vector memory, with each search's candidates scored again exactly from f32 copies
+    /// kept on disk under `server.data_dir`.
+    #[serde(default)]
+    pub vector_storage: VectorStorage,
     /// Types of metadata fields for filters: `keyword` (default), `number`, `time`, `bool`.
     /// Number and time fields take range operators (`gt`, `gte`, `lt`, `lte`).
     #[serde(default)]
@@ -1634,6 +1639,19 @@ topics = ["articles"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("collections.3.name"), "{err}");
+    }
+
+    #[test]
+    fn vector_storage_defaults_to_f32_and_a_bad_value_names_the_key() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(c.collections[0].vector_storage, VectorStorage::F32);
+        let c = parse(&format!("{MINIMAL}vector_storage = \"int8\"\n"), &[]).unwrap();
+        assert_eq!(c.collections[0].vector_storage, VectorStorage::Int8);
+        let err = parse(&format!("{MINIMAL}vector_storage = \"int4\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vector_storage"), "{err}");
+        assert!(err.contains("int4") && err.contains("int8"), "{err}");
     }
 
     #[test]
