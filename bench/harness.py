@@ -18,12 +18,12 @@ Phases, on this machine, in one run, against one private Apache Kafka broker:
 6. peer      — Pathway (bench/peer_pathway.py, its own virtualenv) reads the same topic from the
                same broker: catch-up time, memory, query latency and freshness measured the same
                way (freshet is stopped meanwhile, so each has the machine to itself).
-7. restart   — a persisted freshet (checkpoints on, graph saves checked every 5 s) reads the
-               documents topic from an empty data_dir, is stopped with SIGTERM and started
-               again, then takes steady updates (checkpoint cost per batch), is killed with
-               SIGKILL and started again: time to /readyz each time against the first
-               catch-up, resident memory and bytes on disk per document.
-               (`--restart-only` runs phases 1's produce and 7 alone.)
+7. restart   — the persisted freshet of phases 1–4 (freshet's default persistence) is
+               stopped with SIGTERM and started again, then takes steady updates (checkpoint
+               cost per batch), is killed with SIGKILL and started again: time to /readyz each
+               time against phase 1's first catch-up, resident memory and bytes on disk per
+               document. (`--restart-only` produces the documents and runs phase 7 alone, with
+               its own first catch-up from an empty data_dir.)
 """
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ class Corpus:
 
 
 def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local_model: bool = False,
-                   persist_ms: int = 0, vector_storage: str | None = None) -> Path:
+                   persist_ms: int | None = None, vector_storage: str | None = None) -> Path:
+    """A collection over `topics`; `persist_ms` None keeps freshet's default persistence (what a
+    user gets), 0 keeps everything in memory. `vector_storage` sets the collection's key."""
     collection = {"name": name, "topics": topics, "format": "json", "id_field": "id",
                   "title_field": "title", "text_fields": ["title", "body"],
                   "event_time_field": "produced_at"}
@@ -123,7 +125,8 @@ def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local
         if vector_storage:
             collection["vector_storage"] = vector_storage
     return write_config(work / f"{name}.toml",
-                        {"kafka": {"brokers": brokers}, "snapshot": {"interval_ms": persist_ms},
+                        {"kafka": {"brokers": brokers},
+                         **({} if persist_ms is None else {"snapshot": {"interval_ms": persist_ms}}),
                          "server": {"data_dir": str(work / f"data-{name}")}},
                         [collection])
 
@@ -477,13 +480,16 @@ async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: i
     fresh_topics = [f"fresh{rate}" for rate in args.rates]
     for name in fresh_topics:
         kafka_util.create_topic(broker, name, partitions=args.partitions)
-    server = FreshetServer(freshet_config(work, broker.bootstrap, [topic, *fresh_topics], "bench"), work,
-                           env={"FRESHET_LOG": "warn"})
+    config = freshet_config(work, broker.bootstrap, [topic, *fresh_topics], "bench")
+    result["_bench_config"] = config
+    server = FreshetServer(config, work, env={"FRESHET_LOG": "info,hnsw_rs=warn,rmcp=warn"})
     target = FreshetTarget(server, "bench")
     try:
         result["ingest_progress"] = []
         ingest = time_to_ready(server, records, args.ready_timeout, result["ingest_progress"])
         result["ingest"] = {**ingest, "rss_bytes_per_doc": ingest["rss_bytes"] / n}
+        result["ingest"]["graph_inserts_after_ready_s"] = await wait_graph_backlog_empty(server, args.ready_timeout)
+        result["ingest"]["rss_bytes_per_doc_after_graph"] = rss_bytes(server.process.pid) / n
         print(f"freshet ingest: {result['ingest']}", flush=True)
 
         result["recall"] = await phase_recall(server, corpus, n)
@@ -506,7 +512,9 @@ async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: i
         result["rss_bytes_end"] = rss_bytes(server.process.pid)
     finally:
         await target.aclose()
+        t = time.monotonic()
         server.stop()
+        result["_bench_stopped"] = {"stop_s": time.monotonic() - t, "log": server.log()}
 
 
 async def run_embedder(args, work: Path, broker, corpus: Corpus, result: dict) -> None:
@@ -621,35 +629,49 @@ async def wait_graph_backlog_empty(server: FreshetServer, timeout: float = 600) 
 
 async def run_restart(args, work: Path, broker, topic: str, corpus: Corpus, n: int, records: int,
                       result: dict) -> None:
-    """Phase 7: first catch-up, clean restart, kill -9 restart of a persisted freshet."""
-    config = freshet_config(work, broker.bootstrap, [topic], "restart", persist_ms=5000)
-    data = work / "data-restart"
-    env = {"FRESHET_LOG": "info,hnsw_rs=warn,rmcp=warn"}
-    out: dict = {"records": records, "docs": n, "graph_save_check_ms": 5000}
+    """Phase 7: first catch-up, clean restart, kill -9 restart of a persisted freshet.
 
-    server = FreshetServer(config, work, env=env)
-    try:
-        first = time_to_ready(server, records, args.ready_timeout, [])
-        out["first_catch_up_s"] = first["seconds_to_ready"]
-        out["graph_inserts_after_ready_s"] = await wait_graph_backlog_empty(server)
-        out["rss_bytes_per_doc_after_catch_up"] = rss_bytes(server.process.pid) / n
-        print(f"restart phase: first catch-up {out['first_catch_up_s']:.1f} s, "
-              f"{out['rss_bytes_per_doc_after_catch_up']:.0f} B/doc resident", flush=True)
-        t = time.monotonic()
-    finally:
-        server.stop()
-    out["clean_stop_s"] = time.monotonic() - t
-    out["graph_save_s"] = logged_seconds(server.log(), "saved the vector graph")
-    disk = bytes_under(data)
-    out["disk_bytes_per_doc"] = disk / n
+    After phases 1–4 it restarts their freshet (same config and data_dir, freshet's default
+    persistence): the first catch-up is phase 1's, and the stop is that server's. Alone
+    (`--restart-only`) it runs its own first catch-up."""
+    env = {"FRESHET_LOG": "info,hnsw_rs=warn,rmcp=warn"}
+    out: dict = {"records": records, "docs": n}
+    if "_bench_config" in result:
+        name = "bench"
+        config, stopped = result["_bench_config"], result["_bench_stopped"]
+        out["first_catch_up_s"] = result["ingest"]["seconds_to_ready"]
+        out["graph_inserts_after_ready_s"] = result["ingest"]["graph_inserts_after_ready_s"]
+        out["rss_bytes_per_doc_after_catch_up"] = result["ingest"]["rss_bytes_per_doc_after_graph"]
+        out["clean_stop_s"] = stopped["stop_s"]
+        out["graph_save_s"] = logged_seconds(stopped["log"], "saved the vector graph")
+        out["after_phases"] = "ingest, recall, latency, freshness (same data_dir)"
+    else:
+        name = "restart"
+        config = freshet_config(work, broker.bootstrap, [topic], name)
+        server = FreshetServer(config, work, env=env)
+        try:
+            first = time_to_ready(server, records, args.ready_timeout, [])
+            out["first_catch_up_s"] = first["seconds_to_ready"]
+            out["graph_inserts_after_ready_s"] = await wait_graph_backlog_empty(server, args.ready_timeout)
+            out["rss_bytes_per_doc_after_catch_up"] = rss_bytes(server.process.pid) / n
+            t = time.monotonic()
+        finally:
+            server.stop()
+        out["clean_stop_s"] = time.monotonic() - t
+        out["graph_save_s"] = logged_seconds(server.log(), "saved the vector graph")
+    print(f"restart phase: first catch-up {out['first_catch_up_s']:.1f} s, "
+          f"{out['rss_bytes_per_doc_after_catch_up']:.0f} B/doc resident", flush=True)
+    data = work / f"data-{name}"
+    collection = data / "collections" / name
+    out["disk_bytes_per_doc"] = bytes_under(data) / n
     out["disk_bytes_per_doc_by_part"] = {
-        "text_and_documents": bytes_under(data / "collections" / "restart" / "text") / n,
-        "vector_journal": sum(f.stat().st_size for f in (data / "collections" / "restart" / "vectors").glob("journal-*")) / n,
-        "vector_graph_dump": sum(f.stat().st_size for f in (data / "collections" / "restart" / "vectors").glob("graph-*")) / n,
+        "text_and_documents": bytes_under(collection / "text") / n,
+        "vector_journal": sum(f.stat().st_size for f in (collection / "vectors").glob("journal-*")) / n,
+        "vector_graph_dump": sum(f.stat().st_size for f in (collection / "vectors").glob("graph-*")) / n,
     }
 
     server = FreshetServer(config, work, env=env)
-    target = FreshetTarget(server, "restart")
+    target = FreshetTarget(server, name)
     try:
         out["clean_restart_s"] = time_to_ready(server, 0, args.ready_timeout, [])["seconds_to_ready"]
         out["clean_restart_open_s"] = logged_seconds(server.log(), "opened the persisted collections")
@@ -733,7 +755,8 @@ async def run(args: argparse.Namespace, result: dict) -> None:
             await run_peer(args, work, broker, topic, corpus, result)
     finally:
         broker.stop()
-        result.pop("_last_doc", None)
+        for private in ("_last_doc", "_bench_config", "_bench_stopped"):
+            result.pop(private, None)
         result.pop("_topic_records", None)
     result["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -46,7 +46,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Key {
             key: key.into(),
             message: message.into(),
@@ -80,6 +80,9 @@ pub struct Config {
     /// Where Avro, Protobuf and JSON Schema records' schemas come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_registry: Option<SchemaRegistryConfig>,
+    /// Scale-out: partitions shared among nodes (absent: this node holds every partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[schema_registry]`: a server speaking the Confluent Schema Registry REST API.
@@ -893,6 +896,9 @@ impl Config {
         if let Some(registry) = &self.schema_registry {
             registry.validate()?;
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         if self.audit.max_bytes < 1024 {
             return Err(ConfigError::key("audit.max_bytes", "must be at least 1024"));
         }
@@ -1453,7 +1459,7 @@ fn apply_env_override(table: &mut toml::Table, name: &str, raw: &str) -> Result<
     Ok(())
 }
 
-fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));

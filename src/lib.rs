@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! source (Kafka, every partition assigned) ─► decode (json | debezium | tombstone)
-//!   ─► engine::prepare (chunk, embed) ─► engine::apply (the only writer) ─► view (documents + stamps) + index (BM25, HNSW)
-//! mcp tools ─► engine queries (filters, hybrid fusion) ─► results with freshness metadata
+//!   ─► engine::Ingest::prepare (chunk, embed) ─► Ingest::apply_prepared (the only writer) ─► view (documents + stamps) + index (BM25, HNSW)
+//! mcp tools ─► engine::Search (filters, hybrid fusion) ─► results with freshness metadata
 //! ```
 //!
 //! Modules, in that order:
@@ -16,7 +16,7 @@
 //!   OpenAI-compatible server.
 //! - [`view`]: the materialized view, freshness stamps and per-partition progress.
 //! - [`index`]: tantivy BM25, hnsw_rs vectors, filters and rank fusion.
-//! - [`engine`]: applies batches and answers queries.
+//! - [`engine`]: the catalog of collections; `Ingest` applies batches, `Search` answers queries.
 //! - [`api`]: the result shapes agents see (`Hit`, `Stamp`, `Watermark`).
 //! - [`mcp`]: the MCP server, over stdio and streamable HTTP.
 //! - [`metrics`]: Prometheus histograms and counters.
@@ -24,18 +24,20 @@
 //! - [`auth`]: bearer JWTs on HTTP and the stdio principal → who calls, what it may read.
 //! - [`audit`]: the hash-chained audit log of tool calls and rejected requests.
 //! - [`runtime`]: starts and stops the background tasks.
-//! - [`catch_up`]: progress, rate and ETA while catching up at start (logged and listed).
+//! - [`freshness`]: per-partition progress, watermarks, readiness, `head` waits, and the
+//!   catch-up rate and ETA at start.
 //! - [`config`]: the TOML file, env overrides and validation.
 
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod catch_up;
 pub mod chunk;
+pub mod cluster;
 pub mod config;
 pub mod decode;
 pub mod embed;
 pub mod engine;
+pub mod freshness;
 pub mod index;
 pub mod mcp;
 pub mod metrics;

@@ -389,14 +389,14 @@ fn run(path: &std::path::Path, transport: Transport) -> anyhow::Result<ExitCode>
         .context("starting the async runtime")?;
     let served = rt.block_on(async {
         let runtime = Runtime::start(Arc::clone(&config)).context("starting the pipeline")?;
-        let engine = Arc::clone(&runtime.engine);
+        let search = Arc::clone(&runtime.search);
         let served = match transport {
             Transport::Http => {
-                freshet::mcp::serve_http(engine, auth, audit.clone(), shutdown_signal()).await
+                freshet::mcp::serve_http(search, auth, audit.clone(), shutdown_signal()).await
             }
             Transport::Stdio => {
                 let caller = Caller::stdio(&config.auth);
-                freshet::mcp::serve_stdio(engine, caller, audit.clone(), shutdown_signal()).await
+                freshet::mcp::serve_stdio(search, caller, audit.clone(), shutdown_signal()).await
             }
         };
         runtime.shutdown().await;

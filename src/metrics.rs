@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::api::IngestCounts;
+use crate::view::Progress;
+
 /// Bucket bounds (seconds) for query latency.
 const QUERY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -383,6 +386,188 @@ impl Metrics {
         ] {
             header(out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// What `/metrics` shows of one collection, read when scraped.
+#[derive(Clone, Debug)]
+pub struct CollectionGauges {
+    /// The collection.
+    pub name: String,
+    /// Documents in the view.
+    pub documents: usize,
+    /// Chunks in the BM25 index.
+    pub chunks: u64,
+    /// The vector index, once it exists.
+    pub vectors: Option<VectorGauges>,
+    /// Ingest counters.
+    pub counts: IngestCounts,
+}
+
+/// Points of a collection's vector index.
+#[derive(Clone, Copy, Debug)]
+pub struct VectorGauges {
+    /// Live points.
+    pub live: usize,
+    /// Points masked dead.
+    pub dead: usize,
+    /// Searchable points still waiting for their graph insert.
+    pub graph_backlog: usize,
+}
+
+/// Everything `/metrics` shows of the pipeline's state (readiness, partitions,
+/// collections) followed by `metrics`' histograms and counters, in Prometheus text format.
+pub fn render_state(
+    ready: bool,
+    progress: &Progress,
+    collections: &[CollectionGauges],
+    metrics: &Metrics,
+) -> String {
+    let mut out = String::with_capacity(4096);
+    header(
+        &mut out,
+        "freshet_ready",
+        "gauge",
+        "1 once caught up with the watermarks seen at start.",
+    );
+    let _ = writeln!(out, "freshet_ready {}", u8::from(ready));
+    render_partitions(&mut out, progress);
+    render_collections(&mut out, collections);
+    header(
+        &mut out,
+        "freshet_partition_truncations_total",
+        "counter",
+        "Times retention removed records of a partition before they were applied.",
+    );
+    let _ = writeln!(
+        out,
+        "freshet_partition_truncations_total {}",
+        progress.truncations()
+    );
+    metrics.render(&mut out);
+    out
+}
+
+fn render_partitions(out: &mut String, progress: &Progress) {
+    header(
+        out,
+        "freshet_partition_applied_offset",
+        "gauge",
+        "Last offset applied to the view.",
+    );
+    header(
+        out,
+        "freshet_partition_high_watermark",
+        "gauge",
+        "Log end offset last read from the broker.",
+    );
+    header(
+        out,
+        "freshet_partition_lag",
+        "gauge",
+        "Records written but not yet applied.",
+    );
+    for ((topic, partition), p) in progress.snapshot(&[]) {
+        let labels = format!("topic=\"{}\",partition=\"{partition}\"", escape(&topic));
+        if let Some(next) = p.next_offset {
+            let _ = writeln!(
+                out,
+                "freshet_partition_applied_offset{{{labels}}} {}",
+                next - 1
+            );
+        }
+        if let Some(high) = p.high_watermark {
+            let _ = writeln!(out, "freshet_partition_high_watermark{{{labels}}} {high}");
+        }
+        if let Some(lag) = p.lag() {
+            let _ = writeln!(out, "freshet_partition_lag{{{labels}}} {lag}");
+        }
+    }
+}
+
+fn render_collections(out: &mut String, collections: &[CollectionGauges]) {
+    for (name, kind, help) in [
+        ("freshet_documents", "gauge", "Documents in the view."),
+        ("freshet_chunks", "gauge", "Chunks in the BM25 index."),
+        (
+            "freshet_vector_points",
+            "gauge",
+            "Points in the HNSW graph, live or masked dead.",
+        ),
+        (
+            "freshet_vector_dead_fraction",
+            "gauge",
+            "Share of HNSW points that are masked.",
+        ),
+        (
+            "freshet_vector_graph_backlog",
+            "gauge",
+            "Searchable points still waiting for their HNSW graph insert (found by exact scan).",
+        ),
+        (
+            "freshet_ingest_total",
+            "counter",
+            "Changes applied, by kind.",
+        ),
+        (
+            "freshet_poison_records_total",
+            "counter",
+            "Records refused as undecodable, by kind.",
+        ),
+    ] {
+        header(out, name, kind, help);
+    }
+    for c in collections {
+        let name = escape(&c.name);
+        let _ = writeln!(
+            out,
+            "freshet_documents{{collection=\"{name}\"}} {}",
+            c.documents
+        );
+        let _ = writeln!(out, "freshet_chunks{{collection=\"{name}\"}} {}", c.chunks);
+        if let Some(v) = c.vectors {
+            let (live, dead) = (v.live, v.dead);
+            let _ = writeln!(
+                out,
+                "freshet_vector_points{{collection=\"{name}\",state=\"live\"}} {live}"
+            );
+            let _ = writeln!(
+                out,
+                "freshet_vector_points{{collection=\"{name}\",state=\"dead\"}} {dead}"
+            );
+            let fraction = if live + dead == 0 {
+                0.0
+            } else {
+                dead as f64 / (live + dead) as f64
+            };
+            let _ = writeln!(
+                out,
+                "freshet_vector_dead_fraction{{collection=\"{name}\"}} {fraction}"
+            );
+            let _ = writeln!(
+                out,
+                "freshet_vector_graph_backlog{{collection=\"{name}\"}} {}",
+                v.graph_backlog
+            );
+        }
+        let counts = &c.counts;
+        for (kind, n) in [
+            ("upsert", counts.upserts),
+            ("delete", counts.deletes),
+            ("replay", counts.replays_skipped),
+        ] {
+            let _ = writeln!(
+                out,
+                "freshet_ingest_total{{collection=\"{name}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+        for (kind, n) in &counts.poison {
+            let _ = writeln!(
+                out,
+                "freshet_poison_records_total{{collection=\"{name}\",kind=\"{}\"}} {n}",
+                escape(kind)
+            );
         }
     }
 }

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineError, GraphDump, PreparedBatch};
+use crate::engine::{Engine, EngineError, GraphDump, Ingest, PreparedBatch, Search};
+use crate::freshness::Freshness;
+use crate::freshness::catch_up::Applied;
 use crate::source::{
     self, Batch, ConsumerLinks, DeadLetters, MetaClient, PollOptions, ResetRequest, SourceError,
 };
@@ -27,6 +29,9 @@ pub enum StartError {
     /// The collections could not be built.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The cluster part could not be set up.
+    #[error("{0}")]
+    Cluster(String),
     /// A thread could not be started.
     #[error("cannot start {what}: {source}")]
     Thread {
@@ -39,14 +44,18 @@ pub enum StartError {
 
 /// A running pipeline. Dropping it without `shutdown` leaves the threads to die with the process.
 pub struct Runtime {
-    /// The engine queries go to.
-    pub engine: Arc<Engine>,
+    /// The reading side, which the MCP tools query.
+    pub search: Arc<Search>,
+    /// The writing side (prepare, apply, checkpoints).
+    ingest: Arc<Ingest>,
     stop: Arc<AtomicBool>,
     cancel: CancellationToken,
     /// Consumer, prepare and apply threads, in pipeline order.
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Told to write the last checkpoint and stop once the apply thread has ended.
     checkpoints: Checkpointer,
+    /// The consumer-group member of a cluster node (`[cluster]`).
+    membership: Option<crate::cluster::Membership>,
 }
 
 impl Runtime {
@@ -60,66 +69,84 @@ impl Runtime {
         // int8 collections keep their exact vectors in files here (unlinked, see
         // index::vector::spill), not in the system's temporary directory, which may be RAM.
         crate::index::vector::set_spill_dir(&config.server.data_dir);
-        let engine = Arc::new(Engine::open(
-            Arc::clone(&config),
-            Some(meta),
-            dead_letters,
-            store.clone(),
-        )?);
+        let engine = Engine::open(Arc::clone(&config), Some(meta), dead_letters, store.clone())?;
+        let ingest = Arc::clone(engine.ingest());
         // Small bounds: backpressure reaches the consumer (and so the broker) instead of memory.
         let (tx, rx) = mpsc::channel::<Batch>(8);
         let (prepared_tx, prepared_rx) = sync_channel::<PreparedBatch>(4);
         let (reset_tx, reset_rx) = std::sync::mpsc::channel::<ResetRequest>();
         let stop = Arc::new(AtomicBool::new(false));
-        let restore_into = Arc::clone(&engine);
+        let (membership, ownership) = join_cluster(&config, &engine)?;
+        let restore_into = Arc::clone(&ingest);
         let persisted = store.is_some();
         let consumer = source::spawn_consumer(
             &config.kafka,
-            engine.topics(),
-            Arc::clone(engine.progress()),
+            engine.catalog().topics(),
+            Arc::clone(engine.freshness().progress()),
             ConsumerLinks {
                 batches: tx,
                 resets: reset_rx,
                 stop: Arc::clone(&stop),
             },
-            PollOptions::default(),
+            PollOptions {
+                ownership,
+                ..PollOptions::default()
+            },
             move || {
                 if persisted {
                     open_persisted(&restore_into);
                 }
             },
         )?;
-        let preparer = spawn_preparer(Arc::clone(&engine), rx, prepared_tx)?;
-        let applier = spawn_applier(Arc::clone(&engine), prepared_rx)?;
-        let checkpoints = Checkpointer::spawn(Arc::clone(&engine), persisted)?;
+        let preparer = spawn_preparer(Arc::clone(&ingest), rx, prepared_tx)?;
+        let applier = spawn_applier(Arc::clone(&ingest), prepared_rx)?;
+        let checkpoints = Checkpointer::spawn(Arc::clone(&ingest), persisted)?;
         let cancel = CancellationToken::new();
         tokio::spawn(refresh_watermarks(
-            Arc::clone(&engine),
+            Arc::clone(engine.freshness()),
             Duration::from_millis(config.kafka.watermark_interval_ms.max(50)),
             reset_tx,
             cancel.clone(),
         ));
-        tokio::spawn(crate::catch_up::run(
-            Arc::clone(&engine),
+        let catalog = Arc::clone(engine.catalog());
+        tokio::spawn(crate::freshness::catch_up::run(
+            Arc::clone(engine.freshness()),
+            move || {
+                catalog
+                    .collections()
+                    .iter()
+                    .map(|c| Applied {
+                        collection: c.name().to_string(),
+                        topics: c.config.topics.clone(),
+                        applied: c.applied_records(),
+                    })
+                    .collect()
+            },
             Duration::from_millis(config.server.progress_log_interval_ms),
             cancel.clone(),
         ));
         Ok(Runtime {
-            engine,
+            search: Arc::clone(engine.search()),
+            ingest,
             stop,
             cancel,
             threads: vec![consumer, preparer, applier],
             checkpoints,
+            membership,
         })
     }
 
     /// Stops consuming, waits for prepare and apply to finish what is queued, for the last
     /// checkpoint and for the vector graphs to be saved, and flushes dead letters.
     pub async fn shutdown(mut self) {
+        if let Some(membership) = self.membership.take() {
+            // Leaving the group first hands the partitions to the other nodes at once.
+            let _ = tokio::task::spawn_blocking(move || membership.stop()).await;
+        }
         self.cancel.cancel();
         self.stop.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.threads);
-        let engine = Arc::clone(&self.engine);
+        let ingest = Arc::clone(&self.ingest);
         let checkpoints = self.checkpoints.take();
         let joined = tokio::task::spawn_blocking(move || {
             // Each stage drops its sender when it returns, which ends the next stage's loop
@@ -128,7 +155,7 @@ impl Runtime {
                 let _ = h.join();
             }
             checkpoints.finish();
-            if let Some(dlq) = engine.dead_letters() {
+            if let Some(dlq) = ingest.dead_letters() {
                 dlq.flush(Duration::from_secs(5));
             }
         });
@@ -141,13 +168,50 @@ impl Runtime {
     }
 }
 
+/// A cluster node's group member, and its ownership with the handoff grace for the consumer.
+type Joined = (
+    Option<crate::cluster::Membership>,
+    Option<(Arc<crate::cluster::Ownership>, Duration)>,
+);
+
+/// In a cluster: joins this node's consumer group and makes the engine a cluster node.
+/// Returns the member (left at shutdown) and what the consumer needs to follow ownership.
+fn join_cluster(config: &Config, engine: &Engine) -> Result<Joined, StartError> {
+    let Some(settings) = &config.cluster else {
+        return Ok((None, None));
+    };
+    let ownership = Arc::new(crate::cluster::Ownership::default());
+    let Some(cluster) = crate::cluster::Cluster::new(settings.clone(), Arc::clone(&ownership))
+    else {
+        return Err(StartError::Cluster(format!(
+            "cluster.key_env: environment variable {} is not set",
+            settings.key_env
+        )));
+    };
+    engine.search().join_cluster(Arc::new(cluster));
+    engine.freshness().follow_ownership(Arc::clone(&ownership));
+    let membership = crate::cluster::Membership::start(
+        &config.kafka,
+        settings,
+        engine.catalog().topics(),
+        Arc::clone(&ownership),
+    )?;
+    tracing::info!(
+        node = settings.node_id(),
+        group = settings.group_id(),
+        "cluster: joined the consumer group; reading only the partitions it assigns here"
+    );
+    let grace = Duration::from_millis(settings.handoff_grace_ms);
+    Ok((Some(membership), Some((ownership, grace))))
+}
+
 /// Where persisted collections live, or `None` when `snapshot.interval_ms = 0` keeps
 /// everything in memory.
 fn store_dir(config: &Config) -> Option<PathBuf> {
     (config.snapshot.interval_ms > 0).then(|| config.server.data_dir.join("collections"))
 }
 
-fn open_persisted(engine: &Engine) {
+fn open_persisted(engine: &Ingest) {
     let started = Instant::now();
     let report = engine.open_persisted();
     if report.restored.is_empty() && report.rebuilt.is_empty() {
@@ -166,7 +230,7 @@ fn open_persisted(engine: &Engine) {
 const PREPARE_STACK_BYTES: usize = 16 << 20;
 
 fn spawn_preparer(
-    engine: Arc<Engine>,
+    engine: Arc<Ingest>,
     mut rx: mpsc::Receiver<Batch>,
     tx: SyncSender<PreparedBatch>,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
@@ -197,7 +261,7 @@ struct GraphSaver {
 }
 
 impl GraphSaver {
-    fn tick(&mut self, engine: &Arc<Engine>) {
+    fn tick(&mut self, engine: &Arc<Ingest>) {
         if self.last.elapsed() < self.every
             || self.in_flight.as_ref().is_some_and(|h| !h.is_finished())
         {
@@ -217,7 +281,7 @@ impl GraphSaver {
     }
 
     /// At shutdown: waits for a dump in flight, then saves every graph that grew.
-    fn finish(mut self, engine: &Arc<Engine>) {
+    fn finish(mut self, engine: &Arc<Ingest>) {
         if let Some(h) = self.in_flight.take() {
             let _ = h.join();
         }
@@ -225,7 +289,7 @@ impl GraphSaver {
     }
 }
 
-fn run_dumps(engine: &Engine, dumps: Vec<GraphDump>) {
+fn run_dumps(engine: &Ingest, dumps: Vec<GraphDump>) {
     for dump in dumps {
         dump.run(engine);
     }
@@ -242,7 +306,7 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn spawn(engine: Arc<Engine>, persisted: bool) -> Result<Checkpointer, StartError> {
+    fn spawn(engine: Arc<Ingest>, persisted: bool) -> Result<Checkpointer, StartError> {
         let stop = Arc::new(AtomicBool::new(false));
         let every = Duration::from_millis(engine.config().snapshot.interval_ms.max(1));
         let mut saver = persisted.then(|| GraphSaver {
@@ -297,7 +361,7 @@ impl Checkpointer {
 }
 
 fn spawn_applier(
-    engine: Arc<Engine>,
+    engine: Arc<Ingest>,
     rx: Receiver<PreparedBatch>,
 ) -> Result<std::thread::JoinHandle<()>, StartError> {
     std::thread::Builder::new()
@@ -346,7 +410,7 @@ const FAST_WATERMARK_READS: u32 = 50;
 /// Keeps lag current, and asks the consumer to re-read a partition whose applied offset no
 /// longer exists in the broker's log (topic recreated, or retention passed it).
 async fn refresh_watermarks(
-    engine: Arc<Engine>,
+    freshness: Arc<Freshness>,
     every: Duration,
     resets: std::sync::mpsc::Sender<ResetRequest>,
     cancel: CancellationToken,
@@ -360,23 +424,23 @@ async fn refresh_watermarks(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {
-                let answered = engine.refresh_watermarks(Duration::from_secs(2)).await;
+                let answered = freshness.refresh_watermarks(Duration::from_secs(2)).await;
                 // Until every partition has a log end, catch-up cannot say what remains and
                 // readiness cannot be decided: read again soon rather than in `every` (a
                 // catch-up may be over by then). A broker that does not answer is not polled
                 // faster than `every`.
-                let now_tracked = engine.progress().tracked();
+                let now_tracked = freshness.progress().tracked();
                 if now_tracked != tracked {
                     (fast_left, tracked) = (FAST_WATERMARK_READS, now_tracked);
                 }
-                let known = engine.progress().all_watermarks_known();
+                let known = freshness.progress().all_watermarks_known();
                 wait = if !known && (answered > 0 || tracked == 0) && fast_left > 0 {
                     fast_left -= 1;
                     Duration::from_millis(100).min(every)
                 } else {
                     every
                 };
-                for (topic, partition, reason) in engine.partitions_to_reset() {
+                for (topic, partition, reason) in freshness.partitions_to_reset() {
                     let key = (topic, partition);
                     // One request per partition until the writer has acted on it.
                     if requested.get(&key).is_some_and(|at| at.elapsed() < Duration::from_secs(10)) {

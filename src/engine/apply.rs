@@ -1,10 +1,10 @@
 //! Turning Kafka records into view and index changes, in two stages:
 //!
-//! - [`Engine::prepare`] decodes, chunks and embeds a batch. It reads no index and runs on
+//! - [`Ingest::prepare`] decodes, chunks and embeds a batch. It reads no index and runs on
 //!   its own thread, ahead of the writer, so embedding (the slowest step by far) overlaps
 //!   with Kafka polling and with applying the previous batch. The channels around it are
 //!   bounded, so a slow embedder slows the consumer rather than filling memory.
-//! - [`Engine::apply_prepared`] is the single writer. Order of effects per batch, chosen so
+//! - [`Ingest::apply_prepared`] is the single writer. Order of effects per batch, chosen so
 //!   readers never see a half-applied change: write both indexes in memory (new entries carry
 //!   fresh sequence numbers, and a hit whose number differs from the view's is stale and
 //!   dropped), note the checkpoint cut, swap the view entries with their `indexed_at` stamp,
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Provider;
-use crate::decode::{ChangeEvent, Document, RawRecord};
+use crate::decode::{ChangeEvent, DecodeErrorKind, Document, RawRecord};
 use crate::embed::{EmbedError, Embedder};
 use crate::index::FilterTerms;
 use crate::metrics::ApplyStage;
@@ -27,7 +27,8 @@ use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
 
 use super::changes::Change;
-use super::{Collection, Engine};
+use super::poison::{ApplyError, PoisonKind};
+use super::{Collection, Ingest};
 
 /// What one batch did, for logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,7 +45,7 @@ pub struct ApplyOutcome {
     pub unrouted: usize,
 }
 
-/// A batch after [`Engine::prepare`], in the order the writer must apply it.
+/// A batch after [`Ingest::prepare`], in the order the writer must apply it.
 pub struct PreparedBatch {
     /// Partitions whose documents must go first (their topic was recreated).
     pub resets: Vec<PartitionReset>,
@@ -52,13 +53,17 @@ pub struct PreparedBatch {
     pub items: Vec<Prepared>,
     /// Consumer positions reached after the records (offsets passed without a record).
     pub positions: Vec<Position>,
+    /// Partitions this node no longer owns (cluster handoff): dropped after the records.
+    pub released: Vec<(Arc<str>, i32)>,
 }
 
 impl PreparedBatch {
-    /// Appends `other` if that keeps the order of effects (it has no resets). Positions may
-    /// be applied after later records: they never move an offset back.
+    /// Appends `other` if that keeps the order of effects (it has no resets, and this one
+    /// releases no partition). Positions may be applied after later records: they never
+    /// move an offset back.
     pub fn absorb(&mut self, other: PreparedBatch) -> Result<(), PreparedBatch> {
-        if other.resets.is_empty() {
+        if other.resets.is_empty() && self.released.is_empty() {
+            self.released = other.released;
             self.items.extend(other.items);
             self.positions.extend(other.positions);
             Ok(())
@@ -74,11 +79,14 @@ impl PreparedBatch {
 
     /// True when there is nothing to apply.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.resets.is_empty() && self.positions.is_empty()
+        self.items.is_empty()
+            && self.resets.is_empty()
+            && self.positions.is_empty()
+            && self.released.is_empty()
     }
 }
 
-/// A record after [`Engine::prepare`]: where it came from and what it asks for.
+/// A record after [`Ingest::prepare`]: where it came from and what it asks for.
 pub struct Prepared {
     /// The record (its coordinates, and its bytes for the dead-letter topic).
     pub record: SourceRecord,
@@ -106,14 +114,12 @@ pub enum PreparedChange {
         /// The document id.
         id: String,
     },
-    /// A record that cannot be applied: (kind, message) for counters, logs and the DLQ.
+    /// A record that cannot be applied: why, for counters, logs and the DLQ.
     Poison {
         /// The collection.
         collection: Arc<Collection>,
-        /// Short stable label (`not_json`, `bad_vector`, ...).
-        kind: &'static str,
-        /// What was wrong, naming the field.
-        message: String,
+        /// Why.
+        error: ApplyError,
     },
     /// From a topic no collection reads.
     Unrouted,
@@ -125,7 +131,7 @@ enum ViewChange {
     Remove(Arc<Collection>, String, Stamp),
 }
 
-impl Engine {
+impl Ingest {
     /// Decodes and applies records in one go (both stages on the calling thread).
     pub fn apply(&self, records: &[SourceRecord]) -> ApplyOutcome {
         let prepared = self.prepare(Batch {
@@ -142,7 +148,7 @@ impl Engine {
     pub fn prepare(&self, batch: Batch) -> PreparedBatch {
         let started = Instant::now();
         let mut items = self.decode_and_chunk(batch.records);
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             if let Some(embedder) = &c.embedder {
                 embed_collection(c, embedder.as_ref(), &mut items);
             }
@@ -153,6 +159,7 @@ impl Engine {
             resets: batch.resets,
             items,
             positions: batch.positions,
+            released: batch.released,
         }
     }
 
@@ -160,7 +167,7 @@ impl Engine {
         records
             .into_iter()
             .map(|record| {
-                let change = match self.collection_for_topic(&record.topic) {
+                let change = match self.catalog.for_topic(&record.topic) {
                     None => PreparedChange::Unrouted,
                     Some(c) => prepare_record(c, &record),
                 };
@@ -174,26 +181,16 @@ impl Engine {
     /// was recreated.
     fn purge_partition(&self, reset: &PartitionReset) -> usize {
         let (topic, partition) = (&*reset.topic, reset.partition);
-        let Some(c) = self.collection_for_topic(topic) else {
-            self.progress
-                .reset(topic, partition, reset.topic_id.clone());
+        let reset_progress = || {
+            self.freshness
+                .progress()
+                .reset(topic, partition, reset.topic_id.clone())
+        };
+        let Some(c) = self.catalog.for_topic(topic) else {
+            reset_progress();
             return 0;
         };
-        let mut removed = 0;
-        for doc in c.view.all() {
-            if &*doc.stamp.topic == topic && doc.stamp.partition == partition {
-                if let Err(e) = self.write_delete(c, &doc.id) {
-                    tracing::error!(collection = c.name(), "purging {}: {}", doc.id, e.1);
-                }
-                c.view.remove(&doc.id);
-                removed += 1;
-            }
-        }
-        c.flush_vectors();
-        self.progress
-            .reset(topic, partition, reset.topic_id.clone());
-        c.changes.reset_partition(topic, partition);
-        self.cut(c, &HashMap::new());
+        let removed = self.drop_partition(c, topic, partition, reset_progress);
         self.metrics
             .partition_resets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -207,12 +204,58 @@ impl Engine {
         removed
     }
 
+    /// Drops a partition another node owns now (cluster handoff): its documents, change
+    /// feed entries and progress go, as if it had never been read here.
+    fn release_partition(&self, topic: &str, partition: i32) {
+        let untrack = || self.freshness.progress().untrack(topic, partition);
+        let Some(c) = self.catalog.for_topic(topic) else {
+            untrack();
+            return;
+        };
+        let removed = self.drop_partition(c, topic, partition, untrack);
+        tracing::info!(
+            collection = c.name(),
+            topic,
+            partition,
+            removed,
+            "cluster: dropped a partition another node owns now"
+        );
+    }
+
+    /// Removes a partition's documents from the view, both indexes and the change feed;
+    /// `progress` changes its offsets before the checkpoint cut records them. Returns how
+    /// many documents went.
+    fn drop_partition(
+        &self,
+        c: &Arc<Collection>,
+        topic: &str,
+        partition: i32,
+        progress: impl FnOnce(),
+    ) -> usize {
+        let mut removed = 0;
+        for doc in c.view.all() {
+            if &*doc.stamp.topic == topic && doc.stamp.partition == partition {
+                if let Err(e) = self.write_delete(c, &doc.id) {
+                    tracing::error!(collection = c.name(), "purging {}: {}", doc.id, e.message);
+                }
+                c.view.remove(&doc.id);
+                removed += 1;
+            }
+        }
+        c.flush_vectors();
+        progress();
+        c.changes.reset_partition(topic, partition);
+        self.cut(c, &HashMap::new());
+        removed
+    }
+
     /// Stage two, the single writer. Never fails: a record that cannot be applied is
     /// counted, logged with its coordinates, dead-lettered if configured, and skipped.
     pub fn apply_prepared(&self, batch: PreparedBatch) -> ApplyOutcome {
         for reset in &batch.resets {
             self.purge_partition(reset);
         }
+        let released = batch.released;
         let positions = batch.positions;
         let batch = batch.items;
         let mut outcome = ApplyOutcome::default();
@@ -229,14 +272,15 @@ impl Engine {
         } in batch
         {
             let key = (Arc::clone(&rec.topic), rec.partition);
-            let next = next_in_batch
-                .get(&key)
-                .copied()
-                .or_else(|| self.progress.next_offset(&rec.topic, rec.partition));
+            let next = next_in_batch.get(&key).copied().or_else(|| {
+                self.freshness
+                    .progress()
+                    .next_offset(&rec.topic, rec.partition)
+            });
             if next.is_some_and(|n| rec.offset < n) {
                 outcome.replays += 1;
                 self.metrics.count_records(&rec.topic, "replay", 1);
-                if let Some(c) = self.collection_for_topic(&rec.topic) {
+                if let Some(c) = self.catalog.for_topic(&rec.topic) {
                     c.counts.lock().replays_skipped += 1;
                 }
                 continue;
@@ -248,15 +292,11 @@ impl Engine {
                     self.metrics.count_records(&rec.topic, "unrouted", 1);
                     continue;
                 }
-                PreparedChange::Poison {
-                    collection,
-                    kind,
-                    message,
-                } => Err((collection, kind, message)),
+                PreparedChange::Poison { collection, error } => Err((collection, error)),
                 PreparedChange::Delete { collection, id } => self
                     .write_delete(&collection, &id)
                     .map(|()| ViewChange::Remove(Arc::clone(&collection), id, delete_stamp(&rec)))
-                    .map_err(|(k, m)| (collection, k, m)),
+                    .map_err(|e| (collection, e)),
                 PreparedChange::Upsert {
                     collection,
                     doc,
@@ -264,7 +304,7 @@ impl Engine {
                     vectors,
                 } => self
                     .write_upsert(&collection, &rec, doc, chunks, vectors)
-                    .map_err(|(k, m)| (collection, k, m)),
+                    .map_err(|e| (collection, e)),
             };
             match result {
                 Ok(change) => {
@@ -284,10 +324,10 @@ impl Engine {
                     }
                     changes.push(change);
                 }
-                Err((collection, kind, message)) => {
+                Err((collection, error)) => {
                     outcome.poison += 1;
                     self.metrics.count_records(&rec.topic, "poison", 1);
-                    self.reject(&collection, &rec, kind, &message);
+                    self.reject(&collection, &rec, &error);
                 }
             }
         }
@@ -299,7 +339,7 @@ impl Engine {
         // A persisted collection checkpoints whenever its offsets moved (even for poison
         // records only), so a restart does not read them again.
         for (topic, _) in next_in_batch.keys() {
-            if let Some(c) = self.collection_for_topic(topic)
+            if let Some(c) = self.catalog.for_topic(topic)
                 && c.persisted.is_some()
                 && !touched.iter().any(|t| Arc::ptr_eq(t, c))
             {
@@ -340,30 +380,37 @@ impl Engine {
         // Before the offsets move: see `changes` for why.
         self.publish_changes(feed);
         for ((topic, partition), next) in next_in_batch {
-            self.progress.advance(&topic, partition, next - 1);
+            self.freshness
+                .progress()
+                .advance(&topic, partition, next - 1);
         }
         for p in positions {
-            self.progress
+            self.freshness
+                .progress()
                 .advance_to_position(&p.topic, p.partition, p.next_offset);
         }
-        self.progress.notify_applied();
+        for (topic, partition) in released {
+            self.release_partition(&topic, partition);
+        }
+        self.freshness.progress().notify_applied();
         if !touched.is_empty() {
             self.metrics
                 .observe_apply_stage(ApplyStage::VectorFlush, publishing - flushing);
             self.metrics
                 .observe_apply_stage(ApplyStage::Publish, publishing.elapsed());
         }
-        self.recheck_readiness();
+        self.freshness.recheck_readiness();
         outcome
     }
 
-    fn reject(&self, collection: &Collection, rec: &SourceRecord, kind: &str, message: &str) {
+    fn reject(&self, collection: &Collection, rec: &SourceRecord, error: &ApplyError) {
         *collection
             .counts
             .lock()
             .poison
-            .entry(kind.to_string())
+            .entry(error.kind)
             .or_default() += 1;
+        let (kind, message) = (error.kind.label(), &error.message);
         tracing::warn!(
             collection = collection.name(),
             topic = %rec.topic,
@@ -377,15 +424,11 @@ impl Engine {
         }
     }
 
-    fn write_delete(
-        &self,
-        collection: &Collection,
-        id: &str,
-    ) -> Result<(), (&'static str, String)> {
+    fn write_delete(&self, collection: &Collection, id: &str) -> Result<(), ApplyError> {
         collection
             .text
             .delete(id)
-            .map_err(|e| ("index_error", e.to_string()))?;
+            .map_err(|e| ApplyError::new(PoisonKind::Index, e.to_string()))?;
         collection.delete_vectors(id);
         Ok(())
     }
@@ -397,7 +440,7 @@ impl Engine {
         doc: Document,
         chunks: Vec<Range<usize>>,
         vectors: Vec<(u32, Vec<f32>)>,
-    ) -> Result<ViewChange, (&'static str, String)> {
+    ) -> Result<ViewChange, ApplyError> {
         let config = &collection.config;
         // Check vectors before touching any index, so a bad one leaves no partial update.
         let expected = collection
@@ -407,8 +450,8 @@ impl Engine {
         if let Some(dim) = expected
             && let Some((_, v)) = vectors.iter().find(|(_, v)| v.len() != dim)
         {
-            return Err((
-                "bad_vector",
+            return Err(ApplyError::new(
+                BAD_VECTOR,
                 format!(
                     "vector has {} dimensions, the collection has {dim}",
                     v.len()
@@ -463,13 +506,17 @@ impl Engine {
                 .text
                 .upsert(&stored.id, seq, title, &chunk_texts, &stored.terms),
         };
-        written.map_err(|e| ("index_error", e.to_string()))?;
+        written.map_err(|e| ApplyError::new(PoisonKind::Index, e.to_string()))?;
         collection
             .upsert_vectors(&stored.id, seq, &vectors)
-            .map_err(|e| ("bad_vector", e.to_string()))?;
+            .map_err(|e| ApplyError::new(BAD_VECTOR, e.to_string()))?;
         Ok(ViewChange::Put(Arc::clone(collection), Box::new(stored)))
     }
 }
+
+/// A vector that does not fit the collection is refused as the record's own fault, with
+/// the same label as a vector field that does not decode.
+const BAD_VECTOR: PoisonKind = PoisonKind::Record(DecodeErrorKind::BadVector);
 
 /// The stamp of a delete record: where it came from and when it happened.
 fn delete_stamp(rec: &SourceRecord) -> Stamp {
@@ -503,8 +550,7 @@ fn prepare_record(collection: &Arc<Collection>, rec: &SourceRecord) -> PreparedC
         Err(e) => {
             return PreparedChange::Poison {
                 collection: Arc::clone(collection),
-                kind: e.kind(),
-                message: e.to_string(),
+                error: e.into(),
             };
         }
     };
@@ -634,7 +680,9 @@ fn embed_until_available(
 fn poison_for_embedding(collection: &Arc<Collection>, prepared: &mut Prepared, error: EmbedError) {
     prepared.change = PreparedChange::Poison {
         collection: Arc::clone(collection),
-        kind: "embed_error",
-        message: format!("cannot embed the document: {error}"),
+        error: ApplyError::new(
+            PoisonKind::Embed,
+            format!("cannot embed the document: {error}"),
+        ),
     };
 }

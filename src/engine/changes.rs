@@ -9,7 +9,7 @@
 //! `changes.max_entries` / `max_age_ms`, or applied before this process started): that is an
 //! "expired cursor, re-sync" error, never a silent gap.
 //!
-//! The writer records a batch ([`Engine::publish_changes`]) after its view swap and before it
+//! The writer records a batch ([`Ingest::publish_changes`]) after its view swap and before it
 //! advances the partition offsets. A reader that holds the history's lock and sees a
 //! partition's applied offset therefore finds every change at or below it already recorded,
 //! so a `next` cursor taken from the applied offsets skips nothing.
@@ -25,13 +25,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::api::{ChangeOut, ChangesResult, StampOut};
+use crate::auth::Access;
 use crate::config::ChangesConfig;
 use crate::index::{Candidate, Filter};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{Stamp, StoredDoc};
 
-use super::query::{Access, QueryError, build_filter};
-use super::{Collection, Engine};
+use super::query::{QueryError, build_filter};
+use super::{Collection, Ingest, Search};
 
 /// What a change did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,7 +420,7 @@ pub struct Published {
 /// told that something changed, without details).
 pub const SUBSCRIBER_BACKLOG: usize = 1024;
 
-impl Engine {
+impl Ingest {
     /// Records the changes of an applied batch in their collections' histories and tells
     /// subscribers. Called by the writer after the view swap and before the offsets move.
     pub(super) fn publish_changes(&self, batch: Vec<(Arc<Collection>, Change)>) {
@@ -434,7 +435,7 @@ impl Engine {
                 change: Arc::new(change),
             })
             .collect();
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             let mine: Vec<Arc<Change>> = published
                 .iter()
                 .filter(|p| Arc::ptr_eq(&p.collection, c))
@@ -444,7 +445,8 @@ impl Engine {
                 c.changes.record(
                     mine,
                     |topic, partition| {
-                        self.progress
+                        self.freshness
+                            .progress()
                             .next_offset(topic, partition)
                             .map(|next| next - 1)
                     },
@@ -455,7 +457,9 @@ impl Engine {
         // No receiver is fine: nobody subscribed.
         let _ = self.change_events.send(Arc::new(published));
     }
+}
 
+impl Search {
     /// A receiver of every applied batch's changes, for subscriptions.
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<Published>>> {
         self.change_events.subscribe()
@@ -480,7 +484,7 @@ pub struct ChangesRequest {
 /// Most changes one `changes` call returns.
 pub const MAX_CHANGES_LIMIT: usize = 1000;
 
-impl Engine {
+impl Search {
     /// The `changes` tool.
     pub fn changes(
         &self,
@@ -505,8 +509,12 @@ impl Engine {
             },
         };
         if let ReadFrom::Cursor(cursor) = &from
-            && let Some(topic) =
-                cursor.recreated_topic(|t| self.progress.topic_id(t).map(|id| id.to_string()))
+            && let Some(topic) = cursor.recreated_topic(|t| {
+                self.freshness
+                    .progress()
+                    .topic_id(t)
+                    .map(|id| id.to_string())
+            })
         {
             return Err(QueryError::InvalidArgument(format!(
                 "expired cursor: topic `{topic}` was recreated since it was taken, so its offsets \
@@ -517,7 +525,8 @@ impl Engine {
         let filter = build_filter(c, req.filter.as_ref(), access)?;
         let visible = |change: &Change| filter.accepts(&change.doc.terms, &change.candidate());
         let applied = || {
-            self.progress
+            self.freshness
+                .progress()
                 .snapshot(&c.config.topics)
                 .into_iter()
                 .filter_map(|((topic, partition), p)| {
@@ -533,7 +542,7 @@ impl Engine {
             .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
         let mut next = page.next;
         for topic in &c.config.topics {
-            if let Some(id) = self.progress.topic_id(topic) {
+            if let Some(id) = self.freshness.progress().topic_id(topic) {
                 next.set_topic_id(topic, &id);
             }
         }
@@ -621,7 +630,7 @@ impl ChangeWatch {
     }
 }
 
-impl Engine {
+impl Search {
     /// A watch on `collection` for a subscriber with `access`. An unknown or unreadable
     /// collection and a bad filter are errors that say so.
     pub fn watch(

@@ -5,7 +5,7 @@
 //! and the vector point table are in memory); making it durable is the checkpoint's job, off
 //! the writer's path. The writer ends every batch with a [`Cut`]: the number of the last BM25
 //! change, every partition's next offset and the vector journal's length, all as of that
-//! batch. The checkpoint thread ([`Engine::checkpoint_due`], every
+//! batch. The checkpoint thread ([`Ingest::checkpoint_due`], every
 //! `snapshot.checkpoint_interval_ms`) takes the newest cut, fsyncs the vector journal up to
 //! it, and commits the BM25 index (which is also the document store) through the cut's
 //! change with a [`Checkpoint`] payload naming those offsets and that journal length: one
@@ -29,7 +29,7 @@ use crate::index::{FilterTerms, IndexError, TextIndex, VectorIndex};
 use crate::metrics::ApplyStage;
 use crate::store::{Checkpoint, DocRecord, PartitionCheckpoint, VectorCheckpoint};
 
-use super::{Collection, Engine};
+use super::{Collection, Ingest};
 
 /// Wait after a failed checkpoint before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -115,7 +115,7 @@ pub struct RestoreReport {
     pub rebuilt: Vec<String>,
 }
 
-impl Engine {
+impl Ingest {
     /// Opens what the persisted collections hold on disk, before consuming starts: loads each
     /// view from the document store, the vector index from its journal and newest graph dump,
     /// and resumes each partition at the checkpoint's offsets. Nothing is indexed again. A
@@ -123,7 +123,7 @@ impl Engine {
     /// from its topics.
     pub fn open_persisted(&self) -> RestoreReport {
         let mut report = RestoreReport::default();
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             let Some(p) = &c.persisted else { continue };
             // Leftovers of writes a crash interrupted, before anything else takes space.
             vector_store::remove_temp_files(&p.vectors_dir());
@@ -214,7 +214,7 @@ impl Engine {
             c.view.put(doc.into_stored(terms));
         }
         for part in &checkpoint.partitions {
-            self.progress.track(
+            self.freshness.progress().track(
                 &part.topic,
                 part.partition,
                 Some(part.next_offset),
@@ -273,7 +273,7 @@ impl Engine {
     pub fn checkpoint_due(&self, force: bool) -> bool {
         let every = Duration::from_millis(self.config.snapshot.checkpoint_interval_ms);
         let mut wrote = false;
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             if !force
                 && (c.checkpointed_at.lock().elapsed() < every
                     || c.persisted
@@ -379,7 +379,7 @@ impl Engine {
                 (Some(v), Some(journal))
             }
         };
-        let snapshot = self.progress.snapshot(&c.config.topics);
+        let snapshot = self.freshness.progress().snapshot(&c.config.topics);
         let mut partitions: Vec<PartitionCheckpoint> = snapshot
             .iter()
             .filter_map(|((topic, partition), progress)| {
@@ -487,7 +487,8 @@ impl Engine {
     /// [`MIN_POINTS_FOR_DUMP`] points) since their last dump, or, with `all`, by anything
     /// (shutdown). Returns the work, to run off the writer's thread.
     pub fn due_graph_dumps(&self, all: bool) -> Vec<GraphDump> {
-        self.collections
+        self.catalog
+            .collections()
             .iter()
             .filter_map(|c| {
                 let p = c.persisted.as_ref()?;
@@ -531,7 +532,7 @@ pub(super) struct Cut {
     journal: Option<JournalSync>,
 }
 
-/// One graph dump to take (see [`Engine::due_graph_dumps`]).
+/// One graph dump to take (see [`Ingest::due_graph_dumps`]).
 pub struct GraphDump {
     collection: Arc<Collection>,
     index: Arc<VectorIndex>,
@@ -540,7 +541,7 @@ pub struct GraphDump {
 
 impl GraphDump {
     /// Writes the dump and makes it the collection's newest; removes the one it replaces.
-    pub fn run(self, engine: &Engine) {
+    pub fn run(self, engine: &Ingest) {
         let c = &self.collection;
         let Some(p) = &c.persisted else { return };
         let dir = p.vectors_dir();
@@ -577,7 +578,7 @@ impl GraphDump {
 }
 
 fn hnsw_params(c: &Collection) -> crate::index::HnswParams {
-    super::hnsw_params(&c.config)
+    super::collection::hnsw_params(&c.config)
 }
 
 /// Whether an error message is the OS saying the disk (or quota) is full.

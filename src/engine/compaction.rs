@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::index::{IndexError, VectorIndex};
 
-use super::{Collection, Engine};
+use super::{Collection, Ingest};
 
 /// A vector write made while a rebuild was running.
 pub(super) enum VectorOp {
@@ -35,7 +35,7 @@ pub(super) struct Rebuild {
     handle: JoinHandle<Result<VectorIndex, IndexError>>,
 }
 
-impl Engine {
+impl Ingest {
     /// Starts rebuilds that are due and swaps in those that are done. Called by the writer
     /// between batches (and when idle).
     pub fn maintain_vector_indexes(&self) {
@@ -49,7 +49,7 @@ impl Engine {
             }
         }
         *rebuilds = still_running;
-        for c in &self.collections {
+        for c in self.catalog.collections() {
             if rebuilds.iter().any(|r| Arc::ptr_eq(&r.collection, c)) {
                 continue;
             }

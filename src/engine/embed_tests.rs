@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::auth::Access;
 use crate::embed::test_server::{Reply, embeddings, serve};
 use crate::source::SourceRecord;
 
@@ -73,7 +74,8 @@ fn request(query: &str, mode: Mode) -> SearchRequest {
 }
 
 async fn ids(e: &Engine, req: SearchRequest) -> Vec<String> {
-    e.search(req, &Access::all())
+    e.search()
+        .search(req, &Access::all())
         .await
         .unwrap()
         .results
@@ -90,8 +92,8 @@ const LONG: &str = "Kafka consumers read records from partitions in order. Each 
 #[tokio::test]
 async fn long_documents_are_chunked_and_updates_remove_every_old_chunk() {
     let Some(e) = local_engine() else { return };
-    let c = Arc::clone(e.collection("docs").unwrap());
-    e.apply(&[
+    let c = Arc::clone(e.catalog().collection("docs").unwrap());
+    e.ingest().apply(&[
         record(0, "a", doc("a", "Consumer lag", LONG)),
         record(
             1,
@@ -117,6 +119,7 @@ async fn long_documents_are_chunked_and_updates_remove_every_old_chunk() {
 
     // A passage deep inside the long document is found, with that chunk as the snippet.
     let res = e
+        .search()
         .search(
             request("monitoring whether downstream keeps up", Mode::Vector),
             &Access::all(),
@@ -133,7 +136,7 @@ async fn long_documents_are_chunked_and_updates_remove_every_old_chunk() {
     assert_eq!(res.results.len(), 2);
 
     // The update leaves one chunk: every old chunk is gone from both indexes.
-    e.apply(&[record(
+    e.ingest().apply(&[record(
         2,
         "a",
         doc("a", "Consumer lag", "Lag is the offset gap."),
@@ -148,6 +151,7 @@ async fn long_documents_are_chunked_and_updates_remove_every_old_chunk() {
             .is_empty()
     );
     let res = e
+        .search()
         .search(
             request("monitoring whether downstream keeps up", Mode::Vector),
             &Access::all(),
@@ -160,7 +164,7 @@ async fn long_documents_are_chunked_and_updates_remove_every_old_chunk() {
     assert_eq!(res.results.len(), 2);
 
     // A delete removes the rest.
-    e.apply(&[record(3, "a", None)]);
+    e.ingest().apply(&[record(3, "a", None)]);
     assert_eq!(c.text.num_chunks(), 1);
     assert_eq!(vectors.live_points(), 1);
     assert_eq!(
@@ -176,7 +180,7 @@ async fn long_documents_are_chunked_and_updates_remove_every_old_chunk() {
 #[tokio::test]
 async fn query_text_is_embedded_for_vector_and_hybrid() {
     let Some(e) = local_engine() else { return };
-    e.apply(&[
+    e.ingest().apply(&[
         record(
             0,
             "cat",
@@ -196,6 +200,7 @@ async fn query_text_is_embedded_for_vector_and_hybrid() {
     // No word in common with the document: only the vectors can find it.
     for mode in [Mode::Vector, Mode::Hybrid] {
         let res = e
+            .search()
             .search(
                 request("young kitty naps atop a couch", mode),
                 &Access::all(),
@@ -221,21 +226,26 @@ async fn query_text_is_embedded_for_vector_and_hybrid() {
     // A query vector may still be passed explicitly; its dimension is checked.
     let mut req = request("", Mode::Vector);
     req.vector = Some(vec![0.1; 3]);
-    let err = e.search(req, &Access::all()).await.unwrap_err().to_string();
+    let err = e
+        .search()
+        .search(req, &Access::all())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("384-dimensional"), "{err}");
 }
 
 #[test]
 fn list_collections_and_identity_name_the_model() {
     let Some(e) = local_engine() else { return };
-    let info = e.list_collections(&Access::all());
+    let info = e.search().list_collections(&Access::all());
     let emb = &info.collections[0].embedding;
     assert_eq!(
         (emb.provider.as_str(), emb.model.as_deref(), emb.dimensions),
         ("local", Some("all-MiniLM-L6-v2"), Some(384))
     );
     assert_eq!(info.collections[0].modes, ["hybrid", "bm25", "vector"]);
-    let identity = e.collection("docs").unwrap().embedder_identity();
+    let identity = e.catalog().collection("docs").unwrap().embedder_identity();
     let parts: Vec<&str> = identity.split(':').collect();
     assert_eq!(
         &parts[..3],
@@ -256,8 +266,8 @@ fn collections_sharing_a_model_dir_share_one_model() {
     let c = Config::from_toml_with_env(&text, Path::new("t.toml"), Vec::new()).unwrap();
     let e = Engine::new(Arc::new(c), None, None).unwrap();
     let (a, b) = (
-        e.collection("a").unwrap().embedder().unwrap(),
-        e.collection("b").unwrap().embedder().unwrap(),
+        e.catalog().collection("a").unwrap().embedder().unwrap(),
+        e.catalog().collection("b").unwrap().embedder().unwrap(),
     );
     assert!(Arc::ptr_eq(a, b));
 }
@@ -299,13 +309,13 @@ async fn openai_collection_embeds_through_the_server() {
          model = \"test-embed\"\ndimensions = 3\n"
     ));
     let e = Engine::new(Arc::new(c), None, None).unwrap();
-    let out = e.apply(&[
+    let out = e.ingest().apply(&[
         record(0, "x", Some(json!({"id": "x", "body": "first"}))),
         record(1, "y", Some(json!({"id": "y", "body": "second"}))),
         record(2, "z", Some(json!({"id": "z", "body": "third"}))),
     ]);
     assert_eq!((out.upserts, out.poison), (2, 1));
-    let c = e.collection("docs").unwrap();
+    let c = e.catalog().collection("docs").unwrap();
     assert_eq!(c.counts().poison["embed_error"], 1);
     assert!(c.view.get("y").is_none());
     assert_eq!(c.vectors().unwrap().live_points(), 2);
@@ -317,11 +327,12 @@ async fn openai_collection_embeds_through_the_server() {
     assert_eq!(requests[2].body["input"], json!(["second"]));
 
     let res = e
+        .search()
         .search(request("first", Mode::Vector), &Access::all())
         .await
         .unwrap();
     assert_eq!(res.results[0].id, "x");
-    let info = e.list_collections(&Access::all());
+    let info = e.search().list_collections(&Access::all());
     let emb = &info.collections[0].embedding;
     assert_eq!(
         (emb.provider.as_str(), emb.model.as_deref(), emb.dimensions),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::*;
+use crate::auth::Access;
 use crate::source::SourceRecord;
 
 const CONFIG: &str = r#"
@@ -44,7 +45,7 @@ fn record(offset: i64, event_ms: i64, doc: Value) -> SourceRecord {
 }
 
 fn put(e: &Engine, offset: i64, event_ms: i64, doc: Value) {
-    e.apply(&[record(offset, event_ms, doc)]);
+    e.ingest().apply(&[record(offset, event_ms, doc)]);
 }
 
 /// 120 cheap, old, strongly matching documents (more than either retriever fetches for a
@@ -66,7 +67,7 @@ fn seeded() -> Engine {
         }
         batch.push(record((CHEAP + i) as i64, NEW_MS, doc));
     }
-    e.apply(&batch);
+    e.ingest().apply(&batch);
     e
 }
 
@@ -85,7 +86,7 @@ async fn found(e: &Engine, mode: Mode, filter: Value, k: usize) -> Vec<String> {
         recency: None,
         cursor: None,
     };
-    let mut ids: Vec<String> = match e.search(req, &query::Access::all()).await {
+    let mut ids: Vec<String> = match e.search().search(req, &Access::all()).await {
         Ok(r) => r.results.into_iter().map(|h| h.id).collect(),
         Err(err) => panic!("search failed: {err}"),
     };
@@ -180,7 +181,7 @@ async fn bad_operators_are_argument_errors_naming_field_and_fields() {
                 recency: None,
                 cursor: None,
             };
-            match e.search(req, &query::Access::all()).await {
+            match e.search().search(req, &Access::all()).await {
                 Err(QueryError::InvalidArgument(m)) => m,
                 other => panic!("expected an argument error, got {other:?}"),
             }
@@ -199,7 +200,7 @@ async fn bad_operators_are_argument_errors_naming_field_and_fields() {
         m.contains("price (number)") && m.contains("event_time (time)"),
         "{m}"
     );
-    let listed = e.list_collections(&query::Access::all());
+    let listed = e.search().list_collections(&Access::all());
     let types: &Map<String, Value> = &serde_json::to_value(&listed.collections[0].field_types)
         .unwrap()
         .as_object()
@@ -232,15 +233,18 @@ async fn pages_follow_one_ranking_and_cursors_are_bound_to_their_search() {
         (r.results.into_iter().map(|h| h.id).collect(), r.next)
     };
     let (top20, _) = all(e
-        .search(bm25_request(20, None), &query::Access::all())
+        .search()
+        .search(bm25_request(20, None), &Access::all())
         .await
         .unwrap());
     let (first, next) = all(e
-        .search(bm25_request(10, None), &query::Access::all())
+        .search()
+        .search(bm25_request(10, None), &Access::all())
         .await
         .unwrap());
     let (second, _) = all(e
-        .search(bm25_request(10, next.clone()), &query::Access::all())
+        .search()
+        .search(bm25_request(10, next.clone()), &Access::all())
         .await
         .unwrap());
     assert_eq!([first, second].concat(), top20);
@@ -249,7 +253,8 @@ async fn pages_follow_one_ranking_and_cursors_are_bound_to_their_search() {
     let mut cursor = None;
     loop {
         let (ids, next) = all(e
-            .search(bm25_request(50, cursor), &query::Access::all())
+            .search()
+            .search(bm25_request(50, cursor), &Access::all())
             .await
             .unwrap());
         seen.extend(ids);
@@ -263,13 +268,14 @@ async fn pages_follow_one_ranking_and_cursors_are_bound_to_their_search() {
     // A cursor of another search, or garbage, is refused.
     let mut other = bm25_request(10, next);
     other.query = "pie".into();
-    let err = e.search(other, &query::Access::all()).await.unwrap_err();
+    let err = e.search().search(other, &Access::all()).await.unwrap_err();
     assert!(
         err.to_string().contains("belongs to another search"),
         "{err}"
     );
     let err = e
-        .search(bm25_request(10, Some("xyz".into())), &query::Access::all())
+        .search()
+        .search(bm25_request(10, Some("xyz".into())), &Access::all())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not a `next` value"), "{err}");
@@ -284,13 +290,17 @@ async fn recency_lifts_recent_documents_in_every_mode() {
         let mut req = bm25_request(40, None);
         req.mode = mode;
         req.vector = Some(vec![1.0, 0.0]);
-        let plain = e.search(req.clone(), &query::Access::all()).await.unwrap();
+        let plain = e
+            .search()
+            .search(req.clone(), &Access::all())
+            .await
+            .unwrap();
         assert!(
             plain.results[..8].iter().all(|h| h.id.starts_with("cheap")),
             "{mode:?}"
         );
         req.recency = Some(Recency::new(RecencyField::EventTime, "30d", 0.9).unwrap());
-        let recent = e.search(req, &query::Access::all()).await.unwrap();
+        let recent = e.search().search(req, &Access::all()).await.unwrap();
         let ids: Vec<&str> = recent.results[..8].iter().map(|h| h.id.as_str()).collect();
         assert!(
             ids.iter().all(|id| id.starts_with("dear")),

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -11,6 +11,7 @@ use crate::api::{
     CollectionInfo, CollectionsResult, DocOut, DocumentResult, FreshnessResult, Hit, IdFreshness,
     SearchResult, StampOut,
 };
+use crate::auth::{Access, TenantScope};
 use crate::config::Fusion;
 use crate::config::Provider;
 use crate::index::{
@@ -20,7 +21,7 @@ use crate::time::{now_ms, rfc3339_ms};
 use crate::view::StoredDoc;
 
 use super::ranking::{self, Recency, RecencyField};
-use super::{Collection, Engine};
+use super::{Collection, Search, topics_of};
 
 /// Reciprocal-rank-fusion constant (the usual 60).
 const RRF_K: f32 = 60.0;
@@ -80,54 +81,6 @@ pub struct SearchRequest {
     pub cursor: Option<String>,
 }
 
-/// What a caller may see. Collections outside `collections` do not exist for it; `tenant`
-/// is a mandatory filter on each collection's tenant field.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Access {
-    /// Readable collections (`None`: all).
-    pub collections: Option<HashSet<String>>,
-    /// Which tenants' documents the caller sees where a collection has a tenant field.
-    pub tenant: TenantScope,
-}
-
-/// Which tenants' documents a caller sees in collections that have a `tenant_field`.
-/// Collections without one are not affected.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TenantScope {
-    /// Every tenant (auth off, or a stdio principal configured without a tenant).
-    All,
-    /// Only documents whose tenant is this value.
-    Only(String),
-    /// None at all: an authenticated caller without a tenant claim must not see every
-    /// tenant's documents, so it sees none of them (fail closed).
-    NoTenant,
-}
-
-impl Access {
-    /// Unrestricted access (auth off, or stdio without a configured principal).
-    pub fn all() -> Access {
-        Access {
-            collections: None,
-            tenant: TenantScope::All,
-        }
-    }
-
-    /// No access at all: the fallback when a request arrives without a verified caller.
-    pub fn none() -> Access {
-        Access {
-            collections: Some(HashSet::new()),
-            tenant: TenantScope::NoTenant,
-        }
-    }
-
-    /// True if this caller may read `collection`.
-    pub fn may_read(&self, collection: &str) -> bool {
-        self.collections
-            .as_ref()
-            .is_none_or(|set| set.contains(collection))
-    }
-}
-
 /// Why a query could not be answered. Every message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -163,9 +116,10 @@ struct Ranked {
     score: f32,
 }
 
-impl Engine {
+impl Search {
     fn readable(&self, access: &Access) -> Vec<&Arc<Collection>> {
-        self.collections
+        self.catalog
+            .collections()
             .iter()
             .filter(|c| access.may_read(c.name()))
             .collect()
@@ -176,7 +130,8 @@ impl Engine {
         name: &str,
         access: &Access,
     ) -> Result<&Arc<Collection>, QueryError> {
-        self.collection(name)
+        self.catalog
+            .collection(name)
             .filter(|c| access.may_read(c.name()))
             .ok_or_else(|| QueryError::UnknownCollection {
                 name: name.to_string(),
@@ -189,120 +144,22 @@ impl Engine {
             })
     }
 
-    /// Waits until every record written to these collections' partitions before the call
-    /// is applied, at most `max_wait`. `Err` says why it was not reached (the bound was hit,
-    /// or the broker could not be asked), for the answer's notes.
-    pub async fn wait_for_head(
-        &self,
-        collections: &[&Collection],
-        max_wait: Duration,
-    ) -> Result<(), String> {
-        let deadline = Instant::now() + max_wait;
-        let Some(meta) = &self.meta else {
-            return Err("no broker to ask for the partitions' ends".into());
-        };
-        let topics: Vec<String> = collections
-            .iter()
-            .flat_map(|c| c.config.topics.iter().cloned())
-            .collect();
-        // Right after start the consumer may not have assigned every topic yet.
-        let partitions: Vec<(String, i32)> = loop {
-            let snapshot = self.progress.snapshot(&topics);
-            let assigned: HashSet<&str> = snapshot.iter().map(|((t, _), _)| &**t).collect();
-            if topics.iter().all(|t| assigned.contains(t.as_str())) {
-                break snapshot
-                    .iter()
-                    .map(|((t, p), _)| (t.to_string(), *p))
-                    .collect();
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "not every topic is being read yet (waited {} ms)",
-                    max_wait.as_millis()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let reading = self.read_watermarks(meta, partitions, remaining).await;
-        if let Some(((topic, partition), reason)) = reading.failed.first() {
-            return Err(format!(
-                "could not read the end of {} partition(s) from the broker (e.g. {topic}/{partition}: {reason})",
-                reading.failed.len()
-            ));
-        }
-        let targets: Vec<crate::view::OffsetTarget> = reading
-            .marks
-            .iter()
-            .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
-            .collect();
-        let mut applied = self.progress.subscribe();
-        loop {
-            if self.progress.reached_all(&targets) {
-                return Ok(());
-            }
-            let timed_out = tokio::select! {
-                changed = applied.changed() => changed.is_err(),
-                _ = tokio::time::sleep_until(deadline.into()) => true,
-            };
-            if timed_out {
-                if self.progress.reached_all(&targets) {
-                    return Ok(());
-                }
-                return Err(format!("not reached within {} ms", max_wait.as_millis()));
-            }
-        }
-    }
-
     /// The `search` tool.
     pub async fn search(
         &self,
         req: SearchRequest,
         access: &Access,
     ) -> Result<SearchResult, QueryError> {
-        let max_bytes = self.config().server.max_query_bytes;
-        if req.query.len() > max_bytes {
-            self.metrics().count_limit_hit("server.max_query_bytes");
-            return Err(QueryError::InvalidArgument(format!(
-                "query is {} bytes, more than the limit of {max_bytes} (server.max_query_bytes): \
-                 shorten it to the words that matter",
-                req.query.len()
-            )));
-        }
-        if req.k == 0 || req.k > 100 {
-            return Err(QueryError::InvalidArgument(format!(
-                "k must be between 1 and 100, got {}",
-                req.k
-            )));
-        }
-        let offset = ranking::page_offset(&req)?;
-        let targets: Vec<&Arc<Collection>> = match &req.collection {
-            Some(name) => vec![self.resolve(name, access)?],
-            None => self.readable(access),
-        };
-        if targets.is_empty() {
-            return Err(QueryError::InvalidArgument(
-                "no collection is readable with these credentials".into(),
-            ));
-        }
+        let (targets, filters, offset) = self.validate_search(&req, access)?;
         let query = req.query.trim();
-        if query.is_empty() && req.vector.is_none() {
-            return Err(QueryError::InvalidArgument(
-                "query is empty: pass query text (or a `vector` with mode \"vector\")".into(),
-            ));
-        }
-        self.check_query_bounds(query, &targets)?;
-        check_filter_size(req.filter.as_ref())?;
-        // Validate filters against every target before waiting on anything.
-        let mut filters = Vec::with_capacity(targets.len());
-        for c in &targets {
-            filters.push(build_filter(c, req.filter.as_ref(), access)?);
-        }
         let refs: Vec<&Collection> = targets.iter().map(|c| c.as_ref()).collect();
         let mut notes = Vec::new();
         let mut head_missed = false;
         if req.consistency == Consistency::Head
-            && let Err(why) = self.wait_for_head(&refs, req.max_wait).await
+            && let Err(why) = self
+                .freshness
+                .wait_for_head(&topics_of(&refs), req.max_wait)
+                .await
         {
             head_missed = true;
             notes.push(format!(
@@ -339,6 +196,55 @@ impl Engine {
         })
     }
 
+    /// Checks a search before anything runs: bounds, collections, the query, filters (with
+    /// the caller's tenant clause). Returns the collections searched, one filter each, and
+    /// the page's offset.
+    pub(crate) fn validate_search(
+        &self,
+        req: &SearchRequest,
+        access: &Access,
+    ) -> Result<Validated<'_>, QueryError> {
+        let max_bytes = self.config().server.max_query_bytes;
+        if req.query.len() > max_bytes {
+            self.metrics().count_limit_hit("server.max_query_bytes");
+            return Err(QueryError::InvalidArgument(format!(
+                "query is {} bytes, more than the limit of {max_bytes} (server.max_query_bytes): \
+                 shorten it to the words that matter",
+                req.query.len()
+            )));
+        }
+        if req.k == 0 || req.k > 100 {
+            return Err(QueryError::InvalidArgument(format!(
+                "k must be between 1 and 100, got {}",
+                req.k
+            )));
+        }
+        let offset = ranking::page_offset(req)?;
+        let targets: Vec<&Arc<Collection>> = match &req.collection {
+            Some(name) => vec![self.resolve(name, access)?],
+            None => self.readable(access),
+        };
+        if targets.is_empty() {
+            return Err(QueryError::InvalidArgument(
+                "no collection is readable with these credentials".into(),
+            ));
+        }
+        let query = req.query.trim();
+        if query.is_empty() && req.vector.is_none() {
+            return Err(QueryError::InvalidArgument(
+                "query is empty: pass query text (or a `vector` with mode \"vector\")".into(),
+            ));
+        }
+        self.check_query_bounds(query, &targets)?;
+        check_filter_size(req.filter.as_ref())?;
+        // Validate filters against every target before waiting on anything.
+        let mut filters = Vec::with_capacity(targets.len());
+        for c in &targets {
+            filters.push(build_filter(c, req.filter.as_ref(), access)?);
+        }
+        Ok((targets, filters, offset))
+    }
+
     /// Refuses a query with more distinct terms than `server.max_query_terms` in any of
     /// the collections it searches (analysis is linear, and the text is already bounded).
     fn check_query_bounds(
@@ -360,6 +266,9 @@ impl Engine {
         Ok(())
     }
 }
+
+/// A checked search: the collections searched, one filter each, and the page's offset.
+pub(crate) type Validated<'a> = (Vec<&'a Arc<Collection>>, Vec<Filter>, usize);
 
 /// Most values a `filter` may list across its fields.
 pub const MAX_FILTER_VALUES: usize = 1024;
@@ -387,14 +296,14 @@ fn check_filter_size(filter: Option<&Map<String, Value>>) -> Result<(), QueryErr
 /// ones wait (asynchronously, inside their tool-call deadline) for a permit. A job whose
 /// caller gave up still finishes and holds its permit until then, so abandoned work
 /// cannot pile up past the bound.
-struct SearchPool {
+pub(crate) struct SearchPool {
     permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// One pool per process, sized from the first engine's config (a process serves one).
 static SEARCH_POOL: std::sync::OnceLock<SearchPool> = std::sync::OnceLock::new();
 
-fn search_pool(config: &crate::config::Config) -> &'static SearchPool {
+pub(crate) fn search_pool(config: &crate::config::Config) -> &'static SearchPool {
     SEARCH_POOL.get_or_init(|| SearchPool {
         permits: Arc::new(tokio::sync::Semaphore::new(
             config.server.search_pool_size(),
@@ -403,7 +312,8 @@ fn search_pool(config: &crate::config::Config) -> &'static SearchPool {
 }
 
 impl SearchPool {
-    async fn run<T: Send + 'static>(
+    /// Runs `job` on a blocking thread once a permit is free.
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, QueryError> {
@@ -454,27 +364,37 @@ impl RankJob {
             per_collection.push(ranked);
         }
         // One more than the page needs: whether it exists decides if there is a next page.
-        let mut ranked = merge_collections(per_collection, depth + 1);
+        let mut ranked =
+            merge_collections(per_collection, depth + 1, |r| r.score, |r, s| r.score = s);
         let next = ranking::next_cursor(req, depth, ranked.len() > depth);
         ranked.truncate(depth);
         let now = now_ms();
         let results = ranked
             .into_iter()
             .skip(self.offset)
-            .map(|r| {
-                let chunk = r.doc.chunk_text(r.chunk_no);
-                Hit {
-                    id: r.doc.id.clone(),
-                    collection: r.collection.name().to_string(),
-                    score: r.score,
-                    title: r.doc.title.clone(),
-                    snippet: r.collection.text.snippet(query, chunk),
-                    metadata: r.doc.metadata.clone(),
-                    freshness: StampOut::new(&r.doc.stamp, now),
-                }
-            })
+            .map(|r| render_hit(&r.collection, &r.doc, r.chunk_no, r.score, query, now))
             .collect();
         Ok((results, modes_used, self.notes, next))
+    }
+}
+
+/// A document as a hit: its best chunk's snippet for `query`, its metadata and stamp.
+pub(crate) fn render_hit(
+    c: &Collection,
+    doc: &StoredDoc,
+    chunk_no: u32,
+    score: f32,
+    query: &str,
+    now: i64,
+) -> Hit {
+    Hit {
+        id: doc.id.clone(),
+        collection: c.name().to_string(),
+        score,
+        title: doc.title.clone(),
+        snippet: c.text.snippet(query, doc.chunk_text(chunk_no)),
+        metadata: doc.metadata.clone(),
+        freshness: StampOut::new(&doc.stamp, now),
     }
 }
 
@@ -484,78 +404,12 @@ fn search_collection(
     req: &SearchRequest,
     depth: usize,
     query: &str,
-    vector_query: Result<Vec<f32>, String>,
+    vector_query: QueryVector,
     filter: &Filter,
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Ranked>, Mode), QueryError> {
-    let name = c.name();
-    // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
-    // Hybrid score fusion normalises over a fixed depth, so it always fetches that much.
-    let fetch = if req.mode == Mode::Hybrid {
-        (depth * 4).max(SCORE_FUSION_DEPTH)
-    } else {
-        (depth * 4).max(50)
-    };
-    let mode = match (req.mode, &vector_query) {
-        (Mode::Vector, Err(reason)) => {
-            return Err(QueryError::InvalidArgument(format!(
-                "mode \"vector\" is not possible on collection `{name}`: {reason}"
-            )));
-        }
-        (Mode::Hybrid, Err(reason)) => {
-            notes.push(format!(
-                "hybrid fell back to bm25 on collection `{name}`: {reason}"
-            ));
-            Mode::Bm25
-        }
-        (Mode::Hybrid, Ok(_)) if query.is_empty() => Mode::Vector,
-        (Mode::Bm25, _) if query.is_empty() => {
-            return Err(QueryError::InvalidArgument(
-                "mode \"bm25\" needs query text".into(),
-            ));
-        }
-        (mode, _) => mode,
-    };
-
-    let bm25 = if mode == Mode::Vector {
-        Vec::new()
-    } else {
-        let hits = c
-            .text
-            .search_where(query, filter, fetch, seq_predicate(c, filter))
-            .map_err(|e| {
-                tracing::error!(collection = name, "BM25 search failed: {e}");
-                QueryError::Internal
-            })?;
-        current_best(
-            c,
-            hits.into_iter()
-                .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
-        )
-    };
-    let vector = match (&vector_query, mode) {
-        (Ok(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
-            None => Vec::new(),
-            Some(_) if filter.rejects_everything() => Vec::new(),
-            Some(index) => {
-                let accept = |doc_id: &str| {
-                    c.view
-                        .get(doc_id)
-                        .is_some_and(|d| filter.accepts(&d.terms, &d.candidate()))
-                };
-                let hits = index.search(q, fetch, &accept).map_err(|e| {
-                    QueryError::InvalidArgument(format!("vector search on `{name}`: {e}"))
-                })?;
-                current_best(
-                    c,
-                    hits.into_iter()
-                        .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
-                )
-            }
-        },
-        _ => Vec::new(),
-    };
-
+    let Retrieved { bm25, vector, mode } =
+        retrieve(c, req, depth, (query, vector_query), filter, notes, None)?;
     let mut ranked: Vec<Ranked> = match mode {
         Mode::Bm25 => to_ranked(c, bm25),
         Mode::Vector => to_ranked(c, vector),
@@ -563,19 +417,7 @@ fn search_collection(
             let scored = |hits: &[(Arc<StoredDoc>, u32, f32)]| -> Vec<(String, f32)> {
                 hits.iter().map(|(d, _, s)| (d.id.clone(), *s)).collect()
             };
-            let fused = match c.config.fusion {
-                Fusion::Score => score_fusion(
-                    &scored(&bm25),
-                    &scored(&vector),
-                    c.config.fusion_bm25_weight,
-                ),
-                Fusion::Rrf => {
-                    let bm25_ids: Vec<String> = bm25.iter().map(|(d, _, _)| d.id.clone()).collect();
-                    let vec_ids: Vec<String> =
-                        vector.iter().map(|(d, _, _)| d.id.clone()).collect();
-                    rrf(&[&bm25_ids, &vec_ids], RRF_K)
-                }
-            };
+            let fused = fuse(&c.config, &scored(&bm25), &scored(&vector));
             // The passage shown is the best BM25 chunk when there is one: it holds the words.
             let mut best: HashMap<String, (Arc<StoredDoc>, u32)> = HashMap::new();
             for (d, chunk, _) in vector.into_iter().chain(bm25) {
@@ -609,39 +451,164 @@ fn search_collection(
     Ok((ranked, mode))
 }
 
-/// The query vector for a collection, or why there is none. `embedded` is the query
-/// text's vector from the collection's embedder, when [`embed_query`] made one.
-fn query_vector(
+/// How many candidates each retriever fetches for a page ending at `depth`.
+pub(crate) fn fetch_depth(mode: Mode, depth: usize) -> usize {
+    // Over-fetch: several chunks of one document may rank, and stale entries are dropped.
+    // Hybrid score fusion normalises over a fixed depth, so it always fetches that much.
+    if mode == Mode::Hybrid {
+        (depth * 4).max(SCORE_FUSION_DEPTH)
+    } else {
+        (depth * 4).max(50)
+    }
+}
+
+/// A document version found by one retriever: the document, its best chunk, the score.
+pub(crate) type Candidate = (Arc<StoredDoc>, u32, f32);
+
+/// What the two retrievers found in one collection, each best first, before fusion.
+pub(crate) struct Retrieved {
+    /// BM25 candidates (empty in vector mode).
+    pub bm25: Vec<Candidate>,
+    /// Vector candidates (empty in BM25 mode).
+    pub vector: Vec<Candidate>,
+    /// The mode actually used.
+    pub mode: Mode,
+}
+
+/// The hybrid fusion of one collection's two candidate lists, `(id, score)` best first,
+/// as the collection's `fusion` setting says.
+pub(crate) fn fuse(
+    config: &crate::config::CollectionConfig,
+    bm25: &[(String, f32)],
+    vector: &[(String, f32)],
+) -> Vec<(String, f32)> {
+    match config.fusion {
+        Fusion::Score => score_fusion(bm25, vector, config.fusion_bm25_weight),
+        Fusion::Rrf => {
+            let ids = |hits: &[(String, f32)]| -> Vec<String> {
+                hits.iter().map(|(id, _)| id.clone()).collect()
+            };
+            rrf(&[&ids(bm25), &ids(vector)], RRF_K)
+        }
+    }
+}
+
+/// Runs the retrievers of one collection for a page ending at `depth`; BM25 scores with
+/// `stats` when given (a cluster's summed statistics) instead of the index's own.
+pub(crate) fn retrieve(
+    c: &Arc<Collection>,
+    req: &SearchRequest,
+    depth: usize,
+    (query, vector_query): (&str, QueryVector),
+    filter: &Filter,
+    notes: &mut Vec<String>,
+    stats: Option<&crate::index::TermStats>,
+) -> Result<Retrieved, QueryError> {
+    let name = c.name();
+    let fetch = fetch_depth(req.mode, depth);
+    let mode = match (req.mode, &vector_query) {
+        (Mode::Vector, QueryVector::Missing(reason)) => {
+            return Err(QueryError::InvalidArgument(format!(
+                "mode \"vector\" is not possible on collection `{name}`: {reason}"
+            )));
+        }
+        (Mode::Hybrid, QueryVector::Missing(reason)) => {
+            notes.push(format!(
+                "hybrid fell back to bm25 on collection `{name}`: {reason}"
+            ));
+            Mode::Bm25
+        }
+        (Mode::Hybrid, QueryVector::Ready(_)) if query.is_empty() => Mode::Vector,
+        (Mode::Bm25, _) if query.is_empty() => {
+            return Err(QueryError::InvalidArgument(
+                "mode \"bm25\" needs query text".into(),
+            ));
+        }
+        (mode, _) => mode,
+    };
+
+    let bm25 = if mode == Mode::Vector {
+        Vec::new()
+    } else {
+        let hits = c
+            .text
+            .search_with_stats(query, filter, fetch, seq_predicate(c, filter), stats)
+            .map_err(|e| {
+                tracing::error!(collection = name, "BM25 search failed: {e}");
+                QueryError::Internal
+            })?;
+        current_best(
+            c,
+            hits.into_iter()
+                .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
+        )
+    };
+    let vector = match (&vector_query, mode) {
+        (QueryVector::Ready(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
+            None => Vec::new(),
+            Some(_) if filter.rejects_everything() => Vec::new(),
+            Some(index) => {
+                let accept = |doc_id: &str| {
+                    c.view
+                        .get(doc_id)
+                        .is_some_and(|d| filter.accepts(&d.terms, &d.candidate()))
+                };
+                let hits = index.search(q, fetch, &accept).map_err(|e| {
+                    QueryError::InvalidArgument(format!("vector search on `{name}`: {e}"))
+                })?;
+                current_best(
+                    c,
+                    hits.into_iter()
+                        .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
+                )
+            }
+        },
+        _ => Vec::new(),
+    };
+
+    Ok(Retrieved { bm25, vector, mode })
+}
+
+/// A collection's query vector, or why it has none (which a hybrid search notes and a
+/// vector search reports).
+pub(crate) enum QueryVector {
+    Ready(Vec<f32>),
+    Missing(String),
+}
+
+/// The query vector for a collection, or why there is none; `Err` only for a caller's
+/// vector that does not fit the collection. `embedded` is the query text's vector from the
+/// collection's embedder, when [`embed_query`] made one.
+pub(crate) fn query_vector(
     c: &Collection,
     req: &SearchRequest,
     query: &str,
     embedded: Option<&Result<Vec<f32>, String>>,
-) -> Result<Result<Vec<f32>, String>, QueryError> {
+) -> Result<QueryVector, QueryError> {
     if let Some(v) = &req.vector
         && c.provider() != Provider::None
     {
-        return check_query_vector(c, v).map(Ok);
+        return check_query_vector(c, v).map(QueryVector::Ready);
     }
-    match c.provider() {
-        Provider::None => Ok(Err(
-            "it has no vectors (embedding.provider = \"none\")".to_string()
-        )),
-        Provider::Precomputed => Ok(Err(format!(
+    let missing = match c.provider() {
+        Provider::None => "it has no vectors (embedding.provider = \"none\")".to_string(),
+        Provider::Precomputed => format!(
             "its vectors are precomputed upstream, so pass the query's vector in `vector`{}",
             c.vectors()
                 .map(|v| format!(" ({} numbers)", v.dim()))
                 .unwrap_or_default()
-        ))),
+        ),
         Provider::Local | Provider::Openai => match embedded {
-            Some(Ok(v)) => Ok(Ok(v.clone())),
-            Some(Err(e)) => Ok(Err(format!("the query could not be embedded: {e}"))),
-            None if query.is_empty() => Ok(Err("pass query text to embed".to_string())),
-            None => Ok(Err("the query was not embedded".to_string())),
+            Some(Ok(v)) => return Ok(QueryVector::Ready(v.clone())),
+            Some(Err(e)) => format!("the query could not be embedded: {e}"),
+            None if query.is_empty() => "pass query text to embed".to_string(),
+            None => "the query was not embedded".to_string(),
         },
-    }
+    };
+    Ok(QueryVector::Missing(missing))
 }
 
-impl Engine {
+impl Search {
     /// The `get_document` tool (and the resource template).
     pub fn get_document(
         &self,
@@ -796,7 +763,7 @@ fn check_query_vector(c: &Collection, v: &[f32]) -> Result<Vec<f32>, QueryError>
 /// or hybrid mode, query text, no caller-supplied vector), on the search pool so the model
 /// never runs on an async worker and no more run at once than the pool allows. One entry
 /// per target, in order.
-async fn embed_query(
+pub(crate) async fn embed_query(
     pool: &SearchPool,
     targets: &[&Arc<Collection>],
     req: &SearchRequest,
@@ -923,21 +890,27 @@ fn to_ranked(c: &Arc<Collection>, hits: Vec<(Arc<StoredDoc>, u32, f32)>) -> Vec<
 }
 
 /// Top `k` over several collections: one collection keeps its own order and scores; several
-/// are fused by reciprocal rank, since their scores are not comparable.
-fn merge_collections(mut lists: Vec<Vec<Ranked>>, k: usize) -> Vec<Ranked> {
+/// are fused by reciprocal rank, since their scores are not comparable. `score` reads and
+/// `set_score` writes an entry's score.
+pub(crate) fn merge_collections<T>(
+    mut lists: Vec<Vec<T>>,
+    k: usize,
+    score: impl Fn(&T) -> f32,
+    set_score: impl Fn(&mut T, f32),
+) -> Vec<T> {
     if lists.len() == 1 {
         let mut only = lists.pop().unwrap_or_default();
         only.truncate(k);
         return only;
     }
-    let mut all: Vec<Ranked> = Vec::new();
+    let mut all: Vec<T> = Vec::new();
     for list in lists {
         for (rank, mut r) in list.into_iter().enumerate() {
-            r.score = 1.0 / (RRF_K + rank as f32 + 1.0);
+            set_score(&mut r, 1.0 / (RRF_K + rank as f32 + 1.0));
             all.push(r);
         }
     }
-    all.sort_by(|a, b| b.score.total_cmp(&a.score));
+    all.sort_by(|a, b| score(b).total_cmp(&score(a)));
     all.truncate(k);
     all
 }
@@ -945,6 +918,8 @@ fn merge_collections(mut lists: Vec<Vec<Ranked>>, k: usize) -> Vec<Ranked> {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use crate::engine::Engine;
 
     use serde_json::json;
 
@@ -978,7 +953,7 @@ id_field = "id"
 
     fn put(e: &Engine, topic: &str, offset: i64, value: Value) {
         let id = value["id"].as_str().unwrap_or_default().to_string();
-        e.apply(&[SourceRecord {
+        e.ingest().apply(&[SourceRecord {
             topic: Arc::from(topic),
             partition: 0,
             offset,
@@ -1016,7 +991,7 @@ id_field = "id"
             recency: None,
             cursor: None,
         };
-        let mut ids: Vec<String> = match e.search(req, access).await {
+        let mut ids: Vec<String> = match e.search().search(req, access).await {
             Ok(r) => r.results.into_iter().map(|h| h.id).collect(),
             Err(err) => panic!("search failed: {err}"),
         };
@@ -1085,9 +1060,14 @@ id_field = "id"
             let asks = json!({"tenant": "a"});
             assert!(found(&e, mode, Some(asks), &no_tenant()).await.is_empty());
         }
-        assert!(e.get_document("docs", "a1", &no_tenant()).is_err());
-        assert!(e.get_document("docs", "none", &no_tenant()).is_err());
+        assert!(e.search().get_document("docs", "a1", &no_tenant()).is_err());
+        assert!(
+            e.search()
+                .get_document("docs", "none", &no_tenant())
+                .is_err()
+        );
         let fresh = e
+            .search()
             .document_freshness("docs", &["a1".into(), "none".into()], &no_tenant())
             .map(|r| {
                 r.documents
@@ -1100,15 +1080,15 @@ id_field = "id"
             Some(vec!["not_found".into(), "not_found".into()])
         );
         // Collections without a tenant field are unaffected.
-        assert!(e.get_document("open", "o", &no_tenant()).is_ok());
+        assert!(e.search().get_document("open", "o", &no_tenant()).is_ok());
     }
 
     #[tokio::test]
     async fn lookups_hide_other_tenants_and_a_moved_document_follows_its_tenant() {
         let e = engine();
         seed(&e);
-        assert!(e.get_document("docs", "a1", &tenant("a")).is_ok());
-        let hidden = e.get_document("docs", "a1", &tenant("b"));
+        assert!(e.search().get_document("docs", "a1", &tenant("a")).is_ok());
+        let hidden = e.search().get_document("docs", "a1", &tenant("b"));
         assert!(matches!(hidden, Err(QueryError::NotFound { .. })));
         put(
             &e,
@@ -1127,8 +1107,8 @@ id_field = "id"
                 "{mode:?}"
             );
         }
-        assert!(e.get_document("docs", "a1", &tenant("a")).is_err());
-        assert!(e.get_document("docs", "a1", &tenant("b")).is_ok());
+        assert!(e.search().get_document("docs", "a1", &tenant("a")).is_err());
+        assert!(e.search().get_document("docs", "a1", &tenant("b")).is_ok());
     }
 
     fn bm25(query: String, filter: Option<Value>) -> SearchRequest {
@@ -1152,6 +1132,7 @@ id_field = "id"
         seed(&e);
         let long = "word ".repeat(4000);
         let err = e
+            .search()
             .search(bm25(long, None), &Access::all())
             .await
             .unwrap_err();
@@ -1160,6 +1141,7 @@ id_field = "id"
 
         let many: String = (0..200).map(|i| format!("w{i} ")).collect();
         let err = e
+            .search()
             .search(bm25(many, None), &Access::all())
             .await
             .unwrap_err();
@@ -1168,11 +1150,15 @@ id_field = "id"
 
         // Repeating a word does not count twice; the bound is on distinct terms.
         let repeated = "shared ".repeat(1000);
-        let ok = e.search(bm25(repeated, None), &Access::all()).await;
+        let ok = e
+            .search()
+            .search(bm25(repeated, None), &Access::all())
+            .await;
         assert_eq!(ok.map(|r| r.results.len()).ok(), Some(1));
 
         let values: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
         let err = e
+            .search()
             .search(
                 bm25("shared".into(), Some(json!({"kind": values}))),
                 &Access::all(),
@@ -1183,7 +1169,7 @@ id_field = "id"
             err.to_string().contains("filter lists 2000 values"),
             "{err}"
         );
-        let metrics = e.render_metrics();
+        let metrics = e.search().render_metrics();
         assert!(
             metrics.contains("freshet_limit_refusals_total{limit=\"server.max_query_terms\"} 1"),
             "{metrics}"
@@ -1193,7 +1179,16 @@ id_field = "id"
     #[test]
     fn no_access_lists_nothing() {
         let e = engine();
-        assert!(e.list_collections(&Access::none()).collections.is_empty());
-        assert!(e.get_document("open", "o", &Access::none()).is_err());
+        assert!(
+            e.search()
+                .list_collections(&Access::none())
+                .collections
+                .is_empty()
+        );
+        assert!(
+            e.search()
+                .get_document("open", "o", &Access::none())
+                .is_err()
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::auth::{Access, TenantScope};
 use crate::source::SourceRecord;
 
 const CONFIG: &str = r#"
@@ -64,7 +65,8 @@ fn request(query: &str, mode: Mode) -> SearchRequest {
 }
 
 async fn ids(e: &Engine, req: SearchRequest) -> Vec<String> {
-    e.search(req, &Access::all())
+    e.search()
+        .search(req, &Access::all())
         .await
         .unwrap()
         .results
@@ -75,6 +77,7 @@ async fn ids(e: &Engine, req: SearchRequest) -> Vec<String> {
 
 fn state(e: &Engine) -> Vec<(String, i64, String)> {
     let mut docs: Vec<_> = e
+        .catalog()
         .collection("articles")
         .unwrap()
         .view
@@ -95,12 +98,17 @@ async fn replaying_a_batch_changes_nothing() {
         record("articles", 2, "a", Some(article("a", "avocados", "x", 2))),
         record("articles", 3, "b", None),
     ];
-    let first = e.apply(&batch);
+    let first = e.ingest().apply(&batch);
     assert_eq!((first.upserts, first.deletes, first.replays), (3, 1, 0));
     let before = state(&e);
-    let chunks = e.collection("articles").unwrap().text.num_chunks();
+    let chunks = e
+        .catalog()
+        .collection("articles")
+        .unwrap()
+        .text
+        .num_chunks();
 
-    let again = e.apply(&batch);
+    let again = e.ingest().apply(&batch);
     assert_eq!(
         again,
         ApplyOutcome {
@@ -109,10 +117,10 @@ async fn replaying_a_batch_changes_nothing() {
         }
     );
     // A replay from the middle (a restart resuming one record early) is also a no-op.
-    assert_eq!(e.apply(&batch[2..]).replays, 2);
+    assert_eq!(e.ingest().apply(&batch[2..]).replays, 2);
     assert_eq!(state(&e), before);
     assert_eq!(before, vec![("a".into(), 2, "Note\n\navocados".into())]);
-    let c = e.collection("articles").unwrap();
+    let c = e.catalog().collection("articles").unwrap();
     assert_eq!(c.text.num_chunks(), chunks);
     assert_eq!(c.vectors().unwrap().live_points(), 1);
     assert!(
@@ -125,7 +133,8 @@ async fn replaying_a_batch_changes_nothing() {
 /// The `_count` of one stage's `freshet_apply_stage_seconds` series (0 when absent).
 fn stage_count(e: &Engine, stage: &str) -> u64 {
     let prefix = format!("freshet_apply_stage_seconds_count{{stage=\"{stage}\"}} ");
-    e.render_metrics()
+    e.search()
+        .render_metrics()
         .lines()
         .find_map(|line| line.strip_prefix(&prefix))
         .map_or(0, |n| n.parse().unwrap())
@@ -138,13 +147,13 @@ fn every_applied_batch_is_timed_by_stage() {
         record("articles", 0, "a", Some(article("a", "apples", "x", 0))),
         record("articles", 1, "b", Some(article("b", "bananas", "x", 1))),
     ];
-    e.apply(&batch);
-    e.apply(&[record("articles", 2, "a", None)]);
+    e.ingest().apply(&batch);
+    e.ingest().apply(&[record("articles", 2, "a", None)]);
     for stage in ["prepare", "write", "vector_flush", "publish"] {
         assert_eq!(stage_count(&e, stage), 2, "{stage}");
     }
     // A batch of replays touches no index: it is prepared but not written or committed.
-    e.apply(&batch);
+    e.ingest().apply(&batch);
     assert_eq!(stage_count(&e, "prepare"), 3);
     assert_eq!(stage_count(&e, "publish"), 2);
 }
@@ -153,20 +162,20 @@ fn every_applied_batch_is_timed_by_stage() {
 async fn duplicates_inside_one_batch_are_replays() {
     let e = engine();
     let r = record("articles", 0, "a", Some(article("a", "apples", "x", 0)));
-    let out = e.apply(&[r.clone(), r]);
+    let out = e.ingest().apply(&[r.clone(), r]);
     assert_eq!((out.upserts, out.replays), (1, 1));
 }
 
 #[tokio::test]
 async fn update_replaces_old_text_and_vector() {
     let e = engine();
-    e.apply(&[record(
+    e.ingest().apply(&[record(
         "articles",
         0,
         "a",
         Some(article("a", "apples", "x", 0)),
     )]);
-    e.apply(&[record(
+    e.ingest().apply(&[record(
         "articles",
         1,
         "a",
@@ -176,13 +185,13 @@ async fn update_replaces_old_text_and_vector() {
     assert_eq!(ids(&e, request("cherries", Mode::Bm25)).await, ["a"]);
     let mut vreq = request("", Mode::Vector);
     vreq.vector = Some(vec![1.0, 0.0, 0.0, 0.0]);
-    let res = e.search(vreq, &Access::all()).await.unwrap();
+    let res = e.search().search(vreq, &Access::all()).await.unwrap();
     assert_eq!(res.results.len(), 1, "one live point per document");
     assert!(
         res.results[0].score.abs() < 1e-5,
         "the old vector is masked"
     );
-    let c = e.collection("articles").unwrap();
+    let c = e.catalog().collection("articles").unwrap();
     assert_eq!(c.vectors().unwrap().dead_points(), 1);
 }
 
@@ -197,18 +206,18 @@ async fn poison_is_counted_and_neighbours_applied() {
         "w",
         Some(json!({"id": "w", "body": "w", "embedding": [1.0, 2.0]})),
     );
-    let out = e.apply(&[
+    let out = e.ingest().apply(&[
         record("articles", 0, "a", Some(article("a", "first", "x", 0))),
         bad,
         record("articles", 3, "b", Some(article("b", "second", "x", 1))),
         wrong_dim,
     ]);
     assert_eq!((out.upserts, out.poison), (2, 2));
-    let counts = e.collection("articles").unwrap().counts();
+    let counts = e.catalog().collection("articles").unwrap().counts();
     assert_eq!(counts.poison["not_json"], 1);
     assert_eq!(counts.poison["bad_vector"], 1);
     assert_eq!(
-        e.progress().next_offset("articles", 0),
+        e.freshness().progress().next_offset("articles", 0),
         Some(5),
         "poison still advances"
     );
@@ -218,13 +227,13 @@ async fn poison_is_counted_and_neighbours_applied() {
 #[tokio::test]
 async fn hybrid_fuses_and_explains_fallbacks() {
     async fn fused(e: &Engine) -> Vec<(String, f32)> {
-        e.apply(&[
+        e.ingest().apply(&[
             record("articles", 0, "a", Some(article("a", "kafka lag", "x", 0))),
             record("articles", 1, "b", Some(article("b", "unrelated", "x", 1))),
         ]);
         let mut req = request("kafka", Mode::Hybrid);
         req.vector = Some(vec![0.0, 1.0, 0.0, 0.0]);
-        let res = e.search(req, &Access::all()).await.unwrap();
+        let res = e.search().search(req, &Access::all()).await.unwrap();
         assert_eq!(res.mode, "hybrid");
         res.results
             .iter()
@@ -255,6 +264,7 @@ async fn hybrid_fuses_and_explains_fallbacks() {
     );
 
     let res = e
+        .search()
         .search(request("kafka", Mode::Hybrid), &Access::all())
         .await
         .unwrap();
@@ -268,6 +278,7 @@ async fn hybrid_fuses_and_explains_fallbacks() {
     let mut notes = request("kafka", Mode::Vector);
     notes.collection = Some("notes".into());
     let err = e
+        .search()
         .search(notes, &Access::all())
         .await
         .unwrap_err()
@@ -278,7 +289,7 @@ async fn hybrid_fuses_and_explains_fallbacks() {
 #[tokio::test]
 async fn filters_are_checked_and_applied() {
     let e = engine();
-    e.apply(&[
+    e.ingest().apply(&[
         record("articles", 0, "a", Some(article("a", "kafka", "ops", 0))),
         record("articles", 1, "b", Some(article("b", "kafka", "dev", 1))),
     ]);
@@ -286,7 +297,12 @@ async fn filters_are_checked_and_applied() {
     req.filter = Some(json!({"category": "dev"}).as_object().unwrap().clone());
     assert_eq!(ids(&e, req.clone()).await, ["b"]);
     req.filter = Some(json!({"team": "dev"}).as_object().unwrap().clone());
-    let err = e.search(req, &Access::all()).await.unwrap_err().to_string();
+    let err = e
+        .search()
+        .search(req, &Access::all())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(
             "filterable fields: [category (keyword), event_time (time), indexed_at (time)]"
@@ -298,7 +314,8 @@ async fn filters_are_checked_and_applied() {
 #[tokio::test]
 async fn access_hides_collections_and_tenants() {
     let e = engine();
-    e.apply(&[record("notes", 0, "n", Some(json!({"body": "secret"})))]);
+    e.ingest()
+        .apply(&[record("notes", 0, "n", Some(json!({"body": "secret"})))]);
     let only_articles = Access {
         collections: Some(["articles".to_string()].into()),
         tenant: TenantScope::All,
@@ -306,6 +323,7 @@ async fn access_hides_collections_and_tenants() {
     let mut req = request("secret", Mode::Bm25);
     req.collection = Some("notes".into());
     let err = e
+        .search()
         .search(req.clone(), &only_articles)
         .await
         .unwrap_err()
@@ -314,11 +332,22 @@ async fn access_hides_collections_and_tenants() {
         err.contains("unknown collection `notes`; available: articles"),
         "{err}"
     );
-    assert!(e.get_document("notes", "n", &only_articles).is_err());
-    assert_eq!(e.list_collections(&only_articles).collections.len(), 1);
+    assert!(
+        e.search()
+            .get_document("notes", "n", &only_articles)
+            .is_err()
+    );
+    assert_eq!(
+        e.search()
+            .list_collections(&only_articles)
+            .collections
+            .len(),
+        1
+    );
     req.collection = None;
     assert!(
-        e.search(req, &only_articles)
+        e.search()
+            .search(req, &only_articles)
             .await
             .unwrap()
             .results
@@ -329,7 +358,7 @@ async fn access_hides_collections_and_tenants() {
 #[tokio::test]
 async fn search_without_collection_covers_all_readable() {
     let e = engine();
-    e.apply(&[
+    e.ingest().apply(&[
         record(
             "articles",
             0,
@@ -340,7 +369,7 @@ async fn search_without_collection_covers_all_readable() {
     ]);
     let mut req = request("shared", Mode::Bm25);
     req.collection = None;
-    let res = e.search(req, &Access::all()).await.unwrap();
+    let res = e.search().search(req, &Access::all()).await.unwrap();
     let mut got: Vec<(String, String)> = res
         .results
         .into_iter()
@@ -359,8 +388,10 @@ async fn search_without_collection_covers_all_readable() {
 #[tokio::test]
 async fn stamps_come_from_the_record() {
     let e = engine();
-    e.apply(&[record("notes", 7, "n", Some(json!({"body": "stamped"})))]);
+    e.ingest()
+        .apply(&[record("notes", 7, "n", Some(json!({"body": "stamped"})))]);
     let doc = e
+        .search()
         .get_document("notes", "n", &Access::all())
         .unwrap()
         .document;
@@ -370,6 +401,7 @@ async fn stamps_come_from_the_record() {
     assert!(doc.freshness.index_delay_ms >= 500);
     // Without a broker the watermark is unknown, so the answer never claims to be caught up.
     let wm = e
+        .search()
         .get_document("notes", "n", &Access::all())
         .unwrap()
         .freshness;
@@ -406,8 +438,8 @@ async fn vector_rebuild_drops_dead_points_and_keeps_results() {
             ));
         }
     }
-    e.apply(&batch);
-    let c = e.collection("articles").unwrap();
+    e.ingest().apply(&batch);
+    let c = e.catalog().collection("articles").unwrap();
     let old = c.vectors().unwrap();
     assert_eq!((old.live_points(), old.dead_points()), (30, 90));
     let mut req = request("", Mode::Vector);
@@ -415,13 +447,13 @@ async fn vector_rebuild_drops_dead_points_and_keeps_results() {
     req.k = 30;
     let before = ids(&e, req.clone()).await;
 
-    e.maintain_vector_indexes(); // starts the rebuild
+    e.ingest().maintain_vector_indexes(); // starts the rebuild
     // Writes made while it runs must reach the new graph.
-    e.apply(&[
+    e.ingest().apply(&[
         record("articles", 120, "d0", None),
         record("articles", 121, "d1", Some(doc(1, 9))),
     ]);
-    e.finish_vector_rebuilds();
+    e.ingest().finish_vector_rebuilds();
     let fresh = c.vectors().unwrap();
     assert!(!Arc::ptr_eq(&old, &fresh), "a new graph was swapped in");
     assert_eq!(fresh.live_points(), 29);
@@ -464,21 +496,22 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
     let dir = tempfile::tempdir().unwrap();
     let (before, bm25, vector) = {
         let e = persisted(dir.path(), CONFIG);
-        assert_eq!(e.open_persisted(), RestoreReport::default());
+        assert_eq!(e.ingest().open_persisted(), RestoreReport::default());
         let records = history();
-        e.apply(&records[..3]);
-        assert!(e.checkpoint_due(true));
+        e.ingest().apply(&records[..3]);
+        assert!(e.ingest().checkpoint_due(true));
         // A graph dump part way: the restore loads it and inserts only what came after.
-        e.collection("articles")
+        e.catalog()
+            .collection("articles")
             .unwrap()
             .vectors()
             .unwrap()
             .wait_indexed();
-        for dump in e.due_graph_dumps(true) {
-            dump.run(&e);
+        for dump in e.ingest().due_graph_dumps(true) {
+            dump.run(e.ingest());
         }
-        e.apply(&records[3..]);
-        e.checkpoint_due(true);
+        e.ingest().apply(&records[3..]);
+        e.ingest().checkpoint_due(true);
         (
             state(&e),
             ids(&e, request("avocados cherries bananas", Mode::Bm25)).await,
@@ -487,7 +520,7 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
         // Dropped without any shutdown step, as by kill -9.
     };
     let e = persisted(dir.path(), CONFIG);
-    let report = e.open_persisted();
+    let report = e.ingest().open_persisted();
     assert_eq!(report.restored, vec![("articles".to_string(), 2)]);
     assert!(report.rebuilt.is_empty());
     assert_eq!(state(&e), before);
@@ -496,8 +529,8 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
         bm25
     );
     assert_eq!(vector_ids(&e, 3).await, vector);
-    assert_eq!(e.progress().next_offset("articles", 0), Some(5));
-    let c = e.collection("articles").unwrap();
+    assert_eq!(e.freshness().progress().next_offset("articles", 0), Some(5));
+    let c = e.catalog().collection("articles").unwrap();
     let v = c.vectors().unwrap();
     assert_eq!((v.live_points(), v.dead_points()), (2, 2));
     assert!(
@@ -505,24 +538,24 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
         "the dumped graph was loaded, not rebuilt"
     );
     // Records the checkpoint covers are replays: nothing duplicated or resurrected.
-    assert_eq!(e.apply(&history()).replays, 5);
+    assert_eq!(e.ingest().apply(&history()).replays, 5);
     assert_eq!(state(&e), before);
     // And the stream goes on from there, through a second restart.
-    e.apply(&[record(
+    e.ingest().apply(&[record(
         "articles",
         5,
         "d",
         Some(article("d", "dates", "x", 1)),
     )]);
-    e.checkpoint_due(true);
+    e.ingest().checkpoint_due(true);
     drop(e);
     let e = persisted(dir.path(), CONFIG);
     assert_eq!(
-        e.open_persisted().restored,
+        e.ingest().open_persisted().restored,
         vec![("articles".to_string(), 3)]
     );
     assert_eq!(ids(&e, request("dates", Mode::Bm25)).await, ["d"]);
-    assert_eq!(e.progress().next_offset("articles", 0), Some(6));
+    assert_eq!(e.freshness().progress().next_offset("articles", 0), Some(6));
 }
 
 #[tokio::test]
@@ -530,9 +563,9 @@ async fn changed_settings_or_damaged_files_rebuild_from_the_topics() {
     let dir = tempfile::tempdir().unwrap();
     {
         let e = persisted(dir.path(), CONFIG);
-        e.open_persisted();
-        e.apply(&history());
-        e.checkpoint_due(true);
+        e.ingest().open_persisted();
+        e.ingest().apply(&history());
+        e.ingest().checkpoint_due(true);
     }
     // Other settings: the collection starts empty and is read from offset 0 again.
     let changed = CONFIG.replace(
@@ -541,13 +574,20 @@ async fn changed_settings_or_damaged_files_rebuild_from_the_topics() {
     );
     {
         let e = persisted(dir.path(), &changed);
-        let report = e.open_persisted();
+        let report = e.ingest().open_persisted();
         assert_eq!(report.rebuilt, vec!["articles".to_string()]);
         assert!(state(&e).is_empty());
-        assert_eq!(e.collection("articles").unwrap().text.num_chunks(), 0);
-        assert_eq!(e.progress().next_offset("articles", 0), None);
-        assert_eq!(e.apply(&history()).upserts, 4);
-        e.checkpoint_due(true);
+        assert_eq!(
+            e.catalog()
+                .collection("articles")
+                .unwrap()
+                .text
+                .num_chunks(),
+            0
+        );
+        assert_eq!(e.freshness().progress().next_offset("articles", 0), None);
+        assert_eq!(e.ingest().apply(&history()).upserts, 4);
+        e.ingest().checkpoint_due(true);
     }
     // A damaged vector journal: rebuilt too, never a panic.
     let journal = std::fs::read_dir(dir.path().join("articles/vectors"))
@@ -560,10 +600,10 @@ async fn changed_settings_or_damaged_files_rebuild_from_the_topics() {
     bytes[at] ^= 0xff;
     std::fs::write(&journal, bytes).unwrap();
     let e = persisted(dir.path(), &changed);
-    let report = e.open_persisted();
+    let report = e.ingest().open_persisted();
     assert_eq!(report.rebuilt, vec!["articles".to_string()]);
     assert!(state(&e).is_empty());
-    assert_eq!(e.apply(&history()).upserts, 4);
+    assert_eq!(e.ingest().apply(&history()).upserts, 4);
     assert_eq!(state(&e).len(), 2);
 }
 
@@ -590,29 +630,29 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
     }
     let (before, journals_before) = {
         let e = persisted(dir.path(), &text);
-        e.open_persisted();
-        e.apply(&batch);
-        e.checkpoint_due(true);
-        e.maintain_vector_indexes();
-        e.finish_vector_rebuilds();
-        let c = e.collection("articles").unwrap();
+        e.ingest().open_persisted();
+        e.ingest().apply(&batch);
+        e.ingest().checkpoint_due(true);
+        e.ingest().maintain_vector_indexes();
+        e.ingest().finish_vector_rebuilds();
+        let c = e.catalog().collection("articles").unwrap();
         assert_eq!(
             c.vectors().unwrap().dead_points(),
             0,
             "rebuilt without dead points"
         );
         assert!(
-            e.due_graph_dumps(true).is_empty(),
+            e.ingest().due_graph_dumps(true).is_empty(),
             "no graph save before the rebuilt index's generation is committed"
         );
         // The next batch's checkpoint names a new generation with the rebuilt table as base.
-        e.apply(&[record("articles", 120, "d0", None)]);
-        e.checkpoint_due(true);
+        e.ingest().apply(&[record("articles", 120, "d0", None)]);
+        e.ingest().checkpoint_due(true);
         c.vectors().unwrap().wait_indexed();
-        let dumps = e.due_graph_dumps(true);
+        let dumps = e.ingest().due_graph_dumps(true);
         assert_eq!(dumps.len(), 1);
         for dump in dumps {
-            dump.run(&e);
+            dump.run(e.ingest());
         }
         let journals: Vec<String> = std::fs::read_dir(dir.path().join("articles/vectors"))
             .unwrap()
@@ -628,11 +668,16 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
     );
     let e = persisted(dir.path(), &text);
     assert_eq!(
-        e.open_persisted().restored,
+        e.ingest().open_persisted().restored,
         vec![("articles".to_string(), 29)]
     );
     assert_eq!(state(&e), before);
-    let v = e.collection("articles").unwrap().vectors().unwrap();
+    let v = e
+        .catalog()
+        .collection("articles")
+        .unwrap()
+        .vectors()
+        .unwrap();
     // The delete after the swap is in the new base as a dead point, as in the live index.
     assert_eq!((v.live_points(), v.dead_points()), (29, 1));
     assert_eq!(
@@ -640,7 +685,7 @@ async fn a_rebuilt_vector_index_starts_a_new_journal_generation_that_reopens() {
         30,
         "the new generation's graph save was loaded"
     );
-    assert_eq!(e.apply(&batch).replays, 120);
+    assert_eq!(e.ingest().apply(&batch).replays, 120);
 }
 
 /// What is applied is searchable before its checkpoint; a crash before the checkpoint loses
@@ -652,16 +697,16 @@ async fn searchable_before_the_checkpoint_and_replayed_after_a_crash() {
     let records = history();
     let (before, bm25, vector) = {
         let e = persisted(dir.path(), CONFIG);
-        e.open_persisted();
-        e.apply(&records[..2]);
-        assert!(e.checkpoint_due(true));
+        e.ingest().open_persisted();
+        e.ingest().apply(&records[..2]);
+        assert!(e.ingest().checkpoint_due(true));
         // Not checkpointed: an update of "a", a delete of "b", a new "c".
-        e.apply(&records[2..]);
+        e.ingest().apply(&records[2..]);
         let mut found = ids(&e, request("avocados cherries bananas apples", Mode::Bm25)).await;
         found.sort();
         assert_eq!(found, ["a", "c"]);
         assert_eq!(vector_ids(&e, 3).await[0], "c");
-        let c = e.collection("articles").unwrap();
+        let c = e.catalog().collection("articles").unwrap();
         assert_eq!(c.text.num_chunks(), 2);
         assert_eq!(c.text.uncommitted(), 3);
         (
@@ -673,14 +718,14 @@ async fn searchable_before_the_checkpoint_and_replayed_after_a_crash() {
     };
     let e = persisted(dir.path(), CONFIG);
     assert_eq!(
-        e.open_persisted().restored,
+        e.ingest().open_persisted().restored,
         vec![("articles".to_string(), 2)]
     );
-    assert_eq!(e.progress().next_offset("articles", 0), Some(2));
+    assert_eq!(e.freshness().progress().next_offset("articles", 0), Some(2));
     let mut found = ids(&e, request("apples bananas", Mode::Bm25)).await;
     found.sort();
     assert_eq!(found, ["a", "b"], "the checkpoint's state");
-    let replay = e.apply(&records);
+    let replay = e.ingest().apply(&records);
     assert_eq!((replay.replays, replay.upserts, replay.deletes), (2, 2, 1));
     assert_eq!(state(&e), before);
     assert_eq!(
@@ -688,6 +733,11 @@ async fn searchable_before_the_checkpoint_and_replayed_after_a_crash() {
         bm25
     );
     assert_eq!(vector_ids(&e, 3).await, vector);
-    let v = e.collection("articles").unwrap().vectors().unwrap();
+    let v = e
+        .catalog()
+        .collection("articles")
+        .unwrap()
+        .vectors()
+        .unwrap();
     assert_eq!(v.live_points(), 2, "one live point per document");
 }

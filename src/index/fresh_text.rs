@@ -12,7 +12,7 @@
 //! A linear scan is fine for what this holds: the documents of one checkpoint interval (a few
 //! thousand at the rates the machine sustains), each a sorted term list searched by bisection.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tantivy::fieldnorm::FieldNormReader;
 use tantivy::query::{Bm25StatisticsProvider, Bm25Weight};
@@ -238,7 +238,7 @@ impl FreshTier {
         filter: &Filter,
         accept: Option<&(dyn Fn(u64) -> bool + Send + Sync)>,
         limit: usize,
-        stats: &CombinedStats,
+        (stats, fields): (&dyn Bm25StatisticsProvider, [Field; 2]),
         title_boost: f32,
     ) -> Result<Vec<FreshHit>, tantivy::TantivyError> {
         if self.chunks == 0 || limit == 0 {
@@ -247,7 +247,7 @@ impl FreshTier {
         let total_docs = stats.total_num_docs()?;
         let weights: Vec<[Bm25Weight; 2]> = words
             .iter()
-            .map(|word| stats.weights(word, total_docs))
+            .map(|word| weights(stats, fields, word, total_docs))
             .collect::<Result<_, _>>()?;
         let mut hits = Vec::new();
         for (doc_id, doc) in &self.docs {
@@ -306,19 +306,102 @@ pub(super) struct CombinedStats {
     fresh_doc_freq: HashMap<Term, u64>,
 }
 
+/// tantivy's BM25 weights of `word` in the title and the body under `stats`.
+fn weights(
+    stats: &dyn Bm25StatisticsProvider,
+    fields: [Field; 2],
+    word: &str,
+    total_docs: u64,
+) -> tantivy::Result<[Bm25Weight; 2]> {
+    let weight = |field: Field| -> tantivy::Result<Bm25Weight> {
+        let term = Term::from_field_text(field, word);
+        let average = stats.total_num_tokens(field)? as f32 / total_docs as f32;
+        Ok(Bm25Weight::for_one_term_without_explain(
+            stats.doc_freq(&term)?,
+            total_docs,
+            average,
+        ))
+    };
+    Ok([weight(fields[TITLE])?, weight(fields[BODY])?])
+}
+
 impl CombinedStats {
-    /// tantivy's BM25 weights of `word` in the title and the body.
-    fn weights(&self, word: &str, total_docs: u64) -> tantivy::Result<[Bm25Weight; 2]> {
-        let weight = |field: Field| -> tantivy::Result<Bm25Weight> {
-            let term = Term::from_field_text(field, word);
-            let average = self.total_num_tokens(field)? as f32 / total_docs as f32;
-            Ok(Bm25Weight::for_one_term_without_explain(
-                self.doc_freq(&term)?,
-                total_docs,
-                average,
-            ))
+    /// These statistics for `words`, in a form that can be summed over shards.
+    pub(super) fn term_stats(&self, words: &[String]) -> tantivy::Result<TermStats> {
+        let mut doc_freq = BTreeMap::new();
+        for word in words {
+            let mut freq = [0; 2];
+            for (slot, field) in freq.iter_mut().zip(self.fields) {
+                *slot = self.doc_freq(&Term::from_field_text(field, word))?;
+            }
+            doc_freq.insert(word.clone(), freq);
+        }
+        Ok(TermStats {
+            chunks: self.total_num_docs()?,
+            tokens: [
+                self.total_num_tokens(self.fields[TITLE])?,
+                self.total_num_tokens(self.fields[BODY])?,
+            ],
+            doc_freq,
+        })
+    }
+}
+
+/// BM25 statistics of some query words over an index (or the sum over several indexes:
+/// the shards of a cluster), so that every shard scores with the same numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TermStats {
+    /// Chunks (tantivy documents).
+    pub chunks: u64,
+    /// Tokens in the title and the body fields over all chunks.
+    pub tokens: [u64; 2],
+    /// Chunks holding each word, in the title and in the body.
+    pub doc_freq: BTreeMap<String, [u64; 2]>,
+}
+
+impl TermStats {
+    /// Adds another index's statistics to these.
+    pub fn add(&mut self, other: &TermStats) {
+        self.chunks += other.chunks;
+        for (sum, n) in self.tokens.iter_mut().zip(other.tokens) {
+            *sum += n;
+        }
+        for (word, freq) in &other.doc_freq {
+            let sum = self.doc_freq.entry(word.clone()).or_default();
+            for (s, n) in sum.iter_mut().zip(freq) {
+                *s += n;
+            }
+        }
+    }
+}
+
+/// [`TermStats`] as tantivy asks for them, for the title and body fields.
+pub(super) struct FixedStats<'a> {
+    pub(super) stats: &'a TermStats,
+    pub(super) fields: [Field; 2],
+}
+
+impl Bm25StatisticsProvider for FixedStats<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        Ok(match self.fields.iter().position(|f| *f == field) {
+            Some(i) => self.stats.tokens[i],
+            None => 0,
+        })
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.stats.chunks)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let Some(i) = self.fields.iter().position(|f| *f == term.field()) else {
+            return Ok(0);
         };
-        Ok([weight(self.fields[TITLE])?, weight(self.fields[BODY])?])
+        Ok(term
+            .value()
+            .as_str()
+            .and_then(|word| self.stats.doc_freq.get(word))
+            .map_or(0, |freq| freq[i]))
     }
 }
 

@@ -22,7 +22,7 @@ pub use filter::{
     Candidate, FieldSource, FieldType, Filter, FilterError, FilterSchema, FilterTerms,
 };
 pub use fusion::{DEFAULT_RRF_K, SCORE_FUSION_DEPTH, best_chunk_per_doc, rrf, score_fusion};
-pub use text::{SeqPredicate, TextHit, TextIndex};
+pub use text::{SeqPredicate, TermStats, TextHit, TextIndex};
 pub use vector::{DocVectors, HnswParams, VectorHit, VectorIndex, VectorStorage};
 
 /// Errors from the indexes. Bad input (vectors) is reported so the caller can tell the user

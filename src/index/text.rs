@@ -32,7 +32,9 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 
 use super::IndexError;
 use super::filter::{Filter, FilterTerms};
-use super::fresh_text::FreshTier;
+pub use super::fresh_text::TermStats;
+use super::fresh_text::{FixedStats, FreshTier};
+use tantivy::query::Bm25StatisticsProvider;
 
 /// A title match counts this many times a body match: titles are short and say what the
 /// document is about. For an index whose title is not also part of the body text.
@@ -383,6 +385,31 @@ impl TextIndex {
         limit: usize,
         accept: Option<SeqPredicate>,
     ) -> Result<Vec<TextHit>, IndexError> {
+        self.search_with_stats(query, filter, limit, accept, None)
+    }
+
+    /// The statistics BM25 would score `query` with here: summed over the shards of a
+    /// cluster and passed to [`Self::search_with_stats`], they make shards' scores comparable.
+    pub fn term_stats(&self, query: &str) -> Result<TermStats, IndexError> {
+        let words = self.analyze(query);
+        let fresh = self.fresh.read();
+        let searcher = self.reader.searcher();
+        let f = self.fields;
+        Ok(fresh
+            .stats(searcher, [f.title, f.body], &words)
+            .term_stats(&words)?)
+    }
+
+    /// [`Self::search_where`], scoring with `global` statistics when given instead of this
+    /// index's own.
+    pub fn search_with_stats(
+        &self,
+        query: &str,
+        filter: &Filter,
+        limit: usize,
+        accept: Option<SeqPredicate>,
+        global: Option<&TermStats>,
+    ) -> Result<Vec<TextHit>, IndexError> {
         let words = self.analyze(query);
         if words.is_empty() || limit == 0 || filter.rejects_everything() {
             return Ok(Vec::new());
@@ -423,13 +450,20 @@ impl TextIndex {
                 .ids()
                 .map(|id| Term::from_field_text(f.doc_id, id))
                 .collect();
-            let stats = fresh.stats(searcher.clone(), [f.title, f.body], &words);
+            let local = fresh.stats(searcher.clone(), [f.title, f.body], &words);
+            let stats: Box<dyn Bm25StatisticsProvider + '_> = match global {
+                Some(stats) => Box::new(FixedStats {
+                    stats,
+                    fields: [f.title, f.body],
+                }),
+                None => Box::new(local),
+            };
             let hits = fresh.search(
                 &words,
                 filter,
                 accept.as_deref(),
                 limit,
-                &stats,
+                (stats.as_ref(), [f.title, f.body]),
                 self.title_boost,
             )?;
             (searcher, hidden, hits, stats)
@@ -441,13 +475,13 @@ impl TextIndex {
         let query = BooleanQuery::new(clauses);
         let top_docs = TopDocs::with_limit(limit).order_by_score();
         let top = match accept {
-            None => searcher.search_with_statistics_provider(&query, &top_docs, &stats)?,
+            None => searcher.search_with_statistics_provider(&query, &top_docs, stats.as_ref())?,
             Some(accept) => {
                 let by_seq = move |seq: u64| accept(seq);
                 searcher.search_with_statistics_provider(
                     &query,
                     &FilterCollector::new("seq".to_string(), by_seq, top_docs),
-                    &stats,
+                    stats.as_ref(),
                 )?
             }
         };
@@ -764,6 +798,74 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Documents split over three indexes (shards), each scored with the three indexes'
+    /// summed statistics, score as they do in one index holding them all; with each shard's
+    /// own statistics they do not.
+    #[test]
+    fn shards_scored_with_summed_statistics_score_like_one_index() {
+        let docs: Vec<(String, String, String)> = (0..60)
+            .map(|i| {
+                let words = ["kafka", "stream", "offset", "broker", "replica", "segment"];
+                // Skewed: "kafka" is common in shard 0 and rare elsewhere.
+                let body = (0..(4 + i % 9))
+                    .map(|w| words[(i * 5 + w * (1 + i % 3)) % words.len()])
+                    .chain((i % 3 == 0).then_some("kafka"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (format!("d{i}"), format!("title {}", words[i % 4]), body)
+            })
+            .collect();
+        let whole = TextIndex::in_ram().unwrap();
+        let shards: Vec<TextIndex> = (0..3).map(|_| TextIndex::in_ram().unwrap()).collect();
+        for (i, (id, title, body)) in docs.iter().enumerate() {
+            whole.upsert(id, 1, title, &[body], &no_terms()).unwrap();
+            shards[i % 3]
+                .upsert(id, 1, title, &[body], &no_terms())
+                .unwrap();
+        }
+        // One shard committed, the others partly fresh: the tiers' statistics add up too.
+        shards[0].commit().unwrap();
+        whole.commit().unwrap();
+        let query = "kafka replica title";
+        let mut summed = TermStats::default();
+        for shard in &shards {
+            summed.add(&shard.term_stats(query).unwrap());
+        }
+        assert_eq!(summed, whole.term_stats(query).unwrap());
+        let sorted = |mut hits: Vec<TextHit>| {
+            hits.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
+            hits
+        };
+        let want = sorted(whole.search(query, &Filter::default(), 100).unwrap());
+        let search = |global: Option<&TermStats>| {
+            sorted(
+                shards
+                    .iter()
+                    .flat_map(|s| {
+                        s.search_with_stats(query, &Filter::default(), 100, None, global)
+                            .unwrap()
+                    })
+                    .collect(),
+            )
+        };
+        let got = search(Some(&summed));
+        assert_eq!(ids(&got), ids(&want));
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g.score - w.score).abs() < 1e-4 * w.score,
+                "{g:?} against {w:?}"
+            );
+        }
+        let local = search(None);
+        assert!(
+            local
+                .iter()
+                .zip(&want)
+                .any(|(l, w)| (l.score - w.score).abs() > 1e-2 * w.score),
+            "shard-local statistics should differ"
+        );
     }
 
     #[test]

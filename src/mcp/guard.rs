@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::audit::{self, AuditLog, Entry, HttpRequest, Outcome, Transport};
-use crate::engine::Engine;
+use crate::engine::Search;
 use crate::time::{now_ms, rfc3339_ms};
 
 /// What the guard checks against, parsed once from `[server]`.
@@ -23,7 +23,7 @@ pub struct Guard {
     origins: Vec<AllowedOrigin>,
     max_header_bytes: usize,
     max_request_bytes: usize,
-    engine: Option<Arc<Engine>>,
+    search: Option<Arc<Search>>,
     /// Refused `/mcp` requests are audited like the gate's own refusals.
     audit: Option<AuditLog>,
 }
@@ -163,8 +163,8 @@ impl Refusal {
 }
 
 impl Guard {
-    /// The guard for `[server]`; `engine` (when given) counts refusals in its metrics.
-    pub fn new(server: &crate::config::ServerConfig, engine: Option<Arc<Engine>>) -> Guard {
+    /// The guard for `[server]`; `search` (when given) counts refusals in its metrics.
+    pub fn new(server: &crate::config::ServerConfig, search: Option<Arc<Search>>) -> Guard {
         Guard {
             hosts: server
                 .allowed_hosts
@@ -178,7 +178,7 @@ impl Guard {
                 .collect(),
             max_header_bytes: server.max_header_bytes,
             max_request_bytes: server.max_request_bytes,
-            engine,
+            search,
             audit: None,
         }
     }
@@ -254,8 +254,8 @@ pub async fn guard(State(guard): State<Guard>, req: Request, next: Next) -> Resp
             req.uri().path(),
             refusal.message().trim_end()
         );
-        if let Some(engine) = &guard.engine {
-            engine.metrics().count_limit_hit(refusal.key());
+        if let Some(search) = &guard.search {
+            search.metrics().count_limit_hit(refusal.key());
         }
         if let Some(log) = &guard.audit
             && req.uri().path().starts_with("/mcp")

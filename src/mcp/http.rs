@@ -35,8 +35,9 @@ use super::listen::{self, Limits};
 use super::sessions::Sessions;
 use super::{Freshet, ServeError};
 use crate::audit::{self, AuditLog, Entry, HttpRequest, Outcome, RequestId, Transport};
+use crate::auth::Access;
 use crate::auth::{Authenticator, Caller, Principal, Rejection};
-use crate::engine::{Access, Engine};
+use crate::engine::Search;
 use crate::time::{now_ms, rfc3339_ms};
 
 /// What the `/mcp` gate needs.
@@ -46,7 +47,7 @@ struct Gate {
     auth: Option<Arc<Authenticator>>,
     audit: AuditLog,
     /// For the auth-rejection counter.
-    engine: Arc<Engine>,
+    search: Arc<Search>,
     sessions: Arc<Sessions>,
 }
 
@@ -56,7 +57,7 @@ const SESSION_HEADER: &str = "mcp-session-id";
 /// What `/metrics` and `/readyz` on the main listener need.
 #[derive(Clone)]
 struct Status {
-    engine: Arc<Engine>,
+    search: Arc<Search>,
     audit: AuditLog,
     /// Set when `/metrics` needs a bearer token (auth on, no `metrics_addr`).
     auth: Option<Arc<Authenticator>>,
@@ -65,12 +66,12 @@ struct Status {
 /// The HTTP routes, ready to serve; `cancel` ends open MCP sessions and stops the session
 /// sweeper.
 pub fn router(
-    engine: Arc<Engine>,
+    search: Arc<Search>,
     auth: Option<Arc<Authenticator>>,
     audit: AuditLog,
     cancel: CancellationToken,
 ) -> Router {
-    let server = &engine.config().server;
+    let server = &search.config().server;
     let mcp_config = StreamableHttpServerConfig::default()
         // Sessions for 2025-11-25 clients; 2026-07-28 requests are served statelessly anyway.
         .with_legacy_session_mode(true)
@@ -78,7 +79,7 @@ pub fn router(
         .enforce_origin_validation()
         .with_allowed_hosts(server.allowed_hosts.clone())
         .with_cancellation_token(cancel.clone());
-    let for_sessions = Arc::clone(&engine);
+    let for_sessions = Arc::clone(&search);
     let session_audit = audit.clone();
     let mut manager = LocalSessionManager::default();
     // rmcp's own idle expiry as a second net under the sweeper's.
@@ -104,7 +105,7 @@ pub fn router(
     let gate_state = Gate {
         auth: auth.clone(),
         audit: audit.clone(),
-        engine: Arc::clone(&engine),
+        search: Arc::clone(&search),
         sessions,
     };
     let mcp_routes = Router::new()
@@ -112,7 +113,7 @@ pub fn router(
         .layer(middleware::from_fn_with_state(gate_state, gate));
     let guard_audit = audit.clone();
     let status = Status {
-        engine: Arc::clone(&engine),
+        search: Arc::clone(&search),
         audit,
         auth: auth.clone(),
     };
@@ -133,20 +134,28 @@ pub fn router(
             .route("/.well-known/oauth-protected-resource", get(serve.clone()))
             .route("/.well-known/oauth-protected-resource/mcp", get(serve));
     }
-    app.layer(middleware::from_fn_with_state(
-        Guard::new(server, Some(Arc::clone(&engine))).with_audit(guard_audit),
+    let app = app.layer(middleware::from_fn_with_state(
+        Guard::new(server, Some(Arc::clone(&search))).with_audit(guard_audit),
         guard::guard,
-    ))
+    ));
+    match search.cluster() {
+        // Node-to-node calls authenticate with the cluster key, not a caller's token.
+        Some(cluster) => app.merge(crate::cluster::http::routes(
+            Arc::clone(&search),
+            Arc::clone(cluster),
+        )),
+        None => app,
+    }
 }
 
 /// `/metrics` alone, for `server.metrics_addr` (no auth; Host still checked).
-fn metrics_router(engine: Arc<Engine>, audit: AuditLog) -> Router {
-    let server = &engine.config().server;
-    let guard = Guard::new(server, Some(Arc::clone(&engine)));
+fn metrics_router(search: Arc<Search>, audit: AuditLog) -> Router {
+    let server = &search.config().server;
+    let guard = Guard::new(server, Some(Arc::clone(&search)));
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(Status {
-            engine,
+            search,
             audit,
             auth: None,
         })
@@ -168,16 +177,16 @@ async fn metrics(State(status): State<Status>, req: Request) -> Response {
             }
             Err(rejection) => {
                 status
-                    .engine
+                    .search
                     .metrics()
                     .count_auth_rejection(rejection.kind());
                 return unauthorized(auth, &rejection, &audit::new_request_id());
             }
         }
     }
-    let mut body = status.engine.render_metrics();
+    let mut body = status.search.render_metrics();
     status.audit.render_metrics(&mut body);
-    if let Some(dead_letters) = status.engine.dead_letters() {
+    if let Some(dead_letters) = status.search.dead_letters() {
         dead_letters.render_metrics(&mut body);
     }
     (
@@ -191,10 +200,10 @@ async fn metrics(State(status): State<Status>, req: Request) -> Response {
 }
 
 async fn readyz(State(status): State<Status>) -> impl IntoResponse {
-    let engine = &status.engine;
+    let search = &status.search;
     let (code, mut body) = if let Some(why) = status.audit.unhealthy() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
-    } else if engine.is_ready() {
+    } else if search.freshness().is_ready() {
         (StatusCode::OK, String::from("ready\n"))
     } else if let Some(why) = crate::source::broker_health().describe() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
@@ -210,7 +219,7 @@ async fn readyz(State(status): State<Status>) -> impl IntoResponse {
     {
         body.push_str(&format!("warning: {why} (answers say caught_up: false)\n"));
     }
-    if let Some(f) = engine.metrics().storage.failure() {
+    if let Some(f) = search.metrics().storage.failure() {
         let what = if f.disk_full { "disk full" } else { "error" };
         body.push_str(&format!(
             "warning: checkpoints failing ({what}, {} attempts): {}\n",
@@ -282,7 +291,7 @@ async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Respons
             Ok(caller) => caller,
             Err(rejection) => {
                 let why = rejection.to_string();
-                gate.engine.metrics().count_auth_rejection(rejection.kind());
+                gate.search.metrics().count_auth_rejection(rejection.kind());
                 gate.audit
                     .record(rejected(None, StatusCode::UNAUTHORIZED, why));
                 return unauthorized(auth, &rejection, &request_id);
@@ -312,7 +321,7 @@ async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Respons
         (None, Some(created)) => {
             let created = created.to_str().unwrap_or_default().to_string();
             if let Err(refusal) = gate.sessions.admit(&created, owner).await {
-                gate.engine.metrics().count_limit_hit(refusal.key());
+                gate.search.metrics().count_limit_hit(refusal.key());
                 let why = refusal.message();
                 gate.audit.record(rejected(
                     principal,
@@ -372,12 +381,12 @@ fn unauthorized(auth: &Authenticator, rejection: &Rejection, request_id: &str) -
 /// Serves HTTP on `server.http_addr` (and `/metrics` on `server.metrics_addr`, when set)
 /// until `shutdown` resolves.
 pub async fn serve_http(
-    engine: Arc<Engine>,
+    search: Arc<Search>,
     auth: Option<Arc<Authenticator>>,
     audit: AuditLog,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let server = engine.config().server.clone();
+    let server = search.config().server.clone();
     let listener = bind(&server.http_addr, "server.http_addr").await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     match &auth {
@@ -395,7 +404,7 @@ pub async fn serve_http(
             "Prometheus metrics at http://{}/metrics",
             metrics_listener.local_addr().map_err(ServeError::Http)?
         );
-        let app = metrics_router(Arc::clone(&engine), audit.clone());
+        let app = metrics_router(Arc::clone(&search), audit.clone());
         let stop = cancel.clone();
         tokio::spawn(async move {
             let done = listen::serve(
@@ -411,8 +420,8 @@ pub async fn serve_http(
             }
         });
     }
-    let app = router(Arc::clone(&engine), auth, audit, cancel.clone());
-    let counted = Arc::clone(&engine);
+    let app = router(Arc::clone(&search), auth, audit, cancel.clone());
+    let counted = Arc::clone(&search);
     listen::serve(
         listener,
         app,

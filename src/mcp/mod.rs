@@ -22,7 +22,7 @@ use rmcp::ServiceExt;
 
 use crate::audit::{AuditLog, Transport};
 use crate::auth::Caller;
-use crate::engine::Engine;
+use crate::engine::Search;
 
 pub use http::{router, serve_http};
 pub use stdio::reserve_stdout;
@@ -57,12 +57,12 @@ pub enum ServeError {
 /// call is made as `caller` (from `[auth.stdio]`) and recorded in `audit`. Call
 /// [`reserve_stdout`] first, so that nothing but the protocol reaches stdout.
 pub async fn serve_stdio(
-    engine: Arc<Engine>,
+    search: Arc<Search>,
     caller: Caller,
     audit: AuditLog,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let service = Freshet::new(engine)
+    let service = Freshet::new(search)
         .with_stdio_caller(caller)
         .with_audit(audit, Transport::Stdio)
         .serve((tokio::io::stdin(), stdio::protocol_out()))

@@ -13,7 +13,8 @@ use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::service::RequestContext;
 use serde_json::json;
 
-use crate::engine::{Access, Engine};
+use crate::auth::Access;
+use crate::engine::Search;
 
 /// The level a session asked for with `logging/setLevel`; shared by the session's clones.
 #[derive(Clone, Debug, Default)]
@@ -46,12 +47,12 @@ fn severity(level: LoggingLevel) -> u8 {
 /// Sends a `warning` notification with the catch-up progress of the collections `access`
 /// may read when the replica is not ready and the client asked for warnings.
 pub(super) async fn warn_if_catching_up(
-    engine: &Engine,
+    search: &Search,
     level: &SessionLevel,
     access: &Access,
     ctx: &RequestContext<RoleServer>,
 ) {
-    if engine.is_ready() {
+    if search.freshness().is_ready() {
         return;
     }
     let Some(wanted) = level.for_request(ctx) else {
@@ -60,12 +61,13 @@ pub(super) async fn warn_if_catching_up(
     if severity(wanted) > severity(LoggingLevel::Warning) {
         return;
     }
-    let collections: Vec<_> = engine
+    let collections: Vec<_> = search
+        .catalog()
         .collections()
         .iter()
         .filter(|c| access.may_read(c.name()))
         .filter_map(|c| {
-            let info = engine.catch_up_info(c)?;
+            let info = search.catch_up_info(c)?;
             Some(json!({"collection": c.name(), "catch_up": info}))
         })
         .collect();

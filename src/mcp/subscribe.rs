@@ -29,7 +29,8 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::engine::{Access, ChangeWatch, Engine, Published, QueryError, WatchTarget};
+use crate::auth::Access;
+use crate::engine::{ChangeWatch, Published, QueryError, Search, WatchTarget};
 use crate::time::{now_ms, rfc3339_ms};
 
 /// URI template of a collection's change feed.
@@ -100,13 +101,13 @@ impl ResourceUri {
     }
 
     /// The watch a subscriber with `access` holds on this resource.
-    pub fn watch(&self, engine: &Engine, access: &Access) -> Result<ChangeWatch, QueryError> {
+    pub fn watch(&self, search: &Search, access: &Access) -> Result<ChangeWatch, QueryError> {
         match self {
             ResourceUri::Document { collection, id } => {
-                engine.watch(collection, WatchTarget::Document(id.clone()), access)
+                search.watch(collection, WatchTarget::Document(id.clone()), access)
             }
             ResourceUri::Changes { collection, filter } => {
-                engine.watch(collection, WatchTarget::Changes(filter.clone()), access)
+                search.watch(collection, WatchTarget::Changes(filter.clone()), access)
             }
         }
     }
@@ -215,13 +216,13 @@ struct Subscribed {
 
 impl SessionSubscriptions {
     /// Adds (or replaces) the subscription to `uri`, starting the forwarder on first use.
-    pub fn add(&self, engine: &Engine, uri: String, watch: ChangeWatch, peer: Peer<RoleServer>) {
+    pub fn add(&self, search: &Search, uri: String, watch: ChangeWatch, peer: Peer<RoleServer>) {
         self.0.watches.lock().insert(uri, watch);
         let mut forwarder = self.0.forwarder.lock();
         if forwarder.is_none() {
             let cancel = CancellationToken::new();
             // Subscribed before answering, so no change after the answer is missed.
-            let changes = engine.subscribe_changes();
+            let changes = search.subscribe_changes();
             tokio::spawn(forward(
                 changes,
                 Arc::downgrade(&self.0),
@@ -280,12 +281,12 @@ const MAX_EARLY_RECEIVERS: usize = 16;
 
 impl ListenReceivers {
     /// Opens a receiver for a stream about to be acknowledged.
-    pub fn open(&self, engine: &Engine) {
+    pub fn open(&self, search: &Search) {
         let mut waiting = self.0.lock();
         if waiting.len() >= MAX_EARLY_RECEIVERS {
             waiting.remove(0);
         }
-        waiting.push(engine.subscribe_changes());
+        waiting.push(search.subscribe_changes());
     }
 
     fn take(&self) -> Option<ChangeReceiver> {
@@ -309,19 +310,19 @@ pub fn accepted(requested: &SubscriptionFilter) -> SubscriptionFilter {
 /// the caller may not read are accepted but never notified (fail closed, and no way to
 /// probe which collections exist).
 pub async fn listen(
-    engine: Arc<Engine>,
+    search: Arc<Search>,
     context: SubscriptionContext,
     access: Access,
     early: &ListenReceivers,
 ) -> Result<(), McpError> {
-    let mut changes = early.take().unwrap_or_else(|| engine.subscribe_changes());
+    let mut changes = early.take().unwrap_or_else(|| search.subscribe_changes());
     let watches: HashMap<String, ChangeWatch> = context
         .accepted()
         .resource_subscriptions
         .iter()
         .flatten()
         .filter_map(|uri| {
-            let watch = ResourceUri::parse(uri).ok()?.watch(&engine, &access).ok()?;
+            let watch = ResourceUri::parse(uri).ok()?.watch(&search, &access).ok()?;
             Some((uri.clone(), watch))
         })
         .collect();

@@ -24,10 +24,9 @@ use serde_json::{Map, Value};
 
 use crate::api::{ChangesResult, CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
 use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
-use crate::auth::{Caller, Principal};
+use crate::auth::{Access, Caller, Principal};
 use crate::engine::{
-    Access, ChangesRequest, Consistency, Engine, Mode, QueryError, Recency, RecencyField,
-    SearchRequest,
+    ChangesRequest, Consistency, Mode, QueryError, Recency, RecencyField, Search, SearchRequest,
 };
 use crate::time::{now_ms, rfc3339_ms};
 
@@ -290,7 +289,7 @@ const DEFAULT_MAX_WAIT_MS: u64 = 2000;
 /// The MCP server: a cheap handle over the engine, one per session.
 #[derive(Clone)]
 pub struct Freshet {
-    engine: Arc<Engine>,
+    search: Arc<Search>,
     tool_router: ToolRouter<Self>,
     /// Where tool calls are recorded (none in unit tests).
     audit: Option<AuditLog>,
@@ -394,11 +393,11 @@ impl CallFacts {
 
 #[tool_router]
 impl Freshet {
-    /// A server over `engine` for stdio, whose caller is unrestricted and unaudited until
+    /// A server over `search` for stdio, whose caller is unrestricted and unaudited until
     /// [`Freshet::with_stdio_caller`] and [`Freshet::with_audit`] say otherwise.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(search: Arc<Search>) -> Self {
         Freshet {
-            engine,
+            search,
             tool_router: Self::tool_router(),
             audit: None,
             transport: Transport::Stdio,
@@ -424,7 +423,7 @@ impl Freshet {
 
     /// True when callers authenticate (answers then depend on who asks).
     fn auth_on(&self) -> bool {
-        self.engine.config().auth.mode != crate::config::AuthMode::None
+        self.search.config().auth.mode != crate::config::AuthMode::None
     }
 
     fn access(&self, ctx: &RequestContext<RoleServer>) -> Access {
@@ -446,16 +445,21 @@ impl Freshet {
     ) -> Result<Json<SearchResult>, CallToolResult> {
         let access = self.access(&ctx);
         let req = args
-            .into_request(self.engine.config().server.max_wait_ms)
+            .into_request(self.search.config().server.max_wait_ms)
             .map_err(tool_error)?;
         let started = Instant::now();
         let asked = req.mode;
-        let result = self.engine.search(req, &access).await;
+        let result = match self.search.cluster() {
+            Some(cluster) => {
+                crate::cluster::coordinator::search(&self.search, cluster, req, &access).await
+            }
+            None => self.search.search(req, &access).await,
+        };
         let mode = match &result {
             Ok(r) => r.mode.clone(),
             Err(_) => format!("{asked:?}").to_lowercase(),
         };
-        self.engine
+        self.search
             .metrics()
             .observe_query("search", &mode, started.elapsed());
         result.map(Json).map_err(query_error)
@@ -481,13 +485,13 @@ impl Freshet {
             ));
         }
         let version = args.offset.map(|offset| (args.partition, offset));
-        let result = self.engine.get_document_version(
+        let result = self.search.get_document_version(
             &args.collection,
             &args.id,
             version,
             &self.access(&ctx),
         );
-        self.engine
+        self.search
             .metrics()
             .observe_query("get_document", "", started.elapsed());
         result.map(Json).map_err(query_error)
@@ -507,9 +511,9 @@ impl Freshet {
     ) -> Result<Json<FreshnessResult>, CallToolResult> {
         let started = Instant::now();
         let result =
-            self.engine
+            self.search
                 .document_freshness(&args.collection, &args.ids, &self.access(&ctx));
-        self.engine
+        self.search
             .metrics()
             .observe_query("document_freshness", "", started.elapsed());
         result.map(Json).map_err(query_error)
@@ -538,8 +542,8 @@ impl Freshet {
             filter: args.filter,
             include_text: args.include_text.unwrap_or(false),
         };
-        let result = self.engine.changes(req, &self.access(&ctx));
-        self.engine
+        let result = self.search.changes(req, &self.access(&ctx));
+        self.search
             .metrics()
             .observe_query("changes", "", started.elapsed());
         result.map(Json).map_err(query_error)
@@ -558,8 +562,8 @@ impl Freshet {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<CollectionsResult>, CallToolResult> {
         let started = Instant::now();
-        let result = self.engine.list_collections(&self.access(&ctx));
-        self.engine
+        let result = self.search.list_collections(&self.access(&ctx));
+        self.search
             .metrics()
             .observe_query("list_collections", "", started.elapsed());
         Ok(Json(result))
@@ -582,7 +586,7 @@ impl ServerHandler for Freshet {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         notify::warn_if_catching_up(
-            &self.engine,
+            &self.search,
             &self.log_level,
             &self.access(&context),
             &context,
@@ -685,7 +689,8 @@ impl ServerHandler for Freshet {
         }
         let values: Vec<String> = if request.argument.name == "collection" {
             let access = self.access(&context);
-            self.engine
+            self.search
+                .catalog()
                 .collections()
                 .iter()
                 .map(|c| c.name())
@@ -742,12 +747,12 @@ impl ServerHandler for Freshet {
             .map_err(|e| McpError::invalid_params(e, None))
             .and_then(|resource| {
                 resource
-                    .watch(&self.engine, &self.access(&context))
+                    .watch(&self.search, &self.access(&context))
                     .map_err(|e| resource_error(e, &request.uri))
             })
             .map(|watch| {
                 self.subscriptions.add(
-                    &self.engine,
+                    &self.search,
                     request.uri.clone(),
                     watch,
                     context.peer.clone(),
@@ -774,14 +779,14 @@ impl ServerHandler for Freshet {
         &self,
         requested: &rmcp::model::SubscriptionFilter,
     ) -> Option<rmcp::model::SubscriptionFilter> {
-        self.listen_receivers.open(&self.engine);
+        self.listen_receivers.open(&self.search);
         Some(subscribe::accepted(requested))
     }
 
     async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
         let access = self.access(context.request_context());
         subscribe::listen(
-            Arc::clone(&self.engine),
+            Arc::clone(&self.search),
             context,
             access,
             &self.listen_receivers,
@@ -795,7 +800,7 @@ impl ServerHandler for Freshet {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         notify::warn_if_catching_up(
-            &self.engine,
+            &self.search,
             &self.log_level,
             &self.access(&context),
             &context,
@@ -841,7 +846,7 @@ impl Freshet {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let server = &self.engine.config().server;
+        let server = &self.search.config().server;
         let deadline = Duration::from_millis(
             server.tool_timeout_ms + head_wait_ms(request.arguments.as_ref(), server.max_wait_ms),
         );
@@ -850,7 +855,7 @@ impl Freshet {
         match tokio::time::timeout(deadline, self.tool_router.call(tcc)).await {
             Ok(result) => result,
             Err(_) => {
-                self.engine
+                self.search
                     .metrics()
                     .count_limit_hit("server.tool_timeout_ms");
                 Ok(CallToolResponse::Complete(tool_error(format!(
@@ -921,7 +926,7 @@ impl Freshet {
         let access = self.access(context);
         let answer = match resource {
             ResourceUri::Document { collection, id } => self
-                .engine
+                .search
                 .get_document(&collection, &id, &access)
                 .and_then(|doc| serde_json::to_value(doc).map_err(|_| QueryError::Internal)),
             ResourceUri::Changes { collection, filter } => {
@@ -932,7 +937,7 @@ impl Freshet {
                     filter,
                     include_text: false,
                 };
-                self.engine
+                self.search
                     .changes(req, &access)
                     .and_then(|page| serde_json::to_value(page).map_err(|_| QueryError::Internal))
             }

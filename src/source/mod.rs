@@ -25,6 +25,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use crate::cluster::Ownership;
 use crate::config::KafkaConfig;
 use crate::time::now_ms;
 use crate::view::Progress;
@@ -87,11 +88,16 @@ pub struct Batch {
     pub records: Vec<SourceRecord>,
     /// Positions reached after `records` (only where they moved past the last record).
     pub positions: Vec<Position>,
+    /// Partitions another cluster node owns now: their documents go after `records`.
+    pub released: Vec<(Arc<str>, i32)>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.resets.is_empty() && self.records.is_empty() && self.positions.is_empty()
+        self.resets.is_empty()
+            && self.records.is_empty()
+            && self.positions.is_empty()
+            && self.released.is_empty()
     }
 }
 
@@ -159,6 +165,9 @@ pub struct PollOptions {
     pub max_batch: usize,
     /// How often topic metadata is re-read to pick up new topics and partitions.
     pub metadata_refresh: Duration,
+    /// In a cluster: the partitions this node owns (only those are read), and how long a
+    /// lost partition's documents are kept before they are dropped. `None`: every partition.
+    pub ownership: Option<(Arc<Ownership>, Duration)>,
 }
 
 impl Default for PollOptions {
@@ -166,6 +175,7 @@ impl Default for PollOptions {
         PollOptions {
             max_batch: 1024,
             metadata_refresh: Duration::from_secs(5),
+            ownership: None,
         }
     }
 }
@@ -211,6 +221,7 @@ pub fn spawn_consumer(
                 last_error_log: None,
                 resets: links.resets,
                 out_of_range: None,
+                handoff: Handoff::default(),
             };
             poller.run(&links.batches, &links.stop);
         })
@@ -258,6 +269,21 @@ struct Poller {
     resets: std::sync::mpsc::Receiver<ResetRequest>,
     /// Set when the broker refused a fetch position and that is not resolved yet: when to try.
     out_of_range: Option<Instant>,
+    /// Cluster handoff bookkeeping (unused without `options.ownership`).
+    handoff: Handoff,
+}
+
+/// Partitions this node lost, on their way out.
+#[derive(Default)]
+struct Handoff {
+    /// The ownership generation the assignment was last built for.
+    generation: u64,
+    /// Lost partitions still held, and when they are dropped.
+    pending: HashMap<(Arc<str>, i32), Instant>,
+    /// Partitions whose drop was sent: if regained, they are read from their log start.
+    released: std::collections::HashSet<(Arc<str>, i32)>,
+    /// When lost partitions were last looked for.
+    checked: Option<Instant>,
 }
 
 /// How long to wait before retrying to resolve a refused fetch position (the broker may be
@@ -278,6 +304,7 @@ impl Poller {
                         Duration::from_millis(500)
                     };
             }
+            self.follow_ownership(&mut batch);
             let requested: Vec<ResetRequest> = self.resets.try_iter().collect();
             if !requested.is_empty() {
                 self.reset_partitions(&requested, &mut batch);
@@ -482,6 +509,9 @@ impl Poller {
         for (name, state) in described {
             match state {
                 TopicState::Present { id, partitions } => {
+                    if let Some((ownership, _)) = &self.options.ownership {
+                        ownership.set_partition_count(&name, partitions);
+                    }
                     let id: Option<Arc<str>> = id.as_deref().map(Arc::from);
                     let previous = match self.assigned.get(&name) {
                         Some(a) => a.id.clone(),
@@ -507,6 +537,7 @@ impl Poller {
                         reset.extend(0..partitions);
                         reset.sort_unstable();
                         reset.dedup();
+                        reset.retain(|&p| self.owns(&name, p));
                         for partition in reset {
                             changes.resets.push(PartitionReset {
                                 topic: Arc::from(name.as_str()),
@@ -565,6 +596,12 @@ impl Poller {
         topic_id: Option<Arc<str>>,
         start: Option<Offset>,
     ) {
+        if !self.owns(topic, partition) {
+            return;
+        }
+        // Its documents were dropped: nothing of it is held, whatever progress said then.
+        let dropped = self.handoff.released.remove(&(Arc::from(topic), partition));
+        let start = start.or(dropped.then_some(Offset::Beginning));
         self.progress.track(topic, partition, None, topic_id);
         let offset = match (start, self.progress.next_offset(topic, partition)) {
             (Some(start), _) => start,
@@ -637,6 +674,61 @@ impl Poller {
             self.log_error(&e);
             // Nothing is assigned: the next refresh assigns everything again.
             self.assigned.clear();
+        }
+    }
+
+    /// True if this node reads the partition (always, outside a cluster).
+    fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.options
+            .ownership
+            .as_ref()
+            .is_none_or(|(o, _)| o.owns(topic, partition))
+    }
+
+    /// In a cluster: reads exactly the owned partitions (a new client when the ownership
+    /// changed, each partition where the view stands), and drops the documents of lost ones
+    /// once the handoff grace has passed (the drop follows their last records downstream).
+    fn follow_ownership(&mut self, batch: &mut Batch) {
+        let Some((ownership, grace)) = self.options.ownership.clone() else {
+            return;
+        };
+        let generation = ownership.generation();
+        if generation != self.handoff.generation {
+            self.handoff.generation = generation;
+            self.rebuild(&[]);
+        }
+        // Before the first assignment nothing is known to be lost.
+        if !ownership.assigned_once()
+            || self
+                .handoff
+                .checked
+                .is_some_and(|at| at.elapsed() < Duration::from_millis(200))
+        {
+            return;
+        }
+        self.handoff.checked = Some(Instant::now());
+        let now = Instant::now();
+        for ((topic, partition), _) in self.progress.snapshot(&self.topics) {
+            let key = (topic, partition);
+            if !ownership.owns(&key.0, partition) && !self.handoff.released.contains(&key) {
+                self.handoff.pending.entry(key).or_insert(now + grace);
+            }
+        }
+        let mut due = Vec::new();
+        self.handoff.pending.retain(|(topic, partition), at| {
+            if ownership.owns(topic, *partition) {
+                return false;
+            }
+            if *at <= now {
+                due.push((Arc::clone(topic), *partition));
+                return false;
+            }
+            true
+        });
+        for key in due {
+            self.delivered.remove(&key);
+            self.handoff.released.insert(key.clone());
+            batch.released.push(key);
         }
     }
 

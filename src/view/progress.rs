@@ -197,6 +197,13 @@ impl Progress {
         p.watermarks_read_at_ms = None;
     }
 
+    /// Stops tracking a partition (another cluster node owns it now).
+    pub fn untrack(&self, topic: &str, partition: i32) {
+        self.partitions
+            .write()
+            .remove(&(Arc::from(topic), partition));
+    }
+
     /// Notes that retention removed records of a partition before they were applied; the
     /// consumer continues from the log start. Returns false if a re-read was already under
     /// way (then nothing is counted).

@@ -6,7 +6,7 @@
 //! deletes, poison) and its partitions' lag, which the writer advances together after each
 //! batch. [`run`] is a background task that samples them, logs a progress line per
 //! collection every `server.progress_log_interval_ms` and one final `caught up: N records
-//! in T s` line; `list_collections` shows the same numbers ([`Engine::catch_up_info`]).
+//! in T s` line; `list_collections` shows the same numbers ([`Freshness::catch_up_info`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::Freshness;
 use crate::api::CatchUpInfo;
-use crate::engine::{Collection, Engine};
 
 /// How far back the rate looks: long enough to smooth out batchy applies, short enough to
 /// follow a change of pace (a snapshot restore, then a fast replay).
@@ -97,58 +97,35 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// Records a collection has applied since start: every change that reached the view, and
-/// the poison records skipped (they move its partitions forward too).
-fn applied(c: &Collection) -> u64 {
-    let counts = c.counts();
-    counts.upserts + counts.deletes + counts.poison.values().sum::<u64>()
+/// One collection's line in the catch-up log: its name, topics and records applied since
+/// start (every change that reached the view, and the poison records skipped: they move its
+/// partitions forward too).
+pub struct Applied {
+    /// The collection.
+    pub collection: String,
+    /// Its topics.
+    pub topics: Vec<String>,
+    /// Records applied since start.
+    pub applied: u64,
 }
 
-impl Engine {
-    /// Catch-up numbers of a collection while the replica is not ready; `None` once it is.
-    pub fn catch_up_info(&self, c: &Collection) -> Option<CatchUpInfo> {
-        if self.is_ready() {
-            return None;
-        }
-        Some(estimate(
-            applied(c),
-            self.remaining(&c.config.topics),
-            self.catch_up().rate(c.name()),
-        ))
-    }
-
-    /// Records of `topics` not applied yet; `None` until every topic's partitions are
-    /// assigned and their high watermarks read.
-    fn remaining(&self, topics: &[String]) -> Option<u64> {
-        let partitions = self.progress().snapshot(topics);
-        let mut total = 0u64;
-        for topic in topics {
-            let mut seen = false;
-            for ((t, _), p) in &partitions {
-                if &**t == topic.as_str() {
-                    seen = true;
-                    total += u64::try_from(p.lag()?).unwrap_or(0);
-                }
-            }
-            if !seen {
-                return None;
-            }
-        }
-        Some(total)
-    }
-}
-
-/// Samples progress until the replica is ready, logging a line per collection every `log_every`
-/// (never when zero), then logs `caught up: N records in T s` and returns.
-pub async fn run(engine: Arc<Engine>, log_every: Duration, cancel: CancellationToken) {
-    let mut batches = engine.progress().subscribe();
+/// Samples progress until the replica is ready, logging a line per collection every
+/// `log_every` (never when zero), then logs `caught up: N records in T s` and returns.
+/// `applied` reads the collections' counters.
+pub async fn run(
+    freshness: Arc<Freshness>,
+    applied: impl Fn() -> Vec<Applied>,
+    log_every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut batches = freshness.progress().subscribe();
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
     loop {
-        if engine.is_ready() {
-            let total: u64 = engine.collections().iter().map(|c| applied(c)).sum();
-            let secs = engine.catch_up().elapsed().as_secs_f64();
+        if freshness.is_ready() {
+            let total: u64 = applied().iter().map(|a| a.applied).sum();
+            let secs = freshness.catch_up().elapsed().as_secs_f64();
             tracing::info!(
                 "caught up: {total} records in {secs:.1} s ({:.0} records/s)",
                 total as f64 / secs.max(0.001)
@@ -161,17 +138,17 @@ pub async fn run(engine: Arc<Engine>, log_every: Duration, cancel: CancellationT
             changed = batches.changed() => if changed.is_err() { return },
             _ = tick.tick() => {
                 let now = Instant::now();
-                let counts = engine
-                    .collections()
+                let now_applied = applied();
+                let counts = now_applied
                     .iter()
-                    .map(|c| (c.name().to_string(), applied(c)))
+                    .map(|a| (a.collection.clone(), a.applied))
                     .collect();
-                engine.catch_up().sample(&counts, now);
+                freshness.catch_up().sample(&counts, now);
                 // While the broker is unreachable nothing is being caught up: that was said
                 // once, as "broker unreachable".
                 let waiting = crate::source::broker_health().unreachable().is_some();
                 if !log_every.is_zero() && now - last_log >= log_every && !waiting {
-                    log_progress(&engine);
+                    log_progress(&freshness, &now_applied);
                     last_log = now;
                 }
             }
@@ -179,9 +156,9 @@ pub async fn run(engine: Arc<Engine>, log_every: Duration, cancel: CancellationT
     }
 }
 
-fn log_progress(engine: &Engine) {
-    for c in engine.collections() {
-        let Some(info) = engine.catch_up_info(c) else {
+fn log_progress(freshness: &Freshness, collections: &[Applied]) {
+    for c in collections {
+        let Some(info) = freshness.catch_up_info(&c.collection, &c.topics, c.applied) else {
             return;
         };
         // Nothing known yet (the broker has not answered): no line that claims progress.
@@ -196,8 +173,8 @@ fn log_progress(engine: &Engine) {
         let eta = info.eta_s.map_or("unknown".into(), |s| format!("{s:.0} s"));
         tracing::info!(
             "catching up {} ({}): {} applied, {remaining} remaining, {:.0} records/s, ETA {eta}",
-            c.name(),
-            c.config.topics.join(", "),
+            c.collection,
+            c.topics.join(", "),
             info.applied,
             info.rate_per_s
         );

@@ -1,0 +1,524 @@
+//! A search over the whole cluster, answered by whichever node received it: pick one owner
+//! per partition, sum the shards' BM25 statistics, collect every shard's candidate lists
+//! scored with them, and fuse globally exactly as a single node fuses its own lists.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use crate::api::{Hit, PartitionWatermark, SearchResult, Watermark};
+use crate::auth::Access;
+use crate::config::CollectionConfig;
+use crate::engine::{
+    Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, fetch_depth, fuse,
+    merge_collections, next_cursor,
+};
+use crate::index::TermStats;
+use crate::time::{now_ms, rfc3339_ms};
+
+use super::wire::{
+    Candidate, NodeState, OwnedPartition, ShardAnswer, ShardQuery, ShardSearch, ShardStats,
+    parse_mode,
+};
+use super::{Cluster, PeerError, shard};
+
+/// Which node answers for which partitions, and what no reachable node holds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Node URL → the partitions it answers for.
+    pub by_node: BTreeMap<String, Vec<(String, i32)>>,
+    /// Partitions without a reachable owner.
+    pub missing: Vec<(String, i32)>,
+}
+
+/// Every node's state: this node's directly, the others' over the internal API.
+pub async fn gather_states(
+    local: &Search,
+    cluster: &Arc<Cluster>,
+) -> Vec<(String, Result<NodeState, PeerError>)> {
+    let calls = cluster.peers().into_iter().map(|url| async move {
+        if cluster.is_self(&url) {
+            let state = shard::node_state(local, cluster);
+            return (url, Ok(state));
+        }
+        let state = cluster
+            .call::<NodeState>(&url, "/internal/cluster/state", None::<()>, Duration::ZERO)
+            .await;
+        (url, state)
+    });
+    join_all(calls).await
+}
+
+/// Picks one owner for every partition of `topics`: this node when it owns it, else an
+/// owner of this node's replica group that is caught up, else any caught-up owner, else any.
+pub fn plan(
+    own: &NodeState,
+    states: &[(String, Result<NodeState, PeerError>)],
+    topics: &[String],
+) -> Plan {
+    let reachable: Vec<(&String, &NodeState)> = states
+        .iter()
+        .filter_map(|(url, s)| s.as_ref().ok().map(|s| (url, s)))
+        .collect();
+    // Partition counts: the largest any node read (a new partition may be seen by one first).
+    let mut counts: BTreeMap<&str, i32> = BTreeMap::new();
+    for (_, s) in &reachable {
+        for (topic, n) in &s.partition_counts {
+            let slot = counts.entry(topic.as_str()).or_default();
+            *slot = (*slot).max(*n);
+        }
+        for p in &s.partitions {
+            let slot = counts.entry(p.watermark.topic.as_str()).or_default();
+            *slot = (*slot).max(p.watermark.partition + 1);
+        }
+    }
+    let mut out = Plan::default();
+    for topic in topics {
+        for partition in 0..counts.get(topic.as_str()).copied().unwrap_or(0) {
+            let owner = reachable
+                .iter()
+                .filter_map(|(url, s)| {
+                    let held = s.partitions.iter().find(|p| {
+                        p.watermark.topic == *topic && p.watermark.partition == partition
+                    })?;
+                    let preference = (
+                        s.node_id == own.node_id,
+                        s.replica == own.replica && held.caught_up,
+                        held.caught_up,
+                    );
+                    Some((preference, *url))
+                })
+                // Highest preference; among equals the first URL, so choices are stable.
+                .max_by(|(a, ua), (b, ub)| a.cmp(b).then(ub.cmp(ua)))
+                .map(|(_, url)| url.clone());
+            match owner {
+                Some(url) => out
+                    .by_node
+                    .entry(url)
+                    .or_default()
+                    .push((topic.clone(), partition)),
+                None => out.missing.push((topic.clone(), partition)),
+            }
+        }
+    }
+    out
+}
+
+/// The `search` tool on a cluster node.
+pub async fn search(
+    local: &Arc<Search>,
+    cluster: &Arc<Cluster>,
+    req: SearchRequest,
+    access: &Access,
+) -> Result<SearchResult, QueryError> {
+    // The caller's mistakes are reported before any node is asked.
+    let (targets, _, offset) = local.validate_search(&req, access)?;
+    let configs: Vec<CollectionConfig> = targets.iter().map(|c| c.config.clone()).collect();
+    let topics: Vec<String> = configs.iter().flat_map(|c| c.topics.clone()).collect();
+    let mut notes = Vec::new();
+    let mut caught_up = true;
+    let head_wait = match req.consistency {
+        Consistency::Head => req.max_wait,
+        Consistency::Any => Duration::ZERO,
+    };
+
+    let states = gather_states(local, cluster).await;
+    for (url, state) in &states {
+        if let Err(e) = state {
+            tracing::warn!("cluster: node {url} did not answer: {e}");
+        }
+    }
+    let own = shard::node_state(local, cluster);
+    let plan = plan(&own, &states, &topics);
+    let mut missing: BTreeSet<(String, i32)> = plan.missing.iter().cloned().collect();
+
+    // Statistics phase.
+    let stats_calls = plan.by_node.iter().map(|(url, partitions)| {
+        let q = ShardQuery::new(&req, offset, access, partitions.clone());
+        async move {
+            let answer = if cluster.is_self(url) {
+                shard::stats(local, &q).await.map_err(local_error)
+            } else {
+                cluster
+                    .call::<ShardStats>(url, "/internal/cluster/stats", Some(q.clone()), head_wait)
+                    .await
+            };
+            (url.clone(), q, answer)
+        }
+    });
+    let mut summed: BTreeMap<String, TermStats> = BTreeMap::new();
+    let mut queries = Vec::new();
+    for (url, q, answer) in join_all(stats_calls).await {
+        match answer {
+            Ok(stats) => {
+                if let Some(why) = stats.head_missed {
+                    caught_up = false;
+                    notes.push(format!(
+                        "consistency \"head\" on {url}: {why}: answering from its view as it is"
+                    ));
+                }
+                for (name, s) in stats.collections {
+                    summed.entry(name).or_default().add(&s);
+                }
+                queries.push((url, q));
+            }
+            Err(PeerError::Invalid(message)) => return Err(QueryError::InvalidArgument(message)),
+            Err(e) => {
+                tracing::warn!("cluster: statistics from {url} failed: {e}");
+                missing.extend(q.partitions);
+            }
+        }
+    }
+
+    // Search phase, every shard with the same statistics.
+    let search_calls = queries.into_iter().map(|(url, q)| {
+        let body = ShardSearch {
+            query: q,
+            stats: summed.clone(),
+        };
+        async move {
+            let partitions = body.query.partitions.clone();
+            let answer = if cluster.is_self(&url) {
+                shard::search(local, body).await.map_err(local_error)
+            } else {
+                cluster
+                    .call::<ShardAnswer>(
+                        &url,
+                        "/internal/cluster/search",
+                        Some(body),
+                        Duration::ZERO,
+                    )
+                    .await
+            };
+            (url, partitions, answer)
+        }
+    });
+    let mut answers = Vec::new();
+    for (url, partitions, answer) in join_all(search_calls).await {
+        match answer {
+            Ok(a) => answers.push(a),
+            Err(PeerError::Invalid(message)) => return Err(QueryError::InvalidArgument(message)),
+            Err(e) => {
+                tracing::warn!("cluster: search on {url} failed: {e}");
+                missing.extend(partitions);
+            }
+        }
+    }
+
+    let mut partitions: Vec<OwnedPartition> = answers
+        .iter()
+        .flat_map(|a| a.partitions.iter().cloned())
+        .collect();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+        notes.push(format!(
+            "no reachable node holds partition(s) {}: their documents are missing from this answer",
+            names.join(", ")
+        ));
+        caught_up = false;
+        partitions.extend(missing.iter().map(|(topic, partition)| OwnedPartition {
+            watermark: PartitionWatermark {
+                topic: topic.clone(),
+                partition: *partition,
+                applied_offset: None,
+                high_watermark: None,
+                lag: None,
+                rereading: None,
+            },
+            caught_up: false,
+        }));
+    }
+    caught_up &= !partitions.is_empty() && partitions.iter().all(|p| p.caught_up);
+    partitions.sort_by(|a, b| {
+        (&a.watermark.topic, a.watermark.partition)
+            .cmp(&(&b.watermark.topic, b.watermark.partition))
+    });
+
+    let (results, modes, next) = fuse_answers(&req, &configs, answers, offset, &mut notes)?;
+    let mode = match modes.len() {
+        1 => modes.into_iter().next().unwrap_or_default(),
+        0 => super::wire::mode_name(req.mode).to_string(),
+        _ => "mixed".to_string(),
+    };
+    Ok(SearchResult {
+        results,
+        mode,
+        notes,
+        next,
+        freshness: Watermark {
+            as_of: rfc3339_ms(now_ms()),
+            caught_up,
+            partitions: partitions.into_iter().map(|p| p.watermark).collect(),
+        },
+    })
+}
+
+fn local_error(e: QueryError) -> PeerError {
+    match e {
+        QueryError::Internal => PeerError::Unreachable {
+            url: "this node".into(),
+            reason: e.to_string(),
+        },
+        other => PeerError::Invalid(other.to_string()),
+    }
+}
+
+/// Hits of the page, the modes used, and the next page's cursor.
+type Fused = (Vec<Hit>, BTreeSet<String>, Option<String>);
+
+/// Merges the shards' lists per collection and retriever, fuses them as a single node does,
+/// then merges collections and cuts the page.
+pub fn fuse_answers(
+    req: &SearchRequest,
+    configs: &[CollectionConfig],
+    answers: Vec<ShardAnswer>,
+    offset: usize,
+    notes: &mut Vec<String>,
+) -> Result<Fused, QueryError> {
+    let depth = offset + req.k;
+    let fetch = fetch_depth(req.mode, depth);
+    let mut per_collection: HashMap<String, Gathered> = HashMap::new();
+    for answer in answers {
+        for c in answer.collections {
+            let slot = per_collection.entry(c.name).or_default();
+            slot.mode.get_or_insert(c.mode);
+            slot.bm25.extend(c.bm25);
+            slot.vector.extend(c.vector);
+            for note in c.notes {
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
+        }
+    }
+    let mut modes = BTreeSet::new();
+    let mut lists: Vec<Vec<Candidate>> = Vec::new();
+    // In the order a single node searches them: config order.
+    for config in configs {
+        let Some(Gathered { mode, bm25, vector }) = per_collection.remove(&config.name) else {
+            continue;
+        };
+        let mode_name = mode.unwrap_or_else(|| super::wire::mode_name(req.mode).to_string());
+        let mode = parse_mode(&mode_name).map_err(QueryError::InvalidArgument)?;
+        modes.insert(mode_name);
+        let (bm25, vector) = (best_first(bm25, fetch), best_first(vector, fetch));
+        let mut ranked = match mode {
+            Mode::Bm25 => bm25,
+            Mode::Vector => vector,
+            Mode::Hybrid => {
+                let scored = |list: &[Candidate]| -> Vec<(String, f32)> {
+                    list.iter()
+                        .map(|c| (c.hit.id.clone(), c.hit.score))
+                        .collect()
+                };
+                let fused = fuse(config, &scored(&bm25), &scored(&vector));
+                // The passage shown is the best BM25 chunk when there is one.
+                let mut best: HashMap<String, Candidate> = HashMap::new();
+                for c in vector.into_iter().chain(bm25) {
+                    best.insert(c.hit.id.clone(), c);
+                }
+                fused
+                    .into_iter()
+                    .filter_map(|(id, score)| {
+                        best.remove(&id).map(|mut c| {
+                            c.hit.score = score;
+                            c
+                        })
+                    })
+                    .collect()
+            }
+        };
+        if let Some(recency) = &req.recency {
+            recency.rerank(
+                &mut ranked,
+                |c| c.hit.score,
+                |c| match recency.field {
+                    RecencyField::EventTime => c.event_time_ms,
+                    RecencyField::IndexedAt => c.indexed_at_ms,
+                },
+                |c, score| c.hit.score = score,
+                now_ms(),
+            );
+        }
+        lists.push(ranked);
+    }
+    let mut ranked = merge_collections(
+        lists,
+        depth + 1,
+        |c| c.hit.score,
+        |c, score| c.hit.score = score,
+    );
+    let next = next_cursor(req, depth, ranked.len() > depth);
+    ranked.truncate(depth);
+    let results = ranked.into_iter().skip(offset).map(|c| c.hit).collect();
+    Ok((results, modes, next))
+}
+
+/// One collection's candidates from every shard.
+#[derive(Default)]
+struct Gathered {
+    /// The mode the first shard used.
+    mode: Option<String>,
+    bm25: Vec<Candidate>,
+    vector: Vec<Candidate>,
+}
+
+/// One list from several shards' lists: best score first (ties by id, so every node
+/// orders alike), one entry per document, at most `limit`.
+fn best_first(mut list: Vec<Candidate>, limit: usize) -> Vec<Candidate> {
+    list.sort_by(|a, b| {
+        b.hit
+            .score
+            .total_cmp(&a.hit.score)
+            .then_with(|| a.hit.id.cmp(&b.hit.id))
+    });
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|c| seen.insert(c.hit.id.clone()));
+    list.truncate(limit);
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::StampOut;
+    use crate::cluster::wire::ShardCollection;
+
+    fn owned(partition: i32, caught_up: bool) -> OwnedPartition {
+        OwnedPartition {
+            watermark: PartitionWatermark {
+                topic: "t".into(),
+                partition,
+                applied_offset: Some(9),
+                high_watermark: Some(10),
+                lag: Some(if caught_up { 0 } else { 5 }),
+                rereading: None,
+            },
+            caught_up,
+        }
+    }
+
+    fn node(id: &str, replica: u32, partitions: Vec<OwnedPartition>) -> NodeState {
+        NodeState {
+            node_id: id.into(),
+            url: id.into(),
+            replica,
+            assigned: true,
+            partitions,
+            partition_counts: [("t".to_string(), 5)].into(),
+        }
+    }
+
+    #[test]
+    fn the_plan_covers_each_partition_once_preferring_self_then_caught_up() {
+        let me = node("a", 0, vec![owned(0, false)]);
+        let states = vec![
+            ("a".to_string(), Ok(me.clone())),
+            // Replica group 1 holds everything; only some of it caught up.
+            (
+                "b".to_string(),
+                Ok(node(
+                    "b",
+                    1,
+                    vec![owned(0, true), owned(1, true), owned(2, false)],
+                )),
+            ),
+            ("c".to_string(), Ok(node("c", 0, vec![owned(2, true)]))),
+            (
+                "d".to_string(),
+                Err(PeerError::Unreachable {
+                    url: "d".into(),
+                    reason: "refused".into(),
+                }),
+            ),
+        ];
+        let plan = plan(&me, &states, &["t".to_string()]);
+        let expected: BTreeMap<String, Vec<(String, i32)>> = [
+            ("a".to_string(), vec![("t".to_string(), 0)]),
+            ("b".to_string(), vec![("t".to_string(), 1)]),
+            ("c".to_string(), vec![("t".to_string(), 2)]),
+        ]
+        .into();
+        assert_eq!(plan.by_node, expected);
+        // 3 and 4 have no reachable owner (d is down), and say so.
+        assert_eq!(
+            plan.missing,
+            vec![("t".to_string(), 3), ("t".to_string(), 4)]
+        );
+    }
+
+    fn candidate(id: &str, score: f32) -> Candidate {
+        Candidate {
+            hit: Hit {
+                id: id.into(),
+                collection: "docs".into(),
+                score,
+                title: None,
+                snippet: String::new(),
+                metadata: Default::default(),
+                freshness: StampOut {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 0,
+                    event_time: String::new(),
+                    ingested_at: String::new(),
+                    indexed_at: String::new(),
+                    age_ms: 0,
+                    index_delay_ms: 0,
+                },
+            },
+            event_time_ms: 0,
+            indexed_at_ms: 0,
+        }
+    }
+
+    fn answer(bm25: Vec<Candidate>) -> ShardAnswer {
+        ShardAnswer {
+            collections: vec![ShardCollection {
+                name: "docs".into(),
+                mode: "bm25".into(),
+                notes: vec!["a note".into()],
+                bm25,
+                vector: Vec::new(),
+            }],
+            partitions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn shards_lists_merge_by_score_and_page_like_one_list() {
+        let config: crate::config::Config = crate::config::Config::from_toml_with_env(
+            "[[collections]]\nname = \"docs\"\ntopics = [\"t\"]\n",
+            std::path::Path::new("t.toml"),
+            Vec::new(),
+        )
+        .expect("valid");
+        let req = SearchRequest {
+            query: "q".into(),
+            collection: Some("docs".into()),
+            k: 2,
+            mode: Mode::Bm25,
+            filter: None,
+            vector: None,
+            consistency: Consistency::Any,
+            max_wait: Duration::ZERO,
+            recency: None,
+            cursor: None,
+        };
+        let answers = vec![
+            answer(vec![candidate("a", 3.0), candidate("c", 1.0)]),
+            answer(vec![candidate("b", 2.0), candidate("d", 0.5)]),
+        ];
+        let mut notes = Vec::new();
+        let (hits, modes, next) =
+            fuse_answers(&req, &config.collections, answers, 0, &mut notes).expect("fused");
+        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(hits[1].score, 2.0);
+        assert!(next.is_some(), "two more results follow");
+        assert_eq!(modes.into_iter().collect::<Vec<_>>(), ["bm25"]);
+        assert_eq!(notes, ["a note"], "a note repeated by shards is said once");
+    }
+}

@@ -1,0 +1,168 @@
+//! The shard side of a cluster search, and the node's state: what a node answers on the
+//! internal API, from its own view only.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::PartitionWatermark;
+use crate::auth::Access;
+use crate::engine::{
+    Mode, QueryError, Retrieved, Search, embed_query, query_vector, render_hit, retrieve,
+    search_pool,
+};
+use crate::time::now_ms;
+
+use super::Cluster;
+use super::wire::{
+    Candidate, NodeState, OwnedPartition, ShardAnswer, ShardCollection, ShardQuery, ShardSearch,
+    ShardStats, mode_name,
+};
+
+/// This node's state for the other nodes.
+pub fn node_state(local: &Search, cluster: &Cluster) -> NodeState {
+    let ownership = cluster.ownership();
+    NodeState {
+        node_id: cluster.config().node_id().to_string(),
+        url: cluster.config().advertise_url.clone(),
+        replica: cluster.config().replica,
+        assigned: ownership.assigned_once(),
+        partitions: partition_states(local, ownership.owned().into_iter()),
+        partition_counts: ownership.partition_counts(),
+    }
+}
+
+/// Progress of the given partitions; one not read here yet has unknown offsets.
+pub fn partition_states(
+    local: &Search,
+    keys: impl Iterator<Item = (Arc<str>, i32)>,
+) -> Vec<OwnedPartition> {
+    let progress: std::collections::HashMap<_, _> = local
+        .freshness()
+        .progress()
+        .snapshot(&[])
+        .into_iter()
+        .collect();
+    // As for single-node answers: lag computed from an old reading proves nothing.
+    let fresh_after = now_ms() - (local.config().kafka.watermark_interval_ms as i64 * 3).max(5_000);
+    keys.map(|key| match progress.get(&key) {
+        Some(p) => {
+            let watermark = PartitionWatermark::new(&key, p);
+            let caught_up = watermark.lag == Some(0)
+                && watermark.rereading.is_none()
+                && p.watermarks_read_at_ms.is_some_and(|at| at >= fresh_after);
+            OwnedPartition {
+                watermark,
+                caught_up,
+            }
+        }
+        None => OwnedPartition {
+            watermark: PartitionWatermark {
+                topic: key.0.to_string(),
+                partition: key.1,
+                applied_offset: None,
+                high_watermark: None,
+                lag: None,
+                rereading: None,
+            },
+            caught_up: false,
+        },
+    })
+    .collect()
+}
+
+/// The statistics phase: with `consistency: "head"` first the wait for the partitions'
+/// ends, then this shard's BM25 statistics of the query, per collection searched.
+pub async fn stats(local: &Search, q: &ShardQuery) -> Result<ShardStats, QueryError> {
+    let req = q.request().map_err(QueryError::InvalidArgument)?;
+    let access: Access = q.access.clone().into();
+    let targets = local.validate_search(&req, &access)?.0;
+    let mut out = ShardStats::default();
+    if let Some(ms) = q.head_wait_ms {
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        if let Err(why) = local
+            .freshness()
+            .wait_for_partitions(q.partitions.clone(), deadline)
+            .await
+        {
+            out.head_missed = Some(why);
+        }
+    }
+    let query = req.query.trim();
+    if req.mode == Mode::Vector || query.is_empty() {
+        return Ok(out);
+    }
+    for c in targets {
+        let stats = c.text.term_stats(query).map_err(|e| {
+            tracing::error!(collection = c.name(), "BM25 statistics failed: {e}");
+            QueryError::Internal
+        })?;
+        out.collections.insert(c.name().to_string(), stats);
+    }
+    Ok(out)
+}
+
+/// The search phase: each retriever's candidates from the asked-for partitions, BM25 scored
+/// with the cluster-wide statistics, rendered as hits.
+pub async fn search(local: &Search, body: ShardSearch) -> Result<ShardAnswer, QueryError> {
+    let ShardSearch { query: q, stats } = body;
+    let req = q.request().map_err(QueryError::InvalidArgument)?;
+    let access: Access = q.access.clone().into();
+    let (targets, filters, _) = local.validate_search(&req, &access)?;
+    let depth = q.offset + req.k;
+    let text = req.query.trim().to_string();
+    let pool = search_pool(local.config());
+    let embedded = embed_query(pool, &targets, &req, &text).await;
+    let targets: Vec<_> = targets.into_iter().map(Arc::clone).collect();
+    let keep: HashSet<(Arc<str>, i32)> = q
+        .partitions
+        .iter()
+        .map(|(t, p)| (Arc::from(t.as_str()), *p))
+        .collect();
+    let wanted = keep.clone();
+    let collections = pool
+        .run(move || -> Result<Vec<ShardCollection>, QueryError> {
+            let now = now_ms();
+            let mut out = Vec::with_capacity(targets.len());
+            for ((c, filter), embedded) in targets.iter().zip(&filters).zip(&embedded) {
+                let vector_query = query_vector(c, &req, &text, embedded.as_ref())?;
+                let mut notes = Vec::new();
+                let Retrieved { bm25, vector, mode } = retrieve(
+                    c,
+                    &req,
+                    depth,
+                    (&text, vector_query),
+                    filter,
+                    &mut notes,
+                    stats.get(c.name()),
+                )?;
+                let render = |list: Vec<crate::engine::Candidate>| -> Vec<Candidate> {
+                    list.into_iter()
+                        .filter(|(d, _, _)| {
+                            wanted.contains(&(Arc::clone(&d.stamp.topic), d.stamp.partition))
+                        })
+                        .map(|(d, chunk, score)| Candidate {
+                            hit: render_hit(c, &d, chunk, score, &text, now),
+                            event_time_ms: d.stamp.event_time_ms,
+                            indexed_at_ms: d.stamp.indexed_at_ms,
+                        })
+                        .collect()
+                };
+                out.push(ShardCollection {
+                    name: c.name().to_string(),
+                    mode: mode_name(mode).to_string(),
+                    notes,
+                    bm25: render(bm25),
+                    vector: render(vector),
+                });
+            }
+            Ok(out)
+        })
+        .await??;
+    let mut held: Vec<(Arc<str>, i32)> = keep.into_iter().collect();
+    held.sort();
+    Ok(ShardAnswer {
+        collections,
+        partitions: partition_states(local, held.into_iter()),
+    })
+}

@@ -1,0 +1,253 @@
+//! What nodes send each other on the internal API (JSON over HTTP, authenticated with the
+//! shared key).
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::api::{Hit, PartitionWatermark};
+use crate::auth::{Access, TenantScope};
+use crate::engine::{Consistency, Mode, SearchRequest};
+use crate::index::TermStats;
+
+/// Header carrying the shared key on internal calls.
+pub const KEY_HEADER: &str = "x-freshet-cluster-key";
+
+/// `GET /internal/cluster/state`: what a node owns and how far it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeState {
+    /// The node's `cluster.node_id`.
+    pub node_id: String,
+    /// Its `cluster.advertise_url`.
+    pub url: String,
+    /// Its replica group.
+    pub replica: u32,
+    /// False until the group has assigned it partitions (or none) for the first time.
+    pub assigned: bool,
+    /// Owned partitions with their progress.
+    pub partitions: Vec<OwnedPartition>,
+    /// Partition count per topic, as the node last read it from the broker.
+    pub partition_counts: BTreeMap<String, i32>,
+}
+
+/// One owned partition of a [`NodeState`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OwnedPartition {
+    /// Progress as in answers' watermarks (offsets unknown until it is read).
+    #[serde(flatten)]
+    pub watermark: PartitionWatermark,
+    /// Applied up to the last high watermark read, with a recent reading.
+    pub caught_up: bool,
+}
+
+/// The caller's rights, forwarded so that every shard applies them itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireAccess {
+    /// Readable collections (`None`: all).
+    pub collections: Option<Vec<String>>,
+    /// `all`, `none`, or the one tenant the caller sees.
+    pub tenant: WireTenant,
+}
+
+/// [`TenantScope`] on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireTenant {
+    /// Every tenant.
+    All,
+    /// Only this tenant.
+    Only(String),
+    /// No tenant's documents.
+    NoTenant,
+}
+
+impl From<&Access> for WireAccess {
+    fn from(a: &Access) -> Self {
+        WireAccess {
+            collections: a.collections.as_ref().map(|set| {
+                let mut names: Vec<String> = set.iter().cloned().collect();
+                names.sort();
+                names
+            }),
+            tenant: match &a.tenant {
+                TenantScope::All => WireTenant::All,
+                TenantScope::Only(t) => WireTenant::Only(t.clone()),
+                TenantScope::NoTenant => WireTenant::NoTenant,
+            },
+        }
+    }
+}
+
+impl From<WireAccess> for Access {
+    fn from(a: WireAccess) -> Self {
+        Access {
+            collections: a
+                .collections
+                .map(|names| names.into_iter().collect::<HashSet<_>>()),
+            tenant: match a.tenant {
+                WireTenant::All => TenantScope::All,
+                WireTenant::Only(t) => TenantScope::Only(t),
+                WireTenant::NoTenant => TenantScope::NoTenant,
+            },
+        }
+    }
+}
+
+/// A search as a shard runs it: the caller's arguments (no consistency wait, no recency:
+/// the receiving node does those), the caller's rights, and the partitions to answer for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardQuery {
+    /// Query text.
+    pub query: String,
+    /// Collection, or every readable one.
+    pub collection: Option<String>,
+    /// Page size.
+    pub k: usize,
+    /// `hybrid`, `bm25` or `vector`.
+    pub mode: String,
+    /// Metadata filter.
+    pub filter: Option<Map<String, Value>>,
+    /// Caller-supplied query vector.
+    pub vector: Option<Vec<f32>>,
+    /// Results of earlier pages (the receiving node checked the caller's cursor): the
+    /// shard ranks down to `offset + k`.
+    pub offset: usize,
+    /// Who asks.
+    pub access: WireAccess,
+    /// Only documents of these partitions are returned.
+    pub partitions: Vec<(String, i32)>,
+    /// `consistency: "head"`: before its statistics, the shard waits (this long at most)
+    /// until everything written to its partitions before the call is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_wait_ms: Option<u64>,
+}
+
+impl ShardQuery {
+    /// The shard query of `req` for `partitions`.
+    pub fn new(
+        req: &SearchRequest,
+        offset: usize,
+        access: &Access,
+        partitions: Vec<(String, i32)>,
+    ) -> Self {
+        ShardQuery {
+            query: req.query.clone(),
+            collection: req.collection.clone(),
+            k: req.k,
+            mode: mode_name(req.mode).to_string(),
+            filter: req.filter.clone(),
+            vector: req.vector.clone(),
+            offset,
+            access: access.into(),
+            partitions,
+            head_wait_ms: (req.consistency == Consistency::Head)
+                .then(|| u64::try_from(req.max_wait.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// The search request a shard validates and runs (its page starts at 0; `offset` says
+    /// how deep to rank).
+    pub fn request(&self) -> Result<SearchRequest, String> {
+        if self.offset > crate::engine::MAX_SEARCH_DEPTH {
+            return Err(format!(
+                "offset {} is past the search depth bound",
+                self.offset
+            ));
+        }
+        Ok(SearchRequest {
+            query: self.query.clone(),
+            collection: self.collection.clone(),
+            k: self.k,
+            mode: parse_mode(&self.mode)?,
+            filter: self.filter.clone(),
+            vector: self.vector.clone(),
+            consistency: Consistency::Any,
+            max_wait: std::time::Duration::ZERO,
+            recency: None,
+            cursor: None,
+        })
+    }
+}
+
+/// The wire name of a mode.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Hybrid => "hybrid",
+        Mode::Bm25 => "bm25",
+        Mode::Vector => "vector",
+    }
+}
+
+/// A mode from its wire name.
+pub fn parse_mode(name: &str) -> Result<Mode, String> {
+    match name {
+        "hybrid" => Ok(Mode::Hybrid),
+        "bm25" => Ok(Mode::Bm25),
+        "vector" => Ok(Mode::Vector),
+        other => Err(format!("unknown mode `{other}`")),
+    }
+}
+
+/// `POST /internal/cluster/stats` answer: BM25 statistics of the query per collection.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ShardStats {
+    /// By collection name.
+    pub collections: BTreeMap<String, TermStats>,
+    /// With `head_wait_ms`: why the head was not reached, if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_missed: Option<String>,
+}
+
+/// `POST /internal/cluster/search` body: the query and the cluster-wide statistics.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardSearch {
+    /// The query.
+    pub query: ShardQuery,
+    /// Summed statistics by collection.
+    pub stats: BTreeMap<String, TermStats>,
+}
+
+/// One shard's candidates.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ShardAnswer {
+    /// Per collection searched, in the order searched.
+    pub collections: Vec<ShardCollection>,
+    /// The asked-for partitions this node holds, with their progress.
+    pub partitions: Vec<OwnedPartition>,
+}
+
+/// One collection's candidates from one shard, each retriever's list best first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardCollection {
+    /// Collection name.
+    pub name: String,
+    /// Mode used.
+    pub mode: String,
+    /// Notes (fallbacks).
+    pub notes: Vec<String>,
+    /// BM25 candidates, scored with the cluster-wide statistics.
+    pub bm25: Vec<Candidate>,
+    /// Vector candidates.
+    pub vector: Vec<Candidate>,
+}
+
+/// A rendered hit with its raw retriever score, and the times recency ranks by.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The hit as the caller will see it (score: the retriever's raw score).
+    pub hit: Hit,
+    /// Event time, ms since the epoch.
+    pub event_time_ms: i64,
+    /// Indexed at, ms since the epoch.
+    pub indexed_at_ms: i64,
+}
+
+/// An error answer of the internal API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WireError {
+    /// What went wrong, for the caller.
+    pub error: String,
+    /// True when the request was wrong (the caller's mistake), false when the node failed.
+    pub invalid: bool,
+}

@@ -1,0 +1,303 @@
+"""Scale-out (issue #19): three `freshet serve` nodes on loopback, each with its own port and
+data directory, share a 6-partition topic through a Kafka consumer group on the session's
+Apache Kafka broker. A fourth, single-node freshet reads the same topic as the reference.
+
+- every partition is owned by exactly one node of the replica group (KIP-848 protocol);
+- a search on any node returns the single node's top-10 ids, and — with the cluster-wide
+  BM25 statistics — the same BM25 scores;
+- `consistency: "head"` on any node finds a document just produced to any partition;
+- internal calls need the shared key;
+- killing a node (SIGKILL, no goodbye; classic protocol, 6 s session timeout): answers name
+  the partitions without a reachable owner until the group reassigns them, and within
+  FAILOVER_SECONDS every partition is served again with the single node's results.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+import kafka_util
+from freshet_util import FreshetServer, call, http_client, write_config
+from kafka_util import Producer, free_port
+
+pytestmark = pytest.mark.anyio
+
+PARTITIONS = 6
+DIM = 4
+KEY = "cluster-test-key-0123456789"
+KEY_ENV = "FRESHET_TEST_CLUSTER_KEY"
+# Classic protocol with a 6 s session timeout: the broker notices a dead member after at most
+# 6 s, reassigns its partitions, and the new owners replay them from Kafka.
+FAILOVER_SECONDS = 30
+
+WORDS = (
+    "kafka stream partition offset consumer broker replica leader follower segment "
+    "index search vector score ranking fresh latency throughput checkpoint snapshot "
+    "tenant audit token query document chunk embedding cluster shard rebalance"
+).split()
+
+QUERIES = [
+    "kafka partition",
+    "vector search ranking",
+    "checkpoint snapshot latency",
+    "tenant audit token",
+    "rebalance shard cluster consumer",
+    "fresh document chunk",
+    "leader follower replica",
+    "broker offset segment index",
+]
+
+
+def corpus(n: int = 120) -> list[dict]:
+    rng = random.Random(19)
+    docs = []
+    for i in range(n):
+        body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 40)))
+        vec = [rng.uniform(-1, 1) for _ in range(DIM)]
+        docs.append({"id": f"d{i:03d}", "title": " ".join(rng.sample(WORDS, 2)), "body": body, "v": vec})
+    return docs
+
+
+def collection(topic: str) -> dict:
+    return {
+        "name": "docs",
+        "topics": [topic],
+        "format": "json",
+        "id_field": "id",
+        "title_field": "title",
+        "text_fields": ["title", "body"],
+        "vector_field": "v",
+        "embedding": {"provider": "precomputed", "dimensions": DIM},
+    }
+
+
+class Node:
+    """One `freshet serve` on a port chosen before start (peers must know it)."""
+
+    def __init__(self, work: Path, port: int, config: Path):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = FreshetServer(
+            config, work, env={KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{port}"}
+        )
+        self.server.url = self.url
+
+    def state(self) -> dict:
+        r = httpx2.get(f"{self.url}/internal/cluster/state", headers={"x-freshet-cluster-key": KEY}, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+
+def start_cluster(work: Path, broker, topic: str, group: str, extra: dict) -> list[Node]:
+    ports = [free_port() for _ in range(3)]
+    peers = [f"http://127.0.0.1:{p}" for p in ports]
+    nodes = []
+    for i, port in enumerate(ports):
+        d = work / f"node{i}"
+        d.mkdir()
+        config = write_config(
+            d / "freshet.toml",
+            {
+                "server": {"data_dir": str(d / "data")},
+                "kafka": {"brokers": broker.bootstrap},
+                "cluster": {
+                    "group": group,
+                    "peers": peers,
+                    "advertise_url": peers[i],
+                    "key_env": KEY_ENV,
+                    "handoff_grace_ms": 2000,
+                    **extra,
+                },
+            },
+            [collection(topic)],
+        )
+        nodes.append(Node(d, port, config))
+    return nodes
+
+
+def stop_all(nodes: list[Node]) -> None:
+    for n in nodes:
+        n.server.stop()
+        print(n.server.log()[-2500:])
+
+
+def owners(nodes: list[Node]) -> dict[int, list[str]]:
+    """Partition → the nodes that say they own it."""
+    owned: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
+    for n in nodes:
+        for p in n.state()["partitions"]:
+            owned.setdefault(p["partition"], []).append(n.url)
+    return owned
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx2.HTTPError, AssertionError) as e:
+            last = e
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not within {timeout}s (last: {last!r})")
+
+
+async def search(url: str, query: str, **args) -> dict:
+    async with http_client(f"{url}/mcp") as client:
+        return await call(client, "search", {"query": query, "collection": "docs", "k": 10, **args})
+
+
+async def wait_complete(url: str, total: int, timeout: float) -> dict:
+    """Waits until a search on `url` sees every document and says it is caught up."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await search(url, "kafka", mode="bm25", k=100)
+        covered = {p["partition"] for p in last["freshness"]["partitions"] if p["lag"] == 0}
+        if last["freshness"]["caught_up"] and covered == set(range(PARTITIONS)):
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"{url} not caught up on every partition within {timeout}s: {last}")
+
+
+@pytest.fixture(scope="module")
+def topic(broker):
+    name = kafka_util.unique_topic("cluster")
+    kafka_util.create_topic(broker, name, partitions=PARTITIONS)
+    docs = corpus()
+    with Producer(broker, **{"linger.ms": 20, "compression.type": "lz4"}) as p:
+        # The key partitioner spreads documents the way real producers do.
+        p.send_many(name, [{"key": d["id"], "value": d} for d in docs], partition=None)
+    return name, docs
+
+
+@pytest.fixture(scope="module")
+def single(broker, topic, tmp_path_factory):
+    work = tmp_path_factory.mktemp("single")
+    config = write_config(
+        work / "freshet.toml", {"kafka": {"brokers": broker.bootstrap}}, [collection(topic[0])]
+    )
+    srv = FreshetServer(config, work)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+async def same_as_single(single_url: str, node_url: str, queries=QUERIES) -> None:
+    for q in queries:
+        for mode, args in (("bm25", {}), ("hybrid", {"vector": [0.3, -0.2, 0.9, 0.1]})):
+            want = await search(single_url, q, mode=mode, consistency="head", **args)
+            got = await search(node_url, q, mode=mode, **args)
+            assert [h["id"] for h in got["results"]] == [h["id"] for h in want["results"]], (q, mode)
+            if mode == "bm25":
+                # Global statistics: the shards' BM25 scores are the single node's.
+                for g, w in zip(got["results"], want["results"]):
+                    assert g["score"] == pytest.approx(w["score"], rel=1e-4), (q, g["id"])
+            assert got["mode"] == want["mode"]
+            assert got["freshness"]["caught_up"], got["freshness"]
+
+
+async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic, single, tmp_path):
+    name, docs = topic
+    nodes = start_cluster(tmp_path, broker, name, kafka_util.unique_topic("grp"), {})
+    try:
+        for n in nodes:
+            n.server.wait_ready(90)
+        # Every partition is owned by exactly one node, and every node owns some.
+        owned = wait_for(
+            lambda: (o := owners(nodes)) and all(len(v) == 1 for v in o.values()) and o,
+            60,
+            "every partition owned exactly once",
+        )
+        assert sorted(owned) == list(range(PARTITIONS))
+        assert {v[0] for v in owned.values()} == {n.url for n in nodes}
+
+        for n in nodes:
+            full = await wait_complete(n.url, len(docs), 60)
+            assert len(full["freshness"]["partitions"]) == PARTITIONS
+        single.wait_ready()
+        for n in nodes:
+            await same_as_single(single.url, n.url)
+
+        # Read-your-writes on any node: a document just produced, whichever partition and
+        # node it lands on, is found at once with consistency "head".
+        with Producer(broker) as p:
+            for i, n in enumerate(nodes):
+                word = f"zqhead{i}n{random.randrange(10**9)}"
+                doc = {"id": f"h{i}", "title": "fresh", "body": word, "v": [1.0, 0.0, 0.0, 0.0]}
+                p.send(name, key=doc["id"], value=doc, partition=None)
+                got = await search(n.url, word, mode="bm25", consistency="head", max_wait_ms=5000)
+                assert [h["id"] for h in got["results"]] == [doc["id"]], got
+                assert got["freshness"]["caught_up"], got
+
+        # Internal calls need the shared key.
+        r = httpx2.get(f"{nodes[0].url}/internal/cluster/state", timeout=5)
+        assert r.status_code == 401
+        r = httpx2.post(
+            f"{nodes[0].url}/internal/cluster/stats",
+            headers={"x-freshet-cluster-key": KEY[:-1] + "x"},
+            json={},
+            timeout=5,
+        )
+        assert r.status_code == 401
+    finally:
+        stop_all(nodes)
+
+
+async def test_a_killed_nodes_partitions_are_served_again(broker, topic, single, tmp_path):
+    name, docs = topic
+    nodes = start_cluster(
+        tmp_path,
+        broker,
+        name,
+        kafka_util.unique_topic("grp"),
+        {"group_protocol": "classic", "session_timeout_ms": 6000},
+    )
+    try:
+        for n in nodes:
+            n.server.wait_ready(90)
+        wait_for(
+            lambda: all(len(v) == 1 for v in owners(nodes).values()) and {
+                v[0] for v in owners(nodes).values()
+            } == {n.url for n in nodes},
+            60,
+            "every partition owned exactly once, by all three nodes",
+        )
+        await wait_complete(nodes[0].url, len(docs), 60)
+        victim = nodes[2]
+        lost = sorted(p["partition"] for p in victim.state()["partitions"])
+        assert lost
+        victim.server.process.send_signal(signal.SIGKILL)
+        victim.server.process.wait(10)
+        killed_at = time.monotonic()
+
+        # Until the group notices, an answer is either complete or says what it lacks.
+        first = await search(nodes[0].url, "kafka", mode="bm25", k=100)
+        if not first["freshness"]["caught_up"]:
+            text = " ".join(first["notes"])
+            assert all(f"{name}/{p}" in text for p in lost), first["notes"]
+
+        survivors = nodes[:2]
+        wait_for(
+            lambda: all(len(v) == 1 for v in owners(survivors).values()),
+            FAILOVER_SECONDS,
+            "the dead node's partitions reassigned",
+        )
+        remaining = FAILOVER_SECONDS - (time.monotonic() - killed_at)
+        await wait_complete(nodes[0].url, len(docs), max(remaining, 1))
+        print(f"served again {time.monotonic() - killed_at:.1f} s after the kill")
+        single.wait_ready()
+        for n in survivors:
+            await same_as_single(single.url, n.url, QUERIES[:3])
+    finally:
+        stop_all(nodes)
