@@ -103,6 +103,9 @@ pub enum QueryError {
         /// Id asked for.
         id: String,
     },
+    /// Part of the data needed is on cluster nodes that cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something broke inside; details are in the server log.
     #[error("internal error while answering; see the server log")]
     Internal,
@@ -125,7 +128,7 @@ impl Search {
             .collect()
     }
 
-    pub(super) fn resolve(
+    pub(crate) fn resolve(
         &self,
         name: &str,
         access: &Access,
