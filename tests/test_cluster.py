@@ -11,7 +11,9 @@ Apache Kafka broker. A fourth, single-node freshet reads the same topic as the r
 - internal calls need the shared key;
 - killing a node (SIGKILL, no goodbye; classic protocol, 6 s session timeout): answers name
   the partitions without a reachable owner until the group reassigns them, and within
-  FAILOVER_SECONDS every partition is served again with the single node's results.
+  FAILOVER_SECONDS every partition is served again with the single node's results;
+- with two replica groups, a killed node costs no coverage: its partitions are served at once
+  by the other replica group.
 """
 
 from __future__ import annotations
@@ -96,8 +98,11 @@ class Node:
         return r.json()
 
 
-def start_cluster(work: Path, broker, topic: str, group: str, extra: dict) -> list[Node]:
-    ports = [free_port() for _ in range(3)]
+def start_cluster(
+    work: Path, broker, topic: str, group: str, extra: dict, replicas: list[int] = [0, 0, 0]
+) -> list[Node]:
+    """Nodes on loopback; node i is in replica group `replicas[i]`."""
+    ports = [free_port() for _ in replicas]
     peers = [f"http://127.0.0.1:{p}" for p in ports]
     nodes = []
     for i, port in enumerate(ports):
@@ -114,6 +119,8 @@ def start_cluster(work: Path, broker, topic: str, group: str, extra: dict) -> li
                     "advertise_url": peers[i],
                     "key_env": KEY_ENV,
                     "handoff_grace_ms": 2000,
+                    "replicas": max(replicas) + 1,
+                    "replica": replicas[i],
                     **extra,
                 },
             },
@@ -347,5 +354,42 @@ async def test_a_killed_nodes_partitions_are_served_again(broker, topic, single,
         single.wait_ready()
         for n in survivors:
             await same_as_single(single.url, n.url, QUERIES[:3])
+    finally:
+        stop_all(nodes)
+
+
+async def test_with_two_replica_groups_a_dead_node_costs_no_coverage(broker, topic, single, tmp_path):
+    """Replica group 0 = nodes 0 and 1, replica group 1 = node 2 (all partitions). Killing
+    node 1: node 0 answers completely at once, from node 2 for node 1's partitions, without
+    waiting for its group to notice."""
+    name, docs = topic
+    nodes = start_cluster(
+        tmp_path, broker, name, kafka_util.unique_topic("grp"), {}, replicas=[0, 0, 1]
+    )
+    try:
+        for n in nodes:
+            n.server.wait_ready(90)
+        def split() -> bool:
+            a, b, c = ({p["partition"] for p in n.state()["partitions"]} for n in nodes)
+            return bool(a) and bool(b) and not a & b and a | b == c == set(range(PARTITIONS))
+
+        wait_for(
+            split,
+            60,
+            "replica group 0 split over two nodes, replica group 1 whole on one",
+        )
+        assert {n.state()["replica"] for n in nodes} == {0, 1}
+        produce_corpus(broker, name, docs)
+        await wait_complete(nodes[0].url, len(docs), 60)
+        await search(single.url, "kafka", consistency="head", max_wait_ms=10000)
+        want = await search(single.url, "kafka", mode="bm25", k=100)
+
+        nodes[1].server.process.send_signal(signal.SIGKILL)
+        nodes[1].server.process.wait(10)
+        got = await search(nodes[0].url, "kafka", mode="bm25", k=100)
+        assert sorted(h["id"] for h in got["results"]) == sorted(h["id"] for h in want["results"])
+        assert got["freshness"]["caught_up"], got
+        assert not got.get("notes"), got["notes"]
+        assert len(got["freshness"]["partitions"]) == PARTITIONS
     finally:
         stop_all(nodes)

@@ -12,8 +12,8 @@ use crate::api::{DocumentResult, FreshnessResult, Hit, IdFreshness, SearchResult
 use crate::auth::Access;
 use crate::config::CollectionConfig;
 use crate::engine::{
-    Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, fetch_depth, fuse,
-    merge_collections, next_cursor,
+    Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, check_ids, fetch_depth,
+    fuse, merge_collections, next_cursor,
 };
 use crate::index::TermStats;
 use crate::time::{now_ms, rfc3339_ms};
@@ -370,12 +370,7 @@ pub async fn document_freshness(
     ids: &[String],
     access: &Access,
 ) -> Result<FreshnessResult, QueryError> {
-    if ids.is_empty() || ids.len() > 1000 {
-        return Err(QueryError::InvalidArgument(format!(
-            "ids must hold 1 to 1000 ids, got {}",
-            ids.len()
-        )));
-    }
+    check_ids(ids)?;
     let (documents, watermark, missing) =
         lookup(local, cluster, collection, ids, None, access).await?;
     let mut found: HashMap<String, DocumentResult> = documents

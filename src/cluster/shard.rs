@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use crate::api::PartitionWatermark;
 use crate::auth::Access;
 use crate::engine::{
-    Mode, QueryError, Retrieved, Search, embed_query, query_vector, render_hit, retrieve,
-    search_pool,
+    Mode, QueryError, Retrieved, Search, check_ids, embed_query, query_vector, render_hit,
+    retrieve, search_pool,
 };
 use crate::time::now_ms;
 
@@ -64,12 +64,7 @@ pub fn partition_states(
 /// Documents by id, from the asked-for partitions only (a partition handed over but not yet
 /// dropped is not answered for).
 pub fn documents(local: &Search, q: &DocumentsQuery) -> Result<DocumentsAnswer, QueryError> {
-    if q.ids.is_empty() || q.ids.len() > 1000 {
-        return Err(QueryError::InvalidArgument(format!(
-            "ids must hold 1 to 1000 ids, got {}",
-            q.ids.len()
-        )));
-    }
+    check_ids(&q.ids)?;
     let access: Access = q.access.clone().into();
     let wanted: HashSet<(&str, i32)> = q.partitions.iter().map(|(t, p)| (t.as_str(), *p)).collect();
     let mut out = DocumentsAnswer::default();
