@@ -937,17 +937,23 @@ pub fn verify_chain(files: &[PathBuf]) -> std::io::Result<Verdict> {
     verify(files, &VerifyOptions::default())
 }
 
+/// Why the checkpoint file cannot be used: it cannot be read, or a line is bad.
+enum CheckpointsFault {
+    Io(std::io::Error),
+    Broken(Break),
+}
+
 /// Reads and checks the checkpoint file: every line parses and, with a key, carries a
 /// valid MAC. Returns them with their line numbers.
 fn read_checkpoints(
     path: &Path,
     key: Option<&[u8]>,
-) -> std::io::Result<Result<Vec<(usize, Checkpoint)>, Break>> {
-    let text = std::fs::read_to_string(path)?;
+) -> Result<Vec<(usize, Checkpoint)>, CheckpointsFault> {
+    let text = std::fs::read_to_string(path).map_err(CheckpointsFault::Io)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let broken = |what: &str| {
-            Ok(Err(Break {
+            Err(CheckpointsFault::Broken(Break {
                 file: path.to_path_buf(),
                 line: i + 1,
                 what: what.to_string(),
@@ -968,7 +974,7 @@ fn read_checkpoints(
         }
         out.push((i + 1, cp));
     }
-    Ok(Ok(out))
+    Ok(out)
 }
 
 /// Checks the chain across `files`, in the order given, and against the head checkpoints
@@ -977,9 +983,10 @@ fn read_checkpoints(
 pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> std::io::Result<Verdict> {
     let key = options.key.as_deref();
     let checkpoints = match &options.checkpoints {
-        Some(path) => match read_checkpoints(path, key)? {
+        Some(path) => match read_checkpoints(path, key) {
             Ok(cps) => cps,
-            Err(b) => return Ok(Verdict::Broken(b)),
+            Err(CheckpointsFault::Broken(b)) => return Ok(Verdict::Broken(b)),
+            Err(CheckpointsFault::Io(e)) => return Err(e),
         },
         None => Vec::new(),
     };

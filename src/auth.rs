@@ -20,7 +20,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::{AuthConfig, AuthMode, Config};
-use crate::engine::{Access, TenantScope};
 
 /// HS256 secrets shorter than this are refused: RFC 7518 §3.2 asks for a key at least as
 /// long as the hash output.
@@ -73,6 +72,54 @@ impl Caller {
                 tenant,
             },
         }
+    }
+}
+
+/// What a caller may see. Collections outside `collections` do not exist for it; `tenant`
+/// is a mandatory filter on each collection's tenant field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// Readable collections (`None`: all).
+    pub collections: Option<HashSet<String>>,
+    /// Which tenants' documents the caller sees where a collection has a tenant field.
+    pub tenant: TenantScope,
+}
+
+/// Which tenants' documents a caller sees in collections that have a `tenant_field`.
+/// Collections without one are not affected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TenantScope {
+    /// Every tenant (auth off, or a stdio principal configured without a tenant).
+    All,
+    /// Only documents whose tenant is this value.
+    Only(String),
+    /// None at all: an authenticated caller without a tenant claim must not see every
+    /// tenant's documents, so it sees none of them (fail closed).
+    NoTenant,
+}
+
+impl Access {
+    /// Unrestricted access (auth off, or stdio without a configured principal).
+    pub fn all() -> Access {
+        Access {
+            collections: None,
+            tenant: TenantScope::All,
+        }
+    }
+
+    /// No access at all: the fallback when a request arrives without a verified caller.
+    pub fn none() -> Access {
+        Access {
+            collections: Some(HashSet::new()),
+            tenant: TenantScope::NoTenant,
+        }
+    }
+
+    /// True if this caller may read `collection`.
+    pub fn may_read(&self, collection: &str) -> bool {
+        self.collections
+            .as_ref()
+            .is_none_or(|set| set.contains(collection))
     }
 }
 

@@ -5,6 +5,7 @@ Apache Kafka broker. A fourth, single-node freshet reads the same topic as the r
 - every partition is owned by exactly one node of the replica group (KIP-848 protocol);
 - a search on any node returns the single node's top-10 ids, and — with the cluster-wide
   BM25 statistics — the same BM25 scores;
+- `consistency: "head"` on any node finds a document just produced to any partition;
 - internal calls need the shared key;
 - killing a node (SIGKILL, no goodbye; classic protocol, 6 s session timeout): answers name
   the partitions without a reachable owner until the group reassigns them, and within
@@ -195,7 +196,7 @@ def single(broker, topic, tmp_path_factory):
 async def same_as_single(single_url: str, node_url: str, queries=QUERIES) -> None:
     for q in queries:
         for mode, args in (("bm25", {}), ("hybrid", {"vector": [0.3, -0.2, 0.9, 0.1]})):
-            want = await search(single_url, q, mode=mode, **args)
+            want = await search(single_url, q, mode=mode, consistency="head", **args)
             got = await search(node_url, q, mode=mode, **args)
             assert [h["id"] for h in got["results"]] == [h["id"] for h in want["results"]], (q, mode)
             if mode == "bm25":
@@ -227,6 +228,17 @@ async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic
         single.wait_ready()
         for n in nodes:
             await same_as_single(single.url, n.url)
+
+        # Read-your-writes on any node: a document just produced, whichever partition and
+        # node it lands on, is found at once with consistency "head".
+        with Producer(broker) as p:
+            for i, n in enumerate(nodes):
+                word = f"zqhead{i}n{random.randrange(10**9)}"
+                doc = {"id": f"h{i}", "title": "fresh", "body": word, "v": [1.0, 0.0, 0.0, 0.0]}
+                p.send(name, key=doc["id"], value=doc, partition=None)
+                got = await search(n.url, word, mode="bm25", consistency="head", max_wait_ms=5000)
+                assert [h["id"] for h in got["results"]] == [doc["id"]], got
+                assert got["freshness"]["caught_up"], got
 
         # Internal calls need the shared key.
         r = httpx2.get(f"{nodes[0].url}/internal/cluster/state", timeout=5)

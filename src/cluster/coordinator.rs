@@ -4,13 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
 
 use crate::api::{Hit, PartitionWatermark, SearchResult, Watermark};
+use crate::auth::Access;
 use crate::config::CollectionConfig;
 use crate::engine::{
-    Access, Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, fetch_depth, fuse,
+    Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, fetch_depth, fuse,
     merge_collections, next_cursor,
 };
 use crate::index::TermStats;
@@ -42,7 +44,7 @@ pub async fn gather_states(
             return (url, Ok(state));
         }
         let state = cluster
-            .call::<NodeState>(&url, "/internal/cluster/state", None::<()>)
+            .call::<NodeState>(&url, "/internal/cluster/state", None::<()>, Duration::ZERO)
             .await;
         (url, state)
     });
@@ -117,14 +119,10 @@ pub async fn search(
     let topics: Vec<String> = configs.iter().flat_map(|c| c.topics.clone()).collect();
     let mut notes = Vec::new();
     let mut caught_up = true;
-    if req.consistency == Consistency::Head {
-        caught_up = false;
-        notes.push(
-            "consistency \"head\" is not supported across a cluster yet: answering from the \
-             nodes' views as they are"
-                .to_string(),
-        );
-    }
+    let head_wait = match req.consistency {
+        Consistency::Head => req.max_wait,
+        Consistency::Any => Duration::ZERO,
+    };
 
     let states = gather_states(local, cluster).await;
     for (url, state) in &states {
@@ -141,10 +139,10 @@ pub async fn search(
         let q = ShardQuery::new(&req, offset, access, partitions.clone());
         async move {
             let answer = if cluster.is_self(url) {
-                shard::stats(local, &q).map_err(local_error)
+                shard::stats(local, &q).await.map_err(local_error)
             } else {
                 cluster
-                    .call::<ShardStats>(url, "/internal/cluster/stats", Some(q.clone()))
+                    .call::<ShardStats>(url, "/internal/cluster/stats", Some(q.clone()), head_wait)
                     .await
             };
             (url.clone(), q, answer)
@@ -155,6 +153,12 @@ pub async fn search(
     for (url, q, answer) in join_all(stats_calls).await {
         match answer {
             Ok(stats) => {
+                if let Some(why) = stats.head_missed {
+                    caught_up = false;
+                    notes.push(format!(
+                        "consistency \"head\" on {url}: {why}: answering from its view as it is"
+                    ));
+                }
                 for (name, s) in stats.collections {
                     summed.entry(name).or_default().add(&s);
                 }
@@ -180,7 +184,12 @@ pub async fn search(
                 shard::search(local, body).await.map_err(local_error)
             } else {
                 cluster
-                    .call::<ShardAnswer>(&url, "/internal/cluster/search", Some(body))
+                    .call::<ShardAnswer>(
+                        &url,
+                        "/internal/cluster/search",
+                        Some(body),
+                        Duration::ZERO,
+                    )
                     .await
             };
             (url, partitions, answer)
@@ -373,8 +382,6 @@ fn best_first(mut list: Vec<Candidate>, limit: usize) -> Vec<Candidate> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::api::StampOut;
     use crate::cluster::wire::ShardCollection;

@@ -72,7 +72,7 @@ async fn state(State(node): State<Node>) -> Response {
 }
 
 async fn stats(State(node): State<Node>, Json(q): Json<ShardQuery>) -> Response {
-    match shard::stats(&node.local, &q) {
+    match shard::stats(&node.local, &q).await {
         Ok(stats) => Json(stats).into_response(),
         Err(e) => query_error(e),
     }

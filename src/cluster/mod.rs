@@ -116,13 +116,16 @@ impl Cluster {
     }
 
     /// Calls `path` on the peer at `url` (GET without a body, else POST with it as JSON),
-    /// on a blocking thread, bounded by `cluster.request_timeout_ms`.
+    /// on a blocking thread, bounded by `cluster.request_timeout_ms` plus `extra` (a wait
+    /// the peer does on purpose).
     pub async fn call<T: DeserializeOwned + Send + 'static>(
         self: &Arc<Self>,
         url: &str,
         path: &'static str,
         body: Option<impl Serialize + Send + 'static>,
+        extra: Duration,
     ) -> Result<T, PeerError> {
+        let timeout = Duration::from_millis(self.config.request_timeout_ms) + extra;
         let cluster = Arc::clone(self);
         let url = url.to_string();
         let target = format!("{url}{path}");
@@ -135,11 +138,17 @@ impl Cluster {
                 None => cluster
                     .agent
                     .get(&target)
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .build()
                     .header(wire::KEY_HEADER, &cluster.key)
                     .call(),
                 Some(body) => cluster
                     .agent
                     .post(&target)
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .build()
                     .header(wire::KEY_HEADER, &cluster.key)
                     .send_json(body),
             };

@@ -3,10 +3,12 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::api::PartitionWatermark;
+use crate::auth::Access;
 use crate::engine::{
-    Access, Mode, QueryError, Retrieved, Search, embed_query, query_vector, render_hit, retrieve,
+    Mode, QueryError, Retrieved, Search, embed_query, query_vector, render_hit, retrieve,
     search_pool,
 };
 use crate::time::now_ms;
@@ -69,13 +71,24 @@ pub fn partition_states(
     .collect()
 }
 
-/// The statistics phase: this shard's BM25 statistics of the query, per collection searched.
-pub fn stats(local: &Search, q: &ShardQuery) -> Result<ShardStats, QueryError> {
+/// The statistics phase: with `consistency: "head"` first the wait for the partitions'
+/// ends, then this shard's BM25 statistics of the query, per collection searched.
+pub async fn stats(local: &Search, q: &ShardQuery) -> Result<ShardStats, QueryError> {
     let req = q.request().map_err(QueryError::InvalidArgument)?;
     let access: Access = q.access.clone().into();
-    let (targets, _, _) = local.validate_search(&req, &access)?;
-    let query = req.query.trim();
+    let targets = local.validate_search(&req, &access)?.0;
     let mut out = ShardStats::default();
+    if let Some(ms) = q.head_wait_ms {
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        if let Err(why) = local
+            .freshness()
+            .wait_for_partitions(q.partitions.clone(), deadline)
+            .await
+        {
+            out.head_missed = Some(why);
+        }
+    }
+    let query = req.query.trim();
     if req.mode == Mode::Vector || query.is_empty() {
         return Ok(out);
     }

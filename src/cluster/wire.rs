@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::api::{Hit, PartitionWatermark};
-use crate::engine::{Access, Consistency, Mode, SearchRequest, TenantScope};
+use crate::auth::{Access, TenantScope};
+use crate::engine::{Consistency, Mode, SearchRequest};
 use crate::index::TermStats;
 
 /// Header carrying the shared key on internal calls.
@@ -116,6 +117,10 @@ pub struct ShardQuery {
     pub access: WireAccess,
     /// Only documents of these partitions are returned.
     pub partitions: Vec<(String, i32)>,
+    /// `consistency: "head"`: before its statistics, the shard waits (this long at most)
+    /// until everything written to its partitions before the call is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_wait_ms: Option<u64>,
 }
 
 impl ShardQuery {
@@ -136,6 +141,8 @@ impl ShardQuery {
             offset,
             access: access.into(),
             partitions,
+            head_wait_ms: (req.consistency == Consistency::Head)
+                .then(|| u64::try_from(req.max_wait.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 
@@ -187,6 +194,9 @@ pub fn parse_mode(name: &str) -> Result<Mode, String> {
 pub struct ShardStats {
     /// By collection name.
     pub collections: BTreeMap<String, TermStats>,
+    /// With `head_wait_ms`: why the head was not reached, if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_missed: Option<String>,
 }
 
 /// `POST /internal/cluster/search` body: the query and the cluster-wide statistics.

@@ -2,7 +2,7 @@
 //!
 //! A bad record is a normal, expected outcome (the source counts it, logs it with its
 //! coordinates, moves on), so `DecodeError` is a plain enum that names the field and what was
-//! expected, and `kind` gives metrics a short stable label.
+//! expected, and `kind` says which kind it is (with a short stable label for metrics).
 
 /// Why one record could not be decoded. The message names the field and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -112,23 +112,75 @@ pub enum DecodeError {
     },
 }
 
-impl DecodeError {
-    /// Short stable label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
+/// What kind of [`DecodeError`] it is, without its details: counted per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DecodeErrorKind {
+    /// [`DecodeError::Oversize`].
+    Oversize,
+    /// [`DecodeError::NotJson`].
+    NotJson,
+    /// [`DecodeError::NotObject`].
+    NotObject,
+    /// [`DecodeError::MissingId`].
+    MissingId,
+    /// [`DecodeError::BadField`].
+    BadField,
+    /// [`DecodeError::BadVector`].
+    BadVector,
+    /// [`DecodeError::UnsupportedOp`].
+    UnsupportedOp,
+    /// [`DecodeError::NotWireFormat`].
+    NotWireFormat,
+    /// [`DecodeError::NoRegistry`].
+    NoRegistry,
+    /// [`DecodeError::UnknownSchema`].
+    UnknownSchema,
+    /// [`DecodeError::RegistryUnavailable`].
+    RegistryUnavailable,
+    /// [`DecodeError::BadSchema`].
+    BadSchema,
+    /// [`DecodeError::SchemaMismatch`].
+    SchemaMismatch,
+}
+
+impl DecodeErrorKind {
+    /// Short stable label for metrics, logs and the dead-letter headers.
+    pub fn label(self) -> &'static str {
         match self {
-            DecodeError::Oversize { .. } => "oversize",
-            DecodeError::NotJson { .. } => "not_json",
-            DecodeError::NotObject { .. } => "not_object",
-            DecodeError::MissingId { .. } => "missing_id",
-            DecodeError::BadField { .. } => "bad_field",
-            DecodeError::BadVector { .. } => "bad_vector",
-            DecodeError::UnsupportedOp(_) => "unsupported_op",
-            DecodeError::NotWireFormat { .. } => "not_wire_format",
-            DecodeError::NoRegistry { .. } => "no_registry",
-            DecodeError::UnknownSchema { .. } => "unknown_schema",
-            DecodeError::RegistryUnavailable { .. } => "registry_unavailable",
-            DecodeError::BadSchema { .. } => "bad_schema",
-            DecodeError::SchemaMismatch { .. } => "schema_mismatch",
+            DecodeErrorKind::Oversize => "oversize",
+            DecodeErrorKind::NotJson => "not_json",
+            DecodeErrorKind::NotObject => "not_object",
+            DecodeErrorKind::MissingId => "missing_id",
+            DecodeErrorKind::BadField => "bad_field",
+            DecodeErrorKind::BadVector => "bad_vector",
+            DecodeErrorKind::UnsupportedOp => "unsupported_op",
+            DecodeErrorKind::NotWireFormat => "not_wire_format",
+            DecodeErrorKind::NoRegistry => "no_registry",
+            DecodeErrorKind::UnknownSchema => "unknown_schema",
+            DecodeErrorKind::RegistryUnavailable => "registry_unavailable",
+            DecodeErrorKind::BadSchema => "bad_schema",
+            DecodeErrorKind::SchemaMismatch => "schema_mismatch",
+        }
+    }
+}
+
+impl DecodeError {
+    /// What kind of error this is.
+    pub fn kind(&self) -> DecodeErrorKind {
+        match self {
+            DecodeError::Oversize { .. } => DecodeErrorKind::Oversize,
+            DecodeError::NotJson { .. } => DecodeErrorKind::NotJson,
+            DecodeError::NotObject { .. } => DecodeErrorKind::NotObject,
+            DecodeError::MissingId { .. } => DecodeErrorKind::MissingId,
+            DecodeError::BadField { .. } => DecodeErrorKind::BadField,
+            DecodeError::BadVector { .. } => DecodeErrorKind::BadVector,
+            DecodeError::UnsupportedOp(_) => DecodeErrorKind::UnsupportedOp,
+            DecodeError::NotWireFormat { .. } => DecodeErrorKind::NotWireFormat,
+            DecodeError::NoRegistry { .. } => DecodeErrorKind::NoRegistry,
+            DecodeError::UnknownSchema { .. } => DecodeErrorKind::UnknownSchema,
+            DecodeError::RegistryUnavailable { .. } => DecodeErrorKind::RegistryUnavailable,
+            DecodeError::BadSchema { .. } => DecodeErrorKind::BadSchema,
+            DecodeError::SchemaMismatch { .. } => DecodeErrorKind::SchemaMismatch,
         }
     }
 }
@@ -235,7 +287,7 @@ mod tests {
                 reason: String::new(),
             },
         ];
-        let kinds: Vec<_> = all.iter().map(DecodeError::kind).collect();
+        let kinds: Vec<_> = all.iter().map(|e| e.kind().label()).collect();
         assert_eq!(
             kinds,
             [

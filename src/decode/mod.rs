@@ -23,7 +23,7 @@ mod wire;
 
 use std::borrow::Cow;
 
-pub use error::{DecodeError, MappingError};
+pub use error::{DecodeError, DecodeErrorKind, MappingError};
 pub use schema::{LookupError, Schema, SchemaKind, SchemaSource, SchemaText};
 
 /// A time value (epoch number in s, ms, µs or ns, RFC 3339, `YYYY-MM-DD[ HH:MM:SS]`) as ms

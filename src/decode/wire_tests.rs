@@ -174,7 +174,7 @@ fn upsert(mapping: &Mapping, key: Option<&[u8]>, value: &[u8]) -> Document {
 
 fn kind(result: Result<ChangeEvent, DecodeError>) -> &'static str {
     match result {
-        Err(e) => e.kind(),
+        Err(e) => e.kind().label(),
         Ok(event) => panic!("expected an error, got {event:?}"),
     }
 }
@@ -477,7 +477,7 @@ fn poison_kinds() {
         timestamp_ms: None,
     };
     assert_eq!(
-        auto.decode(&record).map_err(|e| e.kind()).err(),
+        auto.decode(&record).map_err(|e| e.kind().label()).err(),
         Some("no_registry")
     );
     // JSON still decodes under auto with a registry.

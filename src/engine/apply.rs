@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Provider;
-use crate::decode::{ChangeEvent, Document, RawRecord};
+use crate::decode::{ChangeEvent, DecodeErrorKind, Document, RawRecord};
 use crate::embed::{EmbedError, Embedder};
 use crate::index::FilterTerms;
 use crate::metrics::ApplyStage;
@@ -27,6 +27,7 @@ use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
 
 use super::changes::Change;
+use super::poison::{ApplyError, PoisonKind};
 use super::{Collection, Ingest};
 
 /// What one batch did, for logs and tests.
@@ -113,14 +114,12 @@ pub enum PreparedChange {
         /// The document id.
         id: String,
     },
-    /// A record that cannot be applied: (kind, message) for counters, logs and the DLQ.
+    /// A record that cannot be applied: why, for counters, logs and the DLQ.
     Poison {
         /// The collection.
         collection: Arc<Collection>,
-        /// Short stable label (`not_json`, `bad_vector`, ...).
-        kind: &'static str,
-        /// What was wrong, naming the field.
-        message: String,
+        /// Why.
+        error: ApplyError,
     },
     /// From a topic no collection reads.
     Unrouted,
@@ -237,7 +236,7 @@ impl Ingest {
         for doc in c.view.all() {
             if &*doc.stamp.topic == topic && doc.stamp.partition == partition {
                 if let Err(e) = self.write_delete(c, &doc.id) {
-                    tracing::error!(collection = c.name(), "purging {}: {}", doc.id, e.1);
+                    tracing::error!(collection = c.name(), "purging {}: {}", doc.id, e.message);
                 }
                 c.view.remove(&doc.id);
                 removed += 1;
@@ -293,15 +292,11 @@ impl Ingest {
                     self.metrics.count_records(&rec.topic, "unrouted", 1);
                     continue;
                 }
-                PreparedChange::Poison {
-                    collection,
-                    kind,
-                    message,
-                } => Err((collection, kind, message)),
+                PreparedChange::Poison { collection, error } => Err((collection, error)),
                 PreparedChange::Delete { collection, id } => self
                     .write_delete(&collection, &id)
                     .map(|()| ViewChange::Remove(Arc::clone(&collection), id, delete_stamp(&rec)))
-                    .map_err(|(k, m)| (collection, k, m)),
+                    .map_err(|e| (collection, e)),
                 PreparedChange::Upsert {
                     collection,
                     doc,
@@ -309,7 +304,7 @@ impl Ingest {
                     vectors,
                 } => self
                     .write_upsert(&collection, &rec, doc, chunks, vectors)
-                    .map_err(|(k, m)| (collection, k, m)),
+                    .map_err(|e| (collection, e)),
             };
             match result {
                 Ok(change) => {
@@ -329,10 +324,10 @@ impl Ingest {
                     }
                     changes.push(change);
                 }
-                Err((collection, kind, message)) => {
+                Err((collection, error)) => {
                     outcome.poison += 1;
                     self.metrics.count_records(&rec.topic, "poison", 1);
-                    self.reject(&collection, &rec, kind, &message);
+                    self.reject(&collection, &rec, &error);
                 }
             }
         }
@@ -408,13 +403,14 @@ impl Ingest {
         outcome
     }
 
-    fn reject(&self, collection: &Collection, rec: &SourceRecord, kind: &str, message: &str) {
+    fn reject(&self, collection: &Collection, rec: &SourceRecord, error: &ApplyError) {
         *collection
             .counts
             .lock()
             .poison
-            .entry(kind.to_string())
+            .entry(error.kind)
             .or_default() += 1;
+        let (kind, message) = (error.kind.label(), &error.message);
         tracing::warn!(
             collection = collection.name(),
             topic = %rec.topic,
@@ -428,15 +424,11 @@ impl Ingest {
         }
     }
 
-    fn write_delete(
-        &self,
-        collection: &Collection,
-        id: &str,
-    ) -> Result<(), (&'static str, String)> {
+    fn write_delete(&self, collection: &Collection, id: &str) -> Result<(), ApplyError> {
         collection
             .text
             .delete(id)
-            .map_err(|e| ("index_error", e.to_string()))?;
+            .map_err(|e| ApplyError::new(PoisonKind::Index, e.to_string()))?;
         collection.delete_vectors(id);
         Ok(())
     }
@@ -448,7 +440,7 @@ impl Ingest {
         doc: Document,
         chunks: Vec<Range<usize>>,
         vectors: Vec<(u32, Vec<f32>)>,
-    ) -> Result<ViewChange, (&'static str, String)> {
+    ) -> Result<ViewChange, ApplyError> {
         let config = &collection.config;
         // Check vectors before touching any index, so a bad one leaves no partial update.
         let expected = collection
@@ -458,8 +450,8 @@ impl Ingest {
         if let Some(dim) = expected
             && let Some((_, v)) = vectors.iter().find(|(_, v)| v.len() != dim)
         {
-            return Err((
-                "bad_vector",
+            return Err(ApplyError::new(
+                BAD_VECTOR,
                 format!(
                     "vector has {} dimensions, the collection has {dim}",
                     v.len()
@@ -514,13 +506,17 @@ impl Ingest {
                 .text
                 .upsert(&stored.id, seq, title, &chunk_texts, &stored.terms),
         };
-        written.map_err(|e| ("index_error", e.to_string()))?;
+        written.map_err(|e| ApplyError::new(PoisonKind::Index, e.to_string()))?;
         collection
             .upsert_vectors(&stored.id, seq, &vectors)
-            .map_err(|e| ("bad_vector", e.to_string()))?;
+            .map_err(|e| ApplyError::new(BAD_VECTOR, e.to_string()))?;
         Ok(ViewChange::Put(Arc::clone(collection), Box::new(stored)))
     }
 }
+
+/// A vector that does not fit the collection is refused as the record's own fault, with
+/// the same label as a vector field that does not decode.
+const BAD_VECTOR: PoisonKind = PoisonKind::Record(DecodeErrorKind::BadVector);
 
 /// The stamp of a delete record: where it came from and when it happened.
 fn delete_stamp(rec: &SourceRecord) -> Stamp {
@@ -554,8 +550,7 @@ fn prepare_record(collection: &Arc<Collection>, rec: &SourceRecord) -> PreparedC
         Err(e) => {
             return PreparedChange::Poison {
                 collection: Arc::clone(collection),
-                kind: e.kind(),
-                message: e.to_string(),
+                error: e.into(),
             };
         }
     };
@@ -685,7 +680,9 @@ fn embed_until_available(
 fn poison_for_embedding(collection: &Arc<Collection>, prepared: &mut Prepared, error: EmbedError) {
     prepared.change = PreparedChange::Poison {
         collection: Arc::clone(collection),
-        kind: "embed_error",
-        message: format!("cannot embed the document: {error}"),
+        error: ApplyError::new(
+            PoisonKind::Embed,
+            format!("cannot embed the document: {error}"),
+        ),
     };
 }

@@ -25,12 +25,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::api::{ChangeOut, ChangesResult, StampOut};
+use crate::auth::Access;
 use crate::config::ChangesConfig;
 use crate::index::{Candidate, Filter};
 use crate::time::{now_ms, rfc3339_ms};
 use crate::view::{Stamp, StoredDoc};
 
-use super::query::{Access, QueryError, build_filter};
+use super::query::{QueryError, build_filter};
 use super::{Collection, Ingest, Search};
 
 /// What a change did.

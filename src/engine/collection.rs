@@ -17,6 +17,7 @@ use crate::time::now_ms;
 use crate::view::View;
 
 use super::compaction::VectorOp;
+use super::poison::Counters;
 use super::{EngineError, changes, checkpoint};
 
 /// One collection: its settings, its documents and its two indexes.
@@ -40,7 +41,7 @@ pub struct Collection {
     pub(super) embedder: Option<Arc<dyn Embedder>>,
     /// Splits texts into chunks: in model tokens when the embedder has a tokenizer.
     pub(super) chunker: Chunker,
-    pub(super) counts: Mutex<IngestCounts>,
+    pub(super) counts: Mutex<Counters>,
     /// Where the collection lives on disk; `None` when it is held in memory only.
     pub(super) persisted: Option<checkpoint::Persisted>,
     /// The recent changes, for the `changes` tool and subscriptions.
@@ -105,7 +106,7 @@ impl Collection {
             provider,
             embedder,
             chunker,
-            counts: Mutex::new(IngestCounts::default()),
+            counts: Mutex::new(Counters::default()),
             persisted,
             changes: changes::ChangeLog::new(config.changes.clone(), now_ms()),
             cut: Mutex::new(None),
@@ -267,14 +268,13 @@ impl Collection {
 
     /// A copy of the ingest counters.
     pub fn counts(&self) -> IngestCounts {
-        self.counts.lock().clone()
+        self.counts.lock().to_api()
     }
 
     /// Records applied since start: every change that reached the view, and the poison
     /// records skipped (they move its partitions forward too).
     pub fn applied_records(&self) -> u64 {
-        let counts = self.counts.lock();
-        counts.upserts + counts.deletes + counts.poison.values().sum::<u64>()
+        self.counts.lock().applied()
     }
 
     /// What `/metrics` shows of this collection.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::auth::Access;
 use crate::embed::test_server::{Reply, embeddings, serve};
 use crate::source::SourceRecord;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::*;
+use crate::auth::Access;
 use crate::source::SourceRecord;
 
 const CONFIG: &str = r#"
@@ -85,7 +86,7 @@ async fn found(e: &Engine, mode: Mode, filter: Value, k: usize) -> Vec<String> {
         recency: None,
         cursor: None,
     };
-    let mut ids: Vec<String> = match e.search().search(req, &query::Access::all()).await {
+    let mut ids: Vec<String> = match e.search().search(req, &Access::all()).await {
         Ok(r) => r.results.into_iter().map(|h| h.id).collect(),
         Err(err) => panic!("search failed: {err}"),
     };
@@ -180,7 +181,7 @@ async fn bad_operators_are_argument_errors_naming_field_and_fields() {
                 recency: None,
                 cursor: None,
             };
-            match e.search().search(req, &query::Access::all()).await {
+            match e.search().search(req, &Access::all()).await {
                 Err(QueryError::InvalidArgument(m)) => m,
                 other => panic!("expected an argument error, got {other:?}"),
             }
@@ -199,7 +200,7 @@ async fn bad_operators_are_argument_errors_naming_field_and_fields() {
         m.contains("price (number)") && m.contains("event_time (time)"),
         "{m}"
     );
-    let listed = e.search().list_collections(&query::Access::all());
+    let listed = e.search().list_collections(&Access::all());
     let types: &Map<String, Value> = &serde_json::to_value(&listed.collections[0].field_types)
         .unwrap()
         .as_object()
@@ -233,17 +234,17 @@ async fn pages_follow_one_ranking_and_cursors_are_bound_to_their_search() {
     };
     let (top20, _) = all(e
         .search()
-        .search(bm25_request(20, None), &query::Access::all())
+        .search(bm25_request(20, None), &Access::all())
         .await
         .unwrap());
     let (first, next) = all(e
         .search()
-        .search(bm25_request(10, None), &query::Access::all())
+        .search(bm25_request(10, None), &Access::all())
         .await
         .unwrap());
     let (second, _) = all(e
         .search()
-        .search(bm25_request(10, next.clone()), &query::Access::all())
+        .search(bm25_request(10, next.clone()), &Access::all())
         .await
         .unwrap());
     assert_eq!([first, second].concat(), top20);
@@ -253,7 +254,7 @@ async fn pages_follow_one_ranking_and_cursors_are_bound_to_their_search() {
     loop {
         let (ids, next) = all(e
             .search()
-            .search(bm25_request(50, cursor), &query::Access::all())
+            .search(bm25_request(50, cursor), &Access::all())
             .await
             .unwrap());
         seen.extend(ids);
@@ -267,18 +268,14 @@ async fn pages_follow_one_ranking_and_cursors_are_bound_to_their_search() {
     // A cursor of another search, or garbage, is refused.
     let mut other = bm25_request(10, next);
     other.query = "pie".into();
-    let err = e
-        .search()
-        .search(other, &query::Access::all())
-        .await
-        .unwrap_err();
+    let err = e.search().search(other, &Access::all()).await.unwrap_err();
     assert!(
         err.to_string().contains("belongs to another search"),
         "{err}"
     );
     let err = e
         .search()
-        .search(bm25_request(10, Some("xyz".into())), &query::Access::all())
+        .search(bm25_request(10, Some("xyz".into())), &Access::all())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not a `next` value"), "{err}");
@@ -295,7 +292,7 @@ async fn recency_lifts_recent_documents_in_every_mode() {
         req.vector = Some(vec![1.0, 0.0]);
         let plain = e
             .search()
-            .search(req.clone(), &query::Access::all())
+            .search(req.clone(), &Access::all())
             .await
             .unwrap();
         assert!(
@@ -303,7 +300,7 @@ async fn recency_lifts_recent_documents_in_every_mode() {
             "{mode:?}"
         );
         req.recency = Some(Recency::new(RecencyField::EventTime, "30d", 0.9).unwrap());
-        let recent = e.search().search(req, &query::Access::all()).await.unwrap();
+        let recent = e.search().search(req, &Access::all()).await.unwrap();
         let ids: Vec<&str> = recent.results[..8].iter().map(|h| h.id.as_str()).collect();
         assert!(
             ids.iter().all(|id| id.starts_with("dear")),

@@ -14,6 +14,7 @@ mod changes;
 mod checkpoint;
 mod collection;
 mod compaction;
+mod poison;
 mod query;
 mod ranking;
 
@@ -41,11 +42,12 @@ pub use changes::{
 pub use checkpoint::{GraphDump, RestoreReport};
 pub use collection::Collection;
 use compaction::Rebuild;
-pub use query::{Access, Consistency, Mode, QueryError, SearchRequest, TenantScope};
+pub use poison::{ApplyError, PoisonKind};
 pub(crate) use query::{
     Candidate, Retrieved, embed_query, fetch_depth, fuse, merge_collections, query_vector,
     render_hit, retrieve, search_pool,
 };
+pub use query::{Consistency, Mode, QueryError, SearchRequest};
 pub(crate) use ranking::next_cursor;
 pub use ranking::{MAX_SEARCH_DEPTH, Recency, RecencyField};
 

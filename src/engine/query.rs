@@ -11,6 +11,7 @@ use crate::api::{
     CollectionInfo, CollectionsResult, DocOut, DocumentResult, FreshnessResult, Hit, IdFreshness,
     SearchResult, StampOut,
 };
+use crate::auth::{Access, TenantScope};
 use crate::config::Fusion;
 use crate::config::Provider;
 use crate::index::{
@@ -78,54 +79,6 @@ pub struct SearchRequest {
     pub recency: Option<Recency>,
     /// The `next` of a previous page of this same search.
     pub cursor: Option<String>,
-}
-
-/// What a caller may see. Collections outside `collections` do not exist for it; `tenant`
-/// is a mandatory filter on each collection's tenant field.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Access {
-    /// Readable collections (`None`: all).
-    pub collections: Option<HashSet<String>>,
-    /// Which tenants' documents the caller sees where a collection has a tenant field.
-    pub tenant: TenantScope,
-}
-
-/// Which tenants' documents a caller sees in collections that have a `tenant_field`.
-/// Collections without one are not affected.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TenantScope {
-    /// Every tenant (auth off, or a stdio principal configured without a tenant).
-    All,
-    /// Only documents whose tenant is this value.
-    Only(String),
-    /// None at all: an authenticated caller without a tenant claim must not see every
-    /// tenant's documents, so it sees none of them (fail closed).
-    NoTenant,
-}
-
-impl Access {
-    /// Unrestricted access (auth off, or stdio without a configured principal).
-    pub fn all() -> Access {
-        Access {
-            collections: None,
-            tenant: TenantScope::All,
-        }
-    }
-
-    /// No access at all: the fallback when a request arrives without a verified caller.
-    pub fn none() -> Access {
-        Access {
-            collections: Some(HashSet::new()),
-            tenant: TenantScope::NoTenant,
-        }
-    }
-
-    /// True if this caller may read `collection`.
-    pub fn may_read(&self, collection: &str) -> bool {
-        self.collections
-            .as_ref()
-            .is_none_or(|set| set.contains(collection))
-    }
 }
 
 /// Why a query could not be answered. Every message says what to change.
@@ -451,7 +404,7 @@ fn search_collection(
     req: &SearchRequest,
     depth: usize,
     query: &str,
-    vector_query: Result<Vec<f32>, String>,
+    vector_query: QueryVector,
     filter: &Filter,
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Ranked>, Mode), QueryError> {
@@ -546,7 +499,7 @@ pub(crate) fn retrieve(
     c: &Arc<Collection>,
     req: &SearchRequest,
     depth: usize,
-    (query, vector_query): (&str, Result<Vec<f32>, String>),
+    (query, vector_query): (&str, QueryVector),
     filter: &Filter,
     notes: &mut Vec<String>,
     stats: Option<&crate::index::TermStats>,
@@ -554,18 +507,18 @@ pub(crate) fn retrieve(
     let name = c.name();
     let fetch = fetch_depth(req.mode, depth);
     let mode = match (req.mode, &vector_query) {
-        (Mode::Vector, Err(reason)) => {
+        (Mode::Vector, QueryVector::Missing(reason)) => {
             return Err(QueryError::InvalidArgument(format!(
                 "mode \"vector\" is not possible on collection `{name}`: {reason}"
             )));
         }
-        (Mode::Hybrid, Err(reason)) => {
+        (Mode::Hybrid, QueryVector::Missing(reason)) => {
             notes.push(format!(
                 "hybrid fell back to bm25 on collection `{name}`: {reason}"
             ));
             Mode::Bm25
         }
-        (Mode::Hybrid, Ok(_)) if query.is_empty() => Mode::Vector,
+        (Mode::Hybrid, QueryVector::Ready(_)) if query.is_empty() => Mode::Vector,
         (Mode::Bm25, _) if query.is_empty() => {
             return Err(QueryError::InvalidArgument(
                 "mode \"bm25\" needs query text".into(),
@@ -593,7 +546,7 @@ pub(crate) fn retrieve(
         best_chunk_per_doc(live, |(d, _, _)| d.id.as_str())
     };
     let vector = match (&vector_query, mode) {
-        (Ok(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
+        (QueryVector::Ready(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {
             None => Vec::new(),
             Some(_) if filter.rejects_everything() => Vec::new(),
             Some(index) => {
@@ -618,36 +571,43 @@ pub(crate) fn retrieve(
     Ok(Retrieved { bm25, vector, mode })
 }
 
-/// The query vector for a collection, or why there is none. `embedded` is the query
-/// text's vector from the collection's embedder, when [`embed_query`] made one.
+/// A collection's query vector, or why it has none (which a hybrid search notes and a
+/// vector search reports).
+pub(crate) enum QueryVector {
+    Ready(Vec<f32>),
+    Missing(String),
+}
+
+/// The query vector for a collection, or why there is none; `Err` only for a caller's
+/// vector that does not fit the collection. `embedded` is the query text's vector from the
+/// collection's embedder, when [`embed_query`] made one.
 pub(crate) fn query_vector(
     c: &Collection,
     req: &SearchRequest,
     query: &str,
     embedded: Option<&Result<Vec<f32>, String>>,
-) -> Result<Result<Vec<f32>, String>, QueryError> {
+) -> Result<QueryVector, QueryError> {
     if let Some(v) = &req.vector
         && c.provider() != Provider::None
     {
-        return check_query_vector(c, v).map(Ok);
+        return check_query_vector(c, v).map(QueryVector::Ready);
     }
-    match c.provider() {
-        Provider::None => Ok(Err(
-            "it has no vectors (embedding.provider = \"none\")".to_string()
-        )),
-        Provider::Precomputed => Ok(Err(format!(
+    let missing = match c.provider() {
+        Provider::None => "it has no vectors (embedding.provider = \"none\")".to_string(),
+        Provider::Precomputed => format!(
             "its vectors are precomputed upstream, so pass the query's vector in `vector`{}",
             c.vectors()
                 .map(|v| format!(" ({} numbers)", v.dim()))
                 .unwrap_or_default()
-        ))),
+        ),
         Provider::Local | Provider::Openai => match embedded {
-            Some(Ok(v)) => Ok(Ok(v.clone())),
-            Some(Err(e)) => Ok(Err(format!("the query could not be embedded: {e}"))),
-            None if query.is_empty() => Ok(Err("pass query text to embed".to_string())),
-            None => Ok(Err("the query was not embedded".to_string())),
+            Some(Ok(v)) => return Ok(QueryVector::Ready(v.clone())),
+            Some(Err(e)) => format!("the query could not be embedded: {e}"),
+            None if query.is_empty() => "pass query text to embed".to_string(),
+            None => "the query was not embedded".to_string(),
         },
-    }
+    };
+    Ok(QueryVector::Missing(missing))
 }
 
 impl Search {

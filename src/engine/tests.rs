@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::auth::{Access, TenantScope};
 use crate::source::SourceRecord;
 
 const CONFIG: &str = r#"

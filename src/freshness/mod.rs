@@ -146,9 +146,9 @@ impl Freshness {
     /// or the broker could not be asked), for the answer's notes.
     pub async fn wait_for_head(&self, topics: &[String], max_wait: Duration) -> Result<(), String> {
         let deadline = Instant::now() + max_wait;
-        let Some(meta) = &self.meta else {
+        if self.meta.is_none() {
             return Err("no broker to ask for the partitions' ends".into());
-        };
+        }
         // Right after start the consumer may not have assigned every topic yet.
         let partitions: Vec<(String, i32)> = loop {
             let snapshot = self.progress.snapshot(topics);
@@ -167,8 +167,22 @@ impl Freshness {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let reading = self.read_watermarks(meta, partitions, remaining).await;
+        self.wait_for_partitions(partitions, deadline).await
+    }
+
+    /// Waits until every record written to `partitions` before the call is applied, until
+    /// `deadline` at most (the part of [`Self::wait_for_head`] a cluster shard runs for the
+    /// partitions it answers for).
+    pub async fn wait_for_partitions(
+        &self,
+        partitions: Vec<(String, i32)>,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let Some(meta) = &self.meta else {
+            return Err("no broker to ask for the partitions' ends".into());
+        };
+        let max_wait = deadline.saturating_duration_since(Instant::now());
+        let reading = self.read_watermarks(meta, partitions, max_wait).await;
         if let Some(((topic, partition), reason)) = reading.failed.first() {
             return Err(format!(
                 "could not read the end of {} partition(s) from the broker (e.g. {topic}/{partition}: {reason})",

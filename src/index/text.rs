@@ -294,11 +294,6 @@ impl TextIndex {
         self.commit_through(self.last_op(), None)
     }
 
-    /// Like [`commit`](Self::commit), storing `payload` atomically with the commit.
-    pub fn commit_with_payload(&self, payload: &str) -> Result<(), IndexError> {
-        self.commit_through(self.last_op(), Some(payload))
-    }
-
     /// Hands the changes numbered up to `through` to tantivy and commits them, with
     /// `payload` (e.g. the Kafka offsets they cover) stored atomically with the commit. Later
     /// changes stay queued. May run on another thread than the writes; searches see every
@@ -1145,9 +1140,13 @@ mod tests {
             index
                 .upsert("c", 9, "Plain", &["no stored form"], &no_terms())
                 .unwrap();
-            index.commit_with_payload(r#"{"orders/0":41}"#).unwrap();
+            index
+                .commit_through(index.last_op(), Some(r#"{"orders/0":41}"#))
+                .unwrap();
             index.delete("b").unwrap();
-            index.commit_with_payload(r#"{"orders/0":42}"#).unwrap();
+            index
+                .commit_through(index.last_op(), Some(r#"{"orders/0":42}"#))
+                .unwrap();
             // Not committed: gone after a crash.
             index
                 .upsert_stored(

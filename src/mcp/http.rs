@@ -35,8 +35,9 @@ use super::listen::{self, Limits};
 use super::sessions::Sessions;
 use super::{Freshet, ServeError};
 use crate::audit::{self, AuditLog, Entry, HttpRequest, Outcome, RequestId, Transport};
+use crate::auth::Access;
 use crate::auth::{Authenticator, Caller, Principal, Rejection};
-use crate::engine::{Access, Search};
+use crate::engine::Search;
 use crate::time::{now_ms, rfc3339_ms};
 
 /// What the `/mcp` gate needs.

@@ -13,7 +13,8 @@ use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::service::RequestContext;
 use serde_json::json;
 
-use crate::engine::{Access, Search};
+use crate::auth::Access;
+use crate::engine::Search;
 
 /// The level a session asked for with `logging/setLevel`; shared by the session's clones.
 #[derive(Clone, Debug, Default)]

@@ -29,7 +29,8 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::engine::{Access, ChangeWatch, Published, QueryError, Search, WatchTarget};
+use crate::auth::Access;
+use crate::engine::{ChangeWatch, Published, QueryError, Search, WatchTarget};
 use crate::time::{now_ms, rfc3339_ms};
 
 /// URI template of a collection's change feed.

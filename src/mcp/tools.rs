@@ -24,10 +24,9 @@ use serde_json::{Map, Value};
 
 use crate::api::{ChangesResult, CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
 use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
-use crate::auth::{Caller, Principal};
+use crate::auth::{Access, Caller, Principal};
 use crate::engine::{
-    Access, ChangesRequest, Consistency, Mode, QueryError, Recency, RecencyField, Search,
-    SearchRequest,
+    ChangesRequest, Consistency, Mode, QueryError, Recency, RecencyField, Search, SearchRequest,
 };
 use crate::time::{now_ms, rfc3339_ms};
 
