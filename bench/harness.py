@@ -110,9 +110,9 @@ class Corpus:
 
 
 def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local_model: bool = False,
-                   persist_ms: int | None = None) -> Path:
+                   persist_ms: int | None = None, vector_storage: str | None = None) -> Path:
     """A collection over `topics`; `persist_ms` None keeps freshet's default persistence (what a
-    user gets), 0 keeps everything in memory."""
+    user gets), 0 keeps everything in memory. `vector_storage` sets the collection's key."""
     collection = {"name": name, "topics": topics, "format": "json", "id_field": "id",
                   "title_field": "title", "text_fields": ["title", "body"],
                   "event_time_field": "produced_at"}
@@ -122,6 +122,8 @@ def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local
         collection["vector_field"] = "embedding"
         collection["embedding"] = {"provider": "precomputed", "dimensions": DIM}
         collection["hnsw"] = dict(HNSW)
+        if vector_storage:
+            collection["vector_storage"] = vector_storage
     return write_config(work / f"{name}.toml",
                         {"kafka": {"brokers": brokers},
                          **({} if persist_ms is None else {"snapshot": {"interval_ms": persist_ms}}),

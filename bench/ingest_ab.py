@@ -34,9 +34,20 @@ def load_average() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """Resident memory by kind (KiB): `Anonymous` is the heap, the rest of `Rss` file pages."""
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        if value.strip().endswith("kB"):
+            out[key] = int(value.split()[0])
+    return out
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bins", required=True, help="name=path,name=path")
+    ap.add_argument("--bins", required=True,
+                    help="name=path,name=path; name=path:int8 sets the collection's vector_storage")
     ap.add_argument("--docs", type=int, default=100_000)
     ap.add_argument("--vectors", choices=["clustered", "uniform"], default="clustered")
     ap.add_argument("--rounds", type=int, default=1)
@@ -59,12 +70,14 @@ async def main() -> int:
     print(f"produced {records} records", flush=True)
     try:
         for round_no in range(args.rounds):
-            for name, path in bins.items():
+            for name, spec in bins.items():
+                path, _, storage = spec.partition(":")
                 os.environ["FRESHET_BIN"] = str(Path(path).resolve())
                 run_dir = work / f"r{round_no}{name}"
                 run_dir.mkdir()
                 # The harness's recall phase queries the collection `bench`.
-                server = FreshetServer(freshet_config(run_dir, broker.bootstrap, [topic], "bench"), run_dir,
+                server = FreshetServer(freshet_config(run_dir, broker.bootstrap, [topic], "bench",
+                                                      vector_storage=storage or None), run_dir,
                                        env={"FRESHET_LOG": "warn"})
                 target = FreshetTarget(server, "bench")
                 run = {"bin": name, "round": round_no, "load_average_at_start": load_average()}
@@ -72,6 +85,7 @@ async def main() -> int:
                     ingest = time_to_ready(server, records, 7200, [])
                     run["ingest"] = {**ingest, "rss_bytes_per_doc": ingest["rss_bytes"] / args.docs}
                     run["graph_backlog_after_ready_s"] = await wait_graph_backlog_empty(server)
+                    run["smaps_rollup_kib"] = smaps_rollup(server.process.pid)
                     run["load_average_after_ingest"] = load_average()
                     print(f"{name} round {round_no}: {run['ingest']['records_per_s']:.0f} records/s, "
                           f"{run['ingest']['rss_bytes_per_doc'] / 1024:.2f} KiB/doc, load {run['load_average_at_start']}"

@@ -168,7 +168,8 @@ pub struct DocumentResult {
 pub struct IdFreshness {
     /// The id asked about.
     pub id: String,
-    /// `found` or `not_found` (never written, or deleted).
+    /// `found`, `not_found` (never written, or deleted), or on a cluster `unavailable` (no
+    /// reachable node holds some partition, which may hold it).
     pub status: String,
     /// Stamp of the current version when found.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -66,6 +66,9 @@ impl Runtime {
         let meta = MetaClient::new(&config.kafka)?;
         let dead_letters = DeadLetters::new(&config.kafka)?;
         let store = store_dir(&config);
+        // int8 collections keep their exact vectors in files here (unlinked, see
+        // index::vector::spill), not in the system's temporary directory, which may be RAM.
+        crate::index::vector::set_spill_dir(&config.server.data_dir);
         let engine = Engine::open(Arc::clone(&config), Some(meta), dead_letters, store.clone())?;
         let ingest = Arc::clone(engine.ingest());
         // Small bounds: backpressure reaches the consumer (and so the broker) instead of memory.

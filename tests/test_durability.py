@@ -26,11 +26,13 @@ from netutil import Proxy
 pytestmark = pytest.mark.anyio
 
 
-def docs_config(path: Path, brokers: str, topic: str, vectors: bool = False, **sections) -> Path:
+def docs_config(path: Path, brokers: str, topic: str, vectors: bool = False, vector_storage: str = "f32",
+                **sections) -> Path:
     collection = {"name": "docs", "topics": [topic], "id_field": "id", "title_field": "title",
                   "metadata_fields": ["v"]}
     if vectors:
-        collection |= {"vector_field": "vec", "embedding": {"provider": "precomputed", "dimensions": 4}}
+        collection |= {"vector_field": "vec", "embedding": {"provider": "precomputed", "dimensions": 4},
+                       "vector_storage": vector_storage}
     return write_config(path, {"kafka": {"brokers": brokers, "watermark_interval_ms": 100},
                                "snapshot": {"interval_ms": 300}, **sections},
                         [collection])
@@ -99,10 +101,11 @@ async def vector_ids(server: FreshetServer, i: int, k: int = 5) -> list[str]:
     return [h["id"] for h in res["results"]]
 
 
-async def test_graceful_restart_opens_the_indexes_and_resumes(broker, tmp_path):
+@pytest.mark.parametrize("storage", ["f32", "int8"])
+async def test_graceful_restart_opens_the_indexes_and_resumes(broker, tmp_path, storage):
     topic = kafka_util.unique_topic("resume")
     kafka_util.create_topic(broker, topic, partitions=2)
-    config = docs_config(tmp_path / "freshet.toml", broker.bootstrap, topic, vectors=True)
+    config = docs_config(tmp_path / "freshet.toml", broker.bootstrap, topic, vectors=True, vector_storage=storage)
     with Producer(broker) as p:
         last = produce_docs(p, topic, 0, 100, vectors=True)
         first = FreshetServer(config, tmp_path)
@@ -296,12 +299,14 @@ async def test_full_disk_is_reported_once_and_loses_nothing(broker, tmp_path):
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
 
 
-async def test_kill_9_at_random_points_loses_nothing(broker, tmp_path):
+@pytest.mark.parametrize("storage", ["f32", "int8"])
+async def test_kill_9_at_random_points_loses_nothing(broker, tmp_path, storage):
     """Stream upserts (with vectors) and deletes while the server is killed with SIGKILL
-    several times; the final view and both indexes equal one clean replay of the topic."""
+    several times; the final view and both indexes equal one clean replay of the topic
+    (for int8 storage too: its scores are the exact ones, re-ranked from f32)."""
     topic = kafka_util.unique_topic("crash")
     kafka_util.create_topic(broker, topic, partitions=2)
-    config = docs_config(tmp_path / "freshet.toml", broker.bootstrap, topic, vectors=True)
+    config = docs_config(tmp_path / "freshet.toml", broker.bootstrap, topic, vectors=True, vector_storage=storage)
     ids = [f"k{i}" for i in range(60)]
     rng = random.Random(int.from_bytes(uuid.uuid4().bytes[:4], "little"))
     last: dict[int, int] = {}

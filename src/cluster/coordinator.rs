@@ -8,19 +8,19 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::api::{Hit, PartitionWatermark, SearchResult, Watermark};
+use crate::api::{DocumentResult, FreshnessResult, Hit, IdFreshness, SearchResult, Watermark};
 use crate::auth::Access;
 use crate::config::CollectionConfig;
 use crate::engine::{
-    Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, fetch_depth, fuse,
-    merge_collections, next_cursor,
+    Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, check_ids, fetch_depth,
+    fuse, merge_collections, next_cursor,
 };
 use crate::index::TermStats;
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::wire::{
-    Candidate, NodeState, OwnedPartition, ShardAnswer, ShardQuery, ShardSearch, ShardStats,
-    parse_mode,
+    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, OwnedPartition, ShardAnswer, ShardQuery,
+    ShardSearch, ShardStats, parse_mode,
 };
 use super::{Cluster, PeerError, shard};
 
@@ -207,34 +207,19 @@ pub async fn search(
         }
     }
 
-    let mut partitions: Vec<OwnedPartition> = answers
+    let partitions: Vec<OwnedPartition> = answers
         .iter()
         .flat_map(|a| a.partitions.iter().cloned())
         .collect();
+    let missing: Vec<(String, i32)> = missing.into_iter().collect();
     if !missing.is_empty() {
-        let names: Vec<String> = missing.iter().map(|(t, p)| format!("{t}/{p}")).collect();
         notes.push(format!(
             "no reachable node holds partition(s) {}: their documents are missing from this answer",
-            names.join(", ")
+            partition_names(&missing)
         ));
-        caught_up = false;
-        partitions.extend(missing.iter().map(|(topic, partition)| OwnedPartition {
-            watermark: PartitionWatermark {
-                topic: topic.clone(),
-                partition: *partition,
-                applied_offset: None,
-                high_watermark: None,
-                lag: None,
-                rereading: None,
-            },
-            caught_up: false,
-        }));
     }
-    caught_up &= !partitions.is_empty() && partitions.iter().all(|p| p.caught_up);
-    partitions.sort_by(|a, b| {
-        (&a.watermark.topic, a.watermark.partition)
-            .cmp(&(&b.watermark.topic, b.watermark.partition))
-    });
+    let mut freshness = cluster_watermark(partitions, &missing);
+    freshness.caught_up &= caught_up;
 
     let (results, modes, next) = fuse_answers(&req, &configs, answers, offset, &mut notes)?;
     let mode = match modes.len() {
@@ -247,11 +232,174 @@ pub async fn search(
         mode,
         notes,
         next,
-        freshness: Watermark {
-            as_of: rfc3339_ms(now_ms()),
-            caught_up,
-            partitions: partitions.into_iter().map(|p| p.watermark).collect(),
-        },
+        freshness,
+    })
+}
+
+/// The documents with these ids, wherever in the cluster they are, with the watermark of
+/// every partition of the collection and the partitions no reachable node holds.
+async fn lookup(
+    local: &Arc<Search>,
+    cluster: &Arc<Cluster>,
+    collection: &str,
+    ids: &[String],
+    version: Option<(Option<i32>, i64)>,
+    access: &Access,
+) -> Result<(Vec<DocumentResult>, Watermark, Vec<(String, i32)>), QueryError> {
+    let topics = local.resolve(collection, access)?.config.topics.clone();
+    let states = gather_states(local, cluster).await;
+    let own = shard::node_state(local, cluster);
+    let plan = plan(&own, &states, &topics);
+    let mut missing = plan.missing.clone();
+    let calls = plan.by_node.iter().map(|(url, partitions)| {
+        let q = DocumentsQuery {
+            collection: collection.to_string(),
+            ids: ids.to_vec(),
+            version,
+            access: access.into(),
+            partitions: partitions.clone(),
+        };
+        async move {
+            let answer = if cluster.is_self(url) {
+                shard::documents(local, &q).map_err(local_error)
+            } else {
+                cluster
+                    .call::<DocumentsAnswer>(
+                        url,
+                        "/internal/cluster/documents",
+                        Some(q.clone()),
+                        Duration::ZERO,
+                    )
+                    .await
+            };
+            (url.clone(), q.partitions, answer)
+        }
+    });
+    let mut documents = Vec::new();
+    let mut answered: Vec<OwnedPartition> = Vec::new();
+    for (url, partitions, answer) in join_all(calls).await {
+        match answer {
+            Ok(a) => {
+                documents.extend(a.documents);
+                let state = states
+                    .iter()
+                    .find(|(u, _)| *u == url)
+                    .and_then(|(_, s)| s.as_ref().ok());
+                answered.extend(partitions.iter().filter_map(|(t, p)| {
+                    state?
+                        .partitions
+                        .iter()
+                        .find(|o| o.watermark.topic == *t && o.watermark.partition == *p)
+                        .cloned()
+                }));
+            }
+            Err(PeerError::Invalid(message)) => return Err(QueryError::InvalidArgument(message)),
+            Err(e) => {
+                tracing::warn!("cluster: document lookup on {url} failed: {e}");
+                missing.extend(partitions);
+            }
+        }
+    }
+    let watermark = cluster_watermark(answered, &missing);
+    Ok((documents, watermark, missing))
+}
+
+/// One watermark over answered and missing partitions: caught up only when every partition
+/// answered and is caught up.
+fn cluster_watermark(mut partitions: Vec<OwnedPartition>, missing: &[(String, i32)]) -> Watermark {
+    partitions.extend(
+        missing
+            .iter()
+            .map(|(topic, partition)| OwnedPartition::unknown(topic, *partition)),
+    );
+    partitions.sort_by(|a, b| {
+        (&a.watermark.topic, a.watermark.partition)
+            .cmp(&(&b.watermark.topic, b.watermark.partition))
+    });
+    Watermark {
+        as_of: rfc3339_ms(now_ms()),
+        caught_up: !partitions.is_empty() && partitions.iter().all(|p| p.caught_up),
+        partitions: partitions.into_iter().map(|p| p.watermark).collect(),
+    }
+}
+
+fn partition_names(partitions: &[(String, i32)]) -> String {
+    partitions
+        .iter()
+        .map(|(t, p)| format!("{t}/{p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `get_document` tool on a cluster node: the document from whichever node owns its
+/// partition.
+pub async fn get_document(
+    local: &Arc<Search>,
+    cluster: &Arc<Cluster>,
+    collection: &str,
+    id: &str,
+    version: Option<(Option<i32>, i64)>,
+    access: &Access,
+) -> Result<DocumentResult, QueryError> {
+    let ids = [id.to_string()];
+    let (documents, watermark, missing) =
+        lookup(local, cluster, collection, &ids, version, access).await?;
+    match documents.into_iter().next() {
+        Some(mut found) => {
+            found.freshness = watermark;
+            Ok(found)
+        }
+        None if missing.is_empty() => Err(QueryError::NotFound {
+            collection: collection.to_string(),
+            id: id.to_string(),
+        }),
+        None => Err(QueryError::Unavailable(format!(
+            "document `{id}` is not in the reachable part of collection `{collection}`; no \
+             reachable node holds partition(s) {}, so it may be there: try again shortly",
+            partition_names(&missing)
+        ))),
+    }
+}
+
+/// The `document_freshness` tool on a cluster node. An id not found while some partition
+/// has no reachable owner is `unavailable`, not `not_found`.
+pub async fn document_freshness(
+    local: &Arc<Search>,
+    cluster: &Arc<Cluster>,
+    collection: &str,
+    ids: &[String],
+    access: &Access,
+) -> Result<FreshnessResult, QueryError> {
+    check_ids(ids)?;
+    let (documents, watermark, missing) =
+        lookup(local, cluster, collection, ids, None, access).await?;
+    let mut found: HashMap<String, DocumentResult> = documents
+        .into_iter()
+        .map(|d| (d.document.id.clone(), d))
+        .collect();
+    let absent = if missing.is_empty() {
+        "not_found"
+    } else {
+        "unavailable"
+    };
+    let documents = ids
+        .iter()
+        .map(|id| match found.remove(id) {
+            Some(d) => IdFreshness {
+                id: id.clone(),
+                status: "found".into(),
+                freshness: Some(d.document.freshness),
+            },
+            None => IdFreshness {
+                id: id.clone(),
+                status: absent.into(),
+                freshness: None,
+            },
+        })
+        .collect();
+    Ok(FreshnessResult {
+        documents,
+        freshness: watermark,
     })
 }
 
@@ -383,7 +531,7 @@ fn best_first(mut list: Vec<Candidate>, limit: usize) -> Vec<Candidate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::StampOut;
+    use crate::api::{PartitionWatermark, StampOut};
     use crate::cluster::wire::ShardCollection;
 
     fn owned(partition: i32, caught_up: bool) -> OwnedPartition {

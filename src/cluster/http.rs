@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::wire::{KEY_HEADER, ShardQuery, ShardSearch, WireError};
+use super::wire::{DocumentsQuery, KEY_HEADER, ShardQuery, ShardSearch, WireError};
 use super::{Cluster, shard};
 use crate::engine::{QueryError, Search};
 
@@ -28,6 +28,7 @@ pub fn routes(local: Arc<Search>, cluster: Arc<Cluster>) -> Router {
         .route("/internal/cluster/state", get(state))
         .route("/internal/cluster/stats", post(stats))
         .route("/internal/cluster/search", post(search))
+        .route("/internal/cluster/documents", post(documents))
         .layer(middleware::from_fn_with_state(node.clone(), require_key))
         .with_state(node)
 }
@@ -74,6 +75,13 @@ async fn state(State(node): State<Node>) -> Response {
 async fn stats(State(node): State<Node>, Json(q): Json<ShardQuery>) -> Response {
     match shard::stats(&node.local, &q).await {
         Ok(stats) => Json(stats).into_response(),
+        Err(e) => query_error(e),
+    }
+}
+
+async fn documents(State(node): State<Node>, Json(q): Json<DocumentsQuery>) -> Response {
+    match shard::documents(&node.local, &q) {
+        Ok(answer) => Json(answer).into_response(),
         Err(e) => query_error(e),
     }
 }

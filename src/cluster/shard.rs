@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 use crate::api::PartitionWatermark;
 use crate::auth::Access;
 use crate::engine::{
-    Mode, QueryError, Retrieved, Search, embed_query, query_vector, render_hit, retrieve,
-    search_pool,
+    Mode, QueryError, Retrieved, Search, check_ids, embed_query, query_vector, render_hit,
+    retrieve, search_pool,
 };
 use crate::time::now_ms;
 
 use super::Cluster;
 use super::wire::{
-    Candidate, NodeState, OwnedPartition, ShardAnswer, ShardCollection, ShardQuery, ShardSearch,
-    ShardStats, mode_name,
+    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, OwnedPartition, ShardAnswer,
+    ShardCollection, ShardQuery, ShardSearch, ShardStats, mode_name,
 };
 
 /// This node's state for the other nodes.
@@ -56,19 +56,31 @@ pub fn partition_states(
                 caught_up,
             }
         }
-        None => OwnedPartition {
-            watermark: PartitionWatermark {
-                topic: key.0.to_string(),
-                partition: key.1,
-                applied_offset: None,
-                high_watermark: None,
-                lag: None,
-                rereading: None,
-            },
-            caught_up: false,
-        },
+        None => OwnedPartition::unknown(&key.0, key.1),
     })
     .collect()
+}
+
+/// Documents by id, from the asked-for partitions only (a partition handed over but not yet
+/// dropped is not answered for).
+pub fn documents(local: &Search, q: &DocumentsQuery) -> Result<DocumentsAnswer, QueryError> {
+    check_ids(&q.ids)?;
+    let access: Access = q.access.clone().into();
+    let wanted: HashSet<(&str, i32)> = q.partitions.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let mut out = DocumentsAnswer::default();
+    for id in &q.ids {
+        match local.get_document_version(&q.collection, id, q.version, &access) {
+            Ok(found) => {
+                let stamp = &found.document.freshness;
+                if wanted.contains(&(stamp.topic.as_str(), stamp.partition)) {
+                    out.documents.push(found);
+                }
+            }
+            Err(QueryError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// The statistics phase: with `consistency: "head"` first the wait for the partitions'

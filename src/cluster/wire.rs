@@ -41,6 +41,23 @@ pub struct OwnedPartition {
     pub caught_up: bool,
 }
 
+impl OwnedPartition {
+    /// A partition nothing is known about yet (not read here, or no reachable owner).
+    pub fn unknown(topic: &str, partition: i32) -> OwnedPartition {
+        OwnedPartition {
+            watermark: PartitionWatermark {
+                topic: topic.to_string(),
+                partition,
+                applied_offset: None,
+                high_watermark: None,
+                lag: None,
+                rereading: None,
+            },
+            caught_up: false,
+        }
+    }
+}
+
 /// The caller's rights, forwarded so that every shard applies them itself.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WireAccess {
@@ -241,6 +258,28 @@ pub struct Candidate {
     pub event_time_ms: i64,
     /// Indexed at, ms since the epoch.
     pub indexed_at_ms: i64,
+}
+
+/// `POST /internal/cluster/documents`: look documents up by id in some partitions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DocumentsQuery {
+    /// Collection.
+    pub collection: String,
+    /// Ids (1 to 1000).
+    pub ids: Vec<String>,
+    /// The version the caller holds, `(partition, offset)`, as `get_document` takes it.
+    pub version: Option<(Option<i32>, i64)>,
+    /// Who asks.
+    pub access: WireAccess,
+    /// Only documents of these partitions are returned.
+    pub partitions: Vec<(String, i32)>,
+}
+
+/// The documents of a [`DocumentsQuery`] a shard holds in the asked-for partitions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DocumentsAnswer {
+    /// Found documents (their `freshness` is the shard's, replaced by the receiving node).
+    pub documents: Vec<crate::api::DocumentResult>,
 }
 
 /// An error answer of the internal API.

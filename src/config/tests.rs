@@ -2,7 +2,7 @@ use std::path::Path;
 
 use super::*;
 use crate::decode::Format;
-use crate::index::FieldType;
+use crate::index::{FieldType, VectorStorage};
 
 const MINIMAL: &str = r#"
 [kafka]
@@ -163,6 +163,19 @@ fn env_override_past_array_end_is_an_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("collections.3.name"), "{err}");
+}
+
+#[test]
+fn vector_storage_defaults_to_f32_and_a_bad_value_names_the_key() {
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(c.collections[0].vector_storage, VectorStorage::F32);
+    let c = parse(&format!("{MINIMAL}vector_storage = \"int8\"\n"), &[]).unwrap();
+    assert_eq!(c.collections[0].vector_storage, VectorStorage::Int8);
+    let err = parse(&format!("{MINIMAL}vector_storage = \"int4\"\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("vector_storage"), "{err}");
+    assert!(err.contains("int4") && err.contains("int8"), "{err}");
 }
 
 #[test]

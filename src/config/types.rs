@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{Format, KeyFormat, Mapping};
-use crate::index::{FieldType, FilterSchema};
+use crate::index::{FieldType, FilterSchema, VectorStorage};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -369,6 +369,11 @@ pub struct CollectionConfig {
     /// HNSW graph parameters.
     #[serde(default)]
     pub hnsw: HnswConfig,
+    /// How the vector graph holds vectors: `f32` (default) or `int8`, a quarter of the
+    /// vector memory, with each search's candidates scored again exactly from f32 copies
+    /// kept on disk under `server.data_dir`.
+    #[serde(default)]
+    pub vector_storage: VectorStorage,
     /// Types of metadata fields for filters: `keyword` (default), `number`, `time`, `bool`.
     /// Number and time fields take range operators (`gt`, `gte`, `lt`, `lte`).
     #[serde(default)]

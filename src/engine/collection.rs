@@ -329,5 +329,6 @@ pub(super) fn hnsw_params(config: &CollectionConfig) -> HnswParams {
         m: config.hnsw.m,
         ef_construction: config.hnsw.ef_construction,
         ef_search: config.hnsw.ef_search,
+        storage: config.vector_storage,
     }
 }

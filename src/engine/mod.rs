@@ -44,8 +44,8 @@ pub use collection::Collection;
 use compaction::Rebuild;
 pub use poison::{ApplyError, PoisonKind};
 pub(crate) use query::{
-    Candidate, Retrieved, embed_query, fetch_depth, fuse, merge_collections, query_vector,
-    render_hit, retrieve, search_pool,
+    Candidate, Retrieved, check_ids, embed_query, fetch_depth, fuse, merge_collections,
+    query_vector, render_hit, retrieve, search_pool,
 };
 pub use query::{Consistency, Mode, QueryError, SearchRequest};
 pub(crate) use ranking::next_cursor;

@@ -103,6 +103,9 @@ pub enum QueryError {
         /// Id asked for.
         id: String,
     },
+    /// Part of the data needed is on cluster nodes that cannot be reached now.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something broke inside; details are in the server log.
     #[error("internal error while answering; see the server log")]
     Internal,
@@ -125,7 +128,7 @@ impl Search {
             .collect()
     }
 
-    pub(super) fn resolve(
+    pub(crate) fn resolve(
         &self,
         name: &str,
         access: &Access,
@@ -269,6 +272,17 @@ impl Search {
 
 /// A checked search: the collections searched, one filter each, and the page's offset.
 pub(crate) type Validated<'a> = (Vec<&'a Arc<Collection>>, Vec<Filter>, usize);
+
+/// Refuses an id list `document_freshness` cannot take (empty, or more than 1000 ids).
+pub(crate) fn check_ids(ids: &[String]) -> Result<(), QueryError> {
+    if ids.is_empty() || ids.len() > 1000 {
+        return Err(QueryError::InvalidArgument(format!(
+            "ids must hold 1 to 1000 ids, got {}",
+            ids.len()
+        )));
+    }
+    Ok(())
+}
 
 /// Most values a `filter` may list across its fields.
 pub const MAX_FILTER_VALUES: usize = 1024;
@@ -663,12 +677,7 @@ impl Search {
         ids: &[String],
         access: &Access,
     ) -> Result<FreshnessResult, QueryError> {
-        if ids.is_empty() || ids.len() > 1000 {
-            return Err(QueryError::InvalidArgument(format!(
-                "ids must hold 1 to 1000 ids, got {}",
-                ids.len()
-            )));
-        }
+        check_ids(ids)?;
         let c = self.resolve(collection, access)?;
         let now = now_ms();
         let documents = ids

@@ -340,6 +340,9 @@ pub struct GraphMeta {
     pub graph_crc: u32,
     /// CRC-32 of `<basename>.hnsw.data`.
     pub data_crc: u32,
+    /// How the dumped graph holds vectors (dumps from before the setting existed: f32).
+    #[serde(default)]
+    pub storage: super::vector::VectorStorage,
 }
 
 /// CRC-32 of a whole file, fsyncing it first (it was just written by hnsw_rs).
@@ -597,6 +600,7 @@ mod tests {
             basename: "graph-0000000001-5".into(),
             graph_crc: crc32fast::hash(b"graph"),
             data_crc: crc32fast::hash(b"data"),
+            storage: crate::index::vector::VectorStorage::F32,
         };
         write_graph_meta(dir.path(), &meta).unwrap();
         assert_eq!(newest_graph(dir.path(), 1, 10), Some(meta.clone()));

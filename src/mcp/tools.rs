@@ -485,12 +485,23 @@ impl Freshet {
             ));
         }
         let version = args.offset.map(|offset| (args.partition, offset));
-        let result = self.search.get_document_version(
-            &args.collection,
-            &args.id,
-            version,
-            &self.access(&ctx),
-        );
+        let access = self.access(&ctx);
+        let result = match self.search.cluster() {
+            Some(cluster) => {
+                crate::cluster::coordinator::get_document(
+                    &self.search,
+                    cluster,
+                    &args.collection,
+                    &args.id,
+                    version,
+                    &access,
+                )
+                .await
+            }
+            None => self
+                .search
+                .get_document_version(&args.collection, &args.id, version, &access),
+        };
         self.search
             .metrics()
             .observe_query("get_document", "", started.elapsed());
@@ -510,9 +521,22 @@ impl Freshet {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<FreshnessResult>, CallToolResult> {
         let started = Instant::now();
-        let result =
-            self.search
-                .document_freshness(&args.collection, &args.ids, &self.access(&ctx));
+        let access = self.access(&ctx);
+        let result = match self.search.cluster() {
+            Some(cluster) => {
+                crate::cluster::coordinator::document_freshness(
+                    &self.search,
+                    cluster,
+                    &args.collection,
+                    &args.ids,
+                    &access,
+                )
+                .await
+            }
+            None => self
+                .search
+                .document_freshness(&args.collection, &args.ids, &access),
+        };
         self.search
             .metrics()
             .observe_query("document_freshness", "", started.elapsed());

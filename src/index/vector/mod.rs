@@ -19,24 +19,34 @@
 //! Vectors are L2-normalised on the way in, so cosine similarity is a dot product. We use our
 //! own distance rather than hnsw_rs's `DistDot`, which panics when rounding makes `1 - dot`
 //! slightly negative or when a value is NaN.
+//!
+//! With [`VectorStorage::Int8`] the graph holds int8 copies (a quarter of the bytes, and
+//! cheaper distances while inserting and searching); the exact f32 vectors go to a spill
+//! file on disk (`spill`), and the best candidates of every search are scored again exactly
+//! from it ([`RERANK_FACTOR`]), so scores and the final order are exact.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use hnsw_rs::hnsw::{Hnsw, Neighbour};
+use hnsw_rs::hnsw::Neighbour;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+mod graph;
 mod kernel;
 mod points;
+mod spill;
 
 use super::IndexError;
 use super::vector_store::{self, BasePoint, GraphMeta, Journal, Record};
-pub use kernel::UnitCosine;
-use kernel::{dot, normalise};
+use graph::Graph;
+pub use kernel::{CompactCosine, UnitCosine};
+use kernel::{dequantise, dot, dot_compact, normalise, quantise};
 use points::{Point, PointTable, StagedOp, Stored};
+use spill::SpillFile;
+pub use spill::set_spill_dir;
 
 /// hnsw_rs's layer count cap (`NB_LAYER_MAX`); more layers than this are ignored by it.
 const MAX_LAYERS: usize = 16;
@@ -45,6 +55,43 @@ const INITIAL_CAPACITY: usize = 1024;
 /// Once a graph search would need more than 1/this of all points as candidates, an exact
 /// scan is cheaper: each candidate costs tens of distance computations in the graph.
 const EXACT_SCAN_FRACTION: usize = 32;
+/// With int8 storage, a search scores up to this many times `limit` candidates again
+/// exactly, as many as the graph walk's beam (`ef_search`) holds anyway: enough that
+/// quantisation error does not change which points make the top `limit`, without widening
+/// the walk (a wider beam for large limits made hybrid queries 3× slower).
+pub const RERANK_FACTOR: usize = 5;
+
+/// How the graph holds vectors (`collections[].vector_storage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorStorage {
+    /// 4 bytes per component in RAM.
+    #[default]
+    F32,
+    /// 1 byte per component in RAM, plus a scale per vector; the f32 vectors live in a file
+    /// on disk and re-rank each search's candidates.
+    Int8,
+}
+
+impl std::fmt::Display for VectorStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VectorStorage::F32 => "f32",
+            VectorStorage::Int8 => "int8",
+        })
+    }
+}
+
+impl std::str::FromStr for VectorStorage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(VectorStorage::F32),
+            "int8" => Ok(VectorStorage::Int8),
+            other => Err(format!("unknown vector storage {other:?}: f32 or int8")),
+        }
+    }
+}
 
 /// Graph construction and search parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +103,8 @@ pub struct HnswParams {
     pub ef_construction: usize,
     /// Candidate list size while searching (raised to the requested limit when smaller).
     pub ef_search: usize,
+    /// How the graph holds vectors.
+    pub storage: VectorStorage,
 }
 
 impl Default for HnswParams {
@@ -64,6 +113,7 @@ impl Default for HnswParams {
             m: 16,
             ef_construction: 100,
             ef_search: 100,
+            storage: VectorStorage::F32,
         }
     }
 }
@@ -111,7 +161,10 @@ struct Inner {
     dim: usize,
     params: HnswParams,
     /// hnsw_rs synchronises internally; `insert` and `search` take `&self`.
-    hnsw: Hnsw<'static, f32, UnitCosine>,
+    hnsw: Graph,
+    /// The exact vectors of an int8 graph's points. `None` with f32 storage, or when the
+    /// file could not be created: then int8 points keep their f32 copy in RAM.
+    spill: Option<SpillFile>,
     /// Point id (the hnsw `DataId`) → what it is and whether it is still live. Held only for
     /// short lookups, never while calling the caller's predicate.
     table: RwLock<PointTable>,
@@ -167,17 +220,14 @@ impl Inner {
     /// Inserts the points `start..end` that are still live into the graph.
     fn insert_into_graph(&self, start: usize, end: usize) {
         let _round = self.inserting.lock();
-        let indexation = self.hnsw.get_point_indexation();
-        let layers_before: Vec<usize> = (0..MAX_LAYERS)
-            .map(|l| indexation.get_layer_nb_point(l))
-            .collect();
+        let layers_before = self.hnsw.layer_sizes();
         // Copies, so the table is not locked for the length of the inserts.
         let batch: Vec<(Box<[f32]>, usize)> = {
             let table = self.table.read();
             (start..end)
                 .filter_map(|id| {
                     let point = table.points.get(id).filter(|p| p.live)?;
-                    Some((Box::<[f32]>::from(point.vector.as_slice()), id))
+                    Some((Box::<[f32]>::from(point.vector.exact()?), id))
                 })
                 .collect()
         };
@@ -185,10 +235,10 @@ impl Inner {
             use rayon::prelude::*;
             batch
                 .par_iter()
-                .for_each(|(vector, id)| self.hnsw.insert_slice((&vector[..], *id)));
+                .for_each(|(vector, id)| self.hnsw.insert(vector, *id));
         } else {
             for (vector, id) in &batch {
-                self.hnsw.insert_slice((&vector[..], *id));
+                self.hnsw.insert(vector, *id);
             }
         }
         drop(batch);
@@ -196,25 +246,75 @@ impl Inner {
     }
 
     /// Points the graph got since each layer had `layers_before[l]` points (only our inserts
-    /// add any) take the place of our copies, so each vector is held once.
+    /// add any) take the place of our copies, so each vector is held once in RAM. An int8
+    /// point's exact vector goes to the spill file first; if it cannot, the point keeps its
+    /// copy (more memory, same answers).
     fn adopt_graph_points(&self, layers_before: &[usize]) {
-        let indexation = self.hnsw.get_point_indexation();
-        let mut added = Vec::new();
-        for (layer, &before) in layers_before.iter().enumerate() {
-            if indexation.get_layer_nb_point(layer) > before {
-                added.extend(indexation.get_layer_iterator(layer).skip(before));
-            }
-        }
+        let mut added = self.hnsw.added_since(layers_before);
         if added.is_empty() {
             return;
         }
+        if matches!(self.hnsw, Graph::Int8(_)) {
+            let Some(spill) = &self.spill else { return };
+            let table = self.table.read();
+            let mut failed = None;
+            added.retain(|(id, _)| {
+                let Some(Stored::Own(exact)) = table.points.get(*id).map(|p| &p.vector) else {
+                    return false;
+                };
+                spill
+                    .write(*id, exact)
+                    .map_err(|e| failed = Some(e))
+                    .is_ok()
+            });
+            if let Some(e) = failed {
+                tracing::warn!("cannot write exact vectors to the spill file ({e}); kept in RAM");
+            }
+        }
         let mut table = self.table.write();
-        for point in added {
-            if let Some(p) = table.points.get_mut(point.get_origin_id())
+        for (id, stored) in added {
+            if let Some(p) = table.points.get_mut(id)
                 && p.live
             {
-                p.vector = Stored::Graph(point);
+                p.vector = stored;
             }
+        }
+    }
+
+    /// Point `id`'s exact vector: from RAM, else from the spill file. Should the file fail,
+    /// the int8 copy stands in (logged), so an export never loses the point.
+    fn exact_vector(&self, id: usize, stored: &Stored) -> Vec<f32> {
+        match stored {
+            Stored::Compact(p) => match self.spill.as_ref().map(|s| s.read(id)) {
+                Some(Ok(v)) => v,
+                other => {
+                    let e = other.and_then(Result::err);
+                    tracing::warn!("cannot read point {id}'s exact vector ({e:?}); using int8");
+                    let v = dequantise(p.get_v());
+                    normalise(&v, self.dim, String::new).unwrap_or(v)
+                }
+            },
+            other => other.exact().map(<[f32]>::to_vec).unwrap_or_default(),
+        }
+    }
+
+    /// Exact score of a point against a unit query (reads the spill file for int8 points).
+    fn exact_score(&self, query: &Query, id: usize, stored: &Stored) -> f32 {
+        match stored.exact() {
+            Some(v) => dot(&query.unit, v),
+            None => match self.spill.as_ref().map(|s| s.read(id)) {
+                Some(Ok(v)) => dot(&query.unit, &v),
+                _ => self.cheap_score(query, stored),
+            },
+        }
+    }
+
+    /// The score from RAM alone: exact for f32 points, approximate for int8 ones.
+    fn cheap_score(&self, query: &Query, stored: &Stored) -> f32 {
+        match (stored, &query.compact) {
+            (Stored::Compact(p), Some(q)) => dot_compact(q, p.get_v()),
+            (Stored::Compact(p), None) => dot(&query.unit, &dequantise(p.get_v())),
+            (other, _) => other.exact().map_or(0.0, |v| dot(&query.unit, v)),
         }
     }
 
@@ -299,13 +399,7 @@ impl VectorIndex {
     /// points in the backlog).
     fn with_insert_thread(dim: usize, params: HnswParams, insert_thread: bool) -> VectorIndex {
         let params = clamped(params);
-        let hnsw = Hnsw::new(
-            params.m,
-            INITIAL_CAPACITY,
-            MAX_LAYERS,
-            params.ef_construction,
-            UnitCosine,
-        );
+        let hnsw = Graph::new(&params, INITIAL_CAPACITY);
         Self::with_graph(dim, params, hnsw, PointTable::default(), 0, insert_thread)
     }
 
@@ -314,16 +408,28 @@ impl VectorIndex {
     fn with_graph(
         dim: usize,
         params: HnswParams,
-        hnsw: Hnsw<'static, f32, UnitCosine>,
+        hnsw: Graph,
         table: PointTable,
         in_graph: usize,
         insert_thread: bool,
     ) -> VectorIndex {
         let published = table.points.len();
+        let spill = match params.storage {
+            VectorStorage::F32 => None,
+            VectorStorage::Int8 => SpillFile::create(dim)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        "cannot create a file for exact vectors ({e}); the int8 index keeps \
+                         them in RAM"
+                    );
+                })
+                .ok(),
+        };
         let inner = Arc::new(Inner {
             dim,
             params,
             hnsw,
+            spill,
             table: RwLock::new(table),
             writer: Mutex::new(()),
             staged: Mutex::new(Vec::new()),
@@ -493,7 +599,8 @@ impl VectorIndex {
         limit: usize,
         accept: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<VectorHit>, IndexError> {
-        let query = normalise(query, self.inner.dim, || "query vector".to_owned())?;
+        let unit = normalise(query, self.inner.dim, || "query vector".to_owned())?;
+        let query = self.query(unit);
         let live = self.live_points();
         if limit == 0 || live == 0 {
             return Ok(Vec::new());
@@ -513,6 +620,12 @@ impl VectorIndex {
             return Ok(hits);
         }
         Ok(self.exact_search(&query, limit, &mut verdicts))
+    }
+
+    /// A unit query as this index's searches use it.
+    fn query(&self, unit: Vec<f32>) -> Query {
+        let compact = (self.inner.params.storage == VectorStorage::Int8).then(|| quantise(&unit));
+        Query { unit, compact }
     }
 
     /// Number of points a search can return.
@@ -556,7 +669,7 @@ impl VectorIndex {
                     .iter()
                     .map(|&id| {
                         let point = &table.points[id];
-                        (point.chunk_no, point.vector.as_slice().to_vec())
+                        (point.chunk_no, self.inner.exact_vector(id, &point.vector))
                     })
                     .collect(),
             })
@@ -599,11 +712,12 @@ impl VectorIndex {
             points: table
                 .points
                 .iter()
-                .map(|p| BasePoint {
+                .enumerate()
+                .map(|(id, p)| BasePoint {
                     doc: p.doc.to_string(),
                     chunk_no: p.chunk_no,
                     seq: p.seq,
-                    vector: p.live.then(|| p.vector.as_slice().to_vec()),
+                    vector: p.live.then(|| self.inner.exact_vector(id, &p.vector)),
                 })
                 .collect(),
         }
@@ -661,15 +775,10 @@ impl VectorIndex {
     /// Writes the graph of the points inserted so far to `dir` as generation `generation`'s
     /// dump, with its `.meta` last. Graph inserts pause meanwhile (searches do not).
     pub fn dump_graph(&self, dir: &Path, generation: u64) -> std::io::Result<GraphMeta> {
-        use hnsw_rs::api::AnnT;
         let _paused = self.inner.inserting.lock();
         let points = self.inner.graph.lock().inserted;
         let wanted = format!("graph-{generation:010}-{points:012}");
-        let basename = self
-            .inner
-            .hnsw
-            .file_dump(dir, &wanted)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let basename = self.inner.hnsw.dump(dir, &wanted)?;
         let crc =
             |ext: &str| vector_store::file_crc(&dir.join(format!("{basename}.hnsw.{ext}")), true);
         let meta = GraphMeta {
@@ -678,6 +787,7 @@ impl VectorIndex {
             graph_crc: crc("graph")?,
             data_crc: crc("data")?,
             basename,
+            storage: self.inner.params.storage,
         };
         vector_store::write_graph_meta(dir, &meta)?;
         Ok(meta)
@@ -731,10 +841,25 @@ impl VectorIndex {
                 Record::Base { .. } => return Err("a second base record".into()),
             }
         }
-        let loaded =
-            graph
-                .filter(|m| m.points <= table.points.len())
-                .and_then(|m| match load_graph(dir, &m.basename, dim) {
+        // A dump in the other storage (the setting changed) is not used: the journal holds
+        // every exact vector, so the graph is built again from it.
+        let loaded = graph
+            .filter(|m| m.points <= table.points.len())
+            .filter(|m| {
+                let same = m.storage == params.storage;
+                if !same {
+                    tracing::info!(
+                        "graph dump {} holds {} vectors, the collection now {}: building the \
+                         graph again",
+                        m.basename,
+                        m.storage,
+                        params.storage
+                    );
+                }
+                same
+            })
+            .and_then(
+                |m| match Graph::load(dir, &m.basename, dim, params.storage) {
                     Ok(hnsw) => Some((hnsw, m.points)),
                     Err(e) => {
                         tracing::warn!(
@@ -743,16 +868,11 @@ impl VectorIndex {
                         );
                         None
                     }
-                });
-        let (hnsw, in_graph) = loaded.unwrap_or_else(|| {
-            let hnsw = Hnsw::new(
-                params.m,
-                table.points.len().max(INITIAL_CAPACITY),
-                MAX_LAYERS,
-                params.ef_construction,
-                UnitCosine,
+                },
             );
-            (hnsw, 0)
+        let (hnsw, in_graph) = loaded.unwrap_or_else(|| {
+            let capacity = table.points.len().max(INITIAL_CAPACITY);
+            (Graph::new(&params, capacity), 0)
         });
         let index = Self::with_graph(dim, params, hnsw, table, in_graph, true);
         if in_graph > 0 {
@@ -763,10 +883,12 @@ impl VectorIndex {
     }
 
     /// Approximate search through the graph, widening the candidate list while too few
-    /// candidates pass. `None` when the graph cannot fill `limit` cheaply.
+    /// candidates pass. `None` when the graph cannot fill `limit` cheaply. With int8
+    /// storage, up to `limit * RERANK_FACTOR` accepted candidates (see [`RERANK_FACTOR`]) are
+    /// scored again exactly before the best `limit` are chosen.
     fn graph_search(
         &self,
-        query: &[f32],
+        query: &Query,
         limit: usize,
         verdicts: &mut Verdicts<'_>,
     ) -> Option<Vec<VectorHit>> {
@@ -775,15 +897,22 @@ impl VectorIndex {
             (table.live, table.points.len())
         };
         let ef_search = self.inner.params.ef_search;
-        // Enough candidates that, at the current dead fraction, `limit` live ones come back.
-        let mut wanted = (limit * total).div_ceil(live.max(1)).max(limit);
+        let rerank = match query.compact {
+            Some(_) => ef_search.min(limit * RERANK_FACTOR).max(limit),
+            None => limit,
+        };
+        // Enough candidates that, at the current dead fraction, `rerank` live ones come back.
+        let mut wanted = (rerank * total).div_ceil(live.max(1)).max(rerank);
         loop {
-            let neighbours = self.inner.hnsw.search(query, wanted, ef_search.max(wanted));
+            let neighbours = self
+                .inner
+                .hnsw
+                .search(&query.unit, wanted, ef_search.max(wanted));
             let exhausted = neighbours.len() < wanted;
             let mut hits = self.accepted(&neighbours, verdicts);
             if hits.len() >= limit {
-                hits.truncate(limit);
-                return Some(hits);
+                hits.truncate(rerank);
+                return Some(self.best_exact(query, hits, limit));
             }
             // Widen in proportion to the pass rate seen so far, with some slack.
             wanted = match hits.len() {
@@ -796,16 +925,60 @@ impl VectorIndex {
         }
     }
 
-    /// The live, accepted points among graph neighbours, in the graph's (best-first) order.
-    fn accepted(&self, neighbours: &[Neighbour], verdicts: &mut Verdicts<'_>) -> Vec<VectorHit> {
+    /// The best `limit` of `candidates` (`(point id, hit)`, best first by a cheap score),
+    /// scored exactly.
+    fn best_exact(
+        &self,
+        query: &Query,
+        mut candidates: Vec<(usize, VectorHit)>,
+        limit: usize,
+    ) -> Vec<VectorHit> {
+        if query.compact.is_some() {
+            let mut scored: Vec<(f32, usize)> = candidates
+                .iter()
+                .enumerate()
+                .map(|(at, (_, hit))| (hit.score, at))
+                .collect();
+            let ids: Vec<usize> = candidates.iter().map(|(id, _)| *id).collect();
+            let table = self.inner.table.read();
+            for (score, at) in &mut scored {
+                if let Some(p) = table.points.get(ids[*at]) {
+                    *score = self.inner.exact_score(query, ids[*at], &p.vector);
+                }
+            }
+            drop(table);
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut slots: Vec<Option<(usize, VectorHit)>> =
+                candidates.into_iter().map(Some).collect();
+            candidates = scored
+                .into_iter()
+                .filter_map(|(score, at)| {
+                    let (id, mut hit) = slots[at].take()?;
+                    hit.score = score.clamp(-1.0, 1.0);
+                    Some((id, hit))
+                })
+                .collect();
+        }
+        candidates.truncate(limit);
+        candidates.into_iter().map(|(_, hit)| hit).collect()
+    }
+
+    /// The live, accepted points among graph neighbours, in the graph's (best-first) order,
+    /// with their point ids.
+    fn accepted(
+        &self,
+        neighbours: &[Neighbour],
+        verdicts: &mut Verdicts<'_>,
+    ) -> Vec<(usize, VectorHit)> {
         // Copy what we need under the lock; the predicate runs after it is released.
-        let candidates: Vec<(Arc<str>, u32, u64, f32)> = {
+        let candidates: Vec<(usize, Arc<str>, u32, u64, f32)> = {
             let table = self.inner.table.read();
             neighbours
                 .iter()
                 .filter_map(|n| {
                     let point = table.points.get(n.d_id).filter(|p| p.live)?;
                     Some((
+                        n.d_id,
                         Arc::clone(&point.doc),
                         point.chunk_no,
                         point.seq,
@@ -816,12 +989,15 @@ impl VectorIndex {
         };
         candidates
             .into_iter()
-            .filter(|(doc, ..)| verdicts.accepts(doc))
-            .map(|(doc, chunk_no, seq, distance)| VectorHit {
-                doc_id: doc.to_string(),
-                chunk_no,
-                seq,
-                score: 1.0 - distance,
+            .filter(|(_, doc, ..)| verdicts.accepts(doc))
+            .map(|(id, doc, chunk_no, seq, distance)| {
+                let hit = VectorHit {
+                    doc_id: doc.to_string(),
+                    chunk_no,
+                    seq,
+                    score: 1.0 - distance,
+                };
+                (id, hit)
             })
             .collect()
     }
@@ -830,69 +1006,95 @@ impl VectorIndex {
     /// document passes, best first.
     fn backlog_search(
         &self,
-        query: &[f32],
+        query: &Query,
         limit: usize,
         ids: std::ops::Range<usize>,
         verdicts: &mut Verdicts<'_>,
     ) -> Vec<VectorHit> {
-        let mut scored: Vec<(f32, Arc<str>, u32, u64)> = {
+        let scored: Vec<(f32, usize)> = {
             let table = self.inner.table.read();
             let end = ids.end.min(table.points.len());
-            table.points[ids.start.min(end)..end]
-                .iter()
-                .filter(|p| p.live)
-                .map(|p| {
-                    let score = dot(query, p.vector.as_slice());
-                    (score, Arc::clone(&p.doc), p.chunk_no, p.seq)
-                })
+            let start = ids.start.min(end);
+            (start..end)
+                .filter(|&id| table.points[id].live)
+                .map(|id| (self.inner.cheap_score(query, &table.points[id].vector), id))
                 .collect()
         };
-        scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-        scored
-            .into_iter()
-            .filter(|(_, doc, ..)| verdicts.accepts(doc))
-            .take(limit)
-            .map(|(score, doc, chunk_no, seq)| VectorHit {
-                doc_id: doc.to_string(),
-                chunk_no,
-                seq,
-                score: score.clamp(-1.0, 1.0),
-            })
-            .collect()
+        self.best_of_scan(query, scored, limit, verdicts)
     }
 
-    /// Exact scan of the live points of accepted documents.
+    /// Exact scan of the live points of accepted documents (int8 points are ranked by their
+    /// int8 copy, and the best `limit * RERANK_FACTOR` of them scored again exactly).
     fn exact_search(
         &self,
-        query: &[f32],
+        query: &Query,
         limit: usize,
         verdicts: &mut Verdicts<'_>,
     ) -> Vec<VectorHit> {
         let docs: Vec<Arc<str>> = self.inner.table.read().by_doc.keys().cloned().collect();
         // Each document is seen once here, so known verdicts are reused but not recorded.
         let accepted: Vec<Arc<str>> = docs.into_iter().filter(|doc| verdicts.peek(doc)).collect();
-        let table = self.inner.table.read();
-        let mut scored: Vec<(f32, usize)> = accepted
-            .iter()
-            .filter_map(|doc| table.by_doc.get(doc))
-            .flatten()
-            .map(|&id| (dot(query, table.points[id].vector.as_slice()), id))
-            .collect();
-        // Best first; ties by point id so results are deterministic.
-        scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        scored
-            .into_iter()
-            .take(limit)
-            .map(|(score, id)| {
-                let point = &table.points[id];
-                VectorHit {
-                    doc_id: point.doc.to_string(),
-                    chunk_no: point.chunk_no,
-                    seq: point.seq,
-                    score: score.clamp(-1.0, 1.0),
+        let scored: Vec<(f32, usize)> = {
+            let table = self.inner.table.read();
+            accepted
+                .iter()
+                .filter_map(|doc| table.by_doc.get(doc))
+                .flatten()
+                .map(|&id| (self.inner.cheap_score(query, &table.points[id].vector), id))
+                .collect()
+        };
+        let all = |_: &str| true;
+        self.best_of_scan(query, scored, limit, &mut Verdicts::new(&all))
+    }
+
+    /// The best `limit` of scanned points (`(cheap score, point id)`) whose document
+    /// passes, best first, scored exactly; ties by point id so results are deterministic.
+    fn best_of_scan(
+        &self,
+        query: &Query,
+        mut scored: Vec<(f32, usize)>,
+        limit: usize,
+        verdicts: &mut Verdicts<'_>,
+    ) -> Vec<VectorHit> {
+        let by_score = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let keep = match query.compact {
+            Some(_) => limit.saturating_mul(RERANK_FACTOR),
+            None => limit,
+        };
+        scored.sort_unstable_by(by_score);
+        // In windows, so a long scan copies only as many points as it needs, and the
+        // predicate runs with no lock held.
+        let mut hits: Vec<(usize, VectorHit)> = Vec::new();
+        for window in scored.chunks(keep.max(64)) {
+            let candidates: Vec<(usize, Arc<str>, u32, u64, f32)> = {
+                let table = self.inner.table.read();
+                window
+                    .iter()
+                    .filter_map(|&(score, id)| {
+                        let p = table.points.get(id).filter(|p| p.live)?;
+                        Some((id, Arc::clone(&p.doc), p.chunk_no, p.seq, score))
+                    })
+                    .collect()
+            };
+            for (id, doc, chunk_no, seq, score) in candidates {
+                if hits.len() == keep {
+                    break;
                 }
-            })
-            .collect()
+                if verdicts.accepts(&doc) {
+                    let hit = VectorHit {
+                        doc_id: doc.to_string(),
+                        chunk_no,
+                        seq,
+                        score: score.clamp(-1.0, 1.0),
+                    };
+                    hits.push((id, hit));
+                }
+            }
+            if hits.len() == keep {
+                break;
+            }
+        }
+        self.best_exact(query, hits, limit)
     }
 }
 
@@ -902,33 +1104,14 @@ fn clamped(params: HnswParams) -> HnswParams {
         m: params.m.clamp(2, 255),
         ef_construction: params.ef_construction.max(1),
         ef_search: params.ef_search.max(1),
+        storage: params.storage,
     }
 }
 
-/// Loads a graph dump whose checksums were verified. hnsw_rs asserts rather than returning
-/// errors on some bad input, so a panic is caught and reported as an error too.
-fn load_graph(
-    dir: &Path,
-    basename: &str,
-    dim: usize,
-) -> Result<Hnsw<'static, f32, UnitCosine>, String> {
-    use hnsw_rs::hnswio::HnswIo;
-    let (dir, basename) = (dir.to_path_buf(), basename.to_string());
-    let loaded = std::panic::catch_unwind(move || {
-        // The loaded graph borrows its loader for its whole life (hnsw_rs's design); the
-        // loader is small (paths and options, no data without mmap), so one per restore is
-        // leaked rather than tied to the index with a self-referential type.
-        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir, &basename)));
-        io.load_hnsw::<f32, UnitCosine>().map_err(|e| e.to_string())
-    })
-    .map_err(|_| "hnsw_rs panicked reading it".to_string())??;
-    let got = loaded.get_point_indexation().get_data_dimension();
-    if got != dim && loaded.get_nb_point() > 0 {
-        return Err(format!(
-            "{got}-dimensional, the journal is {dim}-dimensional"
-        ));
-    }
-    Ok(loaded)
+/// A unit query, with its int8 form when the index stores int8 vectors.
+struct Query {
+    unit: Vec<f32>,
+    compact: Option<Vec<i8>>,
 }
 
 /// Merges graph hits with backlog hits into the best `limit`, best first. A point can be in
@@ -1064,7 +1247,16 @@ mod tests {
     /// An index of `n` random `dim`-d vectors, upserted as `d0`, `d1`, … (version 1, one
     /// chunk each) and all in the graph; returns the vectors too.
     fn random_index(rng: &mut Rng, n: usize, dim: usize) -> (VectorIndex, Vec<Vec<f32>>) {
-        let index = VectorIndex::new(dim, HnswParams::default());
+        random_index_with(rng, n, dim, HnswParams::default())
+    }
+
+    fn random_index_with(
+        rng: &mut Rng,
+        n: usize,
+        dim: usize,
+        params: HnswParams,
+    ) -> (VectorIndex, Vec<Vec<f32>>) {
+        let index = VectorIndex::new(dim, params);
         let vectors: Vec<Vec<f32>> = (0..n).map(|_| rng.vector(dim)).collect();
         for (i, v) in vectors.iter().enumerate() {
             index
@@ -1073,6 +1265,17 @@ mod tests {
         }
         index.wait_indexed();
         (index, vectors)
+    }
+
+    /// The ids (`d<i>`) of the 10 unit vectors nearest to `q`, by brute force.
+    fn exact_top_10(unit: &[Vec<f32>], q: &[f32]) -> Vec<String> {
+        let mut exact: Vec<(f32, usize)> = unit
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (dot(v, q), i))
+            .collect();
+        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+        exact[..10].iter().map(|(_, i)| format!("d{i}")).collect()
     }
 
     fn unit(dim: usize, axis: usize) -> Vec<f32> {
@@ -1155,7 +1358,7 @@ mod tests {
             for hits in [
                 index
                     .graph_search(
-                        &normalise(query, 8, String::new).unwrap(),
+                        &index.query(normalise(query, 8, String::new).unwrap()),
                         10,
                         &mut Verdicts::new(&all),
                     )
@@ -1274,11 +1477,11 @@ mod tests {
         let even = |doc: &str| doc[1..].parse::<usize>().unwrap() % 2 == 0;
         let q = normalise(&query, 16, String::new).unwrap();
         let hits = index
-            .graph_search(&q, 10, &mut Verdicts::new(&even))
+            .graph_search(&index.query(q.clone()), 10, &mut Verdicts::new(&even))
             .unwrap();
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|h| even(&h.doc_id)));
-        let exact = index.exact_search(&q, 10, &mut Verdicts::new(&even));
+        let exact = index.exact_search(&index.query(q.clone()), 10, &mut Verdicts::new(&even));
         let overlap = hits.iter().filter(|h| exact.contains(h)).count();
         assert!(overlap >= 9, "graph and exact share {overlap} of 10");
     }
@@ -1297,16 +1500,10 @@ mod tests {
         for _ in 0..queries {
             let query = rng.vector(dim);
             let q = normalise(&query, dim, String::new).unwrap();
-            let mut exact: Vec<(f32, usize)> = unit
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (dot(v, &q), i))
-                .collect();
-            exact.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let truth: Vec<String> = exact[..10].iter().map(|(_, i)| format!("d{i}")).collect();
+            let truth = exact_top_10(&unit, &q);
             // The graph walk itself, not the exact fallback `search` may take.
             let hits = index
-                .graph_search(&q, 10, &mut Verdicts::new(&all))
+                .graph_search(&index.query(q.clone()), 10, &mut Verdicts::new(&all))
                 .unwrap();
             assert_eq!(hits.len(), 10);
             assert_eq!(index.search(&query, 10, &all).unwrap().len(), 10);
@@ -1403,8 +1600,10 @@ mod tests {
         // Every point reached the graph: a graph walk finds the exact nearest.
         let query = rng.vector(4);
         let q = normalise(&query, 4, String::new).unwrap();
-        let graph = index.graph_search(&q, 5, &mut Verdicts::new(&all)).unwrap();
-        let exact = index.exact_search(&q, 1, &mut Verdicts::new(&all));
+        let graph = index
+            .graph_search(&index.query(q.clone()), 5, &mut Verdicts::new(&all))
+            .unwrap();
+        let exact = index.exact_search(&index.query(q.clone()), 1, &mut Verdicts::new(&all));
         assert!(
             graph.iter().any(|h| h.doc_id == exact[0].doc_id),
             "{graph:?}"
@@ -1530,7 +1729,7 @@ mod tests {
         let live = table.points.iter().filter(|p| p.live);
         let graph = live
             .clone()
-            .filter(|p| matches!(p.vector, Stored::Graph(_)))
+            .filter(|p| matches!(p.vector, Stored::Graph(_) | Stored::Compact(_)))
             .count();
         (graph, live.count() - graph)
     }
@@ -1552,5 +1751,143 @@ mod tests {
         let hits = index.search(&q, 1, &all).unwrap();
         assert_eq!(hits[0].doc_id, exported[17].doc_id);
         assert!((hits[0].score - 1.0).abs() < 1e-5);
+    }
+
+    const INT8: HnswParams = HnswParams {
+        m: 16,
+        ef_construction: 100,
+        ef_search: 100,
+        storage: VectorStorage::Int8,
+    };
+
+    #[test]
+    fn int8_kernel_matches_the_portable_loop_and_approximates_f32() {
+        use super::kernel::{CompactCosine, dot_i8, dot_i8_portable};
+        let mut rng = Rng(5);
+        for n in [0, 1, 15, 16, 17, 31, 32, 33, 383, 384, 385] {
+            let a: Vec<i8> = (0..n).map(|_| (rng.next_f32() * 127.0) as i8).collect();
+            let b: Vec<i8> = (0..n).map(|_| (rng.next_f32() * 127.0) as i8).collect();
+            assert_eq!(dot_i8(&a, &b), dot_i8_portable(&a, &b), "n = {n}");
+        }
+        for _ in 0..50 {
+            let a = normalise(&rng.vector(384), 384, String::new).unwrap();
+            let b = normalise(&rng.vector(384), 384, String::new).unwrap();
+            let approx = dot_compact(&quantise(&a), &quantise(&b));
+            assert!(
+                (approx - dot(&a, &b)).abs() < 0.01,
+                "{approx} vs {}",
+                dot(&a, &b)
+            );
+            let back = dequantise(&quantise(&a));
+            assert!(a.iter().zip(&back).all(|(x, y)| (x - y).abs() < 0.01));
+        }
+        // Damaged input (a bad dump): never NaN, never negative, never a panic.
+        let d = CompactCosine;
+        let mut nan_scale = quantise(&[1.0, 0.0]);
+        let at = nan_scale.len() - 4;
+        for (i, b) in f32::NAN.to_le_bytes().into_iter().enumerate() {
+            nan_scale[at + i] = b as i8;
+        }
+        for (x, y) in [
+            (nan_scale.as_slice(), quantise(&[1.0, 0.0]).as_slice()),
+            (&[1i8, 2][..], &[3i8][..]),
+            (&[][..], &[][..]),
+        ] {
+            let distance = d.eval(x, y);
+            assert!((0.0..=2.0).contains(&distance), "{distance}");
+        }
+    }
+
+    #[test]
+    fn int8_storage_finds_the_same_neighbours_with_exact_scores() {
+        let dim = 32;
+        let mut rng = Rng(42);
+        let (index, vectors) = random_index_with(&mut rng, 2000, dim, INT8);
+        assert_eq!(
+            held_by_graph(&index),
+            (2000, 0),
+            "RAM holds only int8 copies"
+        );
+        let unit: Vec<Vec<f32>> = vectors
+            .iter()
+            .map(|v| normalise(v, dim, String::new).unwrap())
+            .collect();
+        let (queries, mut found) = (50, 0);
+        for _ in 0..queries {
+            let q = normalise(&rng.vector(dim), dim, String::new).unwrap();
+            let truth = exact_top_10(&unit, &q);
+            let hits = index
+                .graph_search(&index.query(q.clone()), 10, &mut Verdicts::new(&all))
+                .unwrap();
+            assert_eq!(hits.len(), 10);
+            for hit in &hits {
+                let i: usize = hit.doc_id[1..].parse().unwrap();
+                assert!((hit.score - dot(&unit[i], &q)).abs() < 1e-5, "{hit:?}");
+            }
+            assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+            found += hits.iter().filter(|h| truth.contains(&h.doc_id)).count();
+            // The exact scan ranks by int8 and re-ranks: the true best comes first.
+            let scan = index.exact_search(&index.query(q.clone()), 10, &mut Verdicts::new(&all));
+            assert_eq!(scan[0].doc_id, truth[0]);
+        }
+        let recall = found as f64 / (queries * 10) as f64;
+        assert!(recall >= 0.95, "recall@10 = {recall}");
+        // Exports (rebuilds, journal bases) read the exact vectors back from disk.
+        let exported = index.export();
+        assert_eq!(exported.len(), 2000);
+        for doc in exported.iter().take(100) {
+            let i: usize = doc.doc_id[1..].parse().unwrap();
+            assert_eq!(doc.vectors[0].1, unit[i]);
+        }
+        let fresh = index.compacted().unwrap();
+        assert_eq!(fresh.params().storage, VectorStorage::Int8);
+        assert_eq!(fresh.export(), exported);
+        // Bad vectors are refused as with f32 storage.
+        assert!(index.upsert("x", 1, &[(0, vec![f32::NAN; dim])]).is_err());
+        assert!(index.search(&vec![f32::INFINITY; dim], 3, &all).is_err());
+    }
+
+    #[test]
+    fn int8_journal_and_graph_dump_restore_and_a_storage_change_rebuilds_the_graph() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng(9);
+        let dim = 16;
+        let index = VectorIndex::new(dim, INT8);
+        index.attach_journal(Journal::create(dir.path(), 1, &index.base_record()).unwrap());
+        for i in 0..300 {
+            index
+                .upsert(&format!("d{i}"), i as u64, &[(0, rng.vector(dim))])
+                .unwrap();
+        }
+        index.wait_indexed();
+        let meta = index.dump_graph(dir.path(), 1).unwrap();
+        assert_eq!(meta.storage, VectorStorage::Int8);
+        index.delete("d7");
+        index.upsert("new", 999, &[(0, rng.vector(dim))]).unwrap();
+        let (_, len) = index.sync_journal().unwrap().unwrap();
+        let ids = |h: &[VectorHit]| {
+            h.iter()
+                .map(|h| (h.doc_id.clone(), h.seq))
+                .collect::<Vec<_>>()
+        };
+        let graph = vector_store::newest_graph(dir.path(), 1, usize::MAX);
+        for (params, from_dump) in [(INT8, 300), (HnswParams::default(), 0)] {
+            let records = vector_store::read_journal(dir.path(), 1, len).unwrap();
+            let restored =
+                VectorIndex::restore(params, records, dir.path(), graph.as_ref()).unwrap();
+            // The int8 dump is loaded by an int8 index; an f32 index builds its graph
+            // again from the journal's exact vectors instead of reading it.
+            assert!(restored.points_in_graph() >= from_dump);
+            assert_eq!(restored.params().storage, params.storage);
+            assert_eq!(restored.export(), index.export());
+            restored.wait_indexed();
+            assert_eq!(held_by_graph(&restored), (300, 0));
+            for _ in 0..10 {
+                let q = rng.vector(dim);
+                let a = index.search(&q, 5, &all).unwrap();
+                let b = restored.search(&q, 5, &all).unwrap();
+                assert_eq!(ids(&a), ids(&b));
+            }
+        }
     }
 }

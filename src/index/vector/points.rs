@@ -35,12 +35,15 @@ pub(super) struct Point {
     pub(super) live: bool,
 }
 
-/// Where a point's vector is held: each vector is held once.
+/// Where a point's vector is held: each vector is held once in RAM.
 pub(super) enum Stored {
     /// Our copy, until the point is in the graph (and for points that never get there).
     Own(Box<[f32]>),
     /// hnsw_rs's point, once inserted: its copy is the only one.
     Graph(Arc<hnsw_rs::hnsw::Point<'static, f32>>),
+    /// A compact index's point, once inserted: hnsw_rs holds the int8 copy, the exact one is
+    /// in the spill file under the point's id.
+    Compact(Arc<hnsw_rs::hnsw::Point<'static, i8>>),
 }
 
 impl Stored {
@@ -48,10 +51,12 @@ impl Stored {
         Stored::Own(Box::default())
     }
 
-    pub(super) fn as_slice(&self) -> &[f32] {
+    /// The exact vector when it is in RAM (not for `Compact`).
+    pub(super) fn exact(&self) -> Option<&[f32]> {
         match self {
-            Stored::Own(v) => v,
-            Stored::Graph(p) => p.get_v(),
+            Stored::Own(v) => Some(v),
+            Stored::Graph(p) => Some(p.get_v()),
+            Stored::Compact(_) => None,
         }
     }
 }

@@ -1,0 +1,211 @@
+//! Memory, build rate and recall@10 of the vector index alone, without Kafka, tantivy or the
+//! view: where a document's resident bytes go in the graph (docs/BENCHMARKS.md, issue 14).
+//!
+//! ```text
+//! cargo run --release --example vector_memory -- [DOCS] [clustered|uniform] [f32|int8] [bare]
+//! ```
+//! `bare` also builds a plain hnsw_rs graph of the same vectors and counts its edges.
+//! Prints one JSON object: heap bytes per point (counted by a wrapping allocator, so it is
+//! what the structures ask for, without allocator slack), resident bytes per point (VmRSS
+//! deltas, with slack), the build rate and recall@10 of 200 queries against an exact scan.
+//! The vectors follow bench/harness.py's corpus: `clustered` puts 50 documents around each
+//! centre at cosine ≈ 0.7, `uniform` draws independent directions.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use freshet::index::vector::UnitCosine;
+use freshet::index::{HnswParams, VectorIndex, VectorStorage};
+use hnsw_rs::hnsw::Hnsw;
+
+/// Counts the bytes the program has asked for and not yet returned.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; only a counter is kept
+// beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const DIM: usize = 384;
+
+/// Resident bytes of this process.
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Deterministic normal-ish numbers (sum of uniforms), so runs reproduce without extra crates.
+struct Rng(u64);
+impl Rng {
+    fn uniform(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn normal(&mut self) -> f32 {
+        (0..4).map(|_| self.uniform()).sum::<f32>() - 2.0
+    }
+    fn direction(&mut self) -> Vec<f32> {
+        let v: Vec<f32> = (0..DIM).map(|_| self.normal()).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / norm).collect()
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let docs: usize = args
+        .get(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(100_000);
+    let clustered = args.get(2).is_none_or(|s| s == "clustered");
+    let storage: VectorStorage = args
+        .get(3)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or_default();
+    let with_bare = args.get(4).is_some_and(|s| s == "bare");
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let centres: Vec<Vec<f32>> = (0..(docs / 50).max(1)).map(|_| rng.direction()).collect();
+    let point = |rng: &mut Rng| -> Vec<f32> {
+        let noise = rng.direction();
+        if !clustered {
+            return noise;
+        }
+        let centre = &centres[(rng.uniform() * centres.len() as f32) as usize % centres.len()];
+        centre.iter().zip(&noise).map(|(c, n)| c + n).collect()
+    };
+    let vectors: Vec<Vec<f32>> = (0..docs).map(|_| point(&mut rng)).collect();
+    let queries: Vec<Vec<f32>> = (0..200).map(|_| point(&mut rng)).collect();
+
+    let per = |bytes: usize| bytes as f64 / docs as f64;
+    let (heap_before, rss_before) = (LIVE.load(Ordering::Relaxed), rss());
+    let started = Instant::now();
+    let params = HnswParams {
+        storage,
+        ..HnswParams::default()
+    };
+    let index = VectorIndex::new(DIM, params);
+    for (i, v) in vectors.iter().enumerate() {
+        index.stage_upsert(&format!("d{i}"), 1, &[(0, v.clone())])?;
+        if i % 1024 == 1023 {
+            index.flush();
+        }
+    }
+    index.flush();
+    index.wait_indexed();
+    let build_s = started.elapsed().as_secs_f64();
+    let (heap_after, rss_after) = (LIVE.load(Ordering::Relaxed), rss());
+
+    let unit = |v: &[f32]| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect::<Vec<f32>>()
+    };
+    let units: Vec<Vec<f32>> = vectors.iter().map(|v| unit(v)).collect();
+    let mut found = 0;
+    let mut search_s = 0.0;
+    for q in &queries {
+        let q = unit(q);
+        let mut exact: Vec<(f32, usize)> = units
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.iter().zip(&q).map(|(a, b)| a * b).sum(), i))
+            .collect();
+        exact.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let truth: Vec<String> = exact[..10].iter().map(|(_, i)| format!("d{i}")).collect();
+        let t = Instant::now();
+        let hits = index.search(&q, 10, &|_| true)?;
+        search_s += t.elapsed().as_secs_f64();
+        found += hits.iter().filter(|h| truth.contains(&h.doc_id)).count();
+    }
+    drop(index);
+    let mut report = serde_json::json!({
+        "docs": docs,
+        "vectors": if clustered { "clustered" } else { "uniform" },
+        "storage": storage.to_string(),
+        "heap_bytes_per_point": per(heap_after.saturating_sub(heap_before)),
+        "rss_bytes_per_point": per(rss_after.saturating_sub(rss_before)),
+        "vector_f32_bytes": DIM * 4,
+        "build_s": build_s,
+        "inserts_per_s": docs as f64 / build_s,
+        "recall_at_10": found as f64 / (queries.len() * 10) as f64,
+        "search_ms_mean": search_s * 1000.0 / queries.len() as f64,
+    });
+    if !with_bare {
+        println!("{report}");
+        return Ok(());
+    }
+    // hnsw_rs alone, as the index configures it: its vectors, nodes and edges.
+    let bare_before = LIVE.load(Ordering::Relaxed);
+    // (f32, whatever the index's storage: an int8 graph differs by the vector bytes alone.)
+    let bare: Hnsw<'static, f32, UnitCosine> =
+        Hnsw::new(params.m, 1024, 16, params.ef_construction, UnitCosine);
+    {
+        use rayon::prelude::*;
+        let units: Vec<(Vec<f32>, usize)> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                (v.iter().map(|x| x / n).collect(), i)
+            })
+            .collect();
+        units
+            .par_iter()
+            .for_each(|(v, i)| bare.insert_slice((v.as_slice(), *i)));
+    }
+    let bare_heap = LIVE.load(Ordering::Relaxed) - bare_before;
+    let mut edges_by_layer = [0usize; 16];
+    let mut nodes_by_layer = [0usize; 16];
+    for point in bare.get_point_indexation() {
+        for (layer, neighbours) in point.get_neighborhood_id().iter().enumerate() {
+            edges_by_layer[layer] += neighbours.len();
+        }
+        nodes_by_layer[point.get_point_id().0 as usize] += 1;
+    }
+    drop(bare);
+
+    report["hnsw_rs_alone_heap_bytes_per_point"] = per(bare_heap).into();
+    report["hnsw_rs_edges_per_point_by_layer"] = edges_by_layer
+        .iter()
+        .filter(|&&e| e > 0)
+        .map(|&e| per(e))
+        .collect::<Vec<_>>()
+        .into();
+    report["hnsw_rs_nodes_by_top_layer"] = nodes_by_layer
+        .iter()
+        .copied()
+        .filter(|&n| n > 0)
+        .collect::<Vec<_>>()
+        .into();
+    println!("{report}");
+    Ok(())
+}
