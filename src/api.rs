@@ -262,6 +262,59 @@ pub struct CollectionsResult {
     pub collections: Vec<CollectionInfo>,
     /// When this was read (RFC 3339 UTC).
     pub as_of: String,
+    /// On a cluster node: which node owns which partition, how far each is, and what no
+    /// reachable node of a replica group owns. Absent on a single node. (The collections'
+    /// counts and partitions above are the receiving node's own.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
+}
+
+/// The cluster part of `list_collections`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ClusterView {
+    /// The node that answered (`cluster.node_id`).
+    pub node_id: String,
+    /// Every configured peer, as it answered or did not.
+    pub nodes: Vec<ClusterNode>,
+    /// Per replica group, the partitions of the caller's collections that no reachable node
+    /// of the group owns (empty lists: every group covers everything).
+    pub uncovered: Vec<UncoveredPartitions>,
+}
+
+/// One node in [`ClusterView`].
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ClusterNode {
+    /// Its advertised URL (as configured in `cluster.peers`).
+    pub url: String,
+    /// Whether it answered the state request in time.
+    pub reachable: bool,
+    /// Why not, when it did not.
+    pub error: Option<String>,
+    /// Its `cluster.node_id` (when reachable).
+    pub node_id: Option<String>,
+    /// Its replica group (when reachable).
+    pub replica: Option<u32>,
+    /// The partitions of the caller's collections it owns, with lag.
+    pub partitions: Vec<ClusterPartition>,
+}
+
+/// One owned partition in [`ClusterNode`].
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ClusterPartition {
+    /// Progress, as in answers' watermarks.
+    #[serde(flatten)]
+    pub watermark: PartitionWatermark,
+    /// Applied up to the last high watermark read, with a recent reading.
+    pub caught_up: bool,
+}
+
+/// Partitions one replica group does not cover.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct UncoveredPartitions {
+    /// The replica group.
+    pub replica: u32,
+    /// `topic/partition` of each partition without a reachable owner in the group.
+    pub partitions: Vec<String>,
 }
 
 /// One change in `changes`.

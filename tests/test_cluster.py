@@ -257,6 +257,12 @@ async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic
         single.wait_ready()
         for n in nodes:
             await same_as_single(single.url, n.url)
+            # Any node's list_collections shows the same ownership: each partition once.
+            view = (await tool(n.url, "list_collections", {}))["cluster"]
+            assert {v["url"]: sorted(p["partition"] for p in v["partitions"]) for v in view["nodes"]} == {
+                url: [p for p, o in owned.items() if o == [url]] for url in (m.url for m in nodes)
+            }, view
+            assert view["uncovered"] == [{"replica": 0, "partitions": []}]
 
         # Lookups by id find a document on whichever node owns its partition.
         ids = [d["id"] for d in docs[:12]] + ["no-such-id"]
@@ -386,6 +392,20 @@ async def test_with_two_replica_groups_a_dead_node_costs_no_coverage(broker, top
         await search(single.url, "kafka", consistency="head", max_wait_ms=10000)
         want = await search(single.url, "kafka", mode="bm25", k=100)
 
+        # The cluster view in list_collections: who owns what, per replica group.
+        assert "cluster" not in await tool(single.url, "list_collections", {})
+        view = (await tool(nodes[0].url, "list_collections", {}))["cluster"]
+        by_url = {n["url"]: n for n in view["nodes"]}
+        assert set(by_url) == {n.url for n in nodes} and all(n["reachable"] for n in view["nodes"])
+        assert [by_url[n.url]["replica"] for n in nodes] == [0, 0, 1]
+        for n in nodes:
+            assert sorted(p["partition"] for p in by_url[n.url]["partitions"]) == sorted(
+                p["partition"] for p in n.state()["partitions"]
+            )
+        assert all(p["lag"] == 0 for p in by_url[nodes[0].url]["partitions"]), view
+        assert view["uncovered"] == [{"replica": 0, "partitions": []}, {"replica": 1, "partitions": []}]
+        lost = sorted(f"{name}/{p['partition']}" for p in by_url[nodes[1].url]["partitions"])
+
         nodes[1].server.process.send_signal(signal.SIGKILL)
         nodes[1].server.process.wait(10)
         got = await search(nodes[0].url, "kafka", mode="bm25", k=100)
@@ -393,6 +413,14 @@ async def test_with_two_replica_groups_a_dead_node_costs_no_coverage(broker, top
         assert got["freshness"]["caught_up"], got
         assert not got.get("notes"), got["notes"]
         assert len(got["freshness"]["partitions"]) == PARTITIONS
+
+        # The view says the dead node is unreachable and what its group now lacks (the
+        # group has not noticed yet: KIP-848's default session timeout is 45 s).
+        view = (await tool(nodes[0].url, "list_collections", {}))["cluster"]
+        dead = next(n for n in view["nodes"] if n["url"] == nodes[1].url)
+        assert not dead["reachable"] and dead["error"] and dead["partitions"] == []
+        uncovered = {u["replica"]: sorted(u["partitions"]) for u in view["uncovered"]}
+        assert uncovered == {0: lost, 1: []}, view
     finally:
         stop_all(nodes)
 

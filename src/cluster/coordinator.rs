@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::api::{DocumentResult, FreshnessResult, Hit, IdFreshness, SearchResult, Watermark};
+use crate::api::{
+    ClusterNode, ClusterPartition, ClusterView, CollectionsResult, DocumentResult, FreshnessResult,
+    Hit, IdFreshness, SearchResult, UncoveredPartitions, Watermark,
+};
 use crate::auth::Access;
 use crate::config::CollectionConfig;
 use crate::engine::{
@@ -104,6 +107,86 @@ pub fn plan(
         }
     }
     out
+}
+
+/// The `list_collections` tool on a cluster node: this node's collections, plus every
+/// node's owned partitions (of the caller's collections) and what each replica group lacks.
+pub async fn list_collections(
+    local: &Search,
+    cluster: &Arc<Cluster>,
+    access: &Access,
+) -> CollectionsResult {
+    let mut result = local.list_collections(access);
+    let topics: Vec<String> = result
+        .collections
+        .iter()
+        .flat_map(|c| c.topics.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let states = gather_states(local, cluster).await;
+    let own = shard::node_state(local, cluster);
+    let nodes = states
+        .iter()
+        .map(|(url, state)| match state {
+            Ok(s) => ClusterNode {
+                url: url.clone(),
+                reachable: true,
+                error: None,
+                node_id: Some(s.node_id.clone()),
+                replica: Some(s.replica),
+                partitions: s
+                    .partitions
+                    .iter()
+                    // Only the caller's collections' topics: no peeking at others' topics.
+                    .filter(|p| topics.contains(&p.watermark.topic))
+                    .map(|p| ClusterPartition {
+                        watermark: p.watermark.clone(),
+                        caught_up: p.caught_up,
+                    })
+                    .collect(),
+            },
+            Err(e) => ClusterNode {
+                url: url.clone(),
+                reachable: false,
+                error: Some(e.to_string()),
+                node_id: None,
+                replica: None,
+                partitions: Vec::new(),
+            },
+        })
+        .collect();
+    let uncovered = (0..cluster.config().replicas)
+        .map(|replica| {
+            // What would be missing if the group answered alone: other groups' nodes own
+            // nothing here, but still say how many partitions each topic has (a group whose
+            // members are all down must list every partition, not none).
+            let members: Vec<(String, Result<NodeState, PeerError>)> = states
+                .iter()
+                .filter_map(|(url, s)| {
+                    let mut s = s.as_ref().ok()?.clone();
+                    if s.replica != replica {
+                        s.partitions.clear();
+                    }
+                    Some((url.clone(), Ok(s)))
+                })
+                .collect();
+            UncoveredPartitions {
+                replica,
+                partitions: plan(&own, &members, &topics)
+                    .missing
+                    .into_iter()
+                    .map(|(t, p)| format!("{t}/{p}"))
+                    .collect(),
+            }
+        })
+        .collect();
+    result.cluster = Some(ClusterView {
+        node_id: own.node_id,
+        nodes,
+        uncovered,
+    });
+    result
 }
 
 /// The `search` tool on a cluster node.

@@ -746,6 +746,7 @@ impl Search {
         CollectionsResult {
             collections,
             as_of: rfc3339_ms(now_ms()),
+            cluster: None,
         }
     }
 }

@@ -586,7 +586,13 @@ impl Freshet {
         ctx: RequestContext<RoleServer>,
     ) -> Result<Json<CollectionsResult>, CallToolResult> {
         let started = Instant::now();
-        let result = self.search.list_collections(&self.access(&ctx));
+        let access = self.access(&ctx);
+        let result = match self.search.cluster() {
+            Some(cluster) => {
+                crate::cluster::coordinator::list_collections(&self.search, cluster, &access).await
+            }
+            None => self.search.list_collections(&access),
+        };
         self.search
             .metrics()
             .observe_query("list_collections", "", started.elapsed());
