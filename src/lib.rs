@@ -23,7 +23,8 @@
 //! - [`store`]: the checkpoint each persisted collection commits, and its stored documents.
 //! - [`auth`]: bearer JWTs on HTTP and the stdio principal → who calls, what it may read.
 //! - [`audit`]: the hash-chained audit log of tool calls and rejected requests.
-//! - [`runtime`]: starts and stops the background tasks.
+//! - [`pipeline`]: the ingest stages (prepare, apply, checkpoint, watermarks), one type each.
+//! - [`runtime`]: wires the stages and starts and stops the background tasks.
 //! - [`freshness`]: per-partition progress, watermarks, readiness, `head` waits, and the
 //!   catch-up rate and ETA at start.
 //! - [`config`]: the TOML file, env overrides and validation.
@@ -41,6 +42,7 @@ pub mod freshness;
 pub mod index;
 pub mod mcp;
 pub mod metrics;
+pub mod pipeline;
 pub mod registry;
 pub mod runtime;
 pub mod source;

@@ -13,7 +13,9 @@ Apache Kafka broker. A fourth, single-node freshet reads the same topic as the r
   the partitions without a reachable owner until the group reassigns them, and within
   FAILOVER_SECONDS every partition is served again with the single node's results;
 - with two replica groups, a killed node costs no coverage: its partitions are served at once
-  by the other replica group.
+  by the other replica group;
+- a node stopped and restarted on its data directory resumes from its checkpoint, the node
+  that covered for it drops what it hands back, and every document is served exactly once.
 """
 
 from __future__ import annotations
@@ -391,5 +393,48 @@ async def test_with_two_replica_groups_a_dead_node_costs_no_coverage(broker, top
         assert got["freshness"]["caught_up"], got
         assert not got.get("notes"), got["notes"]
         assert len(got["freshness"]["partitions"]) == PARTITIONS
+    finally:
+        stop_all(nodes)
+
+
+async def test_a_restarted_node_resumes_from_its_checkpoint_and_nothing_is_lost(broker, topic, single, tmp_path):
+    """Two nodes; node 1 stops (SIGTERM: it leaves the group, node 0 takes everything), more
+    records arrive, node 1 starts again on its data directory: the group splits the
+    partitions again, node 0 drops what it handed back, and every document is served once."""
+    name, docs = topic
+    nodes = start_cluster(tmp_path, broker, name, kafka_util.unique_topic("grp"), {}, replicas=[0, 0])
+    try:
+        for n in nodes:
+            n.server.wait_ready(90)
+        produce_corpus(broker, name, docs[:60])
+        await wait_complete(nodes[0].url, 60, 60)
+        assert nodes[1].server.stop() == 0
+        wait_for(lambda: len(nodes[0].state()["partitions"]) == PARTITIONS, 60, "node 0 owns all")
+        produce_corpus(broker, name, docs[60:])
+        restarted = FreshetServer(nodes[1].server.config, nodes[1].server.config.parent, env={
+            KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{nodes[1].port}"})
+        restarted.url = nodes[1].url
+        nodes[1].server = restarted
+        restarted.wait_ready(90)
+        assert "opened the persisted collections" in restarted.log()
+        wait_for(
+            lambda: all(len(v) == 1 for v in owners(nodes).values())
+            and all(n.state()["partitions"] for n in nodes),
+            60,
+            "the partitions split over both nodes again",
+        )
+        # Node 0 drops the documents of the partitions it handed back after the grace (2 s).
+        wait_for(
+            lambda: "dropped a partition another node owns now" in nodes[0].server.log(),
+            30,
+            "node 0 dropping the partitions it handed back",
+        )
+        await search(single.url, "kafka", consistency="head", max_wait_ms=10000)
+        want = await search(single.url, "kafka", mode="bm25", k=100)
+        assert len(want["results"]) < 100, "the comparison below needs every match on one page"
+        for n in nodes:
+            got = await wait_complete(n.url, len(docs), 60)
+            assert sorted(h["id"] for h in got["results"]) == sorted(h["id"] for h in want["results"])
+            assert not got.get("notes"), got["notes"]
     finally:
         stop_all(nodes)

@@ -325,13 +325,18 @@ async def test_kill_9_at_random_points_loses_nothing(broker, tmp_path, storage):
     producer = threading.Thread(target=stream)
     producer.start()
     kills = 0
+    # The kills fall at random points; the test goes on until one of the servers started on
+    # a checkpoint an earlier one wrote (a slow start can outlive every server's first
+    # checkpoint interval), so the recovery path is always exercised.
+    restarted = False
     try:
-        while not done.is_set() or kills < 3:
+        while (not done.is_set() or kills < 3 or not restarted) and kills < 40:
             server = FreshetServer(config, tmp_path)
             time.sleep(rng.uniform(0.4, 1.5))
             server.process.kill()  # SIGKILL: no drain, no graph dump
             server.process.wait(10)
             server.stop()
+            restarted |= "opened the persisted collection" in server.log()
             kills += 1
     finally:
         producer.join()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::tests::search_error;
 use super::*;
 use crate::auth::Access;
 use crate::embed::test_server::{Reply, embeddings, serve};
@@ -226,12 +227,7 @@ async fn query_text_is_embedded_for_vector_and_hybrid() {
     // A query vector may still be passed explicitly; its dimension is checked.
     let mut req = request("", Mode::Vector);
     req.vector = Some(vec![0.1; 3]);
-    let err = e
-        .search()
-        .search(req, &Access::all())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = search_error(&e, req).await;
     assert!(err.contains("384-dimensional"), "{err}");
 }
 

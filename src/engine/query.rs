@@ -551,11 +551,13 @@ pub(crate) fn retrieve(
                 tracing::error!(collection = name, "BM25 search failed: {e}");
                 QueryError::Internal
             })?;
-        current_best(
-            c,
-            hits.into_iter()
-                .map(|h| (h.doc_id, h.seq, h.chunk_no, h.score)),
-        )
+        // A hit's document is the current version with its sequence number: one lookup
+        // that also drops chunks of superseded versions.
+        let live = hits
+            .into_iter()
+            .filter_map(|h| c.view.get_by_seq(h.seq).map(|d| (d, h.chunk_no, h.score)))
+            .collect();
+        best_chunk_per_doc(live, |(d, _, _)| d.id.as_str())
     };
     let vector = match (&vector_query, mode) {
         (QueryVector::Ready(q), Mode::Vector | Mode::Hybrid) => match c.vectors() {

@@ -31,6 +31,15 @@ fn engine() -> Engine {
     Engine::new(Arc::new(config), None, None).unwrap()
 }
 
+/// The error message of a search that must fail.
+pub(super) async fn search_error(e: &Engine, req: SearchRequest) -> String {
+    e.search()
+        .search(req, &Access::all())
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 fn record(topic: &str, offset: i64, key: &str, value: Option<Value>) -> SourceRecord {
     SourceRecord {
         topic: Arc::from(topic),
@@ -277,12 +286,7 @@ async fn hybrid_fuses_and_explains_fallbacks() {
 
     let mut notes = request("kafka", Mode::Vector);
     notes.collection = Some("notes".into());
-    let err = e
-        .search()
-        .search(notes, &Access::all())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = search_error(&e, notes).await;
     assert!(err.contains("no vectors"), "{err}");
 }
 
@@ -297,12 +301,7 @@ async fn filters_are_checked_and_applied() {
     req.filter = Some(json!({"category": "dev"}).as_object().unwrap().clone());
     assert_eq!(ids(&e, req.clone()).await, ["b"]);
     req.filter = Some(json!({"team": "dev"}).as_object().unwrap().clone());
-    let err = e
-        .search()
-        .search(req, &Access::all())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = search_error(&e, req).await;
     assert!(
         err.contains(
             "filterable fields: [category (keyword), event_time (time), indexed_at (time)]"

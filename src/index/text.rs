@@ -12,13 +12,15 @@
 //! with the same analyzer as the documents and turned into term queries, so punctuation such
 //! as `foo:bar`, quotes or `AND(` can never make a search fail.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use tantivy::collector::{Count, FilterCollector, TopDocs};
+use tantivy::columnar::Column;
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{
     BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery, TermSetQuery,
@@ -55,8 +57,11 @@ pub type SeqPredicate = std::sync::Arc<dyn Fn(u64) -> bool + Send + Sync>;
 /// One chunk-level result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextHit {
-    /// The document the chunk belongs to.
-    pub doc_id: String,
+    /// The document the chunk belongs to. Only [`TextIndex::search`] and
+    /// [`TextIndex::search_where`] read it for committed chunks (from the document store);
+    /// [`TextIndex::search_with_stats`] leaves it `None` there, because its callers know a
+    /// chunk's document by `seq` and reading the store was a fifth of a query's CPU.
+    pub doc_id: Option<String>,
     /// Position of the chunk within its document, from 0.
     pub chunk_no: u32,
     /// The document version this chunk was indexed from.
@@ -380,7 +385,7 @@ impl TextIndex {
         limit: usize,
         accept: Option<SeqPredicate>,
     ) -> Result<Vec<TextHit>, IndexError> {
-        self.search_with_stats(query, filter, limit, accept, None)
+        self.search_inner(query, filter, limit, accept, None, true)
     }
 
     /// The statistics BM25 would score `query` with here: summed over the shards of a
@@ -396,7 +401,8 @@ impl TextIndex {
     }
 
     /// [`Self::search_where`], scoring with `global` statistics when given instead of this
-    /// index's own.
+    /// index's own, and without reading committed chunks' document ids (`doc_id` is `None`
+    /// for them: the caller resolves `seq`).
     pub fn search_with_stats(
         &self,
         query: &str,
@@ -404,6 +410,18 @@ impl TextIndex {
         limit: usize,
         accept: Option<SeqPredicate>,
         global: Option<&TermStats>,
+    ) -> Result<Vec<TextHit>, IndexError> {
+        self.search_inner(query, filter, limit, accept, global, false)
+    }
+
+    fn search_inner(
+        &self,
+        query: &str,
+        filter: &Filter,
+        limit: usize,
+        accept: Option<SeqPredicate>,
+        global: Option<&TermStats>,
+        read_ids: bool,
     ) -> Result<Vec<TextHit>, IndexError> {
         let words = self.analyze(query);
         if words.is_empty() || limit == 0 || filter.rejects_everything() {
@@ -480,26 +498,35 @@ impl TextIndex {
                 )?
             }
         };
-        let mut hits = top
-            .into_iter()
-            .map(|(score, address)| {
+        // Sequence and chunk numbers come from their columns, opened once per segment hit.
+        let mut columns: HashMap<u32, (Column<u64>, Column<u64>)> = HashMap::new();
+        let mut hits = Vec::with_capacity(top.len() + fresh_hits.len());
+        for (score, address) in top {
+            let (seq, chunk_no) = match columns.entry(address.segment_ord) {
+                Entry::Occupied(open) => open.into_mut(),
+                Entry::Vacant(slot) => {
+                    let fast = searcher.segment_reader(address.segment_ord).fast_fields();
+                    slot.insert((fast.u64("seq")?, fast.u64("chunk_no")?))
+                }
+            };
+            let doc_id = if read_ids {
                 let doc: TantivyDocument = searcher.doc(address)?;
-                let u64_of = |field| doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0);
-                Ok(TextHit {
-                    doc_id: doc
-                        .get_first(f.doc_id)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_owned(),
-                    chunk_no: u64_of(f.chunk_no) as u32,
-                    seq: u64_of(f.seq),
-                    score,
-                })
-            })
-            .collect::<Result<Vec<_>, IndexError>>()?;
+                doc.get_first(f.doc_id)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            } else {
+                None
+            };
+            hits.push(TextHit {
+                doc_id,
+                chunk_no: chunk_no.first(address.doc_id).unwrap_or(0) as u32,
+                seq: seq.first(address.doc_id).unwrap_or(0),
+                score,
+            });
+        }
         if !fresh_hits.is_empty() {
             hits.extend(fresh_hits.into_iter().map(|h| TextHit {
-                doc_id: h.doc_id,
+                doc_id: Some(h.doc_id),
                 chunk_no: h.chunk_no,
                 seq: h.seq,
                 score: h.score,
@@ -609,7 +636,9 @@ mod tests {
     }
 
     fn ids(hits: &[TextHit]) -> Vec<&str> {
-        hits.iter().map(|h| h.doc_id.as_str()).collect()
+        hits.iter()
+            .map(|h| h.doc_id.as_deref().unwrap_or("?"))
+            .collect()
     }
 
     #[test]
@@ -721,7 +750,7 @@ mod tests {
         let index = TextIndex::in_ram().unwrap();
         let found = |query: &str| -> Vec<String> {
             let hits = index.search(query, &Filter::default(), 10).unwrap();
-            hits.into_iter().map(|h| h.doc_id).collect()
+            hits.into_iter().filter_map(|h| h.doc_id).collect()
         };
         index
             .upsert("a", 1, "Hello", &["world"], &no_terms())
@@ -815,9 +844,11 @@ mod tests {
         let whole = TextIndex::in_ram().unwrap();
         let shards: Vec<TextIndex> = (0..3).map(|_| TextIndex::in_ram().unwrap()).collect();
         for (i, (id, title, body)) in docs.iter().enumerate() {
-            whole.upsert(id, 1, title, &[body], &no_terms()).unwrap();
+            // Unique sequence numbers: shard hits are known by them (no document ids).
+            let seq = i as u64 + 1;
+            whole.upsert(id, seq, title, &[body], &no_terms()).unwrap();
             shards[i % 3]
-                .upsert(id, 1, title, &[body], &no_terms())
+                .upsert(id, seq, title, &[body], &no_terms())
                 .unwrap();
         }
         // One shard committed, the others partly fresh: the tiers' statistics add up too.
@@ -830,7 +861,7 @@ mod tests {
         }
         assert_eq!(summed, whole.term_stats(query).unwrap());
         let sorted = |mut hits: Vec<TextHit>| {
-            hits.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
+            hits.sort_by_key(|h| h.seq);
             hits
         };
         let want = sorted(whole.search(query, &Filter::default(), 100).unwrap());
@@ -846,7 +877,8 @@ mod tests {
             )
         };
         let got = search(Some(&summed));
-        assert_eq!(ids(&got), ids(&want));
+        let seqs = |hits: &[TextHit]| hits.iter().map(|h| h.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&got), seqs(&want));
         for (g, w) in got.iter().zip(&want) {
             assert!(
                 (g.score - w.score).abs() < 1e-4 * w.score,
@@ -948,7 +980,11 @@ mod tests {
         index.commit().unwrap();
 
         let unfiltered = index.search("apple", &Filter::default(), 3).unwrap();
-        assert!(unfiltered.iter().all(|h| h.doc_id.starts_with("noise")));
+        assert!(unfiltered.iter().all(|h| {
+            h.doc_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("noise"))
+        }));
 
         let mut got = ids(&index
             .search("apple", &filter(json!({"category": "y"})), 3)
@@ -963,7 +999,11 @@ mod tests {
             .search("apple", &filter(json!({"category": ["y", "z"]})), 3)
             .unwrap();
         assert_eq!(hits.len(), 3);
-        assert!(hits.iter().all(|h| !h.doc_id.starts_with("noise")));
+        assert!(hits.iter().all(|h| {
+            !h.doc_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("noise"))
+        }));
 
         let two_clauses = filter(json!({"category": ["y", "z"]})).and("tenant", vec!["t2".into()]);
         assert_eq!(
@@ -1125,7 +1165,7 @@ mod tests {
             Some(r#"{"orders/0":42}"#)
         );
         let hits = index.search("persist", &Filter::default(), 5).unwrap();
-        assert_eq!((hits[0].doc_id.as_str(), hits[0].seq), ("a", 7));
+        assert_eq!((hits[0].doc_id.as_deref(), hits[0].seq), (Some("a"), 7));
         assert_eq!(index.stored_docs().unwrap(), vec![b"A".to_vec()]);
         index.clear("{}").unwrap();
         assert_eq!(index.num_chunks(), 0);
