@@ -224,6 +224,14 @@ def percentile(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
+def write_result(result: dict[str, Any], out: Path) -> None:
+    """Stamps the finish time and writes the result as JSON (bench/report.py reads it)."""
+    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -341,10 +349,7 @@ def main() -> None:
         result.setdefault("throughput", {})["freshet"] = freshet_throughput(args.model_dir, texts_file, 256)
         print(f"throughput {json.dumps(result['throughput'])}", flush=True)
 
-    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":
