@@ -4,8 +4,9 @@ back on one broker and one topic: an A/B for changes to the vector index (issue 
     .venv-bench/bin/python bench/ingest_ab.py --bins f32=.tools/ab/freshet-after,f16=target/release/freshet \
         [--docs 100000] [--vectors clustered] [--rounds 1] [--clients 1,4]
 
-Each round starts every binary in turn on an empty data directory (in memory, as
-bench/run.sh's ingest phase), times `/readyz` (the whole topic applied), reads its resident
+Each round starts every binary in turn on an empty data directory (freshet's default
+persistence, as bench/run.sh's ingest phase since 2026-12-02; runs before that were in
+memory), times `/readyz` (the whole topic applied), reads its resident
 memory, waits for the graph backlog, then measures recall@10 (200 queries against exact
 search) and idle `vector` and `hybrid` latency. Writes bench/results/ingest-ab-<time>.json.
 """
