@@ -298,7 +298,7 @@ pub struct ClusterNode {
     pub partitions: Vec<ClusterPartition>,
 }
 
-/// One owned partition in [`ClusterNode`].
+/// One owned partition of a node (in [`ClusterNode`] and on the internal API).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ClusterPartition {
     /// Progress, as in answers' watermarks.
@@ -306,6 +306,23 @@ pub struct ClusterPartition {
     pub watermark: PartitionWatermark,
     /// Applied up to the last high watermark read, with a recent reading.
     pub caught_up: bool,
+}
+
+impl ClusterPartition {
+    /// A partition nothing is known about yet (not read here, or no reachable owner).
+    pub fn unknown(topic: &str, partition: i32) -> ClusterPartition {
+        ClusterPartition {
+            watermark: PartitionWatermark {
+                topic: topic.to_string(),
+                partition,
+                applied_offset: None,
+                high_watermark: None,
+                lag: None,
+                rereading: None,
+            },
+            caught_up: false,
+        }
+    }
 }
 
 /// Partitions one replica group does not cover.

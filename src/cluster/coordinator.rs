@@ -22,8 +22,8 @@ use crate::index::TermStats;
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::wire::{
-    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, OwnedPartition, ShardAnswer, ShardQuery,
-    ShardSearch, ShardStats, parse_mode,
+    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, ShardAnswer, ShardQuery, ShardSearch,
+    ShardStats, parse_mode,
 };
 use super::{Cluster, PeerError, shard};
 
@@ -290,7 +290,7 @@ pub async fn search(
         }
     }
 
-    let partitions: Vec<OwnedPartition> = answers
+    let partitions: Vec<ClusterPartition> = answers
         .iter()
         .flat_map(|a| a.partitions.iter().cloned())
         .collect();
@@ -359,7 +359,7 @@ async fn lookup(
         }
     });
     let mut documents = Vec::new();
-    let mut answered: Vec<OwnedPartition> = Vec::new();
+    let mut answered: Vec<ClusterPartition> = Vec::new();
     for (url, partitions, answer) in join_all(calls).await {
         match answer {
             Ok(a) => {
@@ -389,11 +389,14 @@ async fn lookup(
 
 /// One watermark over answered and missing partitions: caught up only when every partition
 /// answered and is caught up.
-fn cluster_watermark(mut partitions: Vec<OwnedPartition>, missing: &[(String, i32)]) -> Watermark {
+fn cluster_watermark(
+    mut partitions: Vec<ClusterPartition>,
+    missing: &[(String, i32)],
+) -> Watermark {
     partitions.extend(
         missing
             .iter()
-            .map(|(topic, partition)| OwnedPartition::unknown(topic, *partition)),
+            .map(|(topic, partition)| ClusterPartition::unknown(topic, *partition)),
     );
     partitions.sort_by(|a, b| {
         (&a.watermark.topic, a.watermark.partition)
@@ -617,8 +620,8 @@ mod tests {
     use crate::api::{PartitionWatermark, StampOut};
     use crate::cluster::wire::ShardCollection;
 
-    fn owned(partition: i32, caught_up: bool) -> OwnedPartition {
-        OwnedPartition {
+    fn owned(partition: i32, caught_up: bool) -> ClusterPartition {
+        ClusterPartition {
             watermark: PartitionWatermark {
                 topic: "t".into(),
                 partition,
@@ -631,7 +634,7 @@ mod tests {
         }
     }
 
-    fn node(id: &str, replica: u32, partitions: Vec<OwnedPartition>) -> NodeState {
+    fn node(id: &str, replica: u32, partitions: Vec<ClusterPartition>) -> NodeState {
         NodeState {
             node_id: id.into(),
             url: id.into(),

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::api::PartitionWatermark;
+use crate::api::{ClusterPartition, PartitionWatermark};
 use crate::auth::Access;
 use crate::engine::{
     Mode, QueryError, Retrieved, Search, check_ids, embed_query, query_vector, render_hit,
@@ -15,8 +15,8 @@ use crate::time::now_ms;
 
 use super::Cluster;
 use super::wire::{
-    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, OwnedPartition, ShardAnswer,
-    ShardCollection, ShardQuery, ShardSearch, ShardStats, mode_name,
+    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, ShardAnswer, ShardCollection,
+    ShardQuery, ShardSearch, ShardStats, mode_name,
 };
 
 /// This node's state for the other nodes.
@@ -36,7 +36,7 @@ pub fn node_state(local: &Search, cluster: &Cluster) -> NodeState {
 pub fn partition_states(
     local: &Search,
     keys: impl Iterator<Item = (Arc<str>, i32)>,
-) -> Vec<OwnedPartition> {
+) -> Vec<ClusterPartition> {
     let progress: std::collections::HashMap<_, _> = local
         .freshness()
         .progress()
@@ -51,12 +51,12 @@ pub fn partition_states(
             let caught_up = watermark.lag == Some(0)
                 && watermark.rereading.is_none()
                 && p.watermarks_read_at_ms.is_some_and(|at| at >= fresh_after);
-            OwnedPartition {
+            ClusterPartition {
                 watermark,
                 caught_up,
             }
         }
-        None => OwnedPartition::unknown(&key.0, key.1),
+        None => ClusterPartition::unknown(&key.0, key.1),
     })
     .collect()
 }

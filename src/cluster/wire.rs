@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::api::{Hit, PartitionWatermark};
+use crate::api::{ClusterPartition, Hit};
 use crate::auth::{Access, TenantScope};
 use crate::engine::{Consistency, Mode, SearchRequest};
 use crate::index::TermStats;
@@ -26,36 +26,9 @@ pub struct NodeState {
     /// False until the group has assigned it partitions (or none) for the first time.
     pub assigned: bool,
     /// Owned partitions with their progress.
-    pub partitions: Vec<OwnedPartition>,
+    pub partitions: Vec<ClusterPartition>,
     /// Partition count per topic, as the node last read it from the broker.
     pub partition_counts: BTreeMap<String, i32>,
-}
-
-/// One owned partition of a [`NodeState`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct OwnedPartition {
-    /// Progress as in answers' watermarks (offsets unknown until it is read).
-    #[serde(flatten)]
-    pub watermark: PartitionWatermark,
-    /// Applied up to the last high watermark read, with a recent reading.
-    pub caught_up: bool,
-}
-
-impl OwnedPartition {
-    /// A partition nothing is known about yet (not read here, or no reachable owner).
-    pub fn unknown(topic: &str, partition: i32) -> OwnedPartition {
-        OwnedPartition {
-            watermark: PartitionWatermark {
-                topic: topic.to_string(),
-                partition,
-                applied_offset: None,
-                high_watermark: None,
-                lag: None,
-                rereading: None,
-            },
-            caught_up: false,
-        }
-    }
 }
 
 /// The caller's rights, forwarded so that every shard applies them itself.
@@ -231,7 +204,7 @@ pub struct ShardAnswer {
     /// Per collection searched, in the order searched.
     pub collections: Vec<ShardCollection>,
     /// The asked-for partitions this node holds, with their progress.
-    pub partitions: Vec<OwnedPartition>,
+    pub partitions: Vec<ClusterPartition>,
 }
 
 /// One collection's candidates from one shard, each retriever's list best first.
