@@ -93,12 +93,9 @@ pids+=($!)
 DATA="$RUN/demo-data-$HTTP_PORT"
 rm -rf "$DATA"
 log "starting freshet serve (log: $RUN/freshet.log)"
-# A session of its own: freshet handles SIGINT itself (a background job's ignored SIGINT does
-# not hold for it), so a terminal's Ctrl-C to the whole group would stop it before the trap
-# below runs and the demo would report a crash; the trap stops it instead.
 FRESHET_KAFKA__BROKERS="$BROKERS" FRESHET_SERVER__HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
   FRESHET_SERVER__DATA_DIR="$DATA" \
-  setsid "$BIN" serve --config config/demo.toml 2>"$RUN/freshet.log" &
+  "$BIN" serve --config config/demo.toml 2>"$RUN/freshet.log" &
 FRESHET_PID=$!
 pids+=("$FRESHET_PID")
 
