@@ -127,6 +127,11 @@ while :; do
   status=0
   wait "$waiting" || status=$?
   if ! kill -0 "$FRESHET_PID" 2>/dev/null; then
+    # freshet handles SIGINT itself, so a terminal's Ctrl-C can stop it before this script's
+    # trap runs; it exits 0 only when stopped by a signal, which is then that Ctrl-C.
+    freshet_status=0
+    wait "$FRESHET_PID" 2>/dev/null || freshet_status=$?
+    ((freshet_status == 0)) && interrupted
     tail -20 "$RUN/freshet.log" >&2
     die "freshet stopped (log above, in full: $RUN/freshet.log)"
   fi
