@@ -194,14 +194,7 @@ mod tests {
 
     use crate::config::Config;
 
-    const BASE: &str = r#"
-[kafka]
-brokers = "127.0.0.1:9092"
-
-[[collections]]
-name = "articles"
-topics = ["articles"]
-"#;
+    use crate::config::tests::MINIMAL as BASE;
 
     /// Set once for the whole test binary; every test here reads it.
     const KEY_VAR: &str = "FRESHET_TEST_CLUSTER_KEY_SET";

@@ -58,4 +58,4 @@ impl ConfigError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

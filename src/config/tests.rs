@@ -4,7 +4,8 @@ use super::*;
 use crate::decode::Format;
 use crate::index::{FieldType, VectorStorage};
 
-const MINIMAL: &str = r#"
+/// The smallest valid config; other modules' config tests build on it too.
+pub(crate) const MINIMAL: &str = r#"
 [kafka]
 brokers = "127.0.0.1:9092"
 
