@@ -41,6 +41,8 @@ pub struct Freshness {
     catch_up: CatchUp,
     /// On a cluster node: the partitions it owns (readiness counts only those).
     ownership: std::sync::OnceLock<Arc<crate::cluster::Ownership>>,
+    /// Shutdown has begun: still answering, no longer ready (`server.shutdown_drain_ms`).
+    draining: AtomicBool,
 }
 
 impl Freshness {
@@ -59,7 +61,18 @@ impl Freshness {
             startup_targets: Mutex::new(None),
             catch_up: CatchUp::default(),
             ownership: std::sync::OnceLock::new(),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Shutdown has begun: `/readyz` says so from now on, while calls are still answered.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Makes readiness count only the partitions `ownership` says this cluster node owns.
