@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -54,8 +55,55 @@ pub struct Runtime {
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Told to write the last checkpoint and stop once the apply thread has ended.
     checkpoints: Checkpointer,
-    /// The consumer-group member of a cluster node (`[cluster]`).
-    membership: Option<crate::cluster::Membership>,
+    /// The consumer-group member of a cluster node (`[cluster]`), taken by whoever leaves
+    /// the group first: the drain at shutdown, or `shutdown` itself.
+    membership: Arc<Mutex<Option<crate::cluster::Membership>>>,
+    /// What a cluster node owns (emptied when it leaves the group).
+    ownership: Option<Arc<crate::cluster::Ownership>>,
+    /// `server.shutdown_drain_ms`.
+    drain: Duration,
+}
+
+/// The first step of a shutdown, while calls are still answered: `/readyz` turns 503 and a
+/// cluster node leaves its group (the other nodes take its partitions over), then
+/// `server.shutdown_drain_ms` passes so load balancers stop sending calls before the
+/// listener closes.
+pub struct Drain {
+    search: Arc<Search>,
+    membership: Arc<Mutex<Option<crate::cluster::Membership>>>,
+    ownership: Option<Arc<crate::cluster::Ownership>>,
+    period: Duration,
+}
+
+impl Drain {
+    /// Runs the drain; resolves when the listener may close.
+    pub async fn run(self) {
+        self.search.freshness().begin_drain();
+        leave_group(&self.membership, self.ownership.as_ref()).await;
+        if !self.period.is_zero() {
+            tracing::info!(
+                "draining: answering for {} ms more before closing (server.shutdown_drain_ms)",
+                self.period.as_millis()
+            );
+            tokio::time::sleep(self.period).await;
+        }
+    }
+}
+
+/// Leaves the cluster's consumer group, if still in it, and stops claiming its partitions,
+/// so the other nodes' plans stop sending this node work at once.
+async fn leave_group(
+    membership: &Mutex<Option<crate::cluster::Membership>>,
+    ownership: Option<&Arc<crate::cluster::Ownership>>,
+) {
+    let Some(member) = membership.lock().take() else {
+        return;
+    };
+    // Leaving the group first hands the partitions to the other nodes at once.
+    let _ = tokio::task::spawn_blocking(move || member.stop()).await;
+    if let Some(o) = ownership {
+        o.lose(o.owned());
+    }
 }
 
 impl Runtime {
@@ -89,7 +137,7 @@ impl Runtime {
                 stop: Arc::clone(&stop),
             },
             PollOptions {
-                ownership,
+                ownership: ownership.clone(),
                 ..PollOptions::default()
             },
             move || {
@@ -141,17 +189,26 @@ impl Runtime {
             cancel,
             threads: vec![consumer, preparer, applier],
             checkpoints,
-            membership,
+            membership: Arc::new(Mutex::new(membership)),
+            ownership: ownership.map(|(o, _)| o),
+            drain: Duration::from_millis(config.server.shutdown_drain_ms),
         })
+    }
+
+    /// The drain that begins this runtime's shutdown (see [`Drain`]).
+    pub fn drain(&self) -> Drain {
+        Drain {
+            search: Arc::clone(&self.search),
+            membership: Arc::clone(&self.membership),
+            ownership: self.ownership.clone(),
+            period: self.drain,
+        }
     }
 
     /// Stops consuming, waits for prepare and apply to finish what is queued, for the last
     /// checkpoint and for the vector graphs to be saved, and flushes dead letters.
     pub async fn shutdown(mut self) {
-        if let Some(membership) = self.membership.take() {
-            // Leaving the group first hands the partitions to the other nodes at once.
-            let _ = tokio::task::spawn_blocking(move || membership.stop()).await;
-        }
+        leave_group(&self.membership, self.ownership.as_ref()).await;
         self.cancel.cancel();
         self.stop.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.threads);

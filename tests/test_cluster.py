@@ -15,13 +15,18 @@ Apache Kafka broker. A fourth, single-node freshet reads the same topic as the r
 - with two replica groups, a killed node costs no coverage: its partitions are served at once
   by the other replica group;
 - a node stopped and restarted on its data directory resumes from its checkpoint, the node
-  that covered for it drops what it hands back, and every document is served exactly once.
+  that covered for it drops what it hands back, and every document is served exactly once;
+- a rolling restart of a 3-node cluster with two replica groups, under a steady query load
+  sent to ready nodes only (as a load balancer with a readiness probe would), loses no query:
+  every answer is complete and equal to the single node's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -101,7 +106,13 @@ class Node:
 
 
 def start_cluster(
-    work: Path, broker, topic: str, group: str, extra: dict, replicas: list[int] = [0, 0, 0]
+    work: Path,
+    broker,
+    topic: str,
+    group: str,
+    extra: dict,
+    replicas: list[int] = [0, 0, 0],
+    server: dict | None = None,
 ) -> list[Node]:
     """Nodes on loopback; node i is in replica group `replicas[i]`."""
     ports = [free_port() for _ in replicas]
@@ -113,7 +124,7 @@ def start_cluster(
         config = write_config(
             d / "freshet.toml",
             {
-                "server": {"data_dir": str(d / "data")},
+                "server": {"data_dir": str(d / "data"), **(server or {})},
                 "kafka": {"brokers": broker.bootstrap},
                 "cluster": {
                     "group": group,
@@ -130,6 +141,18 @@ def start_cluster(
         )
         nodes.append(Node(d, port, config))
     return nodes
+
+
+def restart(node: Node) -> None:
+    """SIGTERM (must exit 0), then the same node again on its port and data directory."""
+    assert node.server.stop() == 0
+    again = FreshetServer(
+        node.server.config,
+        node.server.config.parent,
+        env={KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{node.port}"},
+    )
+    again.url = node.url
+    node.server = again
 
 
 def stop_all(nodes: list[Node]) -> None:
@@ -439,12 +462,9 @@ async def test_a_restarted_node_resumes_from_its_checkpoint_and_nothing_is_lost(
         assert nodes[1].server.stop() == 0
         wait_for(lambda: len(nodes[0].state()["partitions"]) == PARTITIONS, 60, "node 0 owns all")
         produce_corpus(broker, name, docs[60:])
-        restarted = FreshetServer(nodes[1].server.config, nodes[1].server.config.parent, env={
-            KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{nodes[1].port}"})
-        restarted.url = nodes[1].url
-        nodes[1].server = restarted
-        restarted.wait_ready(90)
-        assert "opened the persisted collections" in restarted.log()
+        restart(nodes[1])
+        nodes[1].server.wait_ready(90)
+        assert "opened the persisted collections" in nodes[1].server.log()
         wait_for(
             lambda: all(len(v) == 1 for v in owners(nodes).values())
             and all(n.state()["partitions"] for n in nodes),
@@ -464,5 +484,125 @@ async def test_a_restarted_node_resumes_from_its_checkpoint_and_nothing_is_lost(
             got = await wait_complete(n.url, len(docs), 60)
             assert sorted(h["id"] for h in got["results"]) == sorted(h["id"] for h in want["results"])
             assert not got.get("notes"), got["notes"]
+    finally:
+        stop_all(nodes)
+
+
+class QueryLoad:
+    """Searches sent one after another, each to the next node that passed its last readiness
+    probe — a load balancer probing `/readyz` every PROBE_SECONDS, so it goes on sending to a
+    node for up to that long after the node turned unready — from a thread of its own while
+    the test restarts nodes. Records every answer or error, and the phase it fell in."""
+
+    PROBE_SECONDS = 0.5
+
+    def __init__(self, nodes: list[Node], queries: list[str]):
+        self.nodes, self.queries = nodes, queries
+        self.phase = "steady"
+        self.outcomes: list[tuple[str, str, str, dict | None, str | None]] = []
+        self._ready: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _probe(self) -> None:
+        async with httpx2.AsyncClient(timeout=1) as probe:
+            while not self._stop.is_set():
+                ready = set()
+                for node in self.nodes:
+                    try:
+                        if (await probe.get(f"{node.url}/readyz")).status_code == 200:
+                            ready.add(node.url)
+                    except httpx2.HTTPError:
+                        pass
+                self._ready = ready
+                await asyncio.sleep(self.PROBE_SECONDS)
+
+    async def _run(self) -> None:
+        prober = asyncio.create_task(self._probe())
+        turn = 0
+        while not self._stop.is_set():
+            turn += 1
+            ready = sorted(self._ready)
+            if not ready:
+                await asyncio.sleep(0.05)
+                continue
+            url = ready[turn % len(ready)]
+            query = self.queries[turn % len(self.queries)]
+            phase = self.phase
+            try:
+                got = await search(url, query, mode="bm25", k=100)
+                self.outcomes.append((phase, url, query, got, None))
+            except Exception as e:  # noqa: BLE001 - every failure is a lost query
+                self.outcomes.append((phase, url, query, None, repr(e)))
+        await prober
+
+    def __enter__(self) -> "QueryLoad":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+async def test_a_rolling_restart_under_query_load_loses_no_query(broker, topic, single, tmp_path):
+    """Replica group 0 = nodes 0 and 1, replica group 1 = node 2. Each node in turn is
+    stopped with SIGTERM (it turns not-ready, leaves its group and keeps answering for
+    `server.shutdown_drain_ms`, longer than the load balancer's probe period), started again on its data directory, and waited for until
+    both groups cover every partition again; queries run throughout."""
+    name, docs = topic
+    nodes = start_cluster(
+        tmp_path,
+        broker,
+        name,
+        kafka_util.unique_topic("grp"),
+        {},
+        replicas=[0, 0, 1],
+        server={"shutdown_drain_ms": 1500},
+    )
+
+    def covered() -> bool:
+        a, b, c = ({p["partition"] for p in n.state()["partitions"]} for n in nodes)
+        return not a & b and a | b == c == set(range(PARTITIONS))
+
+    try:
+        for n in nodes:
+            n.server.wait_ready(90)
+        wait_for(covered, 60, "both replica groups covering every partition")
+        produce_corpus(broker, name, docs)
+        for n in nodes:
+            await wait_complete(n.url, len(docs), 60)
+        await search(single.url, "kafka", consistency="head", max_wait_ms=10000)
+        # Queries whose matches all fit on one page: the comparison is then of sets, which
+        # BM25 statistics drifting during handoffs cannot change.
+        want = {}
+        for q in ["kafka", "tenant", "rebalance shard", "vector", "checkpoint"]:
+            ids = sorted(h["id"] for h in (await search(single.url, q, mode="bm25", k=100))["results"])
+            if 0 < len(ids) < 100:
+                want[q] = ids
+        assert len(want) >= 3, want
+
+        with QueryLoad(nodes, list(want)) as load:
+            time.sleep(2)
+            for i in (2, 0, 1):
+                load.phase = f"restarting node {i}"
+                restart(nodes[i])
+                nodes[i].server.wait_ready(90)
+                wait_for(covered, 60, f"both groups covering every partition after node {i}")
+                load.phase = f"after node {i}"
+            time.sleep(2)
+
+        assert load.outcomes, "no query ran"
+        lost = [(phase, url, q, error) for phase, url, q, got, error in load.outcomes if error]
+        assert not lost, lost
+        for phase, url, q, got, _ in load.outcomes:
+            assert sorted(h["id"] for h in got["results"]) == want[q], (phase, url, q, got["notes"])
+            assert not got.get("notes"), (phase, url, q, got["notes"])
+        phases = {}
+        for phase, *_ in load.outcomes:
+            phases[phase] = phases.get(phase, 0) + 1
+        print(f"{len(load.outcomes)} queries, by phase: {phases}")
+        for i in (2, 0, 1):
+            assert phases.get(f"restarting node {i}", 0) >= 3, phases
     finally:
         stop_all(nodes)

@@ -170,7 +170,12 @@ pub async fn search(local: &Search, body: ShardSearch) -> Result<ShardAnswer, Qu
             Ok(out)
         })
         .await??;
-    let mut held: Vec<(Arc<str>, i32)> = keep.into_iter().collect();
+    // Partitions handed over since the asking node planned are left out, so it asks their
+    // new owner (their documents may already be dropped here).
+    let mut held: Vec<(Arc<str>, i32)> = keep
+        .into_iter()
+        .filter(|(t, p)| local.cluster().is_none_or(|c| c.ownership().owns(t, *p)))
+        .collect();
     held.sort();
     Ok(ShardAnswer {
         collections,

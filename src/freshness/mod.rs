@@ -44,6 +44,8 @@ pub struct Freshness {
     /// Topics readiness does not wait for: their collection serves a previous generation
     /// while the next one is read from the start (see `engine::generation`).
     not_counted: parking_lot::RwLock<HashSet<String>>,
+    /// Shutdown has begun: still answering, no longer ready (`server.shutdown_drain_ms`).
+    draining: AtomicBool,
 }
 
 impl Freshness {
@@ -63,6 +65,7 @@ impl Freshness {
             catch_up: CatchUp::default(),
             ownership: std::sync::OnceLock::new(),
             not_counted: parking_lot::RwLock::new(HashSet::new()),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -78,6 +81,16 @@ impl Freshness {
                 set.insert(t.clone());
             }
         }
+    }
+
+    /// Shutdown has begun: `/readyz` says so from now on, while calls are still answered.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Makes readiness count only the partitions `ownership` says this cluster node owns.

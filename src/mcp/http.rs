@@ -201,7 +201,12 @@ async fn metrics(State(status): State<Status>, req: Request) -> Response {
 
 async fn readyz(State(status): State<Status>) -> impl IntoResponse {
     let search = &status.search;
-    let (code, mut body) = if let Some(why) = status.audit.unhealthy() {
+    let (code, mut body) = if search.freshness().is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            String::from("shutting down: still answering until server.shutdown_drain_ms ends\n"),
+        )
+    } else if let Some(why) = status.audit.unhealthy() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
     } else if search.freshness().is_ready() {
         (StatusCode::OK, String::from("ready\n"))
