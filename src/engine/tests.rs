@@ -559,6 +559,16 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
     assert_eq!(e.freshness().progress().next_offset("articles", 0), Some(6));
 }
 
+/// A data directory holding a checkpoint of `history()` under `CONFIG`.
+fn checkpointed_history() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let e = persisted(dir.path(), CONFIG);
+    e.ingest().open_persisted();
+    e.ingest().apply(&history());
+    e.ingest().checkpoint_due(true);
+    dir
+}
+
 /// The mapping change the rebuild tests make: `category` is no longer a metadata field.
 fn changed_mapping() -> String {
     CONFIG.replace(
@@ -592,13 +602,7 @@ async fn answering_generation(e: &Engine) -> (u64, Option<u64>, bool, Vec<String
 
 #[tokio::test]
 async fn changed_settings_serve_the_old_generation_until_the_new_one_is_caught_up() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let e = persisted(dir.path(), CONFIG);
-        e.ingest().open_persisted();
-        e.ingest().apply(&history());
-        e.ingest().checkpoint_due(true);
-    }
+    let dir = checkpointed_history();
     let before;
     {
         let e = persisted(dir.path(), &changed_mapping());
@@ -671,13 +675,7 @@ async fn changed_settings_serve_the_old_generation_until_the_new_one_is_caught_u
 
 #[tokio::test]
 async fn a_crash_during_a_rebuild_keeps_the_old_generation_and_resumes_the_new_one() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let e = persisted(dir.path(), CONFIG);
-        e.ingest().open_persisted();
-        e.ingest().apply(&history());
-        e.ingest().checkpoint_due(true);
-    }
+    let dir = checkpointed_history();
     let before;
     {
         let e = persisted(dir.path(), &changed_mapping());
@@ -719,13 +717,7 @@ async fn a_crash_during_a_rebuild_keeps_the_old_generation_and_resumes_the_new_o
 
 #[tokio::test]
 async fn a_generation_whose_vectors_are_in_another_space_answers_with_bm25_only() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let e = persisted(dir.path(), CONFIG);
-        e.ingest().open_persisted();
-        e.ingest().apply(&history());
-        e.ingest().checkpoint_due(true);
-    }
+    let dir = checkpointed_history();
     let changed = CONFIG.replace(r#"vector_field = "embedding""#, r#"vector_field = "other""#);
     let e = persisted(dir.path(), &changed);
     e.ingest().open_persisted();
@@ -751,13 +743,7 @@ async fn a_generation_whose_vectors_are_in_another_space_answers_with_bm25_only(
 
 #[tokio::test]
 async fn damaged_files_rebuild_from_the_topics() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let e = persisted(dir.path(), CONFIG);
-        e.ingest().open_persisted();
-        e.ingest().apply(&history());
-        e.ingest().checkpoint_due(true);
-    }
+    let dir = checkpointed_history();
     // A damaged vector journal: rebuilt in place, never a panic.
     let journal = std::fs::read_dir(dir.path().join("articles/vectors"))
         .unwrap()
