@@ -24,6 +24,7 @@ Apache Kafka broker. A fourth, single-node freshet reads the same topic as the r
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import threading
@@ -207,6 +208,21 @@ async def wait_complete(url: str, total: int, timeout: float) -> dict:
     raise AssertionError(f"{url} not caught up on every partition within {timeout}s: {last}")
 
 
+async def feed(url: str, limit: int, since: str | None = None) -> tuple[list[tuple], str]:
+    """Every change `changes` gives from `since` on, page by page: (id, kind, partition,
+    offset) each, and the last page's `next` cursor."""
+    out = []
+    async with http_client(f"{url}/mcp") as client:
+        while True:
+            args = {"collection": "docs", "limit": limit, **({"since": since} if since else {})}
+            page = await call(client, "changes", args)
+            assert not page["truncated"], page["notes"]
+            out += [(c["id"], c["kind"], c["freshness"]["partition"], c["freshness"]["offset"]) for c in page["changes"]]
+            since = page["next"]
+            if not page["more"]:
+                return out, since
+
+
 @pytest.fixture
 def topic(broker):
     """A fresh topic per test. The corpus is produced once the group's assignment has
@@ -304,6 +320,25 @@ async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic
                 assert one["document"]["freshness"]["offset"] == ref["document"]["freshness"]["offset"]
                 assert len(one["freshness"]["partitions"]) == PARTITIONS
 
+        # The change feed from any node: paging through `changes` from the oldest change
+        # gives every change of every partition once, each partition in offset order, like
+        # the single node's feed; the `freshet://` resources answer for every partition too.
+        want_feed, _ = await feed(single.url, limit=1000)
+        assert len(want_feed) == len(docs)
+        cursors = {}
+        for n in nodes:
+            got, cursors[n.url] = await feed(n.url, limit=25)
+            assert sorted(got) == sorted(want_feed)
+            for partition in range(PARTITIONS):
+                offsets = [o for _, _, p, o in got if p == partition]
+                assert offsets == sorted(offsets), (partition, offsets)
+            async with http_client(f"{n.url}/mcp") as client:
+                for doc_id in ids[:6]:
+                    read = await client.read_resource(f"freshet://docs/{doc_id}")
+                    assert json.loads(read.contents[0].text)["document"]["id"] == doc_id
+                page = json.loads((await client.read_resource("freshet://docs/changes")).contents[0].text)
+                assert len(page["changes"]) == 100 and page["more"], page["notes"]
+
         # Read-your-writes on any node: a document just produced, whichever partition and
         # node it lands on, is found at once with consistency "head".
         with Producer(broker) as p:
@@ -314,6 +349,11 @@ async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic
                 got = await search(n.url, word, mode="bm25", consistency="head", max_wait_ms=5000)
                 assert [h["id"] for h in got["results"]] == [doc["id"]], got
                 assert got["freshness"]["caught_up"], got
+
+        # Each node's cursor, taken before those writes, continues with exactly them.
+        for n in nodes:
+            got, _ = await feed(n.url, limit=2, since=cursors[n.url])
+            assert sorted(i for i, *_ in got) == ["h0", "h1", "h2"], got
 
         # Internal calls need the shared key.
         r = httpx2.get(f"{nodes[0].url}/internal/cluster/state", timeout=5)

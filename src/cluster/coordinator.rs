@@ -2,28 +2,28 @@
 //! per partition, sum the shards' BM25 statistics, collect every shard's candidate lists
 //! scored with them, and fuse globally exactly as a single node fuses its own lists.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 
 use crate::api::{
-    ClusterNode, ClusterPartition, ClusterView, CollectionsResult, DocumentResult, FreshnessResult,
-    Hit, IdFreshness, SearchResult, UncoveredPartitions, Watermark,
+    ChangesResult, ClusterNode, ClusterPartition, ClusterView, CollectionsResult, DocumentResult,
+    FreshnessResult, Hit, IdFreshness, SearchResult, UncoveredPartitions, Watermark,
 };
 use crate::auth::Access;
 use crate::config::CollectionConfig;
 use crate::engine::{
-    Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, check_ids, fetch_depth,
-    fuse, merge_collections, next_cursor,
+    ChangesRequest, Consistency, Cursor, Mode, QueryError, RecencyField, Search, SearchRequest,
+    check_ids, fetch_depth, fuse, merge_collections, next_cursor,
 };
 use crate::index::TermStats;
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::wire::{
-    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, ShardAnswer, ShardQuery, ShardSearch,
-    ShardStats, parse_mode,
+    Candidate, ChangesAnswer, ChangesQuery, DocumentsAnswer, DocumentsQuery, NodeState,
+    ShardAnswer, ShardQuery, ShardSearch, ShardStats, parse_mode,
 };
 use super::{Cluster, PeerError, shard};
 
@@ -588,6 +588,137 @@ pub async fn document_freshness(
     Ok(FreshnessResult {
         documents,
         freshness: watermark,
+    })
+}
+
+/// The `changes` tool on a cluster node: every partition's changes from one owner, merged in
+/// the order they became searchable, cut at `limit`, with one cursor whose position per
+/// partition is exactly what this answer covered (the shards' cursors where their whole page
+/// made it in, just before the first change left out otherwise).
+pub async fn changes(
+    local: &Arc<Search>,
+    cluster: &Arc<Cluster>,
+    req: ChangesRequest,
+    access: &Access,
+) -> Result<ChangesResult, QueryError> {
+    // The caller's mistakes (limit, collection, filter, cursor) are reported by this node:
+    // the same checks over no partition.
+    let checked = local.changes_in(req.clone(), access, Some(&HashSet::new()))?;
+    let collection = checked.collection;
+    let topics = local.resolve(&collection, access)?.config.topics.clone();
+    let mut next = match req.since.as_deref().map(str::trim) {
+        Some(text) if !text.is_empty() && chrono::DateTime::parse_from_rfc3339(text).is_err() => {
+            Cursor::decode(text, &collection)
+                .map_err(|e| QueryError::InvalidArgument(e.to_string()))?
+        }
+        _ => Cursor::default(),
+    };
+    let states = gather_states(local, cluster).await;
+    let own = shard::node_state(local, cluster);
+    let (answers, missing) = fan_out(
+        &own,
+        &states,
+        partitions_of(&states, &topics),
+        &mut BTreeSet::new(),
+        |url, partitions| {
+            let q = ChangesQuery {
+                collection: collection.clone(),
+                since: req.since.clone(),
+                limit: req.limit,
+                filter: req.filter.clone(),
+                include_text: req.include_text,
+                access: access.into(),
+                partitions: partitions.clone(),
+            };
+            async move {
+                let answer = if cluster.is_self(&url) {
+                    shard::changes(local, &q).map_err(local_error)?
+                } else {
+                    cluster
+                        .call::<ChangesAnswer>(
+                            &url,
+                            "/internal/cluster/changes",
+                            Some(q),
+                            Duration::ZERO,
+                        )
+                        .await?
+                };
+                let not_owned = not_answered_for(&partitions, &answer.partitions);
+                Ok((answer, not_owned))
+            }
+        },
+    )
+    .await?;
+
+    let mut merged: Vec<(usize, crate::api::ChangeOut)> = answers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, _, a))| a.page.changes.iter().cloned().map(move |c| (i, c)))
+        .collect();
+    // Stable: within a partition (one shard) apply order is kept.
+    merged.sort_by(|(_, a), (_, b)| a.freshness.indexed_at.cmp(&b.freshness.indexed_at));
+    let cut = merged.len() > req.limit;
+    let left_out = merged.split_off(req.limit.min(merged.len()));
+    let mut first_left_out: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for (_, c) in &left_out {
+        let key = (c.freshness.topic.clone(), c.freshness.partition);
+        let slot = first_left_out.entry(key).or_insert(c.freshness.offset);
+        *slot = (*slot).min(c.freshness.offset);
+    }
+    let mut partitions = Vec::new();
+    let (mut more, mut truncated, mut kept_since) = (cut, false, String::new());
+    for (_, served, answer) in &answers {
+        let shard_next =
+            Cursor::decode(&answer.page.next, &collection).map_err(|_| QueryError::Internal)?;
+        next.adopt_topic_ids(&shard_next);
+        for (topic, partition) in served {
+            match first_left_out.get(&(topic.clone(), *partition)) {
+                Some(offset) => next.advance_to(topic, *partition, offset - 1),
+                None => {
+                    if let Some(seen) = shard_next.position(topic, *partition) {
+                        next.advance_to(topic, *partition, seen);
+                    }
+                }
+            }
+        }
+        more |= answer.page.more;
+        truncated |= answer.page.truncated;
+        // The latest of the shards' limits is what the whole answer guarantees.
+        kept_since = kept_since.max(answer.page.kept_since.clone());
+        partitions.extend(answer.partitions.iter().cloned());
+    }
+    let missing: Vec<(String, i32)> = missing.into_iter().collect();
+    let mut notes = Vec::new();
+    if truncated {
+        notes.push(format!(
+            "truncated: the history keeps the changes since {kept_since} (changes.max_entries \
+             / max_age_ms, and what each node applied since it started or took the partition \
+             over); older ones may be missing: use search or get_document for the current state"
+        ));
+    }
+    if more {
+        notes.push("more changes follow: call again with since = next".to_string());
+    }
+    if !missing.is_empty() {
+        notes.push(format!(
+            "no reachable node holds partition(s) {}: their changes are missing from this \
+             answer, and `next` stays where it was for them",
+            partition_names(&missing)
+        ));
+    }
+    Ok(ChangesResult {
+        changes: merged.into_iter().map(|(_, c)| c).collect(),
+        next: next.encode(&collection),
+        more,
+        truncated,
+        kept_since: if kept_since.is_empty() {
+            checked.kept_since
+        } else {
+            kept_since
+        },
+        notes,
+        freshness: cluster_watermark(partitions, &missing),
+        collection,
     })
 }
 

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::wire::{DocumentsQuery, KEY_HEADER, ShardQuery, ShardSearch, WireError};
+use super::wire::{ChangesQuery, DocumentsQuery, KEY_HEADER, ShardQuery, ShardSearch, WireError};
 use super::{Cluster, shard};
 use crate::engine::{QueryError, Search};
 
@@ -29,6 +29,7 @@ pub fn routes(local: Arc<Search>, cluster: Arc<Cluster>) -> Router {
         .route("/internal/cluster/stats", post(stats))
         .route("/internal/cluster/search", post(search))
         .route("/internal/cluster/documents", post(documents))
+        .route("/internal/cluster/changes", post(changes))
         .layer(middleware::from_fn_with_state(node.clone(), require_key))
         .with_state(node)
 }
@@ -81,6 +82,13 @@ async fn stats(State(node): State<Node>, Json(q): Json<ShardQuery>) -> Response 
 
 async fn documents(State(node): State<Node>, Json(q): Json<DocumentsQuery>) -> Response {
     match shard::documents(&node.local, &q) {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => query_error(e),
+    }
+}
+
+async fn changes(State(node): State<Node>, Json(q): Json<ChangesQuery>) -> Response {
+    match shard::changes(&node.local, &q) {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => query_error(e),
     }

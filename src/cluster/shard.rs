@@ -15,8 +15,8 @@ use crate::time::now_ms;
 
 use super::Cluster;
 use super::wire::{
-    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, ShardAnswer, ShardCollection,
-    ShardQuery, ShardSearch, ShardStats, mode_name,
+    Candidate, ChangesAnswer, ChangesQuery, DocumentsAnswer, DocumentsQuery, NodeState,
+    ShardAnswer, ShardCollection, ShardQuery, ShardSearch, ShardStats, mode_name,
 };
 
 /// This node's state for the other nodes.
@@ -81,6 +81,27 @@ pub fn documents(local: &Search, q: &DocumentsQuery) -> Result<DocumentsAnswer, 
         }
     }
     Ok(out)
+}
+
+/// A page of changes of the asked-for partitions this node still owns.
+pub fn changes(local: &Search, q: &ChangesQuery) -> Result<ChangesAnswer, QueryError> {
+    let access: Access = q.access.clone().into();
+    let owned: HashSet<(String, i32)> = q
+        .partitions
+        .iter()
+        .filter(|(t, p)| local.cluster().is_none_or(|c| c.ownership().owns(t, *p)))
+        .cloned()
+        .collect();
+    let page = local.changes_in(q.request(), &access, Some(&owned))?;
+    let mut held: Vec<(Arc<str>, i32)> = owned
+        .into_iter()
+        .map(|(t, p)| (Arc::from(t.as_str()), p))
+        .collect();
+    held.sort();
+    Ok(ChangesAnswer {
+        page,
+        partitions: partition_states(local, held.into_iter()),
+    })
 }
 
 /// The statistics phase: with `consistency: "head"` first the wait for the partitions'

@@ -255,6 +255,48 @@ pub struct DocumentsAnswer {
     pub documents: Vec<crate::api::DocumentResult>,
 }
 
+/// `POST /internal/cluster/changes`: the `changes` tool over some partitions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangesQuery {
+    /// Collection.
+    pub collection: String,
+    /// The caller's `since`, as given (a cursor names every partition; a shard reads only
+    /// its own).
+    pub since: Option<String>,
+    /// Most changes.
+    pub limit: usize,
+    /// Metadata filter.
+    pub filter: Option<Map<String, Value>>,
+    /// Return upserts' text.
+    pub include_text: bool,
+    /// Who asks.
+    pub access: WireAccess,
+    /// Only changes of these partitions are returned.
+    pub partitions: Vec<(String, i32)>,
+}
+
+impl ChangesQuery {
+    /// The request a shard runs.
+    pub fn request(&self) -> crate::engine::ChangesRequest {
+        crate::engine::ChangesRequest {
+            collection: self.collection.clone(),
+            since: self.since.clone(),
+            limit: self.limit,
+            filter: self.filter.clone(),
+            include_text: self.include_text,
+        }
+    }
+}
+
+/// A shard's page of changes, and the state of the asked-for partitions it still owns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangesAnswer {
+    /// The page over the owned asked-for partitions; its `next` names only them.
+    pub page: crate::api::ChangesResult,
+    /// Those partitions' progress.
+    pub partitions: Vec<ClusterPartition>,
+}
+
 /// An error answer of the internal API.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WireError {

@@ -566,7 +566,13 @@ impl Freshet {
             filter: args.filter,
             include_text: args.include_text.unwrap_or(false),
         };
-        let result = self.search.changes(req, &self.access(&ctx));
+        let access = self.access(&ctx);
+        let result = match self.search.cluster() {
+            Some(cluster) => {
+                crate::cluster::coordinator::changes(&self.search, cluster, req, &access).await
+            }
+            None => self.search.changes(req, &access),
+        };
         self.search
             .metrics()
             .observe_query("changes", "", started.elapsed());
@@ -837,11 +843,11 @@ impl ServerHandler for Freshet {
         )
         .await;
         let Some(log) = &self.audit else {
-            return self.read_document(&request, &context);
+            return self.read_document(&request, &context).await;
         };
         let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
         let arguments = Some(serde_json::json!({"uri": request.uri}));
-        let result = self.read_document(&request, &context);
+        let result = self.read_document(&request, &context).await;
         let mut entry = facts.entry(self.transport, "resources/read".into(), arguments);
         match &result {
             Ok(ReadResourceResponse::Complete(r)) => {
@@ -946,7 +952,7 @@ fn first_text(result: &CallToolResult) -> String {
 
 impl Freshet {
     /// `resources/read` of `freshet://{collection}/{id}` or `freshet://{collection}/changes`.
-    fn read_document(
+    async fn read_document(
         &self,
         request: &ReadResourceRequestParams,
         context: &RequestContext<RoleServer>,
@@ -954,11 +960,25 @@ impl Freshet {
         let resource =
             ResourceUri::parse(&request.uri).map_err(|e| McpError::invalid_params(e, None))?;
         let access = self.access(context);
+        let cluster = self.search.cluster();
         let answer = match resource {
-            ResourceUri::Document { collection, id } => self
-                .search
-                .get_document(&collection, &id, &access)
-                .and_then(|doc| serde_json::to_value(doc).map_err(|_| QueryError::Internal)),
+            ResourceUri::Document { collection, id } => {
+                let found = match cluster {
+                    Some(cluster) => {
+                        crate::cluster::coordinator::get_document(
+                            &self.search,
+                            cluster,
+                            &collection,
+                            &id,
+                            None,
+                            &access,
+                        )
+                        .await
+                    }
+                    None => self.search.get_document(&collection, &id, &access),
+                };
+                found.and_then(|doc| serde_json::to_value(doc).map_err(|_| QueryError::Internal))
+            }
             ResourceUri::Changes { collection, filter } => {
                 let req = ChangesRequest {
                     collection,
@@ -967,9 +987,14 @@ impl Freshet {
                     filter,
                     include_text: false,
                 };
-                self.search
-                    .changes(req, &access)
-                    .and_then(|page| serde_json::to_value(page).map_err(|_| QueryError::Internal))
+                let page = match cluster {
+                    Some(cluster) => {
+                        crate::cluster::coordinator::changes(&self.search, cluster, req, &access)
+                            .await
+                    }
+                    None => self.search.changes(req, &access),
+                };
+                page.and_then(|page| serde_json::to_value(page).map_err(|_| QueryError::Internal))
             }
         };
         match answer {
