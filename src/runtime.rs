@@ -170,7 +170,7 @@ impl Runtime {
             Arc::clone(engine.freshness()),
             move || {
                 catalog
-                    .collections()
+                    .writers()
                     .iter()
                     .map(|c| Applied {
                         collection: c.name().to_string(),
@@ -284,12 +284,13 @@ fn store_dir(config: &Config) -> Option<PathBuf> {
 fn open_persisted(engine: &Ingest) {
     let started = Instant::now();
     let report = engine.open_persisted();
-    if report.restored.is_empty() && report.rebuilt.is_empty() {
+    if report.restored.is_empty() && report.rebuilt.is_empty() && report.rebuilding.is_empty() {
         tracing::info!("nothing persisted yet: reading every topic from the beginning");
     } else {
         tracing::info!(
             restored = ?report.restored,
             rebuilt = ?report.rebuilt,
+            rebuilding = ?report.rebuilding,
             "opened the persisted collections in {:.1} s",
             started.elapsed().as_secs_f64()
         );

@@ -510,6 +510,7 @@ fn cluster_watermark(
         as_of: rfc3339_ms(now_ms()),
         caught_up: !partitions.is_empty() && partitions.iter().all(|p| p.caught_up),
         partitions: partitions.into_iter().map(|p| p.watermark).collect(),
+        generations: Vec::new(),
     }
 }
 

@@ -146,7 +146,6 @@ pub async fn search(local: &Search, body: ShardSearch) -> Result<ShardAnswer, Qu
     let text = req.query.trim().to_string();
     let pool = search_pool(local.config());
     let embedded = embed_query(pool, &targets, &req, &text).await;
-    let targets: Vec<_> = targets.into_iter().map(Arc::clone).collect();
     let keep: HashSet<(Arc<str>, i32)> = q
         .partitions
         .iter()

@@ -148,9 +148,9 @@ impl Ingest {
     pub fn prepare(&self, batch: Batch) -> PreparedBatch {
         let started = Instant::now();
         let mut items = self.decode_and_chunk(batch.records);
-        for c in self.catalog.collections() {
+        for c in self.catalog.writers() {
             if let Some(embedder) = &c.embedder {
-                embed_collection(c, embedder.as_ref(), &mut items);
+                embed_collection(&c, embedder.as_ref(), &mut items);
             }
         }
         self.metrics
@@ -169,7 +169,7 @@ impl Ingest {
             .map(|record| {
                 let change = match self.catalog.for_topic(&record.topic) {
                     None => PreparedChange::Unrouted,
-                    Some(c) => prepare_record(c, &record),
+                    Some(c) => prepare_record(&c, &record),
                 };
                 Prepared { record, change }
             })
@@ -190,7 +190,7 @@ impl Ingest {
             reset_progress();
             return 0;
         };
-        let removed = self.drop_partition(c, topic, partition, reset_progress);
+        let removed = self.drop_partition(&c, topic, partition, reset_progress);
         self.metrics
             .partition_resets
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -212,7 +212,7 @@ impl Ingest {
             untrack();
             return;
         };
-        let removed = self.drop_partition(c, topic, partition, untrack);
+        let removed = self.drop_partition(&c, topic, partition, untrack);
         tracing::info!(
             collection = c.name(),
             topic,
@@ -341,9 +341,9 @@ impl Ingest {
         for (topic, _) in next_in_batch.keys() {
             if let Some(c) = self.catalog.for_topic(topic)
                 && c.persisted.is_some()
-                && !touched.iter().any(|t| Arc::ptr_eq(t, c))
+                && !touched.iter().any(|t| Arc::ptr_eq(t, &c))
             {
-                touched.push(Arc::clone(c));
+                touched.push(c);
             }
         }
         let flushing = Instant::now();
@@ -364,14 +364,19 @@ impl Ingest {
                         .observe_index_delay(c.name(), indexed_at - doc.stamp.event_time_ms);
                     let doc = c.view.insert(*doc);
                     c.counts.lock().upserts += 1;
-                    feed.push((c, Change::upsert(doc)));
+                    // A generation being built replays what the serving one showed.
+                    if !c.is_building() {
+                        feed.push((c, Change::upsert(doc)));
+                    }
                 }
                 ViewChange::Remove(c, id, mut stamp) => {
                     let removed = c.view.take(&id);
                     c.counts.lock().deletes += 1;
                     stamp.indexed_at_ms = indexed_at;
                     // Deleting what was never there changes nothing anyone could have seen.
-                    if let Some(doc) = removed {
+                    if let Some(doc) = removed
+                        && !c.is_building()
+                    {
                         feed.push((c, Change::delete(doc, stamp)));
                     }
                 }

@@ -469,7 +469,7 @@ impl Ingest {
         for c in self.catalog.collections() {
             let mine: Vec<Arc<Change>> = published
                 .iter()
-                .filter(|p| Arc::ptr_eq(&p.collection, c))
+                .filter(|p| Arc::ptr_eq(&p.collection, &c))
                 .map(|p| Arc::clone(&p.change))
                 .collect();
             if !mine.is_empty() {
@@ -567,7 +567,7 @@ impl Search {
                  get_document, then call `changes` without `since` to get a new cursor"
             )));
         }
-        let filter = build_filter(c, req.filter.as_ref(), access)?;
+        let filter = build_filter(&c, req.filter.as_ref(), access)?;
         let visible = |change: &Change| filter.accepts(&change.doc.terms, &change.candidate());
         let applied = || {
             self.freshness
@@ -686,8 +686,8 @@ impl Search {
     ) -> Result<ChangeWatch, QueryError> {
         let c = self.resolve(collection, access)?;
         let (document, filter) = match target {
-            WatchTarget::Document(id) => (Some(id), build_filter(c, None, access)?),
-            WatchTarget::Changes(filter) => (None, build_filter(c, filter.as_ref(), access)?),
+            WatchTarget::Document(id) => (Some(id), build_filter(&c, None, access)?),
+            WatchTarget::Changes(filter) => (None, build_filter(&c, filter.as_ref(), access)?),
         };
         Ok(ChangeWatch {
             collection: c.name().to_string(),
