@@ -35,7 +35,7 @@ import httpx2
 import pytest
 
 import kafka_util
-from freshet_util import FreshetServer, call, http_client, write_config
+from freshet_util import FreshetServer, ToolError, call, http_client, mint_token, write_config
 from kafka_util import Producer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -92,11 +92,11 @@ def collection(topic: str) -> dict:
 class Node:
     """One `freshet serve` on a port chosen before start (peers must know it)."""
 
-    def __init__(self, work: Path, port: int, config: Path):
+    def __init__(self, work: Path, port: int, config: Path, env: dict | None = None):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.server = FreshetServer(
-            config, work, env={KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{port}"}
+            config, work, env={KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{port}", **(env or {})}
         )
         self.server.url = self.url
 
@@ -114,6 +114,9 @@ def start_cluster(
     extra: dict,
     replicas: list[int] = [0, 0, 0],
     server: dict | None = None,
+    sections: dict | None = None,
+    collections: list[dict] | None = None,
+    env: dict | None = None,
 ) -> list[Node]:
     """Nodes on loopback; node i is in replica group `replicas[i]`."""
     ports = [free_port() for _ in replicas]
@@ -137,10 +140,11 @@ def start_cluster(
                     "replica": replicas[i],
                     **extra,
                 },
+                **(sections or {}),
             },
-            [collection(topic)],
+            collections or [collection(topic)],
         )
-        nodes.append(Node(d, port, config))
+        nodes.append(Node(d, port, config, env))
     return nodes
 
 
@@ -302,6 +306,32 @@ async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic
                 url: [p for p, o in owned.items() if o == [url]] for url in (m.url for m in nodes)
             }, view
             assert view["uncovered"] == [{"replica": 0, "partitions": []}]
+
+        # Every node audits what it served: a search on node 0 leaves its `search` line
+        # there (which covers node 0's own partitions) and a `cluster/search` line on each
+        # other node, under node 0's request id, naming only documents of that node's
+        # partitions; together they hold every document the answer returned.
+        got = await search(nodes[0].url, "kafka", mode="bm25", k=100)
+        lines = [json.loads(x) for x in (nodes[0].server.config.parent / "data" / "audit.jsonl").read_text().splitlines()]
+        request_id = [x for x in lines if x["tool"] == "search"][-1]["request_id"]
+        assert not [
+            x for x in lines if x["tool"] == "cluster/search" and x["request_id"] == request_id
+        ], "node 0 asked itself over HTTP"
+        own = {p["partition"] for p in nodes[0].state()["partitions"]}
+        served = {h["id"] for h in got["results"] if h["freshness"]["partition"] in own}
+        for n in nodes[1:]:
+            path = n.server.config.parent / "data" / "audit.jsonl"
+            shard_lines = [
+                x for x in map(json.loads, path.read_text().splitlines())
+                if x["tool"] == "cluster/search" and x["request_id"] == request_id
+            ]
+            assert len(shard_lines) == 1, (n.url, shard_lines)
+            line = shard_lines[0]
+            assert line["outcome"] == "ok" and line["client"] == f"freshet cluster node {nodes[0].url}"
+            mine = {p["partition"] for p in n.state()["partitions"]}
+            assert {r["partition"] for r in line["results"]} <= mine, (n.url, mine)
+            served |= {r["id"] for r in line["results"]}
+        assert {h["id"] for h in got["results"]} <= served
 
         # Lookups by id find a document on whichever node owns its partition.
         ids = [d["id"] for d in docs[:12]] + ["no-such-id"]
@@ -644,5 +674,73 @@ async def test_a_rolling_restart_under_query_load_loses_no_query(broker, topic, 
         print(f"{len(load.outcomes)} queries, by phase: {phases}")
         for i in (2, 0, 1):
             assert phases.get(f"restarting node {i}", 0) >= 3, phases
+    finally:
+        stop_all(nodes)
+
+
+JWT_ENV = "FRESHET_TEST_CLUSTER_JWT"
+JWT_SECRET = "cluster-test-jwt-secret-" + "7e2a" * 8
+ISSUER, AUDIENCE = "https://issuer.cluster.test", "freshet-cluster-test"
+
+
+async def test_the_callers_token_and_tenant_hold_on_every_shard(broker, topic, tmp_path):
+    """JWT auth on two nodes; documents of two tenants. A caller of tenant `a` gets, through
+    either node, exactly the tenant-`a` documents of every partition and never a tenant-`b`
+    one; the token is checked where the call arrives (none: 401), the shards apply the
+    tenant filter themselves, and each shard's audit line names the caller."""
+    name, docs = topic
+    tenanted = {
+        **collection(name),
+        "metadata_fields": ["tenant"],
+        "tenant_field": "tenant",
+    }
+    nodes = start_cluster(
+        tmp_path,
+        broker,
+        name,
+        kafka_util.unique_topic("grp"),
+        {},
+        replicas=[0, 0],
+        sections={"auth": {"mode": "jwt", "issuer": ISSUER, "audience": AUDIENCE, "hs256_secret_env": JWT_ENV}},
+        collections=[tenanted],
+        env={JWT_ENV: JWT_SECRET},
+    )
+    for i, d in enumerate(docs):
+        d["tenant"] = "a" if i % 2 else "b"
+    token = mint_token(JWT_ENV, JWT_SECRET, "alice", collections=["docs"], tenant="a", issuer=ISSUER, audience=AUDIENCE)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        for n in nodes:
+            n.server.wait_ready(90)
+        wait_for(
+            lambda: all(len(v) == 1 for v in owners(nodes).values()) and all(n.state()["partitions"] for n in nodes),
+            60,
+            "the partitions split over both nodes",
+        )
+        produce_corpus(broker, name, docs)
+        want = sorted(d["id"] for d in docs if d["tenant"] == "a" and "kafka" in f"{d['title']} {d['body']}".split())
+        assert 0 < len(want) < 100
+        by_id = {d["id"]: d for d in docs}
+        r = httpx2.post(f"{nodes[0].url}/mcp", json={}, timeout=5)
+        assert r.status_code == 401
+        for n in nodes:
+            async with http_client(f"{n.url}/mcp", headers=headers) as client:
+                got = await call(client, "search", {
+                    "query": "kafka", "collection": "docs", "mode": "bm25", "k": 100,
+                    "consistency": "head", "max_wait_ms": 10000,
+                })
+                assert sorted(h["id"] for h in got["results"]) == want, got["notes"]
+                # A tenant-b document is not there for this caller, whichever node holds it.
+                for doc_id in [d["id"] for d in docs if d["tenant"] == "b"][:4]:
+                    with pytest.raises(ToolError):
+                        await call(client, "get_document", {"collection": "docs", "id": doc_id})
+                for doc_id in want[:4]:
+                    one = await call(client, "get_document", {"collection": "docs", "id": doc_id})
+                    assert one["document"]["metadata"]["tenant"] == "a" and by_id[doc_id]["tenant"] == "a"
+        # Node 1 audited what it served node 0's last search for alice.
+        lines = [json.loads(x) for x in (nodes[1].server.config.parent / "data" / "audit.jsonl").read_text().splitlines()]
+        shard = [x for x in lines if x["tool"] == "cluster/search"]
+        assert shard and all(x["principal"]["sub"] == "alice" for x in shard), shard[-1:]
+        assert all(by_id[r["id"]]["tenant"] == "a" for x in shard for r in x["results"])
     finally:
         stop_all(nodes)

@@ -12,7 +12,6 @@ use crate::api::{
     ChangesResult, ClusterNode, ClusterPartition, ClusterView, CollectionsResult, DocumentResult,
     FreshnessResult, Hit, IdFreshness, SearchResult, UncoveredPartitions, Watermark,
 };
-use crate::auth::Access;
 use crate::config::CollectionConfig;
 use crate::engine::{
     ChangesRequest, Consistency, Cursor, Mode, QueryError, RecencyField, Search, SearchRequest,
@@ -22,7 +21,7 @@ use crate::index::TermStats;
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::wire::{
-    Candidate, ChangesAnswer, ChangesQuery, DocumentsAnswer, DocumentsQuery, NodeState,
+    Asker, Candidate, ChangesAnswer, ChangesQuery, DocumentsAnswer, DocumentsQuery, NodeState,
     ShardAnswer, ShardQuery, ShardSearch, ShardStats, parse_mode,
 };
 use super::{Cluster, PeerError, shard};
@@ -215,9 +214,9 @@ where
 pub async fn list_collections(
     local: &Search,
     cluster: &Arc<Cluster>,
-    access: &Access,
+    asker: &Asker,
 ) -> CollectionsResult {
-    let mut result = local.list_collections(access);
+    let mut result = local.list_collections(&asker.access);
     let topics: Vec<String> = result
         .collections
         .iter()
@@ -295,10 +294,10 @@ pub async fn search(
     local: &Arc<Search>,
     cluster: &Arc<Cluster>,
     req: SearchRequest,
-    access: &Access,
+    asker: &Asker,
 ) -> Result<SearchResult, QueryError> {
     // The caller's mistakes are reported before any node is asked.
-    let (targets, _, offset) = local.validate_search(&req, access)?;
+    let (targets, _, offset) = local.validate_search(&req, &asker.access)?;
     let configs: Vec<CollectionConfig> = targets.iter().map(|c| c.config.clone()).collect();
     let topics: Vec<String> = configs.iter().flat_map(|c| c.topics.clone()).collect();
     let mut notes = Vec::new();
@@ -324,7 +323,7 @@ pub async fn search(
         partitions_of(&states, &topics),
         &mut excluded,
         |url, partitions| {
-            let q = ShardQuery::new(&req, offset, access, partitions);
+            let q = ShardQuery::new(&req, offset, asker.wire(), partitions);
             async move {
                 let stats = if cluster.is_self(&url) {
                     shard::stats(local, &q).await.map_err(local_error)?
@@ -357,7 +356,7 @@ pub async fn search(
     // by another owner of its partitions, scoring with the statistics already summed.
     let (answers, lost) = fan_out(&own, &states, counted, &mut excluded, |url, partitions| {
         let body = ShardSearch {
-            query: ShardQuery::new(&req, offset, access, partitions.clone()),
+            query: ShardQuery::new(&req, offset, asker.wire(), partitions.clone()),
             stats: summed.clone(),
         };
         async move {
@@ -418,9 +417,13 @@ async fn lookup(
     collection: &str,
     ids: &[String],
     version: Option<(Option<i32>, i64)>,
-    access: &Access,
+    asker: &Asker,
 ) -> Result<(Vec<DocumentResult>, Watermark, Vec<(String, i32)>), QueryError> {
-    let topics = local.resolve(collection, access)?.config.topics.clone();
+    let topics = local
+        .resolve(collection, &asker.access)?
+        .config
+        .topics
+        .clone();
     let states = gather_states(local, cluster).await;
     let own = shard::node_state(local, cluster);
     let (answers, missing) = fan_out(
@@ -433,7 +436,7 @@ async fn lookup(
                 collection: collection.to_string(),
                 ids: ids.to_vec(),
                 version,
-                access: access.into(),
+                access: asker.wire(),
                 partitions,
             };
             async move {
@@ -527,11 +530,11 @@ pub async fn get_document(
     collection: &str,
     id: &str,
     version: Option<(Option<i32>, i64)>,
-    access: &Access,
+    asker: &Asker,
 ) -> Result<DocumentResult, QueryError> {
     let ids = [id.to_string()];
     let (documents, watermark, missing) =
-        lookup(local, cluster, collection, &ids, version, access).await?;
+        lookup(local, cluster, collection, &ids, version, asker).await?;
     match documents.into_iter().next() {
         Some(mut found) => {
             found.freshness = watermark;
@@ -556,11 +559,11 @@ pub async fn document_freshness(
     cluster: &Arc<Cluster>,
     collection: &str,
     ids: &[String],
-    access: &Access,
+    asker: &Asker,
 ) -> Result<FreshnessResult, QueryError> {
     check_ids(ids)?;
     let (documents, watermark, missing) =
-        lookup(local, cluster, collection, ids, None, access).await?;
+        lookup(local, cluster, collection, ids, None, asker).await?;
     let mut found: HashMap<String, DocumentResult> = documents
         .into_iter()
         .map(|d| (d.document.id.clone(), d))
@@ -599,13 +602,17 @@ pub async fn changes(
     local: &Arc<Search>,
     cluster: &Arc<Cluster>,
     req: ChangesRequest,
-    access: &Access,
+    asker: &Asker,
 ) -> Result<ChangesResult, QueryError> {
     // The caller's mistakes (limit, collection, filter, cursor) are reported by this node:
     // the same checks over no partition.
-    let checked = local.changes_in(req.clone(), access, Some(&HashSet::new()))?;
+    let checked = local.changes_in(req.clone(), &asker.access, Some(&HashSet::new()))?;
     let collection = checked.collection;
-    let topics = local.resolve(&collection, access)?.config.topics.clone();
+    let topics = local
+        .resolve(&collection, &asker.access)?
+        .config
+        .topics
+        .clone();
     let mut next = match req.since.as_deref().map(str::trim) {
         Some(text) if !text.is_empty() && chrono::DateTime::parse_from_rfc3339(text).is_err() => {
             Cursor::decode(text, &collection)
@@ -627,7 +634,7 @@ pub async fn changes(
                 limit: req.limit,
                 filter: req.filter.clone(),
                 include_text: req.include_text,
-                access: access.into(),
+                access: asker.wire(),
                 partitions: partitions.clone(),
             };
             async move {

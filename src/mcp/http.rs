@@ -112,6 +112,7 @@ pub fn router(
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(gate_state, gate));
     let guard_audit = audit.clone();
+    let shard_audit = audit.clone();
     let status = Status {
         search: Arc::clone(&search),
         audit,
@@ -143,6 +144,7 @@ pub fn router(
         Some(cluster) => app.merge(crate::cluster::http::routes(
             Arc::clone(&search),
             Arc::clone(cluster),
+            shard_audit,
         )),
         None => app,
     }

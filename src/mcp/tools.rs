@@ -25,6 +25,8 @@ use serde_json::{Map, Value};
 use crate::api::{ChangesResult, CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
 use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
 use crate::auth::{Access, Caller, Principal};
+use crate::cluster::Cluster;
+use crate::cluster::wire::{Asker, WireOrigin};
 use crate::engine::{
     ChangesRequest, Consistency, Mode, QueryError, Recency, RecencyField, Search, SearchRequest,
 };
@@ -430,6 +432,26 @@ impl Freshet {
         caller_of(ctx, &self.stdio_caller).access
     }
 
+    /// The caller of a cluster-wide call, as the shards receive it: rights, identity, and
+    /// this node's request id for their audit lines.
+    fn asker(&self, ctx: &RequestContext<RoleServer>, cluster: &Cluster) -> Asker {
+        let caller = caller_of(ctx, &self.stdio_caller);
+        let request_id = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<RequestId>())
+            .map(|id| id.0.clone());
+        Asker {
+            access: caller.access,
+            origin: WireOrigin {
+                sub: caller.principal.sub,
+                iss: caller.principal.iss,
+                request_id,
+                node: cluster.config().node_id().to_string(),
+            },
+        }
+    }
+
     /// Search documents kept current from Kafka. Hybrid (BM25 + vector, fused by reciprocal
     /// rank) by default. Each hit has a snippet, metadata and a freshness stamp; the answer
     /// says whether the replica is caught up with the stream.
@@ -451,7 +473,8 @@ impl Freshet {
         let asked = req.mode;
         let result = match self.search.cluster() {
             Some(cluster) => {
-                crate::cluster::coordinator::search(&self.search, cluster, req, &access).await
+                let asker = self.asker(&ctx, cluster);
+                crate::cluster::coordinator::search(&self.search, cluster, req, &asker).await
             }
             None => self.search.search(req, &access).await,
         };
@@ -494,7 +517,7 @@ impl Freshet {
                     &args.collection,
                     &args.id,
                     version,
-                    &access,
+                    &self.asker(&ctx, cluster),
                 )
                 .await
             }
@@ -529,7 +552,7 @@ impl Freshet {
                     cluster,
                     &args.collection,
                     &args.ids,
-                    &access,
+                    &self.asker(&ctx, cluster),
                 )
                 .await
             }
@@ -569,7 +592,8 @@ impl Freshet {
         let access = self.access(&ctx);
         let result = match self.search.cluster() {
             Some(cluster) => {
-                crate::cluster::coordinator::changes(&self.search, cluster, req, &access).await
+                let asker = self.asker(&ctx, cluster);
+                crate::cluster::coordinator::changes(&self.search, cluster, req, &asker).await
             }
             None => self.search.changes(req, &access),
         };
@@ -595,7 +619,8 @@ impl Freshet {
         let access = self.access(&ctx);
         let result = match self.search.cluster() {
             Some(cluster) => {
-                crate::cluster::coordinator::list_collections(&self.search, cluster, &access).await
+                let asker = self.asker(&ctx, cluster);
+                crate::cluster::coordinator::list_collections(&self.search, cluster, &asker).await
             }
             None => self.search.list_collections(&access),
         };
@@ -971,7 +996,7 @@ impl Freshet {
                             &collection,
                             &id,
                             None,
-                            &access,
+                            &self.asker(context, cluster),
                         )
                         .await
                     }
@@ -989,7 +1014,8 @@ impl Freshet {
                 };
                 let page = match cluster {
                     Some(cluster) => {
-                        crate::cluster::coordinator::changes(&self.search, cluster, req, &access)
+                        let asker = self.asker(context, cluster);
+                        crate::cluster::coordinator::changes(&self.search, cluster, req, &asker)
                             .await
                     }
                     None => self.search.changes(req, &access),
