@@ -5,62 +5,38 @@ speaking the OpenAI embeddings API."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 import kafka_util
 from freshet_util import FreshetServer, call, http_client, write_config
 from kafka_util import Producer
+from test_hardening import DIM, FakeEmbedder, embeddings_server
 
 pytestmark = pytest.mark.anyio
 
-DIM = 8
 
-
-def fake_vector(text: str) -> list[float]:
-    digest = hashlib.sha256(text.encode()).digest()
-    return [b / 255.0 + 0.01 for b in digest[:DIM]]
-
-
-class Embeddings(BaseHTTPRequestHandler):
-    """`POST /v1/embeddings` as OpenAI answers it, or 503 while the server is `down`."""
+class Embeddings(FakeEmbedder):
+    """The hardening tests' OpenAI-compatible embedder, answering 503 while `down`."""
 
     down = threading.Event()
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.down.is_set():
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+        if not self.down.is_set():
+            super().do_POST()
             return
-        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [{"object": "embedding", "index": i, "embedding": fake_vector(t)} for i, t in enumerate(inputs)]
-        out = json.dumps({"object": "list", "data": data, "model": body["model"]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
         self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
 def embeddings():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Embeddings)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with embeddings_server(Embeddings) as url:
+        yield url
 
 
 def wait_for_log(server: FreshetServer, text: str, timeout: float = 30) -> None:
