@@ -93,6 +93,29 @@ pub struct Watermark {
     pub caught_up: bool,
     /// Per-partition progress of the collections involved.
     pub partitions: Vec<PartitionWatermark>,
+    /// Which generation of each collection involved answered (absent on answers that
+    /// involve no collection's index, e.g. from a cluster's other nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generations: Vec<GenerationInfo>,
+}
+
+/// Which generation of a collection's index answered. A settings change (mapping,
+/// chunking, embedding model) builds the next generation in the background while the
+/// previous one keeps answering, frozen at its last checkpoint; once caught up, it is
+/// swapped in.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct GenerationInfo {
+    /// The collection.
+    pub collection: String,
+    /// The generation that answered (1, then one more per settings change).
+    pub generation: u64,
+    /// While a settings change is applied: the generation being built, which replaces the
+    /// one that answered once caught up. The answer's `caught_up` is false meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building: Option<u64>,
+    /// What the caller should know about this generation's answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One search result: a document, its best-matching passage and its freshness.
@@ -239,6 +262,14 @@ pub struct CollectionInfo {
     /// While the replica catches up at start (not ready yet): progress and an ETA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<CatchUpInfo>,
+    /// Which generation of the collection's index answers (and the one being built after a
+    /// settings change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationInfo>,
+    /// While a settings change is applied: how far the generation being built has come
+    /// (records applied to it since start, records left to read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<CatchUpInfo>,
 }
 
 /// Catch-up progress of a collection while the replica is not ready.

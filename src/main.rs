@@ -390,9 +390,14 @@ fn run(path: &std::path::Path, transport: Transport) -> anyhow::Result<ExitCode>
     let served = rt.block_on(async {
         let runtime = Runtime::start(Arc::clone(&config)).context("starting the pipeline")?;
         let search = Arc::clone(&runtime.search);
+        let drain = runtime.drain();
         let served = match transport {
             Transport::Http => {
-                freshet::mcp::serve_http(search, auth, audit.clone(), shutdown_signal()).await
+                let stopping = async move {
+                    shutdown_signal().await;
+                    drain.run().await;
+                };
+                freshet::mcp::serve_http(search, auth, audit.clone(), stopping).await
             }
             Transport::Stdio => {
                 let caller = Caller::stdio(&config.auth);

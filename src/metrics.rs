@@ -403,6 +403,10 @@ pub struct CollectionGauges {
     pub vectors: Option<VectorGauges>,
     /// Ingest counters.
     pub counts: IngestCounts,
+    /// The generation serving queries.
+    pub generation: u64,
+    /// While a settings change is applied: the generation being built and its documents.
+    pub building: Option<(u64, usize)>,
 }
 
 /// Points of a collection's vector index.
@@ -506,6 +510,16 @@ fn render_collections(out: &mut String, collections: &[CollectionGauges]) {
             "Searchable points still waiting for their HNSW graph insert (found by exact scan).",
         ),
         (
+            "freshet_collection_generation",
+            "gauge",
+            "Generation of the collection's index that answers queries (one more per settings change).",
+        ),
+        (
+            "freshet_rebuild_documents",
+            "gauge",
+            "Documents in the generation being built after a settings change, by its number (absent when none is).",
+        ),
+        (
             "freshet_ingest_total",
             "counter",
             "Changes applied, by kind.",
@@ -526,6 +540,17 @@ fn render_collections(out: &mut String, collections: &[CollectionGauges]) {
             c.documents
         );
         let _ = writeln!(out, "freshet_chunks{{collection=\"{name}\"}} {}", c.chunks);
+        let _ = writeln!(
+            out,
+            "freshet_collection_generation{{collection=\"{name}\"}} {}",
+            c.generation
+        );
+        if let Some((generation, documents)) = c.building {
+            let _ = writeln!(
+                out,
+                "freshet_rebuild_documents{{collection=\"{name}\",generation=\"{generation}\"}} {documents}"
+            );
+        }
         if let Some(v) = c.vectors {
             let (live, dead) = (v.live, v.dead);
             let _ = writeln!(

@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -48,14 +48,62 @@ pub struct Runtime {
     pub search: Arc<Search>,
     /// The writing side (prepare, apply, checkpoints).
     ingest: Arc<Ingest>,
-    stop: Arc<AtomicBool>,
+    /// The pipeline's one cancellation path ([`Ingest::cancellation`]): the consumer, the
+    /// watermark and catch-up tasks and the wait for an unavailable embedder end on it.
     cancel: CancellationToken,
     /// Consumer, prepare and apply threads, in pipeline order.
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Told to write the last checkpoint and stop once the apply thread has ended.
     checkpoints: Checkpointer,
-    /// The consumer-group member of a cluster node (`[cluster]`).
-    membership: Option<crate::cluster::Membership>,
+    /// The consumer-group member of a cluster node (`[cluster]`), taken by whoever leaves
+    /// the group first: the drain at shutdown, or `shutdown` itself.
+    membership: Arc<Mutex<Option<crate::cluster::Membership>>>,
+    /// What a cluster node owns (emptied when it leaves the group).
+    ownership: Option<Arc<crate::cluster::Ownership>>,
+    /// `server.shutdown_drain_ms`.
+    drain: Duration,
+}
+
+/// The first step of a shutdown, while calls are still answered: `/readyz` turns 503 and a
+/// cluster node leaves its group (the other nodes take its partitions over), then
+/// `server.shutdown_drain_ms` passes so load balancers stop sending calls before the
+/// listener closes.
+pub struct Drain {
+    search: Arc<Search>,
+    membership: Arc<Mutex<Option<crate::cluster::Membership>>>,
+    ownership: Option<Arc<crate::cluster::Ownership>>,
+    period: Duration,
+}
+
+impl Drain {
+    /// Runs the drain; resolves when the listener may close.
+    pub async fn run(self) {
+        self.search.freshness().begin_drain();
+        leave_group(&self.membership, self.ownership.as_ref()).await;
+        if !self.period.is_zero() {
+            tracing::info!(
+                "draining: answering for {} ms more before closing (server.shutdown_drain_ms)",
+                self.period.as_millis()
+            );
+            tokio::time::sleep(self.period).await;
+        }
+    }
+}
+
+/// Leaves the cluster's consumer group, if still in it, and stops claiming its partitions,
+/// so the other nodes' plans stop sending this node work at once.
+async fn leave_group(
+    membership: &Mutex<Option<crate::cluster::Membership>>,
+    ownership: Option<&Arc<crate::cluster::Ownership>>,
+) {
+    let Some(member) = membership.lock().take() else {
+        return;
+    };
+    // Leaving the group first hands the partitions to the other nodes at once.
+    let _ = tokio::task::spawn_blocking(move || member.stop()).await;
+    if let Some(o) = ownership {
+        o.lose(o.owned());
+    }
 }
 
 impl Runtime {
@@ -75,7 +123,7 @@ impl Runtime {
         let (tx, rx) = mpsc::channel::<Batch>(8);
         let (prepared_tx, prepared_rx) = sync_channel::<PreparedBatch>(4);
         let (reset_tx, reset_rx) = std::sync::mpsc::channel::<ResetRequest>();
-        let stop = Arc::new(AtomicBool::new(false));
+        let cancel = ingest.cancellation().clone();
         let (membership, ownership) = join_cluster(&config, &engine)?;
         let restore_into = Arc::clone(&ingest);
         let persisted = store.is_some();
@@ -86,10 +134,10 @@ impl Runtime {
             ConsumerLinks {
                 batches: tx,
                 resets: reset_rx,
-                stop: Arc::clone(&stop),
+                stop: cancel.clone(),
             },
             PollOptions {
-                ownership,
+                ownership: ownership.clone(),
                 ..PollOptions::default()
             },
             move || {
@@ -110,7 +158,6 @@ impl Runtime {
         .map_err(thread_error("apply thread"))?;
         let checkpoints = Checkpointer::spawn(Arc::clone(&ingest), persisted)
             .map_err(thread_error("checkpoint thread"))?;
-        let cancel = CancellationToken::new();
         tokio::spawn(crate::pipeline::watermarks::refresh_watermarks(
             Arc::clone(engine.freshness()),
             Duration::from_millis(config.kafka.watermark_interval_ms.max(50)),
@@ -122,7 +169,7 @@ impl Runtime {
             Arc::clone(engine.freshness()),
             move || {
                 catalog
-                    .collections()
+                    .writers()
                     .iter()
                     .map(|c| Applied {
                         collection: c.name().to_string(),
@@ -137,23 +184,30 @@ impl Runtime {
         Ok(Runtime {
             search: Arc::clone(engine.search()),
             ingest,
-            stop,
             cancel,
             threads: vec![consumer, preparer, applier],
             checkpoints,
-            membership,
+            membership: Arc::new(Mutex::new(membership)),
+            ownership: ownership.map(|(o, _)| o),
+            drain: Duration::from_millis(config.server.shutdown_drain_ms),
         })
+    }
+
+    /// The drain that begins this runtime's shutdown (see [`Drain`]).
+    pub fn drain(&self) -> Drain {
+        Drain {
+            search: Arc::clone(&self.search),
+            membership: Arc::clone(&self.membership),
+            ownership: self.ownership.clone(),
+            period: self.drain,
+        }
     }
 
     /// Stops consuming, waits for prepare and apply to finish what is queued, for the last
     /// checkpoint and for the vector graphs to be saved, and flushes dead letters.
     pub async fn shutdown(mut self) {
-        if let Some(membership) = self.membership.take() {
-            // Leaving the group first hands the partitions to the other nodes at once.
-            let _ = tokio::task::spawn_blocking(move || membership.stop()).await;
-        }
+        leave_group(&self.membership, self.ownership.as_ref()).await;
         self.cancel.cancel();
-        self.stop.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.threads);
         let ingest = Arc::clone(&self.ingest);
         let checkpoints = self.checkpoints.take();
@@ -227,12 +281,13 @@ fn store_dir(config: &Config) -> Option<PathBuf> {
 fn open_persisted(engine: &Ingest) {
     let started = Instant::now();
     let report = engine.open_persisted();
-    if report.restored.is_empty() && report.rebuilt.is_empty() {
+    if report.restored.is_empty() && report.rebuilt.is_empty() && report.rebuilding.is_empty() {
         tracing::info!("nothing persisted yet: reading every topic from the beginning");
     } else {
         tracing::info!(
             restored = ?report.restored,
             rebuilt = ?report.rebuilt,
+            rebuilding = ?report.rebuilding,
             "opened the persisted collections in {:.1} s",
             started.elapsed().as_secs_f64()
         );

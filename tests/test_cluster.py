@@ -15,13 +15,19 @@ Apache Kafka broker. A fourth, single-node freshet reads the same topic as the r
 - with two replica groups, a killed node costs no coverage: its partitions are served at once
   by the other replica group;
 - a node stopped and restarted on its data directory resumes from its checkpoint, the node
-  that covered for it drops what it hands back, and every document is served exactly once.
+  that covered for it drops what it hands back, and every document is served exactly once;
+- a rolling restart of a 3-node cluster with two replica groups, under a steady query load
+  sent to ready nodes only (as a load balancer with a readiness probe would), loses no query:
+  every answer is complete and equal to the single node's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +35,7 @@ import httpx2
 import pytest
 
 import kafka_util
-from freshet_util import FreshetServer, call, http_client, write_config
+from freshet_util import FreshetServer, ToolError, call, http_client, mint_token, write_config
 from kafka_util import Producer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -86,11 +92,11 @@ def collection(topic: str) -> dict:
 class Node:
     """One `freshet serve` on a port chosen before start (peers must know it)."""
 
-    def __init__(self, work: Path, port: int, config: Path):
+    def __init__(self, work: Path, port: int, config: Path, env: dict | None = None):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.server = FreshetServer(
-            config, work, env={KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{port}"}
+            config, work, env={KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{port}", **(env or {})}
         )
         self.server.url = self.url
 
@@ -101,7 +107,16 @@ class Node:
 
 
 def start_cluster(
-    work: Path, broker, topic: str, group: str, extra: dict, replicas: list[int] = [0, 0, 0]
+    work: Path,
+    broker,
+    topic: str,
+    group: str,
+    extra: dict,
+    replicas: list[int] = [0, 0, 0],
+    server: dict | None = None,
+    sections: dict | None = None,
+    collections: list[dict] | None = None,
+    env: dict | None = None,
 ) -> list[Node]:
     """Nodes on loopback; node i is in replica group `replicas[i]`."""
     ports = [free_port() for _ in replicas]
@@ -113,7 +128,7 @@ def start_cluster(
         config = write_config(
             d / "freshet.toml",
             {
-                "server": {"data_dir": str(d / "data")},
+                "server": {"data_dir": str(d / "data"), **(server or {})},
                 "kafka": {"brokers": broker.bootstrap},
                 "cluster": {
                     "group": group,
@@ -125,11 +140,24 @@ def start_cluster(
                     "replica": replicas[i],
                     **extra,
                 },
+                **(sections or {}),
             },
-            [collection(topic)],
+            collections or [collection(topic)],
         )
-        nodes.append(Node(d, port, config))
+        nodes.append(Node(d, port, config, env))
     return nodes
+
+
+def restart(node: Node) -> None:
+    """SIGTERM (must exit 0), then the same node again on its port and data directory."""
+    assert node.server.stop() == 0
+    again = FreshetServer(
+        node.server.config,
+        node.server.config.parent,
+        env={KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{node.port}"},
+    )
+    again.url = node.url
+    node.server = again
 
 
 def stop_all(nodes: list[Node]) -> None:
@@ -182,6 +210,21 @@ async def wait_complete(url: str, total: int, timeout: float) -> dict:
             return last
         time.sleep(0.3)
     raise AssertionError(f"{url} not caught up on every partition within {timeout}s: {last}")
+
+
+async def feed(url: str, limit: int, since: str | None = None) -> tuple[list[tuple], str]:
+    """Every change `changes` gives from `since` on, page by page: (id, kind, partition,
+    offset) each, and the last page's `next` cursor."""
+    out = []
+    async with http_client(f"{url}/mcp") as client:
+        while True:
+            args = {"collection": "docs", "limit": limit, **({"since": since} if since else {})}
+            page = await call(client, "changes", args)
+            assert not page["truncated"], page["notes"]
+            out += [(c["id"], c["kind"], c["freshness"]["partition"], c["freshness"]["offset"]) for c in page["changes"]]
+            since = page["next"]
+            if not page["more"]:
+                return out, since
 
 
 @pytest.fixture
@@ -264,6 +307,32 @@ async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic
             }, view
             assert view["uncovered"] == [{"replica": 0, "partitions": []}]
 
+        # Every node audits what it served: a search on node 0 leaves its `search` line
+        # there (which covers node 0's own partitions) and a `cluster/search` line on each
+        # other node, under node 0's request id, naming only documents of that node's
+        # partitions; together they hold every document the answer returned.
+        got = await search(nodes[0].url, "kafka", mode="bm25", k=100)
+        lines = [json.loads(x) for x in (nodes[0].server.config.parent / "data" / "audit.jsonl").read_text().splitlines()]
+        request_id = [x for x in lines if x["tool"] == "search"][-1]["request_id"]
+        assert not [
+            x for x in lines if x["tool"] == "cluster/search" and x["request_id"] == request_id
+        ], "node 0 asked itself over HTTP"
+        own = {p["partition"] for p in nodes[0].state()["partitions"]}
+        served = {h["id"] for h in got["results"] if h["freshness"]["partition"] in own}
+        for n in nodes[1:]:
+            path = n.server.config.parent / "data" / "audit.jsonl"
+            shard_lines = [
+                x for x in map(json.loads, path.read_text().splitlines())
+                if x["tool"] == "cluster/search" and x["request_id"] == request_id
+            ]
+            assert len(shard_lines) == 1, (n.url, shard_lines)
+            line = shard_lines[0]
+            assert line["outcome"] == "ok" and line["client"] == f"freshet cluster node {nodes[0].url}"
+            mine = {p["partition"] for p in n.state()["partitions"]}
+            assert {r["partition"] for r in line["results"]} <= mine, (n.url, mine)
+            served |= {r["id"] for r in line["results"]}
+        assert {h["id"] for h in got["results"]} <= served
+
         # Lookups by id find a document on whichever node owns its partition.
         ids = [d["id"] for d in docs[:12]] + ["no-such-id"]
         want = await tool(single.url, "document_freshness", {"collection": "docs", "ids": ids})
@@ -281,6 +350,25 @@ async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic
                 assert one["document"]["freshness"]["offset"] == ref["document"]["freshness"]["offset"]
                 assert len(one["freshness"]["partitions"]) == PARTITIONS
 
+        # The change feed from any node: paging through `changes` from the oldest change
+        # gives every change of every partition once, each partition in offset order, like
+        # the single node's feed; the `freshet://` resources answer for every partition too.
+        want_feed, _ = await feed(single.url, limit=1000)
+        assert len(want_feed) == len(docs)
+        cursors = {}
+        for n in nodes:
+            got, cursors[n.url] = await feed(n.url, limit=25)
+            assert sorted(got) == sorted(want_feed)
+            for partition in range(PARTITIONS):
+                offsets = [o for _, _, p, o in got if p == partition]
+                assert offsets == sorted(offsets), (partition, offsets)
+            async with http_client(f"{n.url}/mcp") as client:
+                for doc_id in ids[:6]:
+                    read = await client.read_resource(f"freshet://docs/{doc_id}")
+                    assert json.loads(read.contents[0].text)["document"]["id"] == doc_id
+                page = json.loads((await client.read_resource("freshet://docs/changes")).contents[0].text)
+                assert len(page["changes"]) == 100 and page["more"], page["notes"]
+
         # Read-your-writes on any node: a document just produced, whichever partition and
         # node it lands on, is found at once with consistency "head".
         with Producer(broker) as p:
@@ -291,6 +379,11 @@ async def test_partitions_are_shared_and_any_node_answers_like_one(broker, topic
                 got = await search(n.url, word, mode="bm25", consistency="head", max_wait_ms=5000)
                 assert [h["id"] for h in got["results"]] == [doc["id"]], got
                 assert got["freshness"]["caught_up"], got
+
+        # Each node's cursor, taken before those writes, continues with exactly them.
+        for n in nodes:
+            got, _ = await feed(n.url, limit=2, since=cursors[n.url])
+            assert sorted(i for i, *_ in got) == ["h0", "h1", "h2"], got
 
         # Internal calls need the shared key.
         r = httpx2.get(f"{nodes[0].url}/internal/cluster/state", timeout=5)
@@ -439,12 +532,9 @@ async def test_a_restarted_node_resumes_from_its_checkpoint_and_nothing_is_lost(
         assert nodes[1].server.stop() == 0
         wait_for(lambda: len(nodes[0].state()["partitions"]) == PARTITIONS, 60, "node 0 owns all")
         produce_corpus(broker, name, docs[60:])
-        restarted = FreshetServer(nodes[1].server.config, nodes[1].server.config.parent, env={
-            KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{nodes[1].port}"})
-        restarted.url = nodes[1].url
-        nodes[1].server = restarted
-        restarted.wait_ready(90)
-        assert "opened the persisted collections" in restarted.log()
+        restart(nodes[1])
+        nodes[1].server.wait_ready(90)
+        assert "opened the persisted collections" in nodes[1].server.log()
         wait_for(
             lambda: all(len(v) == 1 for v in owners(nodes).values())
             and all(n.state()["partitions"] for n in nodes),
@@ -464,5 +554,193 @@ async def test_a_restarted_node_resumes_from_its_checkpoint_and_nothing_is_lost(
             got = await wait_complete(n.url, len(docs), 60)
             assert sorted(h["id"] for h in got["results"]) == sorted(h["id"] for h in want["results"])
             assert not got.get("notes"), got["notes"]
+    finally:
+        stop_all(nodes)
+
+
+class QueryLoad:
+    """Searches sent one after another, each to the next node that passed its last readiness
+    probe — a load balancer probing `/readyz` every PROBE_SECONDS, so it goes on sending to a
+    node for up to that long after the node turned unready — from a thread of its own while
+    the test restarts nodes. Records every answer or error, and the phase it fell in."""
+
+    PROBE_SECONDS = 0.5
+
+    def __init__(self, nodes: list[Node], queries: list[str]):
+        self.nodes, self.queries = nodes, queries
+        self.phase = "steady"
+        self.outcomes: list[tuple[str, str, str, dict | None, str | None]] = []
+        self._ready: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _probe(self) -> None:
+        async with httpx2.AsyncClient(timeout=1) as probe:
+            while not self._stop.is_set():
+                ready = set()
+                for node in self.nodes:
+                    try:
+                        if (await probe.get(f"{node.url}/readyz")).status_code == 200:
+                            ready.add(node.url)
+                    except httpx2.HTTPError:
+                        pass
+                self._ready = ready
+                await asyncio.sleep(self.PROBE_SECONDS)
+
+    async def _run(self) -> None:
+        prober = asyncio.create_task(self._probe())
+        turn = 0
+        while not self._stop.is_set():
+            turn += 1
+            ready = sorted(self._ready)
+            if not ready:
+                await asyncio.sleep(0.05)
+                continue
+            url = ready[turn % len(ready)]
+            query = self.queries[turn % len(self.queries)]
+            phase = self.phase
+            try:
+                got = await search(url, query, mode="bm25", k=100)
+                self.outcomes.append((phase, url, query, got, None))
+            except Exception as e:  # noqa: BLE001 - every failure is a lost query
+                self.outcomes.append((phase, url, query, None, repr(e)))
+        await prober
+
+    def __enter__(self) -> "QueryLoad":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+async def test_a_rolling_restart_under_query_load_loses_no_query(broker, topic, single, tmp_path):
+    """Replica group 0 = nodes 0 and 1, replica group 1 = node 2. Each node in turn is
+    stopped with SIGTERM (it turns not-ready, leaves its group and keeps answering for
+    `server.shutdown_drain_ms`, longer than the load balancer's probe period), started again on its data directory, and waited for until
+    both groups cover every partition again; queries run throughout."""
+    name, docs = topic
+    nodes = start_cluster(
+        tmp_path,
+        broker,
+        name,
+        kafka_util.unique_topic("grp"),
+        {},
+        replicas=[0, 0, 1],
+        server={"shutdown_drain_ms": 1500},
+    )
+
+    def covered() -> bool:
+        a, b, c = ({p["partition"] for p in n.state()["partitions"]} for n in nodes)
+        return not a & b and a | b == c == set(range(PARTITIONS))
+
+    try:
+        for n in nodes:
+            n.server.wait_ready(90)
+        wait_for(covered, 60, "both replica groups covering every partition")
+        produce_corpus(broker, name, docs)
+        for n in nodes:
+            await wait_complete(n.url, len(docs), 60)
+        await search(single.url, "kafka", consistency="head", max_wait_ms=10000)
+        # Queries whose matches all fit on one page: the comparison is then of sets, which
+        # BM25 statistics drifting during handoffs cannot change.
+        want = {}
+        for q in ["kafka", "tenant", "rebalance shard", "vector", "checkpoint"]:
+            ids = sorted(h["id"] for h in (await search(single.url, q, mode="bm25", k=100))["results"])
+            if 0 < len(ids) < 100:
+                want[q] = ids
+        assert len(want) >= 3, want
+
+        with QueryLoad(nodes, list(want)) as load:
+            time.sleep(2)
+            for i in (2, 0, 1):
+                load.phase = f"restarting node {i}"
+                restart(nodes[i])
+                nodes[i].server.wait_ready(90)
+                wait_for(covered, 60, f"both groups covering every partition after node {i}")
+                load.phase = f"after node {i}"
+            time.sleep(2)
+
+        assert load.outcomes, "no query ran"
+        lost = [(phase, url, q, error) for phase, url, q, got, error in load.outcomes if error]
+        assert not lost, lost
+        for phase, url, q, got, _ in load.outcomes:
+            assert sorted(h["id"] for h in got["results"]) == want[q], (phase, url, q, got["notes"])
+            assert not got.get("notes"), (phase, url, q, got["notes"])
+        phases = {}
+        for phase, *_ in load.outcomes:
+            phases[phase] = phases.get(phase, 0) + 1
+        print(f"{len(load.outcomes)} queries, by phase: {phases}")
+        for i in (2, 0, 1):
+            assert phases.get(f"restarting node {i}", 0) >= 3, phases
+    finally:
+        stop_all(nodes)
+
+
+JWT_ENV = "FRESHET_TEST_CLUSTER_JWT"
+JWT_SECRET = "cluster-test-jwt-secret-" + "7e2a" * 8
+ISSUER, AUDIENCE = "https://issuer.cluster.test", "freshet-cluster-test"
+
+
+async def test_the_callers_token_and_tenant_hold_on_every_shard(broker, topic, tmp_path):
+    """JWT auth on two nodes; documents of two tenants. A caller of tenant `a` gets, through
+    either node, exactly the tenant-`a` documents of every partition and never a tenant-`b`
+    one; the token is checked where the call arrives (none: 401), the shards apply the
+    tenant filter themselves, and each shard's audit line names the caller."""
+    name, docs = topic
+    tenanted = {
+        **collection(name),
+        "metadata_fields": ["tenant"],
+        "tenant_field": "tenant",
+    }
+    nodes = start_cluster(
+        tmp_path,
+        broker,
+        name,
+        kafka_util.unique_topic("grp"),
+        {},
+        replicas=[0, 0],
+        sections={"auth": {"mode": "jwt", "issuer": ISSUER, "audience": AUDIENCE, "hs256_secret_env": JWT_ENV}},
+        collections=[tenanted],
+        env={JWT_ENV: JWT_SECRET},
+    )
+    for i, d in enumerate(docs):
+        d["tenant"] = "a" if i % 2 else "b"
+    token = mint_token(JWT_ENV, JWT_SECRET, "alice", collections=["docs"], tenant="a", issuer=ISSUER, audience=AUDIENCE)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        for n in nodes:
+            n.server.wait_ready(90)
+        wait_for(
+            lambda: all(len(v) == 1 for v in owners(nodes).values()) and all(n.state()["partitions"] for n in nodes),
+            60,
+            "the partitions split over both nodes",
+        )
+        produce_corpus(broker, name, docs)
+        want = sorted(d["id"] for d in docs if d["tenant"] == "a" and "kafka" in f"{d['title']} {d['body']}".split())
+        assert 0 < len(want) < 100
+        by_id = {d["id"]: d for d in docs}
+        r = httpx2.post(f"{nodes[0].url}/mcp", json={}, timeout=5)
+        assert r.status_code == 401
+        for n in nodes:
+            async with http_client(f"{n.url}/mcp", headers=headers) as client:
+                got = await call(client, "search", {
+                    "query": "kafka", "collection": "docs", "mode": "bm25", "k": 100,
+                    "consistency": "head", "max_wait_ms": 10000,
+                })
+                assert sorted(h["id"] for h in got["results"]) == want, got["notes"]
+                # A tenant-b document is not there for this caller, whichever node holds it.
+                for doc_id in [d["id"] for d in docs if d["tenant"] == "b"][:4]:
+                    with pytest.raises(ToolError):
+                        await call(client, "get_document", {"collection": "docs", "id": doc_id})
+                for doc_id in want[:4]:
+                    one = await call(client, "get_document", {"collection": "docs", "id": doc_id})
+                    assert one["document"]["metadata"]["tenant"] == "a" and by_id[doc_id]["tenant"] == "a"
+        # Node 1 audited what it served node 0's last search for alice.
+        lines = [json.loads(x) for x in (nodes[1].server.config.parent / "data" / "audit.jsonl").read_text().splitlines()]
+        shard = [x for x in lines if x["tool"] == "cluster/search"]
+        assert shard and all(x["principal"]["sub"] == "alice" for x in shard), shard[-1:]
+        assert all(by_id[r["id"]]["tenant"] == "a" for x in shard for r in x["results"])
     finally:
         stop_all(nodes)

@@ -2,28 +2,27 @@
 //! per partition, sum the shards' BM25 statistics, collect every shard's candidate lists
 //! scored with them, and fuse globally exactly as a single node fuses its own lists.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 
 use crate::api::{
-    ClusterNode, ClusterPartition, ClusterView, CollectionsResult, DocumentResult, FreshnessResult,
-    Hit, IdFreshness, SearchResult, UncoveredPartitions, Watermark,
+    ChangesResult, ClusterNode, ClusterPartition, ClusterView, CollectionsResult, DocumentResult,
+    FreshnessResult, Hit, IdFreshness, SearchResult, UncoveredPartitions, Watermark,
 };
-use crate::auth::Access;
 use crate::config::CollectionConfig;
 use crate::engine::{
-    Consistency, Mode, QueryError, RecencyField, Search, SearchRequest, check_ids, fetch_depth,
-    fuse, merge_collections, next_cursor,
+    ChangesRequest, Consistency, Cursor, Mode, QueryError, RecencyField, Search, SearchRequest,
+    check_ids, fetch_depth, fuse, merge_collections, next_cursor,
 };
 use crate::index::TermStats;
 use crate::time::{now_ms, rfc3339_ms};
 
 use super::wire::{
-    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, ShardAnswer, ShardQuery, ShardSearch,
-    ShardStats, parse_mode,
+    Asker, Candidate, ChangesAnswer, ChangesQuery, DocumentsAnswer, DocumentsQuery, NodeState,
+    ShardAnswer, ShardQuery, ShardSearch, ShardStats, parse_mode,
 };
 use super::{Cluster, PeerError, shard};
 
@@ -54,20 +53,24 @@ pub async fn gather_states(
     join_all(calls).await
 }
 
-/// Picks one owner for every partition of `topics`: this node when it owns it, else an
-/// owner of this node's replica group that is caught up, else any caught-up owner, else any.
+/// Picks one owner for every partition of `topics` (see [`plan_partitions`]).
 pub fn plan(
     own: &NodeState,
     states: &[(String, Result<NodeState, PeerError>)],
     topics: &[String],
 ) -> Plan {
-    let reachable: Vec<(&String, &NodeState)> = states
-        .iter()
-        .filter_map(|(url, s)| s.as_ref().ok().map(|s| (url, s)))
-        .collect();
-    // Partition counts: the largest any node read (a new partition may be seen by one first).
+    let partitions = partitions_of(states, topics);
+    plan_partitions(own, states, &partitions, |_, _| false)
+}
+
+/// Every partition of `topics`, by the largest partition count any reachable node read (a
+/// new partition may be seen by one first).
+fn partitions_of(
+    states: &[(String, Result<NodeState, PeerError>)],
+    topics: &[String],
+) -> Vec<(String, i32)> {
     let mut counts: BTreeMap<&str, i32> = BTreeMap::new();
-    for (_, s) in &reachable {
+    for s in states.iter().filter_map(|(_, s)| s.as_ref().ok()) {
         for (topic, n) in &s.partition_counts {
             let slot = counts.entry(topic.as_str()).or_default();
             *slot = (*slot).max(*n);
@@ -77,36 +80,133 @@ pub fn plan(
             *slot = (*slot).max(p.watermark.partition + 1);
         }
     }
+    topics
+        .iter()
+        .flat_map(|topic| {
+            let n = counts.get(topic.as_str()).copied().unwrap_or(0);
+            (0..n).map(move |partition| (topic.clone(), partition))
+        })
+        .collect()
+}
+
+/// Picks one owner for each of `partitions` among the reachable nodes, except where
+/// `skip(url, partition)` says not to ask that node for that partition: a
+/// caught-up owner before one that is behind (a node that just took a partition over is
+/// still replaying it while another replica group has it whole); among those, this node,
+/// then an owner of this node's replica group.
+pub fn plan_partitions(
+    own: &NodeState,
+    states: &[(String, Result<NodeState, PeerError>)],
+    partitions: &[(String, i32)],
+    skip: impl Fn(&str, &(String, i32)) -> bool,
+) -> Plan {
+    let reachable: Vec<(&String, &NodeState)> = states
+        .iter()
+        .filter_map(|(url, s)| s.as_ref().ok().map(|s| (url, s)))
+        .collect();
     let mut out = Plan::default();
-    for topic in topics {
-        for partition in 0..counts.get(topic.as_str()).copied().unwrap_or(0) {
-            let owner = reachable
-                .iter()
-                .filter_map(|(url, s)| {
-                    let held = s.partitions.iter().find(|p| {
-                        p.watermark.topic == *topic && p.watermark.partition == partition
-                    })?;
-                    let preference = (
-                        s.node_id == own.node_id,
-                        s.replica == own.replica && held.caught_up,
-                        held.caught_up,
-                    );
-                    Some((preference, *url))
-                })
-                // Highest preference; among equals the first URL, so choices are stable.
-                .max_by(|(a, ua), (b, ub)| a.cmp(b).then(ub.cmp(ua)))
-                .map(|(_, url)| url.clone());
-            match owner {
-                Some(url) => out
-                    .by_node
-                    .entry(url)
-                    .or_default()
-                    .push((topic.clone(), partition)),
-                None => out.missing.push((topic.clone(), partition)),
-            }
+    for key @ (topic, partition) in partitions {
+        let owner = reachable
+            .iter()
+            .filter(|(url, _)| !skip(url, key))
+            .filter_map(|(url, s)| {
+                let held = s
+                    .partitions
+                    .iter()
+                    .find(|p| p.watermark.topic == *topic && p.watermark.partition == *partition)?;
+                let preference = (
+                    held.caught_up,
+                    s.node_id == own.node_id,
+                    s.replica == own.replica,
+                );
+                Some((preference, *url))
+            })
+            // Highest preference; among equals the first URL, so choices are stable.
+            .max_by(|(a, ua), (b, ub)| a.cmp(b).then(ub.cmp(ua)))
+            .map(|(_, url)| url.clone());
+        match owner {
+            Some(url) => out.by_node.entry(url).or_default().push(key.clone()),
+            None => out.missing.push(key.clone()),
         }
     }
     out
+}
+
+/// How many times a phase of a query is sent again for the partitions whose node failed
+/// (or no longer owned them), each time to another owner: enough for a node stopping and
+/// one more failing in the same query.
+const FAILOVER_ROUNDS: usize = 3;
+
+/// What each node answered for which partitions, and the partitions nobody answered for.
+type FannedOut<T> = (
+    Vec<(String, Vec<(String, i32)>, T)>,
+    BTreeSet<(String, i32)>,
+);
+
+/// Calls `call(url, partitions)` on one owner of each of `partitions`, all at once. A node
+/// that fails is excluded for the rest of the query (`excluded`) and its partitions go to
+/// another owner, as do partitions a node answered without owning them any more (the second
+/// item of `call`'s answer); whatever has no owner left is returned as missing. A caller's
+/// mistake (`PeerError::Invalid`) ends the query.
+async fn fan_out<T, F, Fut>(
+    own: &NodeState,
+    states: &[(String, Result<NodeState, PeerError>)],
+    partitions: Vec<(String, i32)>,
+    excluded: &mut BTreeSet<String>,
+    call: F,
+) -> Result<FannedOut<T>, QueryError>
+where
+    F: Fn(String, Vec<(String, i32)>) -> Fut,
+    Fut: std::future::Future<Output = Result<(T, Vec<(String, i32)>), PeerError>>,
+{
+    let mut done = Vec::new();
+    let mut missing = BTreeSet::new();
+    // (node, partition): the node said it no longer owns the partition.
+    let mut disowned: BTreeSet<(String, (String, i32))> = BTreeSet::new();
+    let mut pending = partitions;
+    for _ in 0..FAILOVER_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        let plan = plan_partitions(own, states, &pending, |url, key| {
+            excluded.contains(url) || disowned.contains(&(url.to_string(), key.clone()))
+        });
+        missing.extend(plan.missing);
+        let calls = plan.by_node.into_iter().map(|(url, partitions)| {
+            let answer = call(url.clone(), partitions.clone());
+            async move { (url, partitions, answer.await) }
+        });
+        pending = Vec::new();
+        for (url, partitions, answer) in join_all(calls).await {
+            match answer {
+                Ok((value, not_owned)) => {
+                    if !not_owned.is_empty() {
+                        tracing::debug!(
+                            "cluster: {url} no longer owns {}; asking another owner",
+                            partition_names(&not_owned)
+                        );
+                    }
+                    let served = partitions
+                        .into_iter()
+                        .filter(|p| !not_owned.contains(p))
+                        .collect();
+                    disowned.extend(not_owned.iter().map(|p| (url.clone(), p.clone())));
+                    pending.extend(not_owned);
+                    done.push((url, served, value));
+                }
+                Err(PeerError::Invalid(message)) => {
+                    return Err(QueryError::InvalidArgument(message));
+                }
+                Err(e) => {
+                    tracing::warn!("cluster: {url} failed: {e}; asking another owner");
+                    excluded.insert(url);
+                    pending.extend(partitions);
+                }
+            }
+        }
+    }
+    missing.extend(pending);
+    Ok((done, missing))
 }
 
 /// The `list_collections` tool on a cluster node: this node's collections, plus every
@@ -114,9 +214,9 @@ pub fn plan(
 pub async fn list_collections(
     local: &Search,
     cluster: &Arc<Cluster>,
-    access: &Access,
+    asker: &Asker,
 ) -> CollectionsResult {
-    let mut result = local.list_collections(access);
+    let mut result = local.list_collections(&asker.access);
     let topics: Vec<String> = result
         .collections
         .iter()
@@ -194,10 +294,10 @@ pub async fn search(
     local: &Arc<Search>,
     cluster: &Arc<Cluster>,
     req: SearchRequest,
-    access: &Access,
+    asker: &Asker,
 ) -> Result<SearchResult, QueryError> {
     // The caller's mistakes are reported before any node is asked.
-    let (targets, _, offset) = local.validate_search(&req, access)?;
+    let (targets, _, offset) = local.validate_search(&req, &asker.access)?;
     let configs: Vec<CollectionConfig> = targets.iter().map(|c| c.config.clone()).collect();
     let topics: Vec<String> = configs.iter().flat_map(|c| c.topics.clone()).collect();
     let mut notes = Vec::new();
@@ -214,57 +314,54 @@ pub async fn search(
         }
     }
     let own = shard::node_state(local, cluster);
-    let plan = plan(&own, &states, &topics);
-    let mut missing: BTreeSet<(String, i32)> = plan.missing.iter().cloned().collect();
+    let mut excluded = BTreeSet::new();
 
     // Statistics phase.
-    let stats_calls = plan.by_node.iter().map(|(url, partitions)| {
-        let q = ShardQuery::new(&req, offset, access, partitions.clone());
-        async move {
-            let answer = if cluster.is_self(url) {
-                shard::stats(local, &q).await.map_err(local_error)
-            } else {
-                cluster
-                    .call::<ShardStats>(url, "/internal/cluster/stats", Some(q.clone()), head_wait)
-                    .await
-            };
-            (url.clone(), q, answer)
-        }
-    });
+    let (stats, mut missing) = fan_out(
+        &own,
+        &states,
+        partitions_of(&states, &topics),
+        &mut excluded,
+        |url, partitions| {
+            let q = ShardQuery::new(&req, offset, asker.wire(), partitions);
+            async move {
+                let stats = if cluster.is_self(&url) {
+                    shard::stats(local, &q).await.map_err(local_error)?
+                } else {
+                    cluster
+                        .call::<ShardStats>(&url, "/internal/cluster/stats", Some(q), head_wait)
+                        .await?
+                };
+                Ok((stats, Vec::new()))
+            }
+        },
+    )
+    .await?;
     let mut summed: BTreeMap<String, TermStats> = BTreeMap::new();
-    let mut queries = Vec::new();
-    for (url, q, answer) in join_all(stats_calls).await {
-        match answer {
-            Ok(stats) => {
-                if let Some(why) = stats.head_missed {
-                    caught_up = false;
-                    notes.push(format!(
-                        "consistency \"head\" on {url}: {why}: answering from its view as it is"
-                    ));
-                }
-                for (name, s) in stats.collections {
-                    summed.entry(name).or_default().add(&s);
-                }
-                queries.push((url, q));
-            }
-            Err(PeerError::Invalid(message)) => return Err(QueryError::InvalidArgument(message)),
-            Err(e) => {
-                tracing::warn!("cluster: statistics from {url} failed: {e}");
-                missing.extend(q.partitions);
-            }
+    let mut counted = Vec::new();
+    for (url, partitions, stats) in stats {
+        if let Some(why) = stats.head_missed {
+            caught_up = false;
+            notes.push(format!(
+                "consistency \"head\" on {url}: {why}: answering from its view as it is"
+            ));
         }
+        for (name, s) in stats.collections {
+            summed.entry(name).or_default().add(&s);
+        }
+        counted.extend(partitions);
     }
 
-    // Search phase, every shard with the same statistics.
-    let search_calls = queries.into_iter().map(|(url, q)| {
+    // Search phase, every shard with the same statistics; a node that fails now is replaced
+    // by another owner of its partitions, scoring with the statistics already summed.
+    let (answers, lost) = fan_out(&own, &states, counted, &mut excluded, |url, partitions| {
         let body = ShardSearch {
-            query: q,
+            query: ShardQuery::new(&req, offset, asker.wire(), partitions.clone()),
             stats: summed.clone(),
         };
         async move {
-            let partitions = body.query.partitions.clone();
             let answer = if cluster.is_self(&url) {
-                shard::search(local, body).await.map_err(local_error)
+                shard::search(local, body).await.map_err(local_error)?
             } else {
                 cluster
                     .call::<ShardAnswer>(
@@ -273,22 +370,15 @@ pub async fn search(
                         Some(body),
                         Duration::ZERO,
                     )
-                    .await
+                    .await?
             };
-            (url, partitions, answer)
+            let not_owned = not_answered_for(&partitions, &answer.partitions);
+            Ok((answer, not_owned))
         }
-    });
-    let mut answers = Vec::new();
-    for (url, partitions, answer) in join_all(search_calls).await {
-        match answer {
-            Ok(a) => answers.push(a),
-            Err(PeerError::Invalid(message)) => return Err(QueryError::InvalidArgument(message)),
-            Err(e) => {
-                tracing::warn!("cluster: search on {url} failed: {e}");
-                missing.extend(partitions);
-            }
-        }
-    }
+    })
+    .await?;
+    missing.extend(lost);
+    let answers: Vec<ShardAnswer> = answers.into_iter().map(|(_, _, a)| a).collect();
 
     let partitions: Vec<ClusterPartition> = answers
         .iter()
@@ -327,64 +417,78 @@ async fn lookup(
     collection: &str,
     ids: &[String],
     version: Option<(Option<i32>, i64)>,
-    access: &Access,
+    asker: &Asker,
 ) -> Result<(Vec<DocumentResult>, Watermark, Vec<(String, i32)>), QueryError> {
-    let topics = local.resolve(collection, access)?.config.topics.clone();
+    let topics = local
+        .resolve(collection, &asker.access)?
+        .config
+        .topics
+        .clone();
     let states = gather_states(local, cluster).await;
     let own = shard::node_state(local, cluster);
-    let plan = plan(&own, &states, &topics);
-    let mut missing = plan.missing.clone();
-    let calls = plan.by_node.iter().map(|(url, partitions)| {
-        let q = DocumentsQuery {
-            collection: collection.to_string(),
-            ids: ids.to_vec(),
-            version,
-            access: access.into(),
-            partitions: partitions.clone(),
-        };
-        async move {
-            let answer = if cluster.is_self(url) {
-                shard::documents(local, &q).map_err(local_error)
-            } else {
-                cluster
-                    .call::<DocumentsAnswer>(
-                        url,
-                        "/internal/cluster/documents",
-                        Some(q.clone()),
-                        Duration::ZERO,
-                    )
-                    .await
+    let (answers, missing) = fan_out(
+        &own,
+        &states,
+        partitions_of(&states, &topics),
+        &mut BTreeSet::new(),
+        |url, partitions| {
+            let q = DocumentsQuery {
+                collection: collection.to_string(),
+                ids: ids.to_vec(),
+                version,
+                access: asker.wire(),
+                partitions,
             };
-            (url.clone(), q.partitions, answer)
-        }
-    });
+            async move {
+                let answer = if cluster.is_self(&url) {
+                    shard::documents(local, &q).map_err(local_error)?
+                } else {
+                    cluster
+                        .call::<DocumentsAnswer>(
+                            &url,
+                            "/internal/cluster/documents",
+                            Some(q),
+                            Duration::ZERO,
+                        )
+                        .await?
+                };
+                Ok((answer, Vec::new()))
+            }
+        },
+    )
+    .await?;
     let mut documents = Vec::new();
     let mut answered: Vec<ClusterPartition> = Vec::new();
-    for (url, partitions, answer) in join_all(calls).await {
-        match answer {
-            Ok(a) => {
-                documents.extend(a.documents);
-                let state = states
-                    .iter()
-                    .find(|(u, _)| *u == url)
-                    .and_then(|(_, s)| s.as_ref().ok());
-                answered.extend(partitions.iter().filter_map(|(t, p)| {
-                    state?
-                        .partitions
-                        .iter()
-                        .find(|o| o.watermark.topic == *t && o.watermark.partition == *p)
-                        .cloned()
-                }));
-            }
-            Err(PeerError::Invalid(message)) => return Err(QueryError::InvalidArgument(message)),
-            Err(e) => {
-                tracing::warn!("cluster: document lookup on {url} failed: {e}");
-                missing.extend(partitions);
-            }
-        }
+    for (url, partitions, answer) in answers {
+        documents.extend(answer.documents);
+        let state = states
+            .iter()
+            .find(|(u, _)| *u == url)
+            .and_then(|(_, s)| s.as_ref().ok());
+        answered.extend(partitions.iter().filter_map(|(t, p)| {
+            state?
+                .partitions
+                .iter()
+                .find(|o| o.watermark.topic == *t && o.watermark.partition == *p)
+                .cloned()
+        }));
     }
+    let missing: Vec<(String, i32)> = missing.into_iter().collect();
     let watermark = cluster_watermark(answered, &missing);
     Ok((documents, watermark, missing))
+}
+
+/// The partitions of `asked` a shard's answer holds no state for: it no longer owns them.
+fn not_answered_for(asked: &[(String, i32)], answered: &[ClusterPartition]) -> Vec<(String, i32)> {
+    asked
+        .iter()
+        .filter(|(t, p)| {
+            !answered
+                .iter()
+                .any(|a| a.watermark.topic == *t && a.watermark.partition == *p)
+        })
+        .cloned()
+        .collect()
 }
 
 /// One watermark over answered and missing partitions: caught up only when every partition
@@ -406,6 +510,7 @@ fn cluster_watermark(
         as_of: rfc3339_ms(now_ms()),
         caught_up: !partitions.is_empty() && partitions.iter().all(|p| p.caught_up),
         partitions: partitions.into_iter().map(|p| p.watermark).collect(),
+        generations: Vec::new(),
     }
 }
 
@@ -425,11 +530,11 @@ pub async fn get_document(
     collection: &str,
     id: &str,
     version: Option<(Option<i32>, i64)>,
-    access: &Access,
+    asker: &Asker,
 ) -> Result<DocumentResult, QueryError> {
     let ids = [id.to_string()];
     let (documents, watermark, missing) =
-        lookup(local, cluster, collection, &ids, version, access).await?;
+        lookup(local, cluster, collection, &ids, version, asker).await?;
     match documents.into_iter().next() {
         Some(mut found) => {
             found.freshness = watermark;
@@ -454,11 +559,11 @@ pub async fn document_freshness(
     cluster: &Arc<Cluster>,
     collection: &str,
     ids: &[String],
-    access: &Access,
+    asker: &Asker,
 ) -> Result<FreshnessResult, QueryError> {
     check_ids(ids)?;
     let (documents, watermark, missing) =
-        lookup(local, cluster, collection, ids, None, access).await?;
+        lookup(local, cluster, collection, ids, None, asker).await?;
     let mut found: HashMap<String, DocumentResult> = documents
         .into_iter()
         .map(|d| (d.document.id.clone(), d))
@@ -486,6 +591,141 @@ pub async fn document_freshness(
     Ok(FreshnessResult {
         documents,
         freshness: watermark,
+    })
+}
+
+/// The `changes` tool on a cluster node: every partition's changes from one owner, merged in
+/// the order they became searchable, cut at `limit`, with one cursor whose position per
+/// partition is exactly what this answer covered (the shards' cursors where their whole page
+/// made it in, just before the first change left out otherwise).
+pub async fn changes(
+    local: &Arc<Search>,
+    cluster: &Arc<Cluster>,
+    req: ChangesRequest,
+    asker: &Asker,
+) -> Result<ChangesResult, QueryError> {
+    // The caller's mistakes (limit, collection, filter, cursor) are reported by this node:
+    // the same checks over no partition.
+    let checked = local.changes_in(req.clone(), &asker.access, Some(&HashSet::new()))?;
+    let collection = checked.collection;
+    let topics = local
+        .resolve(&collection, &asker.access)?
+        .config
+        .topics
+        .clone();
+    let mut next = match req.since.as_deref().map(str::trim) {
+        Some(text) if !text.is_empty() && chrono::DateTime::parse_from_rfc3339(text).is_err() => {
+            Cursor::decode(text, &collection)
+                .map_err(|e| QueryError::InvalidArgument(e.to_string()))?
+        }
+        _ => Cursor::default(),
+    };
+    let states = gather_states(local, cluster).await;
+    let own = shard::node_state(local, cluster);
+    let (answers, missing) = fan_out(
+        &own,
+        &states,
+        partitions_of(&states, &topics),
+        &mut BTreeSet::new(),
+        |url, partitions| {
+            let q = ChangesQuery {
+                collection: collection.clone(),
+                since: req.since.clone(),
+                limit: req.limit,
+                filter: req.filter.clone(),
+                include_text: req.include_text,
+                access: asker.wire(),
+                partitions: partitions.clone(),
+            };
+            async move {
+                let answer = if cluster.is_self(&url) {
+                    shard::changes(local, &q).map_err(local_error)?
+                } else {
+                    cluster
+                        .call::<ChangesAnswer>(
+                            &url,
+                            "/internal/cluster/changes",
+                            Some(q),
+                            Duration::ZERO,
+                        )
+                        .await?
+                };
+                let not_owned = not_answered_for(&partitions, &answer.partitions);
+                Ok((answer, not_owned))
+            }
+        },
+    )
+    .await?;
+
+    let mut merged: Vec<(usize, crate::api::ChangeOut)> = answers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, _, a))| a.page.changes.iter().cloned().map(move |c| (i, c)))
+        .collect();
+    // Stable: within a partition (one shard) apply order is kept.
+    merged.sort_by(|(_, a), (_, b)| a.freshness.indexed_at.cmp(&b.freshness.indexed_at));
+    let cut = merged.len() > req.limit;
+    let left_out = merged.split_off(req.limit.min(merged.len()));
+    let mut first_left_out: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for (_, c) in &left_out {
+        let key = (c.freshness.topic.clone(), c.freshness.partition);
+        let slot = first_left_out.entry(key).or_insert(c.freshness.offset);
+        *slot = (*slot).min(c.freshness.offset);
+    }
+    let mut partitions = Vec::new();
+    let (mut more, mut truncated, mut kept_since) = (cut, false, String::new());
+    for (_, served, answer) in &answers {
+        let shard_next =
+            Cursor::decode(&answer.page.next, &collection).map_err(|_| QueryError::Internal)?;
+        next.adopt_topic_ids(&shard_next);
+        for (topic, partition) in served {
+            match first_left_out.get(&(topic.clone(), *partition)) {
+                Some(offset) => next.advance_to(topic, *partition, offset - 1),
+                None => {
+                    if let Some(seen) = shard_next.position(topic, *partition) {
+                        next.advance_to(topic, *partition, seen);
+                    }
+                }
+            }
+        }
+        more |= answer.page.more;
+        truncated |= answer.page.truncated;
+        // The latest of the shards' limits is what the whole answer guarantees.
+        kept_since = kept_since.max(answer.page.kept_since.clone());
+        partitions.extend(answer.partitions.iter().cloned());
+    }
+    let missing: Vec<(String, i32)> = missing.into_iter().collect();
+    let mut notes = Vec::new();
+    if truncated {
+        notes.push(format!(
+            "truncated: the history keeps the changes since {kept_since} (changes.max_entries \
+             / max_age_ms, and what each node applied since it started or took the partition \
+             over); older ones may be missing: use search or get_document for the current state"
+        ));
+    }
+    if more {
+        notes.push("more changes follow: call again with since = next".to_string());
+    }
+    if !missing.is_empty() {
+        notes.push(format!(
+            "no reachable node holds partition(s) {}: their changes are missing from this \
+             answer, and `next` stays where it was for them",
+            partition_names(&missing)
+        ));
+    }
+    Ok(ChangesResult {
+        changes: merged.into_iter().map(|(_, c)| c).collect(),
+        next: next.encode(&collection),
+        more,
+        truncated,
+        kept_since: if kept_since.is_empty() {
+            checked.kept_since
+        } else {
+            kept_since
+        },
+        notes,
+        freshness: cluster_watermark(partitions, &missing),
+        collection,
     })
 }
 
@@ -645,9 +885,20 @@ mod tests {
         }
     }
 
+    fn unreachable(url: &str) -> Result<NodeState, PeerError> {
+        Err(PeerError::Unreachable {
+            url: url.into(),
+            reason: "refused".into(),
+        })
+    }
+
+    fn t(partitions: &[i32]) -> Vec<(String, i32)> {
+        partitions.iter().map(|p| ("t".to_string(), *p)).collect()
+    }
+
     #[test]
-    fn the_plan_covers_each_partition_once_preferring_self_then_caught_up() {
-        let me = node("a", 0, vec![owned(0, false)]);
+    fn the_plan_covers_each_partition_once_preferring_caught_up_then_self() {
+        let me = node("a", 0, vec![owned(0, false), owned(1, true)]);
         let states = vec![
             ("a".to_string(), Ok(me.clone())),
             // Replica group 1 holds everything; only some of it caught up.
@@ -660,27 +911,84 @@ mod tests {
                 )),
             ),
             ("c".to_string(), Ok(node("c", 0, vec![owned(2, true)]))),
-            (
-                "d".to_string(),
-                Err(PeerError::Unreachable {
-                    url: "d".into(),
-                    reason: "refused".into(),
-                }),
-            ),
+            ("d".to_string(), unreachable("d")),
         ];
         let plan = plan(&me, &states, &["t".to_string()]);
         let expected: BTreeMap<String, Vec<(String, i32)>> = [
-            ("a".to_string(), vec![("t".to_string(), 0)]),
-            ("b".to_string(), vec![("t".to_string(), 1)]),
-            ("c".to_string(), vec![("t".to_string(), 2)]),
+            // 0: this node is still replaying it; b has it whole.
+            ("b".to_string(), t(&[0])),
+            // 1: both caught up; this node answers itself.
+            ("a".to_string(), t(&[1])),
+            ("c".to_string(), t(&[2])),
         ]
         .into();
         assert_eq!(plan.by_node, expected);
         // 3 and 4 have no reachable owner (d is down), and say so.
-        assert_eq!(
-            plan.missing,
-            vec![("t".to_string(), 3), ("t".to_string(), 4)]
-        );
+        assert_eq!(plan.missing, t(&[3, 4]));
+    }
+
+    #[tokio::test]
+    async fn a_failing_node_or_a_moved_partition_goes_to_another_owner() {
+        let me = node("a", 0, vec![owned(0, true)]);
+        let states = vec![
+            ("a".to_string(), Ok(me.clone())),
+            (
+                "b".to_string(),
+                Ok(node("b", 0, vec![owned(1, true), owned(2, true)])),
+            ),
+            (
+                "c".to_string(),
+                Ok(node("c", 1, (0..4).map(|p| owned(p, false)).collect())),
+            ),
+        ];
+        let mut excluded = BTreeSet::new();
+        let (done, missing) = fan_out(&me, &states, t(&[0, 1, 2, 3]), &mut excluded, |url, ps| {
+            async move {
+                match url.as_str() {
+                    // b went down between the plan and the call.
+                    "b" => Err(PeerError::Unreachable {
+                        url,
+                        reason: "connection refused".into(),
+                    }),
+                    // a handed partition 0 over meanwhile.
+                    "a" => Ok(((), ps.into_iter().filter(|(_, p)| *p == 0).collect())),
+                    _ => Ok(((), Vec::new())),
+                }
+            }
+        })
+        .await
+        .expect("no caller mistake");
+        // c answers in two rounds: 3 at once, then what a and b could not.
+        let mut served: BTreeMap<String, Vec<(String, i32)>> = BTreeMap::new();
+        for (url, ps, ()) in done {
+            served.entry(url).or_default().extend(ps);
+        }
+        served.values_mut().for_each(|ps| ps.sort());
+        let expected: BTreeMap<String, Vec<(String, i32)>> = [
+            ("a".to_string(), Vec::new()),
+            ("c".to_string(), t(&[0, 1, 2, 3])),
+        ]
+        .into();
+        assert_eq!(served, expected);
+        assert!(missing.is_empty(), "{missing:?}");
+        assert_eq!(excluded, BTreeSet::from(["b".to_string()]));
+
+        // With every owner of a partition gone, it is reported missing, not dropped.
+        let (_, missing) = fan_out(
+            &me,
+            &states,
+            t(&[1]),
+            &mut BTreeSet::new(),
+            |url, _| async move {
+                Err::<((), Vec<(String, i32)>), _>(PeerError::Unreachable {
+                    url,
+                    reason: "timeout".into(),
+                })
+            },
+        )
+        .await
+        .expect("no caller mistake");
+        assert_eq!(missing, BTreeSet::from([("t".to_string(), 1)]));
     }
 
     fn candidate(id: &str, score: f32) -> Candidate {

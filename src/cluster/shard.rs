@@ -15,8 +15,8 @@ use crate::time::now_ms;
 
 use super::Cluster;
 use super::wire::{
-    Candidate, DocumentsAnswer, DocumentsQuery, NodeState, ShardAnswer, ShardCollection,
-    ShardQuery, ShardSearch, ShardStats, mode_name,
+    Candidate, ChangesAnswer, ChangesQuery, DocumentsAnswer, DocumentsQuery, NodeState,
+    ShardAnswer, ShardCollection, ShardQuery, ShardSearch, ShardStats, mode_name,
 };
 
 /// This node's state for the other nodes.
@@ -83,6 +83,27 @@ pub fn documents(local: &Search, q: &DocumentsQuery) -> Result<DocumentsAnswer, 
     Ok(out)
 }
 
+/// A page of changes of the asked-for partitions this node still owns.
+pub fn changes(local: &Search, q: &ChangesQuery) -> Result<ChangesAnswer, QueryError> {
+    let access: Access = q.access.clone().into();
+    let owned: HashSet<(String, i32)> = q
+        .partitions
+        .iter()
+        .filter(|(t, p)| local.cluster().is_none_or(|c| c.ownership().owns(t, *p)))
+        .cloned()
+        .collect();
+    let page = local.changes_in(q.request(), &access, Some(&owned))?;
+    let mut held: Vec<(Arc<str>, i32)> = owned
+        .into_iter()
+        .map(|(t, p)| (Arc::from(t.as_str()), p))
+        .collect();
+    held.sort();
+    Ok(ChangesAnswer {
+        page,
+        partitions: partition_states(local, held.into_iter()),
+    })
+}
+
 /// The statistics phase: with `consistency: "head"` first the wait for the partitions'
 /// ends, then this shard's BM25 statistics of the query, per collection searched.
 pub async fn stats(local: &Search, q: &ShardQuery) -> Result<ShardStats, QueryError> {
@@ -125,7 +146,6 @@ pub async fn search(local: &Search, body: ShardSearch) -> Result<ShardAnswer, Qu
     let text = req.query.trim().to_string();
     let pool = search_pool(local.config());
     let embedded = embed_query(pool, &targets, &req, &text).await;
-    let targets: Vec<_> = targets.into_iter().map(Arc::clone).collect();
     let keep: HashSet<(Arc<str>, i32)> = q
         .partitions
         .iter()
@@ -171,7 +191,12 @@ pub async fn search(local: &Search, body: ShardSearch) -> Result<ShardAnswer, Qu
             Ok(out)
         })
         .await??;
-    let mut held: Vec<(Arc<str>, i32)> = keep.into_iter().collect();
+    // Partitions handed over since the asking node planned are left out, so it asks their
+    // new owner (their documents may already be dropped here).
+    let mut held: Vec<(Arc<str>, i32)> = keep
+        .into_iter()
+        .filter(|(t, p)| local.cluster().is_none_or(|c| c.ownership().owns(t, *p)))
+        .collect();
     held.sort();
     Ok(ShardAnswer {
         collections,

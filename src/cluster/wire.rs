@@ -38,6 +38,43 @@ pub struct WireAccess {
     pub collections: Option<Vec<String>>,
     /// `all`, `none`, or the one tenant the caller sees.
     pub tenant: WireTenant,
+    /// Who the call is for, for the shard's audit line.
+    #[serde(default)]
+    pub origin: WireOrigin,
+}
+
+/// Who a shard call is for: the caller as the receiving node authenticated them, and that
+/// node's request id, so the audit lines of one call can be joined across nodes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WireOrigin {
+    /// The caller's token `sub`.
+    pub sub: Option<String>,
+    /// The caller's token `iss`.
+    pub iss: Option<String>,
+    /// The receiving node's request id of the call.
+    pub request_id: Option<String>,
+    /// The receiving node's `cluster.node_id`.
+    pub node: String,
+}
+
+/// Who a cluster-wide call is for: the caller's rights, which every shard applies, and
+/// where the call came from, which every shard audits.
+#[derive(Clone, Debug)]
+pub struct Asker {
+    /// What the caller may read.
+    pub access: Access,
+    /// Who the caller is and which request this is.
+    pub origin: WireOrigin,
+}
+
+impl Asker {
+    /// The rights and origin as shards receive them.
+    pub fn wire(&self) -> WireAccess {
+        WireAccess {
+            origin: self.origin.clone(),
+            ..(&self.access).into()
+        }
+    }
 }
 
 /// [`TenantScope`] on the wire.
@@ -65,6 +102,7 @@ impl From<&Access> for WireAccess {
                 TenantScope::Only(t) => WireTenant::Only(t.clone()),
                 TenantScope::NoTenant => WireTenant::NoTenant,
             },
+            origin: WireOrigin::default(),
         }
     }
 }
@@ -118,7 +156,7 @@ impl ShardQuery {
     pub fn new(
         req: &SearchRequest,
         offset: usize,
-        access: &Access,
+        access: WireAccess,
         partitions: Vec<(String, i32)>,
     ) -> Self {
         ShardQuery {
@@ -129,7 +167,7 @@ impl ShardQuery {
             filter: req.filter.clone(),
             vector: req.vector.clone(),
             offset,
-            access: access.into(),
+            access,
             partitions,
             head_wait_ms: (req.consistency == Consistency::Head)
                 .then(|| u64::try_from(req.max_wait.as_millis()).unwrap_or(u64::MAX)),
@@ -253,6 +291,48 @@ pub struct DocumentsQuery {
 pub struct DocumentsAnswer {
     /// Found documents (their `freshness` is the shard's, replaced by the receiving node).
     pub documents: Vec<crate::api::DocumentResult>,
+}
+
+/// `POST /internal/cluster/changes`: the `changes` tool over some partitions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangesQuery {
+    /// Collection.
+    pub collection: String,
+    /// The caller's `since`, as given (a cursor names every partition; a shard reads only
+    /// its own).
+    pub since: Option<String>,
+    /// Most changes.
+    pub limit: usize,
+    /// Metadata filter.
+    pub filter: Option<Map<String, Value>>,
+    /// Return upserts' text.
+    pub include_text: bool,
+    /// Who asks.
+    pub access: WireAccess,
+    /// Only changes of these partitions are returned.
+    pub partitions: Vec<(String, i32)>,
+}
+
+impl ChangesQuery {
+    /// The request a shard runs.
+    pub fn request(&self) -> crate::engine::ChangesRequest {
+        crate::engine::ChangesRequest {
+            collection: self.collection.clone(),
+            since: self.since.clone(),
+            limit: self.limit,
+            filter: self.filter.clone(),
+            include_text: self.include_text,
+        }
+    }
+}
+
+/// A shard's page of changes, and the state of the asked-for partitions it still owns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangesAnswer {
+    /// The page over the owned asked-for partitions; its `next` names only them.
+    pub page: crate::api::ChangesResult,
+    /// Those partitions' progress.
+    pub partitions: Vec<ClusterPartition>,
 }
 
 /// An error answer of the internal API.

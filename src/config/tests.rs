@@ -90,6 +90,7 @@ fn server_limits_are_checked_and_named() {
         ("max_sessions", "0"),
         ("max_sessions_per_principal", "0"),
         ("session_idle_timeout_ms", "10"),
+        ("shutdown_drain_ms", "86400000"),
         ("metrics_addr", "\"localhost\""),
     ] {
         let text = format!("[server]\n{key} = {value}\n{MINIMAL}");

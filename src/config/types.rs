@@ -157,6 +157,11 @@ pub struct ServerConfig {
     /// A session unused for this long is closed.
     #[serde(default = "default_session_idle_timeout_ms")]
     pub session_idle_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, keep answering this long with `/readyz` at 503 (and, in a
+    /// cluster, after handing this node's partitions to the others) before the listener
+    /// closes, so a load balancer stops sending calls first. 0 closes at once.
+    #[serde(default)]
+    pub shutdown_drain_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -180,6 +185,7 @@ impl Default for ServerConfig {
             max_sessions: default_max_sessions(),
             max_sessions_per_principal: default_max_sessions_per_principal(),
             session_idle_timeout_ms: default_session_idle_timeout_ms(),
+            shutdown_drain_ms: 0,
         }
     }
 }

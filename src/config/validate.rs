@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 
 use super::{AuthMode, Config, ConfigError, Provider, SchemaRegistryConfig};
 
+/// Longest `server.shutdown_drain_ms` accepted.
+const MAX_SHUTDOWN_DRAIN_MS: u64 = 300_000;
+
 impl Config {
     /// Checks what types alone cannot: names, cross-references and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -256,6 +259,16 @@ impl Config {
             1,
         )?;
         at_least("session_idle_timeout_ms", s.session_idle_timeout_ms, 1000)?;
+        // A drain longer than any orchestrator's grace period would be cut by SIGKILL.
+        if s.shutdown_drain_ms > MAX_SHUTDOWN_DRAIN_MS {
+            return Err(ConfigError::key(
+                "server.shutdown_drain_ms",
+                format!(
+                    "must be at most {MAX_SHUTDOWN_DRAIN_MS}, got {}",
+                    s.shutdown_drain_ms
+                ),
+            ));
+        }
         if let Some(addr) = &s.metrics_addr
             && addr.parse::<SocketAddr>().is_err()
         {

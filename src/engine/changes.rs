@@ -149,6 +149,23 @@ impl Cursor {
         *slot = (*slot).max(offset);
     }
 
+    /// The offset seen on a partition, if the cursor names it.
+    pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.seen.get(&(topic.to_string(), partition)).copied()
+    }
+
+    /// Moves a partition's position forward to `offset` (never back).
+    pub fn advance_to(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.advance(topic, partition, offset);
+    }
+
+    /// Takes `other`'s topic generations (a cluster merges its shards' cursors).
+    pub fn adopt_topic_ids(&mut self, other: &Cursor) {
+        for (topic, id) in &other.topic_ids {
+            self.topic_ids.insert(topic.clone(), id.clone());
+        }
+    }
+
     /// Records the generation of `topic` the offsets belong to.
     pub fn set_topic_id(&mut self, topic: &str, id: &str) {
         self.topic_ids.insert(topic.to_string(), id.to_string());
@@ -321,23 +338,26 @@ impl ChangeLog {
         self.inner.lock().entries.is_empty()
     }
 
-    /// Reads up to `limit` changes that `visible` lets through, starting at `from`.
-    /// `applied` gives the applied offset of each of the collection's partitions, read under
-    /// the history's lock (see the module docs): a page that ends the history moves the
-    /// cursor there, past offsets that changed nothing.
+    /// Reads up to `limit` changes that `visible` lets through, starting at `from`, of the
+    /// partitions `scope` accepts (a cluster shard reads only those it answers for; the
+    /// cursor it returns names only them). `applied` gives the applied offset of each of the
+    /// collection's partitions, read under the history's lock (see the module docs): a page
+    /// that ends the history moves the cursor there, past offsets that changed nothing.
     pub fn read(
         &self,
         from: ReadFrom,
         limit: usize,
-        visible: impl Fn(&Change) -> bool,
+        (visible, scope): (impl Fn(&Change) -> bool, impl Fn(&str, i32) -> bool),
         applied: impl Fn() -> Vec<(String, i32, i64)>,
         now_ms: i64,
     ) -> Result<Page, ReadError> {
         let mut h = self.inner.lock();
         self.trim(&mut h, now_ms);
         let (mut cursor, since_ms, truncated) = match from {
-            ReadFrom::Cursor(cursor) => {
-                for ((topic, partition), floor) in &h.floors {
+            ReadFrom::Cursor(mut cursor) => {
+                cursor.seen.retain(|(t, p), _| scope(t, *p));
+                let floors = h.floors.iter().filter(|((t, p), _)| scope(t, *p));
+                for ((topic, partition), floor) in floors {
                     let seen = cursor.seen(topic, *partition);
                     if seen < *floor {
                         return Err(ReadError::Expired {
@@ -349,17 +369,24 @@ impl ChangeLog {
                 }
                 (cursor, i64::MIN, false)
             }
-            ReadFrom::Time(since) => (self.floor_cursor(&h), since, since < h.kept_since_ms),
+            ReadFrom::Time(since) => (
+                self.floor_cursor(&h, &scope),
+                since,
+                since < h.kept_since_ms,
+            ),
             ReadFrom::Oldest => {
-                let truncated = h.floors.values().any(|floor| *floor >= 0);
-                (self.floor_cursor(&h), i64::MIN, truncated)
+                let truncated = h
+                    .floors
+                    .iter()
+                    .any(|((t, p), floor)| scope(t, *p) && *floor >= 0);
+                (self.floor_cursor(&h, &scope), i64::MIN, truncated)
             }
         };
         let mut changes = Vec::new();
         let mut more = false;
         for change in &h.entries {
             let s = &change.stamp;
-            if s.offset <= cursor.seen(&s.topic, s.partition) {
+            if !scope(&s.topic, s.partition) || s.offset <= cursor.seen(&s.topic, s.partition) {
                 continue;
             }
             if changes.len() == limit {
@@ -373,7 +400,9 @@ impl ChangeLog {
         }
         if !more {
             for (topic, partition, offset) in applied() {
-                cursor.advance(&topic, partition, offset);
+                if scope(&topic, partition) {
+                    cursor.advance(&topic, partition, offset);
+                }
             }
         }
         Ok(Page {
@@ -385,12 +414,14 @@ impl ChangeLog {
         })
     }
 
-    /// A cursor at the floors: just before the oldest change kept of every partition.
-    fn floor_cursor(&self, h: &History) -> Cursor {
+    /// A cursor at the floors: just before the oldest change kept of every partition in
+    /// `scope`.
+    fn floor_cursor(&self, h: &History, scope: impl Fn(&str, i32) -> bool) -> Cursor {
         Cursor {
             seen: h
                 .floors
                 .iter()
+                .filter(|((t, p), _)| scope(t, *p))
                 .map(|((t, p), o)| ((t.to_string(), *p), *o))
                 .collect(),
             topic_ids: BTreeMap::new(),
@@ -438,7 +469,7 @@ impl Ingest {
         for c in self.catalog.collections() {
             let mine: Vec<Arc<Change>> = published
                 .iter()
-                .filter(|p| Arc::ptr_eq(&p.collection, c))
+                .filter(|p| Arc::ptr_eq(&p.collection, &c))
                 .map(|p| Arc::clone(&p.change))
                 .collect();
             if !mine.is_empty() {
@@ -491,6 +522,20 @@ impl Search {
         req: ChangesRequest,
         access: &Access,
     ) -> Result<ChangesResult, QueryError> {
+        self.changes_in(req, access, None)
+    }
+
+    /// The `changes` tool over some partitions only (`None`: all): what a cluster shard
+    /// answers for the partitions it was asked for. The `next` cursor then names only them.
+    pub fn changes_in(
+        &self,
+        req: ChangesRequest,
+        access: &Access,
+        partitions: Option<&std::collections::HashSet<(String, i32)>>,
+    ) -> Result<ChangesResult, QueryError> {
+        let in_scope = |topic: &str, partition: i32| {
+            partitions.is_none_or(|only| only.contains(&(topic.to_string(), partition)))
+        };
         if req.limit == 0 || req.limit > MAX_CHANGES_LIMIT {
             return Err(QueryError::InvalidArgument(format!(
                 "limit must be between 1 and {MAX_CHANGES_LIMIT}, got {}",
@@ -522,7 +567,7 @@ impl Search {
                  get_document, then call `changes` without `since` to get a new cursor"
             )));
         }
-        let filter = build_filter(c, req.filter.as_ref(), access)?;
+        let filter = build_filter(&c, req.filter.as_ref(), access)?;
         let visible = |change: &Change| filter.accepts(&change.doc.terms, &change.candidate());
         let applied = || {
             self.freshness
@@ -538,7 +583,7 @@ impl Search {
         let now = now_ms();
         let page = c
             .changes
-            .read(from, req.limit, visible, applied, now)
+            .read(from, req.limit, (visible, in_scope), applied, now)
             .map_err(|e| QueryError::InvalidArgument(e.to_string()))?;
         let mut next = page.next;
         for topic in &c.config.topics {
@@ -641,8 +686,8 @@ impl Search {
     ) -> Result<ChangeWatch, QueryError> {
         let c = self.resolve(collection, access)?;
         let (document, filter) = match target {
-            WatchTarget::Document(id) => (Some(id), build_filter(c, None, access)?),
-            WatchTarget::Changes(filter) => (None, build_filter(c, filter.as_ref(), access)?),
+            WatchTarget::Document(id) => (Some(id), build_filter(&c, None, access)?),
+            WatchTarget::Changes(filter) => (None, build_filter(&c, filter.as_ref(), access)?),
         };
         Ok(ChangeWatch {
             collection: c.name().to_string(),
@@ -698,7 +743,13 @@ mod tests {
     }
 
     fn read(log: &ChangeLog, from: ReadFrom, limit: usize) -> Result<Page, ReadError> {
-        log.read(from, limit, |_| true, Vec::new, 10)
+        log.read(
+            from,
+            limit,
+            (|_: &Change| true, |_: &str, _| true),
+            Vec::new,
+            10,
+        )
     }
 
     #[test]
@@ -817,7 +868,13 @@ mod tests {
         log.record(vec![change(0, 0, "a", 100)], |_, _| None, 100);
         assert_eq!(log.len(), 1);
         let page = log
-            .read(ReadFrom::Oldest, 10, |_| true, Vec::new, 200)
+            .read(
+                ReadFrom::Oldest,
+                10,
+                (|_: &Change| true, |_: &str, _| true),
+                Vec::new,
+                200,
+            )
             .unwrap();
         assert!(page.changes.is_empty() && log.is_empty());
         assert_eq!(page.kept_since_ms, 101);
@@ -835,7 +892,7 @@ mod tests {
             .read(
                 ReadFrom::Oldest,
                 10,
-                |c| c.doc.id == "open",
+                (|c: &Change| c.doc.id == "open", |_: &str, _| true),
                 || vec![("t".into(), 0, 9), ("t".into(), 1, 3)],
                 10,
             )

@@ -29,6 +29,7 @@ use crate::index::{FilterTerms, IndexError, TextIndex, VectorIndex};
 use crate::metrics::ApplyStage;
 use crate::store::{Checkpoint, DocRecord, PartitionCheckpoint, VectorCheckpoint};
 
+use super::generation::{self, Frozen, Pending};
 use super::{Collection, Ingest};
 
 /// Wait after a failed checkpoint before the next attempt.
@@ -39,10 +40,13 @@ const MIN_POINTS_FOR_DUMP: usize = 1024;
 
 /// The on-disk side of a persisted collection.
 pub(super) struct Persisted {
-    /// `<data_dir>/collections/<name>`.
-    dir: PathBuf,
+    /// `<data_dir>/collections/<name>`: every generation's files and the file naming the
+    /// serving one (see `generation`).
+    pub(super) dir: PathBuf,
+    /// Which generation of the collection these files are.
+    pub(super) generation: u64,
     /// The last checkpoint committed: what a restart would resume from.
-    last: Mutex<Checkpoint>,
+    pub(super) last: Mutex<Checkpoint>,
     /// The newest graph dump of the journal generation in use.
     graph: Mutex<Option<GraphMeta>>,
     /// The next journal generation number.
@@ -57,8 +61,13 @@ impl Persisted {
         self.last.lock().fingerprint = fingerprint;
     }
 
+    /// Which generation of the collection these files are.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn vectors_dir(&self) -> PathBuf {
-        self.dir.join("vectors")
+        generation::files_dir(&self.dir, self.generation).join("vectors")
     }
 }
 
@@ -73,30 +82,47 @@ fn dir_name(collection: &str) -> String {
         .collect()
 }
 
-/// Opens (or creates) a collection's BM25 index under `root`. An index that cannot be opened
-/// (damaged metadata, another schema) is moved aside and replaced by an empty one: the
-/// collection is then rebuilt from its topics.
+/// Opens (or creates) the BM25 index of a collection's serving generation under `root`.
 pub(super) fn open_text(
     root: &Path,
     collection: &str,
     title_boost: f32,
 ) -> Result<(TextIndex, Persisted), IndexError> {
     let dir = root.join(dir_name(collection));
-    let text_dir = dir.join("text");
+    let serving = generation::current(&dir);
+    open_in(dir, serving, title_boost)
+}
+
+/// Opens (or creates) the BM25 index of generation `n` of the collection `p` belongs to.
+pub(super) fn open_generation(
+    p: &Persisted,
+    n: u64,
+    title_boost: f32,
+) -> Result<(TextIndex, Persisted), IndexError> {
+    open_in(p.dir.clone(), n, title_boost)
+}
+
+/// Opens (or creates) generation `n`'s BM25 index in the collection directory `dir`. An
+/// index that cannot be opened (damaged metadata, another schema) is moved aside and
+/// replaced by an empty one: that generation is then rebuilt from the topics.
+fn open_in(dir: PathBuf, n: u64, title_boost: f32) -> Result<(TextIndex, Persisted), IndexError> {
+    let files = generation::files_dir(&dir, n);
+    let text_dir = files.join("text");
     let text = match TextIndex::open_or_create(&text_dir, title_boost) {
         Ok(text) => text,
         Err(e) => {
             tracing::warn!(
-                collection,
                 "cannot open the BM25 index in {} ({e}): rebuilding this collection from its topics",
                 text_dir.display()
             );
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(&text_dir);
+            let _ = std::fs::remove_dir_all(files.join("vectors"));
             TextIndex::open_or_create(&text_dir, title_boost)?
         }
     };
     let persisted = Persisted {
         dir,
+        generation: n,
         last: Mutex::new(Checkpoint::empty(String::new())),
         graph: Mutex::new(None),
         next_generation: AtomicU64::new(1),
@@ -110,17 +136,21 @@ pub(super) fn open_text(
 pub struct RestoreReport {
     /// Collections opened from disk, with their document counts.
     pub restored: Vec<(String, usize)>,
-    /// Collections rebuilt from their topics: settings changed, or what was on disk was
-    /// damaged.
+    /// Collections rebuilt from their topics in place, with nothing to serve meanwhile:
+    /// what was on disk was damaged.
     pub rebuilt: Vec<String>,
+    /// Collections whose settings changed: their previous generation (with this many
+    /// documents) serves, frozen, while the next one is built beside it.
+    pub rebuilding: Vec<(String, usize)>,
 }
 
 impl Ingest {
     /// Opens what the persisted collections hold on disk, before consuming starts: loads each
     /// view from the document store, the vector index from its journal and newest graph dump,
     /// and resumes each partition at the checkpoint's offsets. Nothing is indexed again. A
-    /// collection whose settings changed, or whose files are damaged, is emptied and rebuilt
-    /// from its topics.
+    /// collection whose settings changed serves its previous generation, frozen, while the
+    /// next one is built (see `generation`); one whose files are damaged is emptied and
+    /// rebuilt from its topics.
     pub fn open_persisted(&self) -> RestoreReport {
         let mut report = RestoreReport::default();
         for c in self.catalog.collections() {
@@ -128,7 +158,25 @@ impl Ingest {
             // Leftovers of writes a crash interrupted, before anything else takes space.
             vector_store::remove_temp_files(&p.vectors_dir());
             let started = Instant::now();
-            match self.open_collection(c, p) {
+            let opened = self
+                .read_checkpoint(&c)
+                .and_then(|checkpoint| match checkpoint {
+                    None => Ok(None),
+                    Some(checkpoint) if checkpoint.fingerprint == c.fingerprint() => {
+                        self.load(&c, p, checkpoint, None).map(Some)
+                    }
+                    Some(checkpoint) => {
+                        let Some(next) = self.next_generation(&c) else {
+                            return Err("settings changed since the checkpoint".into());
+                        };
+                        let frozen = Frozen::of(&c, &checkpoint, next.generation());
+                        let docs = self.load(&c, p, checkpoint, Some(frozen))?;
+                        self.begin_rebuild(&c, next, docs);
+                        report.rebuilding.push((c.name().to_string(), docs));
+                        Ok(None)
+                    }
+                });
+            match opened {
                 Ok(None) => {}
                 Ok(Some(docs)) => {
                     tracing::info!(
@@ -144,16 +192,20 @@ impl Ingest {
                         collection = c.name(),
                         "{reason}: rebuilding this collection from its topics"
                     );
-                    self.wipe(c, p);
+                    self.wipe(&c, p);
                     report.rebuilt.push(c.name().to_string());
                 }
+            }
+            if self.catalog.rebuild_of(c.name()).is_none() {
+                // Leftovers of a rebuild given up, or of a swap a crash interrupted.
+                generation::remove_others(&p.dir, &[p.generation]);
             }
         }
         report
     }
 
-    /// `Ok(None)`: nothing on disk yet.
-    fn open_collection(&self, c: &Collection, p: &Persisted) -> Result<Option<usize>, String> {
+    /// The collection's checkpoint; `Ok(None)`: nothing on disk yet.
+    fn read_checkpoint(&self, c: &Collection) -> Result<Option<Checkpoint>, String> {
         let payload = c
             .text
             .commit_payload()
@@ -164,11 +216,81 @@ impl Ingest {
             }
             return Ok(None);
         };
-        let checkpoint =
-            Checkpoint::decode(&payload).map_err(|e| format!("damaged checkpoint: {e}"))?;
-        if checkpoint.fingerprint != c.fingerprint() {
-            return Err("settings changed since the checkpoint".into());
+        Checkpoint::decode(&payload)
+            .map(Some)
+            .map_err(|e| format!("damaged checkpoint: {e}"))
+    }
+
+    /// The next generation of `c`, opened: resumed from its own checkpoint when a crash
+    /// interrupted an earlier rebuild under the same settings, else empty. `None` (logged)
+    /// when its files cannot be created.
+    fn next_generation(&self, c: &Collection) -> Option<Collection> {
+        let next = match c.next_generation() {
+            Ok(next) => next?,
+            Err(e) => {
+                tracing::error!(
+                    collection = c.name(),
+                    "cannot create the next generation's index: {e}"
+                );
+                return None;
+            }
+        };
+        let p = next.persisted.as_ref()?;
+        generation::remove_others(&p.dir, &[p.generation - 1, p.generation]);
+        vector_store::remove_temp_files(&p.vectors_dir());
+        let resumed = match self.read_checkpoint(&next) {
+            Ok(Some(checkpoint)) if checkpoint.fingerprint == next.fingerprint() => {
+                self.load(&next, p, checkpoint, None)
+            }
+            Ok(Some(_)) => Err("another rebuild's files".to_string()),
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        };
+        match resumed {
+            Ok(0) => {}
+            Ok(docs) => tracing::info!(
+                collection = c.name(),
+                generation = p.generation,
+                documents = docs,
+                "resuming the rebuild from its checkpoint"
+            ),
+            Err(reason) => {
+                tracing::info!(
+                    collection = c.name(),
+                    generation = p.generation,
+                    "starting the rebuild afresh ({reason})"
+                );
+                self.wipe(&next, p);
+            }
         }
+        Some(next)
+    }
+
+    /// Hands `next` to the writer while `c` (frozen, with `docs` documents) serves.
+    fn begin_rebuild(&self, c: &Collection, next: Collection, docs: usize) {
+        tracing::warn!(
+            collection = c.name(),
+            serving = c.generation(),
+            building = next.generation(),
+            documents = docs,
+            "settings changed since the checkpoint: serving the previous generation while the next is built from the topics"
+        );
+        self.freshness.count_for_readiness(&c.config.topics, false);
+        self.catalog.begin_rebuild(c.name(), Arc::new(next));
+        self.generations.lock().push(Pending::new(c.name()));
+    }
+
+    /// Loads a checkpoint's documents and vectors into `c`. A generation that resumes
+    /// (`frozen` is `None`) also resumes its partitions at the checkpoint's offsets and
+    /// writes on; a frozen one is only read, and its vectors are not loaded when they cannot
+    /// answer the current settings' queries. Returns the number of documents.
+    fn load(
+        &self,
+        c: &Collection,
+        p: &Persisted,
+        checkpoint: Checkpoint,
+        frozen: Option<Frozen>,
+    ) -> Result<usize, String> {
         let stored = c
             .text
             .stored_docs()
@@ -177,28 +299,36 @@ impl Ingest {
         for bytes in &stored {
             docs.push(DocRecord::decode(bytes)?);
         }
-        if let Some(v) = checkpoint.vectors {
+        let skip_vectors = frozen
+            .as_ref()
+            .is_some_and(|f| f.vectors_unusable.is_some());
+        if skip_vectors {
+            *c.vectors.write() = None;
+        } else if let Some(v) = checkpoint.vectors {
             let dir = p.vectors_dir();
             let records = vector_store::read_journal(&dir, v.generation, v.journal_len)?;
             let graph = vector_store::newest_graph(&dir, v.generation, usize::MAX);
             let index = VectorIndex::restore(hnsw_params(c), records, &dir, graph.as_ref())?;
-            let journal = Journal::reopen(&dir, v.generation, v.journal_len)
-                .map_err(|e| format!("cannot reopen the vector journal: {e}"))?;
-            vector_store::remove_stale(
-                &dir,
-                v.generation,
-                graph.as_ref().map(|g| g.basename.as_str()),
-            );
             tracing::info!(
                 collection = c.name(),
                 points = index.live_points() + index.dead_points(),
                 in_graph = index.points_in_graph(),
                 "opened the vector index (points after the graph dump are inserted again in the background)"
             );
-            index.attach_journal(journal);
+            // A frozen generation's files stay as they are: nothing is written to them.
+            if frozen.is_none() {
+                let journal = Journal::reopen(&dir, v.generation, v.journal_len)
+                    .map_err(|e| format!("cannot reopen the vector journal: {e}"))?;
+                vector_store::remove_stale(
+                    &dir,
+                    v.generation,
+                    graph.as_ref().map(|g| g.basename.as_str()),
+                );
+                index.attach_journal(journal);
+                p.next_generation.store(v.generation + 1, Ordering::Relaxed);
+            }
             *c.vectors.write() = Some(Arc::new(index));
             *p.graph.lock() = graph;
-            p.next_generation.store(v.generation + 1, Ordering::Relaxed);
         }
         let count = docs.len();
         for doc in docs {
@@ -213,24 +343,31 @@ impl Ingest {
             let terms = FilterTerms::from_metadata(&metadata, &extra);
             c.view.put(doc.into_stored(terms));
         }
-        for part in &checkpoint.partitions {
-            self.freshness.progress().track(
-                &part.topic,
-                part.partition,
-                Some(part.next_offset),
-                part.topic_id.as_deref().map(Arc::from),
-            );
-            tracing::info!(
-                collection = c.name(),
-                topic = part.topic,
-                partition = part.partition,
-                "resuming at offset {}",
-                part.next_offset
-            );
+        match frozen {
+            Some(frozen) => {
+                let _ = c.frozen.set(frozen);
+            }
+            None => {
+                for part in &checkpoint.partitions {
+                    self.freshness.progress().track(
+                        &part.topic,
+                        part.partition,
+                        Some(part.next_offset),
+                        part.topic_id.as_deref().map(Arc::from),
+                    );
+                    tracing::info!(
+                        collection = c.name(),
+                        topic = part.topic,
+                        partition = part.partition,
+                        "resuming at offset {}",
+                        part.next_offset
+                    );
+                }
+            }
         }
         self.seq.fetch_max(checkpoint.seq, Ordering::Relaxed);
         *p.last.lock() = checkpoint;
-        Ok(Some(count))
+        Ok(count)
     }
 
     /// Empties a collection on disk and in memory (before consuming starts).
@@ -273,7 +410,7 @@ impl Ingest {
     pub fn checkpoint_due(&self, force: bool) -> bool {
         let every = Duration::from_millis(self.config.snapshot.checkpoint_interval_ms);
         let mut wrote = false;
-        for c in self.catalog.collections() {
+        for c in self.catalog.writers() {
             if !force
                 && (c.checkpointed_at.lock().elapsed() < every
                     || c.persisted
@@ -286,7 +423,7 @@ impl Ingest {
                 continue;
             };
             let started = Instant::now();
-            wrote |= self.commit_cut(c, cut);
+            wrote |= self.commit_cut(&c, cut);
             *c.checkpointed_at.lock() = Instant::now();
             self.metrics
                 .observe_apply_stage(ApplyStage::Checkpoint, started.elapsed());
@@ -488,7 +625,7 @@ impl Ingest {
     /// (shutdown). Returns the work, to run off the writer's thread.
     pub fn due_graph_dumps(&self, all: bool) -> Vec<GraphDump> {
         self.catalog
-            .collections()
+            .writers()
             .iter()
             .filter_map(|c| {
                 let p = c.persisted.as_ref()?;

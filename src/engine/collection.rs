@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::{Mutex, RwLock};
 
 use crate::api::{EmbeddingInfo, IngestCounts};
@@ -17,6 +20,7 @@ use crate::time::now_ms;
 use crate::view::View;
 
 use super::compaction::VectorOp;
+use super::generation::Frozen;
 use super::poison::Counters;
 use super::{EngineError, changes, checkpoint};
 
@@ -50,6 +54,12 @@ pub struct Collection {
     pub(super) cut: Mutex<Option<checkpoint::Cut>>,
     /// When the last checkpoint was attempted.
     pub(super) checkpointed_at: Mutex<std::time::Instant>,
+    /// Set on a generation that serves, read-only, while the next one is built (see
+    /// `generation`).
+    pub(super) frozen: OnceLock<Frozen>,
+    /// True while this is a next generation being built: its changes reach no change feed
+    /// (they replay what the serving generation already showed).
+    pub(super) building: AtomicBool,
 }
 
 impl Collection {
@@ -111,12 +121,65 @@ impl Collection {
             changes: changes::ChangeLog::new(config.changes.clone(), now_ms()),
             cut: Mutex::new(None),
             checkpointed_at: Mutex::new(std::time::Instant::now()),
+            frozen: OnceLock::new(),
+            building: AtomicBool::new(false),
             config,
         };
         if let Some(p) = &collection.persisted {
             p.set_fingerprint(collection.fingerprint());
         }
         Ok(collection)
+    }
+
+    /// The next generation of this persisted collection, empty, under the same settings
+    /// (shared model, chunker, mapping), in its own directory (see `generation`).
+    pub(super) fn next_generation(&self) -> Result<Option<Collection>, IndexError> {
+        let Some(p) = &self.persisted else {
+            return Ok(None);
+        };
+        let (text, persisted) =
+            checkpoint::open_generation(p, p.generation() + 1, self.config.title_boost())?;
+        let known_dim = self.vectors().map(|v| (v.dim(), v.params()));
+        let next = Collection {
+            config: self.config.clone(),
+            mapping: self.mapping.clone(),
+            schemas: self.schemas.clone(),
+            view: View::default(),
+            text,
+            vectors: RwLock::new(
+                known_dim.map(|(dim, params)| Arc::new(VectorIndex::new(dim, params))),
+            ),
+            rebuild_log: Mutex::new(None),
+            provider: self.provider,
+            embedder: self.embedder.clone(),
+            chunker: self.chunker.clone(),
+            counts: Mutex::new(Counters::default()),
+            persisted: Some(persisted),
+            changes: changes::ChangeLog::new(self.config.changes.clone(), now_ms()),
+            cut: Mutex::new(None),
+            checkpointed_at: Mutex::new(std::time::Instant::now()),
+            frozen: OnceLock::new(),
+            building: AtomicBool::new(true),
+        };
+        if let Some(p) = &next.persisted {
+            p.set_fingerprint(next.fingerprint());
+        }
+        Ok(Some(next))
+    }
+
+    /// Which generation of the collection this is (1 for collections held in memory).
+    pub fn generation(&self) -> u64 {
+        self.persisted.as_ref().map_or(1, |p| p.generation())
+    }
+
+    /// Set while this generation serves, frozen, and the next one is built.
+    pub fn frozen(&self) -> Option<&Frozen> {
+        self.frozen.get()
+    }
+
+    /// True while this is a next generation not serving yet.
+    pub fn is_building(&self) -> bool {
+        self.building.load(Ordering::Acquire)
     }
 
     /// Name of the collection.
@@ -289,6 +352,8 @@ impl Collection {
                 graph_backlog: v.graph_backlog(),
             }),
             counts: self.counts(),
+            generation: self.generation(),
+            building: None,
         }
     }
 }

@@ -49,8 +49,8 @@ impl Ingest {
             }
         }
         *rebuilds = still_running;
-        for c in self.catalog.collections() {
-            if rebuilds.iter().any(|r| Arc::ptr_eq(&r.collection, c)) {
+        for c in self.catalog.writers() {
+            if rebuilds.iter().any(|r| Arc::ptr_eq(&r.collection, &c)) {
                 continue;
             }
             let Some(index) = c.vectors() else { continue };
@@ -75,7 +75,7 @@ impl Ingest {
                 dead,
                 "rebuilding the vector index without its dead points"
             );
-            let collection = Arc::clone(c);
+            let collection = Arc::clone(&c);
             let spawned = std::thread::Builder::new()
                 .name("freshet-rebuild".into())
                 .spawn(move || {
@@ -85,7 +85,7 @@ impl Ingest {
                 });
             match spawned {
                 Ok(handle) => rebuilds.push(Rebuild {
-                    collection: Arc::clone(c),
+                    collection: Arc::clone(&c),
                     started: Instant::now(),
                     handle,
                 }),

@@ -14,6 +14,7 @@ mod changes;
 mod checkpoint;
 mod collection;
 mod compaction;
+mod generation;
 mod poison;
 mod query;
 mod ranking;
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::api::Watermark;
+use crate::api::{GenerationInfo, Watermark};
 use crate::config::Config;
 use crate::decode::SchemaSource;
 use crate::embed::EmbedError;
@@ -42,6 +43,7 @@ pub use changes::{
 pub use checkpoint::{GraphDump, RestoreReport};
 pub use collection::Collection;
 use compaction::Rebuild;
+pub use generation::Frozen;
 pub use poison::{ApplyError, PoisonKind};
 pub(crate) use query::{
     Candidate, Retrieved, check_ids, embed_query, fetch_depth, fuse, merge_collections,
@@ -96,8 +98,12 @@ pub struct Ingest {
     seq: AtomicU64,
     /// Vector index rebuilds running in the background, by collection index.
     rebuilds: Mutex<Vec<Rebuild>>,
+    /// Collections whose next generation is being built after a settings change.
+    generations: Mutex<Vec<generation::Pending>>,
     /// Every applied batch's changes, for subscriptions.
     change_events: tokio::sync::broadcast::Sender<Arc<Vec<Published>>>,
+    /// The pipeline's one cancellation path (see [`Ingest::cancellation`]).
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 /// The reading side: the MCP tools' queries (search, lookups, freshness, changes,
@@ -171,7 +177,9 @@ impl Engine {
             dead_letters,
             seq: AtomicU64::new(0),
             rebuilds: Mutex::new(Vec::new()),
+            generations: Mutex::new(Vec::new()),
             change_events,
+            cancel: tokio_util::sync::CancellationToken::new(),
         });
         Ok(Engine { ingest, search })
     }
@@ -255,7 +263,15 @@ impl Search {
             .catalog
             .collections()
             .iter()
-            .map(|c| c.gauges())
+            .map(|c| {
+                let mut gauges = c.gauges();
+                if let Some((_, next)) = self.catalog.rebuild_of(c.name()) {
+                    gauges.building = Some((next.generation(), next.view.len()));
+                    // What the stream delivers goes to the generation being built.
+                    gauges.counts = next.counts();
+                }
+                gauges
+            })
             .collect();
         crate::metrics::render_state(
             self.freshness.is_ready(),
@@ -265,9 +281,39 @@ impl Search {
         )
     }
 
-    /// The watermark of the given collections' partitions right now.
+    /// The watermark of the given collections' partitions right now, and which generation
+    /// of each answered. A frozen generation (serving while the next is built) answers as of
+    /// its checkpoint: its partitions show the offsets that checkpoint covers, and the
+    /// answer is not caught up.
     pub fn watermark(&self, collections: &[&Collection]) -> Watermark {
-        self.freshness.watermark(&topics_of(collections))
+        let mut w = self.freshness.watermark(&topics_of(collections));
+        for c in collections {
+            let frozen = c.frozen();
+            if let Some(f) = frozen {
+                w.caught_up = false;
+                for p in w
+                    .partitions
+                    .iter_mut()
+                    .filter(|p| c.config.topics.contains(&p.topic))
+                {
+                    let next = f
+                        .partitions
+                        .iter()
+                        .find(|fp| fp.topic == p.topic && fp.partition == p.partition)
+                        .map(|fp| fp.next_offset);
+                    p.applied_offset = next.map(|n| n - 1);
+                    p.lag = p.high_watermark.map(|h| (h - next.unwrap_or(0)).max(0));
+                    p.rereading = None;
+                }
+            }
+            w.generations.push(GenerationInfo {
+                collection: c.name().to_string(),
+                generation: c.generation(),
+                building: frozen.map(|f| f.next_generation),
+                note: frozen.map(|f| f.note(c.generation())),
+            });
+        }
+        w
     }
 
     /// Catch-up numbers of a collection while the replica is not ready; `None` once it is.

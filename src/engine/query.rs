@@ -120,10 +120,10 @@ struct Ranked {
 }
 
 impl Search {
-    fn readable(&self, access: &Access) -> Vec<&Arc<Collection>> {
+    fn readable(&self, access: &Access) -> Vec<Arc<Collection>> {
         self.catalog
             .collections()
-            .iter()
+            .into_iter()
             .filter(|c| access.may_read(c.name()))
             .collect()
     }
@@ -132,7 +132,7 @@ impl Search {
         &self,
         name: &str,
         access: &Access,
-    ) -> Result<&Arc<Collection>, QueryError> {
+    ) -> Result<Arc<Collection>, QueryError> {
         self.catalog
             .collection(name)
             .filter(|c| access.may_read(c.name()))
@@ -156,12 +156,29 @@ impl Search {
         let (targets, filters, offset) = self.validate_search(&req, access)?;
         let query = req.query.trim();
         let refs: Vec<&Collection> = targets.iter().map(|c| c.as_ref()).collect();
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = refs
+            .iter()
+            .filter_map(|c| c.frozen().map(|f| f.note(c.generation())))
+            .collect();
         let mut head_missed = false;
+        // A frozen generation cannot reach the head: it is not updated until the swap.
+        let live: Vec<&Collection> = refs
+            .iter()
+            .copied()
+            .filter(|c| c.frozen().is_none())
+            .collect();
+        if req.consistency == Consistency::Head && live.len() < refs.len() {
+            head_missed = true;
+            notes.push(
+                "consistency \"head\" is not possible on a collection being rebuilt: answering from the generation that serves"
+                    .into(),
+            );
+        }
         if req.consistency == Consistency::Head
+            && !live.is_empty()
             && let Err(why) = self
                 .freshness
-                .wait_for_head(&topics_of(&refs), req.max_wait)
+                .wait_for_head(&topics_of(&live), req.max_wait)
                 .await
         {
             head_missed = true;
@@ -173,7 +190,7 @@ impl Search {
         let pool = search_pool(self.config());
         let embedded = embed_query(pool, &targets, &req, query).await;
         let job = RankJob {
-            targets: targets.iter().map(|c| Arc::clone(c)).collect(),
+            targets: targets.clone(),
             filters,
             embedded,
             query: query.to_string(),
@@ -206,7 +223,7 @@ impl Search {
         &self,
         req: &SearchRequest,
         access: &Access,
-    ) -> Result<Validated<'_>, QueryError> {
+    ) -> Result<Validated, QueryError> {
         let max_bytes = self.config().server.max_query_bytes;
         if req.query.len() > max_bytes {
             self.metrics().count_limit_hit("server.max_query_bytes");
@@ -223,7 +240,7 @@ impl Search {
             )));
         }
         let offset = ranking::page_offset(req)?;
-        let targets: Vec<&Arc<Collection>> = match &req.collection {
+        let targets: Vec<Arc<Collection>> = match &req.collection {
             Some(name) => vec![self.resolve(name, access)?],
             None => self.readable(access),
         };
@@ -253,7 +270,7 @@ impl Search {
     fn check_query_bounds(
         &self,
         query: &str,
-        targets: &[&Arc<Collection>],
+        targets: &[Arc<Collection>],
     ) -> Result<(), QueryError> {
         let max_terms = self.config().server.max_query_terms;
         for c in targets {
@@ -271,7 +288,7 @@ impl Search {
 }
 
 /// A checked search: the collections searched, one filter each, and the page's offset.
-pub(crate) type Validated<'a> = (Vec<&'a Arc<Collection>>, Vec<Filter>, usize);
+pub(crate) type Validated = (Vec<Arc<Collection>>, Vec<Filter>, usize);
 
 /// Refuses an id list `document_freshness` cannot take (empty, or more than 1000 ids).
 pub(crate) fn check_ids(ids: &[String]) -> Result<(), QueryError> {
@@ -520,7 +537,19 @@ pub(crate) fn retrieve(
 ) -> Result<Retrieved, QueryError> {
     let name = c.name();
     let fetch = fetch_depth(req.mode, depth);
-    let mode = match (req.mode, &vector_query) {
+    // A generation serving while the next is built may hold vectors of other settings:
+    // BM25 answers correctly, its vectors would not.
+    let requested = match c.frozen().and_then(|f| f.vectors_unusable.as_deref()) {
+        Some(why) if req.mode != Mode::Bm25 && !query.is_empty() => {
+            notes.push(format!(
+                "{} fell back to bm25 on collection `{name}`: it is being rebuilt and vector search is off until then ({why})",
+                req.mode.name()
+            ));
+            Mode::Bm25
+        }
+        _ => req.mode,
+    };
+    let mode = match (requested, &vector_query) {
         (Mode::Vector, QueryVector::Missing(reason)) => {
             return Err(QueryError::InvalidArgument(format!(
                 "mode \"vector\" is not possible on collection `{name}`: {reason}"
@@ -601,6 +630,11 @@ pub(crate) fn query_vector(
     query: &str,
     embedded: Option<&Result<Vec<f32>, String>>,
 ) -> Result<QueryVector, QueryError> {
+    if let Some(why) = c.frozen().and_then(|f| f.vectors_unusable.as_deref()) {
+        return Ok(QueryVector::Missing(format!(
+            "it is being rebuilt and the generation answering has no usable vectors ({why})"
+        )));
+    }
     if let Some(v) = &req.vector
         && c.provider() != Provider::None
     {
@@ -648,7 +682,7 @@ impl Search {
         let doc = c
             .view
             .get(id)
-            .filter(|d| tenant_allows(c, d, access))
+            .filter(|d| tenant_allows(&c, d, access))
             .ok_or_else(|| QueryError::NotFound {
                 collection: collection.to_string(),
                 id: id.to_string(),
@@ -685,7 +719,7 @@ impl Search {
         let documents = ids
             .iter()
             .map(
-                |id| match c.view.get(id).filter(|d| tenant_allows(c, d, access)) {
+                |id| match c.view.get(id).filter(|d| tenant_allows(&c, d, access)) {
                     Some(d) => IdFreshness {
                         id: id.clone(),
                         status: "found".into(),
@@ -739,7 +773,15 @@ impl Search {
                     ingest: c.counts(),
                     partitions: wm.partitions,
                     caught_up: wm.caught_up,
-                    catch_up: self.catch_up_info(c),
+                    catch_up: self.catch_up_info(&c),
+                    generation: wm.generations.into_iter().next(),
+                    rebuild: self.catalog.rebuild_of(c.name()).map(|(_, next)| {
+                        self.freshness.progress_of(
+                            c.name(),
+                            &c.config.topics,
+                            next.applied_records(),
+                        )
+                    }),
                 }
             })
             .collect();
@@ -777,7 +819,7 @@ fn check_query_vector(c: &Collection, v: &[f32]) -> Result<Vec<f32>, QueryError>
 /// per target, in order.
 pub(crate) async fn embed_query(
     pool: &SearchPool,
-    targets: &[&Arc<Collection>],
+    targets: &[Arc<Collection>],
     req: &SearchRequest,
     query: &str,
 ) -> Vec<Option<Result<Vec<f32>, String>>> {
@@ -792,6 +834,9 @@ pub(crate) async fn embed_query(
         let Some(embedder) = c.embedder() else {
             continue;
         };
+        if c.frozen().is_some_and(|f| f.vectors_unusable.is_some()) {
+            continue;
+        }
         let key = Arc::as_ptr(embedder) as *const () as usize;
         if let Some((_, result)) = done.iter().find(|(k, _)| *k == key) {
             *slot = Some(result.clone());

@@ -547,48 +547,204 @@ async fn a_reopened_engine_serves_what_was_committed_without_reindexing() {
         Some(article("d", "dates", "x", 1)),
     )]);
     e.ingest().checkpoint_due(true);
-    drop(e);
+    drop((c, e));
     let e = persisted(dir.path(), CONFIG);
+    let report = e.ingest().open_persisted();
     assert_eq!(
-        e.ingest().open_persisted().restored,
-        vec![("articles".to_string(), 3)]
+        report.restored,
+        vec![("articles".to_string(), 3)],
+        "{report:?}"
     );
     assert_eq!(ids(&e, request("dates", Mode::Bm25)).await, ["d"]);
     assert_eq!(e.freshness().progress().next_offset("articles", 0), Some(6));
 }
 
-#[tokio::test]
-async fn changed_settings_or_damaged_files_rebuild_from_the_topics() {
+/// A data directory holding a checkpoint of `history()` under `CONFIG`.
+fn checkpointed_history() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let e = persisted(dir.path(), CONFIG);
-        e.ingest().open_persisted();
-        e.ingest().apply(&history());
-        e.ingest().checkpoint_due(true);
-    }
-    // Other settings: the collection starts empty and is read from offset 0 again.
-    let changed = CONFIG.replace(
+    let e = persisted(dir.path(), CONFIG);
+    e.ingest().open_persisted();
+    e.ingest().apply(&history());
+    e.ingest().checkpoint_due(true);
+    dir
+}
+
+/// The mapping change the rebuild tests make: `category` is no longer a metadata field.
+fn changed_mapping() -> String {
+    CONFIG.replace(
         r#"metadata_fields = ["category"]"#,
         r#"metadata_fields = []"#,
-    );
+    )
+}
+
+/// Tells progress the log of `articles` partition 0 ends at `high` (as the watermark task
+/// would after reading the broker).
+fn log_ends_at(e: &Engine, high: i64) {
+    e.freshness()
+        .progress()
+        .set_watermarks("articles", 0, 0, high, crate::time::now_ms());
+}
+
+/// The answer's generation of `articles`: (generation, building).
+async fn answering_generation(e: &Engine) -> (u64, Option<u64>, bool, Vec<String>) {
+    let res = e
+        .search()
+        .search(
+            request("apples avocados cherries", Mode::Bm25),
+            &Access::all(),
+        )
+        .await
+        .unwrap();
+    let g = &res.freshness.generations[0];
+    assert_eq!(g.collection, "articles");
+    (g.generation, g.building, res.freshness.caught_up, res.notes)
+}
+
+#[tokio::test]
+async fn changed_settings_serve_the_old_generation_until_the_new_one_is_caught_up() {
+    let dir = checkpointed_history();
+    let before;
     {
-        let e = persisted(dir.path(), &changed);
-        let report = e.ingest().open_persisted();
-        assert_eq!(report.rebuilt, vec!["articles".to_string()]);
-        assert!(state(&e).is_empty());
-        assert_eq!(
-            e.catalog()
-                .collection("articles")
-                .unwrap()
-                .text
-                .num_chunks(),
-            0
+        let e = persisted(dir.path(), &changed_mapping());
+        before = {
+            let report = e.ingest().open_persisted();
+            assert_eq!(report.rebuilding, vec![("articles".to_string(), 2)]);
+            assert!(report.rebuilt.is_empty() && report.restored.is_empty());
+            state(&e)
+        };
+        assert_eq!(before.len(), 2, "the previous generation serves");
+        let (generation, building, caught_up, notes) = answering_generation(&e).await;
+        assert_eq!((generation, building, caught_up), (1, Some(2), false));
+        assert!(
+            notes[0].contains("answers come from generation 1"),
+            "{notes:?}"
         );
+        assert_eq!(
+            vector_ids(&e, 3).await[0],
+            "c",
+            "same vector space: vectors serve"
+        );
+        // The new generation is read from the start and written beside the old one.
         assert_eq!(e.freshness().progress().next_offset("articles", 0), None);
-        assert_eq!(e.ingest().apply(&history()).upserts, 4);
+        let mut more = history();
+        more.push(record(
+            "articles",
+            5,
+            "d",
+            Some(article("d", "dates", "x", 1)),
+        ));
+        assert_eq!(e.ingest().apply(&more).upserts, 5);
+        assert_eq!(state(&e), before, "the serving generation is frozen");
+        let next_docs = e.catalog().rebuild_of("articles").unwrap().1.view.len();
+        assert_eq!(next_docs, 3);
+        // Caught up, but no checkpoint covers it yet: no swap. Then the checkpoint: swap.
+        log_ends_at(&e, 6);
+        assert!(e.ingest().swap_caught_up_generations().is_empty());
         e.ingest().checkpoint_due(true);
+        assert_eq!(e.ingest().swap_caught_up_generations(), ["articles"]);
+        assert_eq!(state(&e).len(), 3);
+        let (generation, building, _, notes) = answering_generation(&e).await;
+        assert_eq!((generation, building), (2, None));
+        assert!(notes.is_empty(), "{notes:?}");
+        // The new settings apply: `category` is no metadata field any more.
+        let doc = e
+            .search()
+            .get_document("articles", "d", &Access::all())
+            .unwrap();
+        assert!(
+            doc.document.metadata.is_empty(),
+            "{:?}",
+            doc.document.metadata
+        );
+        let files = dir.path().join("articles");
+        assert!(!files.join("text").exists() && !files.join("vectors").exists());
+        assert!(files.join("gen-2/text").exists());
+        assert_eq!(
+            std::fs::read_to_string(files.join("generation")).unwrap(),
+            "2\n"
+        );
     }
-    // A damaged vector journal: rebuilt too, never a panic.
+    // A restart opens generation 2 as any persisted collection.
+    let e = persisted(dir.path(), &changed_mapping());
+    let report = e.ingest().open_persisted();
+    assert_eq!(report.restored, vec![("articles".to_string(), 3)]);
+    assert!(report.rebuilding.is_empty());
+    assert_eq!(answering_generation(&e).await.0, 2);
+    assert_eq!(e.freshness().progress().next_offset("articles", 0), Some(6));
+}
+
+#[tokio::test]
+async fn a_crash_during_a_rebuild_keeps_the_old_generation_and_resumes_the_new_one() {
+    let dir = checkpointed_history();
+    let before;
+    {
+        let e = persisted(dir.path(), &changed_mapping());
+        e.ingest().open_persisted();
+        before = state(&e);
+        e.ingest().apply(&history()[..3]);
+        e.ingest().checkpoint_due(true);
+        // Dropped without any shutdown step, as by kill -9, before catching up.
+    }
+    let e = persisted(dir.path(), &changed_mapping());
+    let report = e.ingest().open_persisted();
+    assert_eq!(report.rebuilding, vec![("articles".to_string(), 2)]);
+    assert_eq!(state(&e), before, "the old generation still serves");
+    assert_eq!(
+        e.freshness().progress().next_offset("articles", 0),
+        Some(3),
+        "the rebuild resumes from its own checkpoint"
+    );
+    assert_eq!(e.ingest().apply(&history()).replays, 3);
+    log_ends_at(&e, 5);
+    e.ingest().checkpoint_due(true);
+    assert_eq!(e.ingest().swap_caught_up_generations(), ["articles"]);
+    assert_eq!(
+        state(&e),
+        before,
+        "the same documents, under the new settings"
+    );
+    assert_eq!(answering_generation(&e).await.0, 2);
+    // Settings changed back: generation 3 is built, generation 2 serves meanwhile.
+    drop(e);
+    let e = persisted(dir.path(), CONFIG);
+    assert_eq!(
+        e.ingest().open_persisted().rebuilding,
+        vec![("articles".to_string(), 2)]
+    );
+    assert_eq!(answering_generation(&e).await.1, Some(3));
+    assert!(dir.path().join("articles/gen-3/text").exists());
+}
+
+#[tokio::test]
+async fn a_generation_whose_vectors_are_in_another_space_answers_with_bm25_only() {
+    let dir = checkpointed_history();
+    let changed = CONFIG.replace(r#"vector_field = "embedding""#, r#"vector_field = "other""#);
+    let e = persisted(dir.path(), &changed);
+    e.ingest().open_persisted();
+    let res = e
+        .search()
+        .search(request("cherries", Mode::Hybrid), &Access::all())
+        .await
+        .unwrap();
+    assert_eq!(res.mode, "bm25");
+    assert_eq!(res.results[0].id, "c");
+    assert!(
+        res.notes
+            .iter()
+            .any(|n| n.contains("fell back to bm25") && n.contains("vector field changed")),
+        "{:?}",
+        res.notes
+    );
+    let mut req = request("", Mode::Vector);
+    req.vector = Some(vec![0.0, 0.0, 0.0, 1.0]);
+    let error = search_error(&e, req).await;
+    assert!(error.contains("no usable vectors"), "{error}");
+}
+
+#[tokio::test]
+async fn damaged_files_rebuild_from_the_topics() {
+    let dir = checkpointed_history();
+    // A damaged vector journal: rebuilt in place, never a panic.
     let journal = std::fs::read_dir(dir.path().join("articles/vectors"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -598,10 +754,11 @@ async fn changed_settings_or_damaged_files_rebuild_from_the_topics() {
     let at = bytes.len() / 2;
     bytes[at] ^= 0xff;
     std::fs::write(&journal, bytes).unwrap();
-    let e = persisted(dir.path(), &changed);
+    let e = persisted(dir.path(), CONFIG);
     let report = e.ingest().open_persisted();
     assert_eq!(report.rebuilt, vec!["articles".to_string()]);
     assert!(state(&e).is_empty());
+    assert_eq!(e.freshness().progress().next_offset("articles", 0), None);
     assert_eq!(e.ingest().apply(&history()).upserts, 4);
     assert_eq!(state(&e).len(), 2);
 }

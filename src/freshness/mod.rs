@@ -41,6 +41,11 @@ pub struct Freshness {
     catch_up: CatchUp,
     /// On a cluster node: the partitions it owns (readiness counts only those).
     ownership: std::sync::OnceLock<Arc<crate::cluster::Ownership>>,
+    /// Topics readiness does not wait for: their collection serves a previous generation
+    /// while the next one is read from the start (see `engine::generation`).
+    not_counted: parking_lot::RwLock<HashSet<String>>,
+    /// Shutdown has begun: still answering, no longer ready (`server.shutdown_drain_ms`).
+    draining: AtomicBool,
 }
 
 impl Freshness {
@@ -59,7 +64,33 @@ impl Freshness {
             startup_targets: Mutex::new(None),
             catch_up: CatchUp::default(),
             ownership: std::sync::OnceLock::new(),
+            not_counted: parking_lot::RwLock::new(HashSet::new()),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Makes readiness wait for `topics` (`counted`) or not: a collection rebuilt after a
+    /// settings change serves its previous generation meanwhile, so its catch-up from the
+    /// start does not hold `/readyz` back.
+    pub fn count_for_readiness(&self, topics: &[String], counted: bool) {
+        let mut set = self.not_counted.write();
+        for t in topics {
+            if counted {
+                set.remove(t);
+            } else {
+                set.insert(t.clone());
+            }
+        }
+    }
+
+    /// Shutdown has begun: `/readyz` says so from now on, while calls are still answered.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Makes readiness count only the partitions `ownership` says this cluster node owns.
@@ -100,6 +131,7 @@ impl Freshness {
             as_of: rfc3339_ms(now),
             caught_up,
             partitions,
+            generations: Vec::new(),
         }
     }
 
@@ -256,9 +288,15 @@ impl Freshness {
             let assigned = self.progress.snapshot(&[]).len();
             // A cluster node reads only the partitions its group gave it, maybe none of a
             // topic, maybe none at all (then it has nothing to catch up with).
+            let not_counted = self.not_counted.read();
             let (topics_covered, owns_nothing) = match self.ownership.get() {
                 Some(o) => (o.assigned_once(), o.assigned_once() && o.owned().is_empty()),
-                None => (self.topics.iter().all(|t| seen.contains(t.as_str())), false),
+                None => (
+                    self.topics
+                        .iter()
+                        .all(|t| not_counted.contains(t) || seen.contains(t.as_str())),
+                    false,
+                ),
             };
             if owns_nothing {
                 *targets = Some(Vec::new());
@@ -268,10 +306,12 @@ impl Freshness {
                 *targets = Some(
                     marks
                         .iter()
+                        .filter(|w| !not_counted.contains(&w.topic))
                         .map(|w| (Arc::from(w.topic.as_str()), w.partition, w.high))
                         .collect(),
                 );
             }
+            drop(not_counted);
         }
         self.mark_ready_if_reached(targets.as_deref());
     }
@@ -316,11 +356,18 @@ impl Freshness {
         if self.is_ready() {
             return None;
         }
-        Some(catch_up::estimate(
+        Some(self.progress_of(collection, topics, applied))
+    }
+
+    /// Catch-up numbers of a collection reading `topics`, which has applied `applied`
+    /// records since start (used for a generation being rebuilt, which catches up after
+    /// the replica is ready).
+    pub fn progress_of(&self, collection: &str, topics: &[String], applied: u64) -> CatchUpInfo {
+        catch_up::estimate(
             applied,
             self.remaining(topics),
             self.catch_up.rate(collection),
-        ))
+        )
     }
 
     /// Records of `topics` not applied yet; `None` until every topic's partitions are

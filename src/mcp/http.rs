@@ -112,6 +112,7 @@ pub fn router(
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(gate_state, gate));
     let guard_audit = audit.clone();
+    let shard_audit = audit.clone();
     let status = Status {
         search: Arc::clone(&search),
         audit,
@@ -143,6 +144,7 @@ pub fn router(
         Some(cluster) => app.merge(crate::cluster::http::routes(
             Arc::clone(&search),
             Arc::clone(cluster),
+            shard_audit,
         )),
         None => app,
     }
@@ -201,7 +203,12 @@ async fn metrics(State(status): State<Status>, req: Request) -> Response {
 
 async fn readyz(State(status): State<Status>) -> impl IntoResponse {
     let search = &status.search;
-    let (code, mut body) = if let Some(why) = status.audit.unhealthy() {
+    let (code, mut body) = if search.freshness().is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            String::from("shutting down: still answering until server.shutdown_drain_ms ends\n"),
+        )
+    } else if let Some(why) = status.audit.unhealthy() {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
     } else if search.freshness().is_ready() {
         (StatusCode::OK, String::from("ready\n"))

@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::api::{ChangesResult, CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
-use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
+use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, ReturnedSlot, Returns, Transport};
 use crate::auth::{Access, Caller, Principal};
+use crate::cluster::Cluster;
+use crate::cluster::wire::{Asker, WireOrigin};
 use crate::engine::{
     ChangesRequest, Consistency, Mode, QueryError, Recency, RecencyField, Search, SearchRequest,
 };
@@ -430,6 +432,26 @@ impl Freshet {
         caller_of(ctx, &self.stdio_caller).access
     }
 
+    /// The caller of a cluster-wide call, as the shards receive it: rights, identity, and
+    /// this node's request id for their audit lines.
+    fn asker(&self, ctx: &RequestContext<RoleServer>, cluster: &Cluster) -> Asker {
+        let caller = caller_of(ctx, &self.stdio_caller);
+        let request_id = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.extensions.get::<RequestId>())
+            .map(|id| id.0.clone());
+        Asker {
+            access: caller.access,
+            origin: WireOrigin {
+                sub: caller.principal.sub,
+                iss: caller.principal.iss,
+                request_id,
+                node: cluster.config().node_id().to_string(),
+            },
+        }
+    }
+
     /// Search documents kept current from Kafka. Hybrid (BM25 + vector, fused by reciprocal
     /// rank) by default. Each hit has a snippet, metadata and a freshness stamp; the answer
     /// says whether the replica is caught up with the stream.
@@ -451,7 +473,8 @@ impl Freshet {
         let asked = req.mode;
         let result = match self.search.cluster() {
             Some(cluster) => {
-                crate::cluster::coordinator::search(&self.search, cluster, req, &access).await
+                let asker = self.asker(&ctx, cluster);
+                crate::cluster::coordinator::search(&self.search, cluster, req, &asker).await
             }
             None => self.search.search(req, &access).await,
         };
@@ -462,6 +485,7 @@ impl Freshet {
         self.search
             .metrics()
             .observe_query("search", &mode, started.elapsed());
+        record_returned(&ctx, &result, "");
         result.map(Json).map_err(query_error)
     }
 
@@ -494,7 +518,7 @@ impl Freshet {
                     &args.collection,
                     &args.id,
                     version,
-                    &access,
+                    &self.asker(&ctx, cluster),
                 )
                 .await
             }
@@ -505,6 +529,7 @@ impl Freshet {
         self.search
             .metrics()
             .observe_query("get_document", "", started.elapsed());
+        record_returned(&ctx, &result, "");
         result.map(Json).map_err(query_error)
     }
 
@@ -529,7 +554,7 @@ impl Freshet {
                     cluster,
                     &args.collection,
                     &args.ids,
-                    &access,
+                    &self.asker(&ctx, cluster),
                 )
                 .await
             }
@@ -540,6 +565,7 @@ impl Freshet {
         self.search
             .metrics()
             .observe_query("document_freshness", "", started.elapsed());
+        record_returned(&ctx, &result, &args.collection);
         result.map(Json).map_err(query_error)
     }
 
@@ -566,10 +592,18 @@ impl Freshet {
             filter: args.filter,
             include_text: args.include_text.unwrap_or(false),
         };
-        let result = self.search.changes(req, &self.access(&ctx));
+        let access = self.access(&ctx);
+        let result = match self.search.cluster() {
+            Some(cluster) => {
+                let asker = self.asker(&ctx, cluster);
+                crate::cluster::coordinator::changes(&self.search, cluster, req, &asker).await
+            }
+            None => self.search.changes(req, &access),
+        };
         self.search
             .metrics()
             .observe_query("changes", "", started.elapsed());
+        record_returned(&ctx, &result, "");
         result.map(Json).map_err(query_error)
     }
 
@@ -589,7 +623,8 @@ impl Freshet {
         let access = self.access(&ctx);
         let result = match self.search.cluster() {
             Some(cluster) => {
-                crate::cluster::coordinator::list_collections(&self.search, cluster, &access).await
+                let asker = self.asker(&ctx, cluster);
+                crate::cluster::coordinator::list_collections(&self.search, cluster, &asker).await
             }
             None => self.search.list_collections(&access),
         };
@@ -628,12 +663,9 @@ impl ServerHandler for Freshet {
         let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
         let tool = request.name.to_string();
         let arguments = log.arguments(request.arguments.as_ref());
-        let collection = request
-            .arguments
-            .as_ref()
-            .and_then(|a| a.get("collection"))
-            .and_then(Value::as_str)
-            .map(String::from);
+        let returned = ReturnedSlot::default();
+        let mut context = context;
+        context.extensions.insert(returned.clone());
         let result = self.call_with_deadline(request, context).await;
         let mut entry = facts.entry(self.transport, tool, arguments);
         match &result {
@@ -641,11 +673,7 @@ impl ServerHandler for Freshet {
                 entry.outcome = Outcome::ToolError;
                 entry.error = Some(first_text(r));
             }
-            Ok(CallToolResponse::Complete(r)) => {
-                if let Some(structured) = &r.structured_content {
-                    entry.results = audit::returned(structured, collection.as_deref());
-                }
-            }
+            Ok(CallToolResponse::Complete(_)) => entry.results = returned.take(),
             Ok(_) => {}
             Err(e) => {
                 entry.outcome = Outcome::Error;
@@ -837,26 +865,17 @@ impl ServerHandler for Freshet {
         )
         .await;
         let Some(log) = &self.audit else {
-            return self.read_document(&request, &context);
+            return self.read_document(&request, &context).await;
         };
         let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
         let arguments = Some(serde_json::json!({"uri": request.uri}));
-        let result = self.read_document(&request, &context);
+        let returned = ReturnedSlot::default();
+        let mut context = context;
+        context.extensions.insert(returned.clone());
+        let result = self.read_document(&request, &context).await;
         let mut entry = facts.entry(self.transport, "resources/read".into(), arguments);
         match &result {
-            Ok(ReadResourceResponse::Complete(r)) => {
-                entry.results = r
-                    .contents
-                    .iter()
-                    .filter_map(|c| match c {
-                        ResourceContents::TextResourceContents { text, .. } => {
-                            serde_json::from_str::<Value>(text).ok()
-                        }
-                        _ => None,
-                    })
-                    .flat_map(|v| audit::returned(&v, None))
-                    .collect();
-            }
+            Ok(ReadResourceResponse::Complete(_)) => entry.results = returned.take(),
             Ok(_) => {}
             Err(e) => {
                 entry.outcome = Outcome::Error;
@@ -936,6 +955,18 @@ async fn audited<T>(
     }
 }
 
+/// Notes what an answer returned in the call's [`ReturnedSlot`], for its audit line (there
+/// is none when the audit log is off).
+fn record_returned<T: Returns>(
+    ctx: &RequestContext<RoleServer>,
+    answer: &Result<T, QueryError>,
+    collection: &str,
+) {
+    if let (Ok(answer), Some(slot)) = (answer, ctx.extensions.get::<ReturnedSlot>()) {
+        slot.record(answer, collection);
+    }
+}
+
 fn first_text(result: &CallToolResult) -> String {
     result
         .content
@@ -946,7 +977,7 @@ fn first_text(result: &CallToolResult) -> String {
 
 impl Freshet {
     /// `resources/read` of `freshet://{collection}/{id}` or `freshet://{collection}/changes`.
-    fn read_document(
+    async fn read_document(
         &self,
         request: &ReadResourceRequestParams,
         context: &RequestContext<RoleServer>,
@@ -954,11 +985,26 @@ impl Freshet {
         let resource =
             ResourceUri::parse(&request.uri).map_err(|e| McpError::invalid_params(e, None))?;
         let access = self.access(context);
+        let cluster = self.search.cluster();
         let answer = match resource {
-            ResourceUri::Document { collection, id } => self
-                .search
-                .get_document(&collection, &id, &access)
-                .and_then(|doc| serde_json::to_value(doc).map_err(|_| QueryError::Internal)),
+            ResourceUri::Document { collection, id } => {
+                let found = match cluster {
+                    Some(cluster) => {
+                        crate::cluster::coordinator::get_document(
+                            &self.search,
+                            cluster,
+                            &collection,
+                            &id,
+                            None,
+                            &self.asker(context, cluster),
+                        )
+                        .await
+                    }
+                    None => self.search.get_document(&collection, &id, &access),
+                };
+                record_returned(context, &found, "");
+                found.and_then(|doc| serde_json::to_value(doc).map_err(|_| QueryError::Internal))
+            }
             ResourceUri::Changes { collection, filter } => {
                 let req = ChangesRequest {
                     collection,
@@ -967,9 +1013,16 @@ impl Freshet {
                     filter,
                     include_text: false,
                 };
-                self.search
-                    .changes(req, &access)
-                    .and_then(|page| serde_json::to_value(page).map_err(|_| QueryError::Internal))
+                let page = match cluster {
+                    Some(cluster) => {
+                        let asker = self.asker(context, cluster);
+                        crate::cluster::coordinator::changes(&self.search, cluster, req, &asker)
+                            .await
+                    }
+                    None => self.search.changes(req, &access),
+                };
+                record_returned(context, &page, "");
+                page.and_then(|page| serde_json::to_value(page).map_err(|_| QueryError::Internal))
             }
         };
         match answer {

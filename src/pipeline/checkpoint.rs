@@ -81,6 +81,8 @@ impl Checkpointer {
                     if !engine.checkpoint_due(false) {
                         std::thread::sleep(tick);
                     }
+                    // A rebuilt generation serves once a checkpoint covers its catch-up.
+                    engine.swap_caught_up_generations();
                     if let Some(s) = saver.as_mut() {
                         s.tick(&engine);
                     }
