@@ -47,6 +47,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::api::{ChangesResult, DocumentResult, FreshnessResult, SearchResult, StampOut};
 use crate::auth::Principal;
 use crate::config::{AuditOnFailure, Config};
 
@@ -1151,34 +1152,75 @@ pub fn verify(files: &[PathBuf], options: &VerifyOptions) -> std::io::Result<Ver
     Ok(Verdict::Intact(summary))
 }
 
-/// The documents in a tool's structured result, for the audit line: `results` (search),
-/// `document` (get_document, resources), `documents` (document_freshness, whose entries
-/// carry no collection, so `collection` is the call's argument).
-pub fn returned(structured: &Value, collection: Option<&str>) -> Vec<Returned> {
-    let one = |doc: &Value| -> Option<Returned> {
-        let stamp = doc.get("freshness")?;
-        Some(Returned {
-            collection: doc
-                .get("collection")
-                .and_then(Value::as_str)
-                .or(collection)?
-                .to_string(),
-            id: doc.get("id")?.as_str()?.to_string(),
-            topic: stamp.get("topic")?.as_str()?.to_string(),
-            partition: stamp.get("partition")?.as_i64()?,
-            offset: stamp.get("offset")?.as_i64()?,
-        })
-    };
-    let mut out = Vec::new();
-    for key in ["results", "documents", "changes"] {
-        if let Some(items) = structured.get(key).and_then(Value::as_array) {
-            out.extend(items.iter().filter_map(one));
+impl Returned {
+    /// The version `stamp` names of document `id` in `collection`.
+    pub fn of(collection: &str, id: &str, stamp: &StampOut) -> Returned {
+        Returned {
+            collection: collection.to_string(),
+            id: id.to_string(),
+            topic: stamp.topic.clone(),
+            partition: i64::from(stamp.partition),
+            offset: stamp.offset,
         }
     }
-    if let Some(doc) = structured.get("document") {
-        out.extend(one(doc));
+}
+
+/// An answer that returns document versions: what its audit line names.
+pub trait Returns {
+    /// The versions returned; `collection` is the call's collection, for answers whose
+    /// entries do not name theirs (`document_freshness`).
+    fn returned(&self, collection: &str) -> Vec<Returned>;
+}
+
+impl Returns for SearchResult {
+    fn returned(&self, _: &str) -> Vec<Returned> {
+        self.results
+            .iter()
+            .map(|h| Returned::of(&h.collection, &h.id, &h.freshness))
+            .collect()
     }
-    out
+}
+
+impl Returns for DocumentResult {
+    fn returned(&self, _: &str) -> Vec<Returned> {
+        let d = &self.document;
+        vec![Returned::of(&d.collection, &d.id, &d.freshness)]
+    }
+}
+
+impl Returns for FreshnessResult {
+    fn returned(&self, collection: &str) -> Vec<Returned> {
+        self.documents
+            .iter()
+            .filter_map(|d| Some(Returned::of(collection, &d.id, d.freshness.as_ref()?)))
+            .collect()
+    }
+}
+
+impl Returns for ChangesResult {
+    fn returned(&self, _: &str) -> Vec<Returned> {
+        self.changes
+            .iter()
+            .map(|c| Returned::of(&c.collection, &c.id, &c.freshness))
+            .collect()
+    }
+}
+
+/// Where a tool call leaves the versions it returned, for its audit line: the audit hook
+/// puts one into the call's request extensions, the tool fills it from its typed answer.
+#[derive(Clone, Debug, Default)]
+pub struct ReturnedSlot(Arc<Mutex<Vec<Returned>>>);
+
+impl ReturnedSlot {
+    /// Notes what `answer` returned.
+    pub fn record(&self, answer: &impl Returns, collection: &str) {
+        self.0.lock().extend(answer.returned(collection));
+    }
+
+    /// Everything noted, emptying the slot.
+    pub fn take(&self) -> Vec<Returned> {
+        std::mem::take(&mut *self.0.lock())
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
@@ -49,7 +48,8 @@ pub struct Runtime {
     pub search: Arc<Search>,
     /// The writing side (prepare, apply, checkpoints).
     ingest: Arc<Ingest>,
-    stop: Arc<AtomicBool>,
+    /// The pipeline's one cancellation path ([`Ingest::cancellation`]): the consumer, the
+    /// watermark and catch-up tasks and the wait for an unavailable embedder end on it.
     cancel: CancellationToken,
     /// Consumer, prepare and apply threads, in pipeline order.
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -124,7 +124,7 @@ impl Runtime {
         let (tx, rx) = mpsc::channel::<Batch>(8);
         let (prepared_tx, prepared_rx) = sync_channel::<PreparedBatch>(4);
         let (reset_tx, reset_rx) = std::sync::mpsc::channel::<ResetRequest>();
-        let stop = Arc::new(AtomicBool::new(false));
+        let cancel = ingest.cancellation().clone();
         let (membership, ownership) = join_cluster(&config, &engine)?;
         let restore_into = Arc::clone(&ingest);
         let persisted = store.is_some();
@@ -135,7 +135,7 @@ impl Runtime {
             ConsumerLinks {
                 batches: tx,
                 resets: reset_rx,
-                stop: Arc::clone(&stop),
+                stop: cancel.clone(),
             },
             PollOptions {
                 ownership: ownership.clone(),
@@ -159,7 +159,6 @@ impl Runtime {
         .map_err(thread_error("apply thread"))?;
         let checkpoints = Checkpointer::spawn(Arc::clone(&ingest), persisted)
             .map_err(thread_error("checkpoint thread"))?;
-        let cancel = CancellationToken::new();
         tokio::spawn(crate::pipeline::watermarks::refresh_watermarks(
             Arc::clone(engine.freshness()),
             Duration::from_millis(config.kafka.watermark_interval_ms.max(50)),
@@ -186,7 +185,6 @@ impl Runtime {
         Ok(Runtime {
             search: Arc::clone(engine.search()),
             ingest,
-            stop,
             cancel,
             threads: vec![consumer, preparer, applier],
             checkpoints,
@@ -211,7 +209,6 @@ impl Runtime {
     pub async fn shutdown(mut self) {
         leave_group(&self.membership, self.ownership.as_ref()).await;
         self.cancel.cancel();
-        self.stop.store(true, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.threads);
         let ingest = Arc::clone(&self.ingest);
         let checkpoints = self.checkpoints.take();

@@ -21,6 +21,7 @@ import uuid
 import zlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx2
@@ -587,6 +588,8 @@ def audited(broker, topics, corpus, tmp_path_factory):
             assert found["results"], "the corpus has t1 documents in docs"
             first = found["results"][0]
             await call(client, "get_document", {"collection": "docs", "id": first["id"]})
+            await call(client, "document_freshness", {"collection": "docs", "ids": [first["id"], "no-such-id"]})
+            await client.read_resource(f"freshet://docs/{quote(first['id'], safe='')}")
             await client.call_tool("search", {"query": "x", "collection": "nope"})
             for _ in range(40):  # enough to rotate a 4 KiB file several times
                 await call(client, "list_collections", {})
@@ -630,8 +633,10 @@ def test_audit_lines_record_calls_and_rejections(audited):
             for h in found["results"]]
     assert got == want
     assert ok["latency_ms"] >= 0
-    get = next(l for l in lines if l["tool"] == "get_document")
-    assert [r["id"] for r in get["results"]] == [found["results"][0]["id"]]
+    first = (found["results"][0]["collection"], found["results"][0]["id"])
+    for tool in ("get_document", "document_freshness", "resources/read"):
+        line = next(l for l in lines if l["tool"] == tool)
+        assert [(r["collection"], r["id"]) for r in line["results"]] == [first], line
     failed = next(l for l in searches if l["outcome"] == "tool_error")
     assert "unknown collection `nope`" in failed["error"] and failed["results"] == []
     assert len({l["request_id"] for l in lines}) == len(lines)

@@ -9,6 +9,7 @@ Python MCP client over streamable HTTP, raw sockets where a client would be too 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import anyio
 import httpx2
@@ -64,14 +65,23 @@ class FakeEmbedder(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def embedder():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeEmbedder)
+@contextlib.contextmanager
+def embeddings_server(handler: type[BaseHTTPRequestHandler] = FakeEmbedder) -> Iterator[str]:
+    """Serves `handler` on a free loopback port; yields its OpenAI-style base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    with embeddings_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

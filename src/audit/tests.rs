@@ -232,24 +232,54 @@ fn arguments_are_redacted_when_configured() {
 }
 
 #[test]
-fn returned_documents_are_read_from_each_result_shape() {
-    let stamp = json!({"topic": "t", "partition": 1, "offset": 7});
-    let search = json!({"results": [{"id": "a", "collection": "c", "freshness": stamp}]});
-    let doc = json!({"document": {"id": "b", "collection": "c", "freshness": stamp}});
-    let fresh = json!({"documents": [
-        {"id": "x", "status": "found", "freshness": stamp},
-        {"id": "y", "status": "not_found"}
-    ]});
-    let ids = |v: &Value, c: Option<&str>| -> Vec<(String, String, i64)> {
-        returned(v, c)
+fn returned_documents_come_from_each_typed_answer() {
+    use crate::api::{ChangesResult, DocumentResult, FreshnessResult, SearchResult};
+    let stamp = json!({"topic": "t", "partition": 1, "offset": 7, "event_time": "", "ingested_at": "",
+                       "indexed_at": "", "age_ms": 0, "index_delay_ms": 0});
+    let watermark = json!({"as_of": "", "caught_up": true, "partitions": []});
+    let search: SearchResult = serde_json::from_value(json!({
+        "results": [{"id": "a", "collection": "c", "score": 1.0, "title": null, "snippet": "",
+                     "metadata": {}, "freshness": stamp}],
+        "mode": "bm25", "freshness": watermark,
+    }))
+    .unwrap();
+    let doc: DocumentResult = serde_json::from_value(json!({
+        "document": {"id": "b", "collection": "c", "title": null, "text": "", "metadata": {},
+                     "freshness": stamp},
+        "freshness": watermark,
+    }))
+    .unwrap();
+    let fresh: FreshnessResult = serde_json::from_value(json!({
+        "documents": [{"id": "x", "status": "found", "freshness": stamp},
+                      {"id": "y", "status": "not_found"}],
+        "freshness": watermark,
+    }))
+    .unwrap();
+    let changes: ChangesResult = serde_json::from_value(json!({
+        "collection": "c", "next": "", "more": false, "truncated": false, "kept_since": "",
+        "changes": [{"id": "d", "collection": "c", "kind": "delete", "title": null, "metadata": {},
+                     "current": false, "freshness": stamp}],
+        "freshness": watermark,
+    }))
+    .unwrap();
+    let slot = ReturnedSlot::default();
+    let ids = |answer: &dyn Fn(&ReturnedSlot)| -> Vec<(String, String, String, i64, i64)> {
+        answer(&slot);
+        slot.take()
             .into_iter()
-            .map(|r| (r.collection, r.id, r.offset))
+            .map(|r| (r.collection, r.id, r.topic, r.partition, r.offset))
             .collect()
     };
-    assert_eq!(ids(&search, None), [("c".into(), "a".into(), 7)]);
-    assert_eq!(ids(&doc, None), [("c".into(), "b".into(), 7)]);
-    assert_eq!(ids(&fresh, Some("k")), [("k".into(), "x".into(), 7)]);
-    assert!(ids(&json!({"collections": []}), None).is_empty());
+    let one = |c: &str, id: &str| (c.to_string(), id.to_string(), "t".to_string(), 1, 7);
+    assert_eq!(ids(&|s| s.record(&search, "")), [one("c", "a")]);
+    assert_eq!(ids(&|s| s.record(&doc, "")), [one("c", "b")]);
+    assert_eq!(
+        ids(&|s| s.record(&fresh, "k")),
+        [one("k", "x")],
+        "the call's collection; ids not found return nothing"
+    );
+    assert_eq!(ids(&|s| s.record(&changes, "")), [one("c", "d")]);
+    assert!(slot.take().is_empty());
 }
 
 fn intact(files: &[PathBuf], options: &VerifyOptions) -> Intact {

@@ -21,7 +21,6 @@ use super::wire::{
     ShardQuery, ShardSearch, WireAccess, WireError,
 };
 use super::{Cluster, shard};
-use crate::api::StampOut;
 use crate::audit::{self, AuditLog, Entry, Outcome, Returned, Transport};
 use crate::auth::Principal;
 use crate::engine::{QueryError, Search};
@@ -105,7 +104,7 @@ async fn documents(State(node): State<Node>, Json(q): Json<DocumentsQuery>) -> R
         a.documents
             .iter()
             .map(|d| {
-                returned(
+                Returned::of(
                     &d.document.collection,
                     &d.document.id,
                     &d.document.freshness,
@@ -134,7 +133,7 @@ async fn changes(State(node): State<Node>, Json(q): Json<ChangesQuery>) -> Respo
         a.page
             .changes
             .iter()
-            .map(|c| returned(&c.collection, &c.id, &c.freshness))
+            .map(|c| Returned::of(&c.collection, &c.id, &c.freshness))
             .collect()
     };
     let args = serde_json::json!({
@@ -163,7 +162,7 @@ async fn search(State(node): State<Node>, Json(body): Json<ShardSearch>) -> Resp
             .iter()
             .flat_map(|c| c.bm25.iter().chain(&c.vector))
             .filter(|c| seen.insert((c.hit.collection.clone(), c.hit.id.clone())))
-            .map(|c| returned(&c.hit.collection, &c.hit.id, &c.hit.freshness))
+            .map(|c| Returned::of(&c.hit.collection, &c.hit.id, &c.hit.freshness))
             .collect()
     };
     let args = serde_json::json!({
@@ -194,16 +193,6 @@ impl Arrival {
             started: Instant::now(),
             time: rfc3339_ms(now_ms()),
         }
-    }
-}
-
-fn returned(collection: &str, id: &str, stamp: &StampOut) -> Returned {
-    Returned {
-        collection: collection.to_string(),
-        id: id.to_string(),
-        topic: stamp.topic.clone(),
-        partition: i64::from(stamp.partition),
-        offset: stamp.offset,
     }
 }
 

@@ -19,6 +19,9 @@ pub(crate) mod test_server;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{CollectionConfig, Provider};
 
@@ -95,6 +98,18 @@ pub trait Embedder: Send + Sync {
     /// One vector per text, in order. Vectors are L2-normalised where the model defines it.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
 
+    /// [`embed`](Self::embed) for the ingest pipeline: an embedder that waits between
+    /// retries stops waiting when `cancel` fires (the pipeline's cancellation token) and
+    /// returns [`EmbedError::Unavailable`].
+    fn embed_cancellable(
+        &self,
+        texts: &[&str],
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let _ = cancel;
+        self.embed(texts)
+    }
+
     /// The vector of one query text. Same vector space as [`embed`](Self::embed); an
     /// embedder may run it apart from bulk work so queries stay fast during ingestion.
     fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
@@ -112,6 +127,24 @@ pub trait Embedder: Send + Sync {
     /// chunk (in tokens, special tokens excluded) the model reads whole.
     fn tokenizer(&self) -> Option<(&tokenizers::Tokenizer, usize)> {
         None
+    }
+}
+
+/// Sleeps `wait` on this (non-async) thread unless `cancel` fires first; returns whether it
+/// did.
+pub fn cancelled_within(wait: Duration, cancel: &CancellationToken) -> bool {
+    /// How soon a cancellation is noticed.
+    const TICK: Duration = Duration::from_millis(50);
+    let until = Instant::now() + wait;
+    loop {
+        if cancel.is_cancelled() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return false;
+        }
+        std::thread::sleep((until - now).min(TICK));
     }
 }
 

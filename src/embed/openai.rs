@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::{EmbedError, Embedder, EmbedderIdentity, hex};
 use crate::config::EmbeddingConfig;
@@ -165,8 +166,12 @@ impl OpenAiEmbedder {
         }
     }
 
-    /// One request with retries.
-    fn request(&self, input: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// One request with retries; the waits between them end early when `cancel` fires.
+    fn request(
+        &self,
+        input: &[&str],
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut backoff = self.retry.initial_backoff;
         let mut attempt = 1;
         loop {
@@ -188,7 +193,16 @@ impl OpenAiEmbedder {
                 wait_ms = wait.as_millis() as u64,
                 "embedding request failed, retrying: {error}"
             );
-            std::thread::sleep(wait);
+            match cancel {
+                Some(cancel) if super::cancelled_within(wait, cancel) => {
+                    return Err(EmbedError::Unavailable(format!(
+                        "{}: stopped retrying (shutting down): {error}",
+                        self.endpoint
+                    )));
+                }
+                Some(_) => {}
+                None => std::thread::sleep(wait),
+            }
             backoff = (backoff * 2).min(self.retry.max_backoff);
             attempt += 1;
         }
@@ -293,8 +307,12 @@ enum Failure {
     Final(EmbedError),
 }
 
-impl Embedder for OpenAiEmbedder {
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+impl OpenAiEmbedder {
+    fn embed_batches(
+        &self,
+        texts: &[&str],
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         // OpenAI refuses empty strings; a space embeds the same "nothing".
         let inputs: Vec<&str> = texts
             .iter()
@@ -302,9 +320,23 @@ impl Embedder for OpenAiEmbedder {
             .collect();
         let mut out = Vec::with_capacity(texts.len());
         for batch in inputs.chunks(self.batch_size) {
-            out.extend(self.request(batch)?);
+            out.extend(self.request(batch, cancel)?);
         }
         Ok(out)
+    }
+}
+
+impl Embedder for OpenAiEmbedder {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_batches(texts, None)
+    }
+
+    fn embed_cancellable(
+        &self,
+        texts: &[&str],
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_batches(texts, Some(cancel))
     }
 
     fn identity(&self) -> EmbedderIdentity {

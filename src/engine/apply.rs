@@ -25,6 +25,7 @@ use crate::source::{Batch, PartitionReset, Position, SourceRecord};
 use crate::store::DocRecord;
 use crate::time::now_ms;
 use crate::view::{Stamp, StoredDoc};
+use tokio_util::sync::CancellationToken;
 
 use super::changes::Change;
 use super::poison::{ApplyError, PoisonKind};
@@ -138,29 +139,42 @@ impl Ingest {
             records: records.to_vec(),
             ..Batch::default()
         });
-        self.apply_prepared(prepared)
+        match prepared {
+            Some(prepared) => self.apply_prepared(prepared),
+            None => ApplyOutcome::default(),
+        }
     }
 
     /// Stage one: decode and chunk each record, then embed the chunks of every collection
     /// with an embedder (one call per collection, so the model sees large batches). Replays
     /// are recognised by the writer, which alone knows the offsets applied (a partition reset
     /// may be on its way to it).
-    pub fn prepare(&self, batch: Batch) -> PreparedBatch {
+    ///
+    /// `None` when the pipeline was cancelled while waiting for an unavailable embedder:
+    /// nothing of the batch may be applied then (its offsets do not move, so a restart reads
+    /// its records again).
+    pub fn prepare(&self, batch: Batch) -> Option<PreparedBatch> {
         let started = Instant::now();
         let mut items = self.decode_and_chunk(batch.records);
         for c in self.catalog.writers() {
             if let Some(embedder) = &c.embedder {
-                embed_collection(&c, embedder.as_ref(), &mut items);
+                embed_collection(&c, embedder.as_ref(), &mut items, &self.cancel).ok()?;
             }
         }
         self.metrics
             .observe_apply_stage(ApplyStage::Prepare, started.elapsed());
-        PreparedBatch {
+        Some(PreparedBatch {
             resets: batch.resets,
             items,
             positions: batch.positions,
             released: batch.released,
-        }
+        })
+    }
+
+    /// The pipeline's one cancellation token: shutdown cancels it; every stage and task,
+    /// and the wait for an unavailable embedder, end on it.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
     }
 
     fn decode_and_chunk(&self, records: Vec<SourceRecord>) -> Vec<Prepared> {
@@ -584,14 +598,32 @@ fn prepare_record(collection: &Arc<Collection>, rec: &SourceRecord) -> PreparedC
 /// Longest wait between attempts while an embedding server is unavailable.
 const MAX_EMBED_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The pipeline was cancelled while a batch waited for its embedder.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Cancelled;
+
+/// Why embedding a set of records stopped.
+#[derive(Debug)]
+enum EmbedStop {
+    /// The embedder refused them (or answered something unusable).
+    Failed(EmbedError),
+    /// The pipeline was cancelled while the embedder was unavailable.
+    Cancelled,
+}
+
 /// Embeds every chunk of `collection`'s upserts in `batch` and attaches the vectors.
 ///
-/// A transient failure (server down, rate limited) is retried until it succeeds: the
-/// records stay in this stage, the bounded channels fill, and the consumer stops polling,
-/// so nothing is dropped and nothing is applied out of order. A permanent failure (the
-/// server refuses the input, wrong dimension) is narrowed down to the records that cause
-/// it, which become poison (`embed_error`); the rest of the batch goes on.
-fn embed_collection(collection: &Arc<Collection>, embedder: &dyn Embedder, batch: &mut [Prepared]) {
+/// A transient failure (server down, rate limited) is retried until it succeeds or
+/// `cancel` fires: the records stay in this stage, the bounded channels fill, and the
+/// consumer stops polling, so nothing is dropped and nothing is applied out of order. A
+/// permanent failure (the server refuses the input, wrong dimension) is narrowed down to the
+/// records that cause it, which become poison (`embed_error`); the rest of the batch goes on.
+pub(super) fn embed_collection(
+    collection: &Arc<Collection>,
+    embedder: &dyn Embedder,
+    batch: &mut [Prepared],
+    cancel: &CancellationToken,
+) -> Result<(), Cancelled> {
     let members: Vec<usize> = batch
         .iter()
         .enumerate()
@@ -601,24 +633,28 @@ fn embed_collection(collection: &Arc<Collection>, embedder: &dyn Embedder, batch
         .map(|(i, _)| i)
         .collect();
     if members.is_empty() {
-        return;
+        return Ok(());
     }
-    match embed_records(collection, embedder, batch, &members) {
+    match embed_records(collection, embedder, batch, &members, cancel) {
         Ok(()) => {}
-        Err(e) if members.len() > 1 => {
+        Err(EmbedStop::Cancelled) => return Err(Cancelled),
+        Err(EmbedStop::Failed(e)) if members.len() > 1 => {
             tracing::warn!(
                 collection = collection.name(),
                 records = members.len(),
                 "embedding the batch failed ({e}); retrying record by record"
             );
             for &i in &members {
-                if let Err(e) = embed_records(collection, embedder, batch, &[i]) {
-                    poison_for_embedding(collection, &mut batch[i], e);
+                match embed_records(collection, embedder, batch, &[i], cancel) {
+                    Ok(()) => {}
+                    Err(EmbedStop::Cancelled) => return Err(Cancelled),
+                    Err(EmbedStop::Failed(e)) => poison_for_embedding(collection, &mut batch[i], e),
                 }
             }
         }
-        Err(e) => poison_for_embedding(collection, &mut batch[members[0]], e),
+        Err(EmbedStop::Failed(e)) => poison_for_embedding(collection, &mut batch[members[0]], e),
     }
+    Ok(())
 }
 
 /// Embeds the chunks of the upserts at `members` in one call and stores the vectors.
@@ -627,7 +663,8 @@ fn embed_records(
     embedder: &dyn Embedder,
     batch: &mut [Prepared],
     members: &[usize],
-) -> Result<(), EmbedError> {
+    cancel: &CancellationToken,
+) -> Result<(), EmbedStop> {
     let vectors = {
         let mut texts: Vec<&str> = Vec::new();
         for &i in members {
@@ -635,7 +672,7 @@ fn embed_records(
                 texts.extend(chunks.iter().map(|r| doc.text.get(r.clone()).unwrap_or("")));
             }
         }
-        embed_until_available(collection, embedder, &texts)?
+        embed_until_available(collection, embedder, &texts, cancel)?
     };
     let mut vectors = vectors.into_iter();
     for &i in members {
@@ -651,15 +688,17 @@ fn embed_records(
     Ok(())
 }
 
-/// Calls the embedder, waiting out transient failures with capped exponential backoff.
+/// Calls the embedder, waiting out transient failures with capped exponential backoff
+/// until `cancel` fires.
 fn embed_until_available(
     collection: &Collection,
     embedder: &dyn Embedder,
     texts: &[&str],
-) -> Result<Vec<Vec<f32>>, EmbedError> {
+    cancel: &CancellationToken,
+) -> Result<Vec<Vec<f32>>, EmbedStop> {
     let mut wait = Duration::from_millis(500);
     loop {
-        match embedder.embed(texts) {
+        match embedder.embed_cancellable(texts, cancel) {
             Err(e) if e.is_transient() => {
                 tracing::warn!(
                     collection = collection.name(),
@@ -667,17 +706,23 @@ fn embed_until_available(
                     wait_ms = wait.as_millis() as u64,
                     "embedder unavailable, ingestion paused: {e}"
                 );
-                std::thread::sleep(wait);
+                if crate::embed::cancelled_within(wait, cancel) {
+                    tracing::info!(
+                        collection = collection.name(),
+                        "stopping while the embedder is unavailable: the waiting records are read again at the next start"
+                    );
+                    return Err(EmbedStop::Cancelled);
+                }
                 wait = (wait * 2).min(MAX_EMBED_BACKOFF);
             }
             Ok(vectors) if vectors.len() != texts.len() => {
-                return Err(EmbedError::Model(format!(
+                return Err(EmbedStop::Failed(EmbedError::Model(format!(
                     "{} vectors for {} texts",
                     vectors.len(),
                     texts.len()
-                )));
+                ))));
             }
-            other => return other,
+            other => return other.map_err(EmbedStop::Failed),
         }
     }
 }
@@ -690,4 +735,87 @@ fn poison_for_embedding(collection: &Arc<Collection>, prepared: &mut Prepared, e
             format!("cannot embed the document: {error}"),
         ),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::embed::EmbedderIdentity;
+
+    /// An embedding server that is down for its first `down_for` calls.
+    struct Flaky {
+        down_for: usize,
+        calls: AtomicUsize,
+    }
+
+    impl Embedder for Flaky {
+        fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.down_for {
+                return Err(EmbedError::Unavailable("connection refused".into()));
+            }
+            Ok(texts.iter().map(|_| vec![1.0, 0.0]).collect())
+        }
+
+        fn identity(&self) -> EmbedderIdentity {
+            EmbedderIdentity {
+                provider: "openai",
+                model: "flaky".into(),
+                dimensions: Some(2),
+                fingerprint: String::new(),
+            }
+        }
+    }
+
+    fn collection() -> Arc<Collection> {
+        let config = crate::config::Config::from_toml_with_env(
+            "[[collections]]\nname = \"docs\"\ntopics = [\"docs\"]\n",
+            std::path::Path::new("t.toml"),
+            Vec::new(),
+        )
+        .unwrap();
+        let engine = super::super::Engine::new(Arc::new(config), None, None).unwrap();
+        engine.catalog().collection("docs").unwrap()
+    }
+
+    #[test]
+    fn an_unavailable_embedder_is_waited_for_until_it_answers() {
+        let flaky = Flaky {
+            down_for: 1,
+            calls: AtomicUsize::new(0),
+        };
+        let vectors = embed_until_available(
+            &collection(),
+            &flaky,
+            &["a", "b"],
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        assert_eq!(vectors.len(), 2);
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn cancelling_the_pipeline_ends_the_wait_for_an_unavailable_embedder() {
+        let cancel = CancellationToken::new();
+        let (done_tx, done) = mpsc::channel();
+        let waiting = cancel.clone();
+        std::thread::spawn(move || {
+            let down = Flaky {
+                down_for: usize::MAX,
+                calls: AtomicUsize::new(0),
+            };
+            let result = embed_until_available(&collection(), &down, &["a"], &waiting);
+            let _ = done_tx.send(matches!(result, Err(EmbedStop::Cancelled)));
+        });
+        assert!(
+            done.recv_timeout(Duration::from_millis(700)).is_err(),
+            "still waiting for the embedder"
+        );
+        cancel.cancel();
+        // Without the cancellation the wait goes on for ever (backoff up to 30 s per round).
+        assert_eq!(done.recv_timeout(Duration::from_secs(10)), Ok(true));
+    }
 }

@@ -24,7 +24,6 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::store::{Checkpoint, PartitionCheckpoint};
@@ -214,9 +213,22 @@ impl Ingest {
         let Some((old, next)) = self.catalog.rebuild_of(&p.name) else {
             return true;
         };
-        let progress = self.freshness.progress();
         if p.target.is_none() {
-            p.target = caught_up_target(progress, &next.config.topics);
+            p.target = self.freshness.catch_up_target(&next.config.topics);
+            if let Some(target) = &p.target {
+                let left: i64 = target
+                    .iter()
+                    .map(|(topic, partition, high)| {
+                        let next = self.freshness.progress().next_offset(topic, *partition);
+                        (high - next.unwrap_or(0)).max(0)
+                    })
+                    .sum();
+                tracing::info!(
+                    collection = p.name,
+                    generation = next.generation(),
+                    "rebuilding: {left} records left to read up to the partitions' ends as first read"
+                );
+            }
         }
         let Some(target) = &p.target else {
             return false;
@@ -224,7 +236,8 @@ impl Ingest {
         let Some(np) = &next.persisted else {
             return true;
         };
-        if !progress.reached_all(target) || !covers(&np.last.lock(), target) {
+        let target = self.freshness.still_owned(target);
+        if !self.freshness.progress().reached_all(&target) || !covers(&np.last.lock(), &target) {
             return false;
         }
         if let Err(e) = make_current(&np.dir, np.generation) {
@@ -264,25 +277,6 @@ impl Ingest {
     }
 }
 
-/// The high watermarks of `topics`' partitions, once every topic has partitions and every
-/// partition's high watermark has been read.
-fn caught_up_target(
-    progress: &crate::view::Progress,
-    topics: &[String],
-) -> Option<Vec<OffsetTarget>> {
-    let snapshot = progress.snapshot(topics);
-    let every_topic = topics
-        .iter()
-        .all(|t| snapshot.iter().any(|((topic, _), _)| **topic == **t));
-    if !every_topic {
-        return None;
-    }
-    snapshot
-        .into_iter()
-        .map(|((topic, partition), p)| Some((Arc::clone(&topic), partition, p.high_watermark?)))
-        .collect()
-}
-
 /// True when `checkpoint` resumes every partition at or past its target.
 fn covers(checkpoint: &Checkpoint, target: &[OffsetTarget]) -> bool {
     target.iter().all(|(topic, partition, offset)| {
@@ -295,6 +289,8 @@ fn covers(checkpoint: &Checkpoint, target: &[OffsetTarget]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]

@@ -102,6 +102,8 @@ pub struct Ingest {
     generations: Mutex<Vec<generation::Pending>>,
     /// Every applied batch's changes, for subscriptions.
     change_events: tokio::sync::broadcast::Sender<Arc<Vec<Published>>>,
+    /// The pipeline's one cancellation path (see [`Ingest::cancellation`]).
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 /// The reading side: the MCP tools' queries (search, lookups, freshness, changes,
@@ -177,6 +179,7 @@ impl Engine {
             rebuilds: Mutex::new(Vec::new()),
             generations: Mutex::new(Vec::new()),
             change_events,
+            cancel: tokio_util::sync::CancellationToken::new(),
         });
         Ok(Engine { ingest, search })
     }

@@ -326,23 +326,43 @@ impl Freshness {
 
     fn mark_ready_if_reached(&self, targets: Option<&[OffsetTarget]>) {
         let Some(t) = targets else { return };
-        // Partitions handed to another cluster node while catching up no longer count.
-        let owned: Vec<OffsetTarget>;
-        let t = match self.ownership.get() {
-            Some(o) => {
-                owned = t
-                    .iter()
-                    .filter(|(topic, partition, _)| o.owns(topic, *partition))
-                    .cloned()
-                    .collect();
-                &owned[..]
-            }
-            None => t,
-        };
-        if self.progress.reached_all(t) {
+        if self.progress.reached_all(&self.still_owned(t)) {
             self.ready.store(true, Ordering::Release);
             tracing::info!("caught up with the stream: ready");
         }
+    }
+
+    /// The targets of partitions this node still reads: on a cluster node, partitions handed
+    /// to another node since no longer count.
+    pub fn still_owned(&self, targets: &[OffsetTarget]) -> Vec<OffsetTarget> {
+        match self.ownership.get() {
+            Some(o) => targets
+                .iter()
+                .filter(|(topic, partition, _)| o.owns(topic, *partition))
+                .cloned()
+                .collect(),
+            None => targets.to_vec(),
+        }
+    }
+
+    /// What a collection reading `topics` must reach to be caught up, by the rule readiness
+    /// uses: the high watermarks of its partitions (on a cluster node, those assigned to it),
+    /// once every one has been read; `None` until then.
+    pub fn catch_up_target(&self, topics: &[String]) -> Option<Vec<OffsetTarget>> {
+        let snapshot = self.progress.snapshot(topics);
+        let covered = match self.ownership.get() {
+            Some(o) => o.assigned_once(),
+            None => topics
+                .iter()
+                .all(|t| snapshot.iter().any(|((topic, _), _)| **topic == **t)),
+        };
+        if !covered {
+            return None;
+        }
+        snapshot
+            .into_iter()
+            .map(|((topic, partition), p)| Some((topic, partition, p.high_watermark?)))
+            .collect()
     }
 
     /// Catch-up numbers of a collection reading `topics`, which has applied `applied`

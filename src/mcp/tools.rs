@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::api::{ChangesResult, CollectionsResult, DocumentResult, FreshnessResult, SearchResult};
-use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, Transport};
+use crate::audit::{self, AuditLog, Entry, Outcome, RequestId, ReturnedSlot, Returns, Transport};
 use crate::auth::{Access, Caller, Principal};
 use crate::cluster::Cluster;
 use crate::cluster::wire::{Asker, WireOrigin};
@@ -485,6 +485,7 @@ impl Freshet {
         self.search
             .metrics()
             .observe_query("search", &mode, started.elapsed());
+        record_returned(&ctx, &result, "");
         result.map(Json).map_err(query_error)
     }
 
@@ -528,6 +529,7 @@ impl Freshet {
         self.search
             .metrics()
             .observe_query("get_document", "", started.elapsed());
+        record_returned(&ctx, &result, "");
         result.map(Json).map_err(query_error)
     }
 
@@ -563,6 +565,7 @@ impl Freshet {
         self.search
             .metrics()
             .observe_query("document_freshness", "", started.elapsed());
+        record_returned(&ctx, &result, &args.collection);
         result.map(Json).map_err(query_error)
     }
 
@@ -600,6 +603,7 @@ impl Freshet {
         self.search
             .metrics()
             .observe_query("changes", "", started.elapsed());
+        record_returned(&ctx, &result, "");
         result.map(Json).map_err(query_error)
     }
 
@@ -659,12 +663,9 @@ impl ServerHandler for Freshet {
         let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
         let tool = request.name.to_string();
         let arguments = log.arguments(request.arguments.as_ref());
-        let collection = request
-            .arguments
-            .as_ref()
-            .and_then(|a| a.get("collection"))
-            .and_then(Value::as_str)
-            .map(String::from);
+        let returned = ReturnedSlot::default();
+        let mut context = context;
+        context.extensions.insert(returned.clone());
         let result = self.call_with_deadline(request, context).await;
         let mut entry = facts.entry(self.transport, tool, arguments);
         match &result {
@@ -672,11 +673,7 @@ impl ServerHandler for Freshet {
                 entry.outcome = Outcome::ToolError;
                 entry.error = Some(first_text(r));
             }
-            Ok(CallToolResponse::Complete(r)) => {
-                if let Some(structured) = &r.structured_content {
-                    entry.results = audit::returned(structured, collection.as_deref());
-                }
-            }
+            Ok(CallToolResponse::Complete(_)) => entry.results = returned.take(),
             Ok(_) => {}
             Err(e) => {
                 entry.outcome = Outcome::Error;
@@ -872,22 +869,13 @@ impl ServerHandler for Freshet {
         };
         let facts = CallFacts::new(&context, &caller_of(&context, &self.stdio_caller));
         let arguments = Some(serde_json::json!({"uri": request.uri}));
+        let returned = ReturnedSlot::default();
+        let mut context = context;
+        context.extensions.insert(returned.clone());
         let result = self.read_document(&request, &context).await;
         let mut entry = facts.entry(self.transport, "resources/read".into(), arguments);
         match &result {
-            Ok(ReadResourceResponse::Complete(r)) => {
-                entry.results = r
-                    .contents
-                    .iter()
-                    .filter_map(|c| match c {
-                        ResourceContents::TextResourceContents { text, .. } => {
-                            serde_json::from_str::<Value>(text).ok()
-                        }
-                        _ => None,
-                    })
-                    .flat_map(|v| audit::returned(&v, None))
-                    .collect();
-            }
+            Ok(ReadResourceResponse::Complete(_)) => entry.results = returned.take(),
             Ok(_) => {}
             Err(e) => {
                 entry.outcome = Outcome::Error;
@@ -967,6 +955,18 @@ async fn audited<T>(
     }
 }
 
+/// Notes what an answer returned in the call's [`ReturnedSlot`], for its audit line (there
+/// is none when the audit log is off).
+fn record_returned<T: Returns>(
+    ctx: &RequestContext<RoleServer>,
+    answer: &Result<T, QueryError>,
+    collection: &str,
+) {
+    if let (Ok(answer), Some(slot)) = (answer, ctx.extensions.get::<ReturnedSlot>()) {
+        slot.record(answer, collection);
+    }
+}
+
 fn first_text(result: &CallToolResult) -> String {
     result
         .content
@@ -1002,6 +1002,7 @@ impl Freshet {
                     }
                     None => self.search.get_document(&collection, &id, &access),
                 };
+                record_returned(context, &found, "");
                 found.and_then(|doc| serde_json::to_value(doc).map_err(|_| QueryError::Internal))
             }
             ResourceUri::Changes { collection, filter } => {
@@ -1020,6 +1021,7 @@ impl Freshet {
                     }
                     None => self.search.changes(req, &access),
                 };
+                record_returned(context, &page, "");
                 page.and_then(|page| serde_json::to_value(page).map_err(|_| QueryError::Internal))
             }
         };

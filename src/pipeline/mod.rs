@@ -9,8 +9,12 @@
 //! ```
 //!
 //! Channels are small and bounded, so backpressure reaches the consumer (and the broker)
-//! instead of memory. Shutdown stops the consumer; each stage ends when its input closes,
-//! after draining it; the checkpoint stage then writes the last checkpoint.
+//! instead of memory. Shutdown cancels the pipeline's one token ([`Ingest::cancellation`]),
+//! which stops the consumer, the watermark task and any wait for an unavailable embedder
+//! in the prepare stage; each stage ends when its input closes, after draining it; the
+//! checkpoint stage then writes the last checkpoint.
+//!
+//! [`Ingest::cancellation`]: crate::engine::Ingest::cancellation
 
 pub mod apply;
 pub mod checkpoint;

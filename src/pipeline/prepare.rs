@@ -20,8 +20,8 @@ pub struct Preparer {
 }
 
 impl Preparer {
-    /// Starts the thread: it ends when `rx` closes (the consumer stopped) or the apply
-    /// stage is gone.
+    /// Starts the thread: it ends when `rx` closes (the consumer stopped), the apply stage
+    /// is gone, or the pipeline is cancelled while a batch waits for its embedder.
     pub fn spawn(
         self,
         mut rx: mpsc::Receiver<Batch>,
@@ -35,7 +35,12 @@ impl Preparer {
             .stack_size(PREPARE_STACK_BYTES)
             .spawn(move || {
                 while let Some(batch) = rx.blocking_recv() {
-                    if tx.send(ingest.prepare(batch)).is_err() {
+                    // Cancelled while the embedder was unavailable: this batch and those
+                    // behind it are not applied (a restart reads them again).
+                    let Some(prepared) = ingest.prepare(batch) else {
+                        return;
+                    };
+                    if tx.send(prepared).is_err() {
                         return;
                     }
                 }

@@ -15,8 +15,8 @@ pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -186,8 +186,8 @@ pub struct ConsumerLinks {
     pub batches: mpsc::Sender<Batch>,
     /// Partitions to re-read from the start.
     pub resets: std::sync::mpsc::Receiver<ResetRequest>,
-    /// Set to stop polling.
-    pub stop: Arc<AtomicBool>,
+    /// Cancelled to stop polling (the pipeline's cancellation token).
+    pub stop: CancellationToken,
 }
 
 /// Runs the consumer on a dedicated thread until `stop` is set or the receiver is dropped.
@@ -291,10 +291,10 @@ struct Handoff {
 const OUT_OF_RANGE_RETRY: Duration = Duration::from_millis(500);
 
 impl Poller {
-    fn run(&mut self, batches: &mpsc::Sender<Batch>, stop: &AtomicBool) {
+    fn run(&mut self, batches: &mpsc::Sender<Batch>, stop: &CancellationToken) {
         let mut next_refresh = Instant::now();
         let mut batch = Batch::default();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_cancelled() {
             if Instant::now() >= next_refresh {
                 self.refresh(&mut batch);
                 next_refresh = Instant::now()

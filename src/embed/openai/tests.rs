@@ -104,6 +104,35 @@ fn connection_refused_is_transient() {
 }
 
 #[test]
+fn a_cancelled_pipeline_stops_the_retries_at_once() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let patient = OpenAiEmbedder::new(
+        &url,
+        "test-embed",
+        None,
+        None,
+        8,
+        Duration::from_secs(5),
+        RetryPolicy {
+            attempts: 1000,
+            initial_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+        },
+    );
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    // Without the token the first wait alone would be a minute.
+    let err = patient.embed_cancellable(&["x"], &cancel).unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("stopped retrying"), "{err}");
+}
+
+#[test]
 fn client_errors_are_not_retried() {
     let (url, seen) = serve(vec![Reply::json(
         400,
