@@ -99,11 +99,12 @@ async fn leave_group(
     let Some(member) = membership.lock().take() else {
         return;
     };
-    // Leaving the group first hands the partitions to the other nodes at once.
-    let _ = tokio::task::spawn_blocking(move || member.stop()).await;
+    // First stop claiming (and dropping) partitions, then leave the group, which hands them
+    // to the other nodes at once.
     if let Some(o) = ownership {
-        o.lose(o.owned());
+        o.leave();
     }
+    let _ = tokio::task::spawn_blocking(move || member.stop()).await;
 }
 
 impl Runtime {

@@ -149,8 +149,10 @@ def start_cluster(
 
 
 def restart(node: Node) -> None:
-    """SIGTERM (must exit 0), then the same node again on its port and data directory."""
+    """SIGTERM (must exit 0), then the same node again on its port and data directory (its
+    log so far is kept as `<log>.before-restart`)."""
     assert node.server.stop() == 0
+    node.server.log_path.rename(node.server.log_path.with_suffix(".log.before-restart"))
     again = FreshetServer(
         node.server.config,
         node.server.config.parent,

@@ -35,11 +35,18 @@ pub struct Plan {
     pub missing: Vec<(String, i32)>,
 }
 
-/// Every node's state: this node's directly, the others' over the internal API.
-pub async fn gather_states(
-    local: &Search,
-    cluster: &Arc<Cluster>,
-) -> Vec<(String, Result<NodeState, PeerError>)> {
+/// Every node's state by URL, or why it could not be read.
+pub type States = Vec<(String, Result<NodeState, PeerError>)>;
+
+/// How old the peers' states a search plans with may be. Reading every peer's state costs
+/// each query one more round trip per peer; within this age a search reuses what an
+/// earlier one read. A plan made on states this old can send a partition to a node that
+/// lost it or died since: the shard says so (or fails), and the search reads the states
+/// again and asks the new owner (`search`).
+pub const STATE_MAX_AGE: Duration = Duration::from_millis(500);
+
+/// Every node's state now: this node's directly, the others' over the internal API.
+pub async fn gather_states(local: &Search, cluster: &Arc<Cluster>) -> States {
     let calls = cluster.peers().into_iter().map(|url| async move {
         if cluster.is_self(&url) {
             let state = shard::node_state(local, cluster);
@@ -48,9 +55,37 @@ pub async fn gather_states(
         let state = cluster
             .call::<NodeState>(&url, "/internal/cluster/state", None::<()>, Duration::ZERO)
             .await;
+        if let Err(e) = &state {
+            tracing::warn!("cluster: node {url} did not answer: {e}");
+        }
         (url, state)
     });
-    join_all(calls).await
+    let states: States = join_all(calls).await;
+    *cluster.recent_states.lock() = Some((std::time::Instant::now(), states.clone()));
+    states
+}
+
+/// Every node's state, the peers' as read at most [`STATE_MAX_AGE`] ago (by this query or
+/// an earlier one), this node's as it is now; `true` when the peers' came from that earlier
+/// read. An unreachable peer is then also not tried again by every query.
+pub async fn recent_states(local: &Search, cluster: &Arc<Cluster>) -> (States, bool) {
+    let recent = cluster
+        .recent_states
+        .lock()
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() <= STATE_MAX_AGE)
+        .map(|(_, states)| states.clone());
+    match recent {
+        Some(mut states) => {
+            for (url, state) in &mut states {
+                if cluster.is_self(url) {
+                    *state = Ok(shard::node_state(local, cluster));
+                }
+            }
+            (states, true)
+        }
+        None => (gather_states(local, cluster).await, false),
+    }
 }
 
 /// Picks one owner for every partition of `topics` (see [`plan_partitions`]).
@@ -307,36 +342,36 @@ pub async fn search(
         Consistency::Any => Duration::ZERO,
     };
 
-    let states = gather_states(local, cluster).await;
-    for (url, state) in &states {
-        if let Err(e) = state {
-            tracing::warn!("cluster: node {url} did not answer: {e}");
-        }
-    }
+    let (mut states, cached) = recent_states(local, cluster).await;
     let own = shard::node_state(local, cluster);
     let mut excluded = BTreeSet::new();
 
     // Statistics phase.
-    let (stats, mut missing) = fan_out(
-        &own,
-        &states,
-        partitions_of(&states, &topics),
-        &mut excluded,
-        |url, partitions| {
-            let q = ShardQuery::new(&req, offset, asker.wire(), partitions);
-            async move {
-                let stats = if cluster.is_self(&url) {
-                    shard::stats(local, &q).await.map_err(local_error)?
-                } else {
-                    cluster
-                        .call::<ShardStats>(&url, "/internal/cluster/stats", Some(q), head_wait)
-                        .await?
-                };
-                Ok((stats, Vec::new()))
-            }
-        },
-    )
-    .await?;
+    let stats_call = |url: String, partitions: Vec<(String, i32)>| {
+        let q = ShardQuery::new(&req, offset, asker.wire(), partitions);
+        async move {
+            let stats = if cluster.is_self(&url) {
+                shard::stats(local, &q).await.map_err(local_error)?
+            } else {
+                cluster
+                    .call::<ShardStats>(&url, "/internal/cluster/stats", Some(q), head_wait)
+                    .await?
+            };
+            Ok((stats, Vec::new()))
+        }
+    };
+    let partitions = partitions_of(&states, &topics);
+    let (mut stats, mut missing) =
+        fan_out(&own, &states, partitions, &mut excluded, &stats_call).await?;
+    if cached && (!missing.is_empty() || !excluded.is_empty()) {
+        // Planned on states read by an earlier query: something moved or went away since.
+        // Read them now and ask again for what no node answered.
+        states = gather_states(local, cluster).await;
+        let retry: Vec<(String, i32)> = missing.into_iter().collect();
+        let (more, still) = fan_out(&own, &states, retry, &mut excluded, &stats_call).await?;
+        stats.extend(more);
+        missing = still;
+    }
     let mut summed: BTreeMap<String, TermStats> = BTreeMap::new();
     let mut counted = Vec::new();
     for (url, partitions, stats) in stats {
@@ -354,7 +389,7 @@ pub async fn search(
 
     // Search phase, every shard with the same statistics; a node that fails now is replaced
     // by another owner of its partitions, scoring with the statistics already summed.
-    let (answers, lost) = fan_out(&own, &states, counted, &mut excluded, |url, partitions| {
+    let search_call = |url: String, partitions: Vec<(String, i32)>| {
         let body = ShardSearch {
             query: ShardQuery::new(&req, offset, asker.wire(), partitions.clone()),
             stats: summed.clone(),
@@ -375,8 +410,17 @@ pub async fn search(
             let not_owned = not_answered_for(&partitions, &answer.partitions);
             Ok((answer, not_owned))
         }
-    })
-    .await?;
+    };
+    let (mut answers, mut lost) =
+        fan_out(&own, &states, counted, &mut excluded, &search_call).await?;
+    if cached && !lost.is_empty() {
+        // As above: the states may be older than a handoff that happened meanwhile.
+        states = gather_states(local, cluster).await;
+        let retry: Vec<(String, i32)> = lost.into_iter().collect();
+        let (more, still) = fan_out(&own, &states, retry, &mut excluded, &search_call).await?;
+        answers.extend(more);
+        lost = still;
+    }
     missing.extend(lost);
     let answers: Vec<ShardAnswer> = answers.into_iter().map(|(_, _, a)| a).collect();
 

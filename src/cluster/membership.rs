@@ -35,6 +35,9 @@ pub struct Ownership {
     assigned_once: AtomicBool,
     /// Partition count per topic as last read from the broker.
     partition_counts: RwLock<BTreeMap<String, i32>>,
+    /// The node is shutting down and has left its group: it owns nothing, but keeps what
+    /// it holds (no handoff drop), so its last checkpoint still has it for a restart.
+    leaving: AtomicBool,
 }
 
 impl Ownership {
@@ -73,6 +76,20 @@ impl Ownership {
             owned.remove(&p);
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Leaves: owns nothing from now on, and hands nothing over for dropping (see
+    /// [`is_leaving`](Self::is_leaving)).
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::Release);
+        let all = self.owned();
+        self.lose(all);
+    }
+
+    /// True once the node has left its group at shutdown: lost partitions are kept, not
+    /// dropped after the grace period.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
     }
 
     /// Records how many partitions a topic has (the consumer reads this from the broker).

@@ -28,10 +28,12 @@ pub struct Cluster {
     ownership: Arc<Ownership>,
     key: String,
     agent: ureq::Agent,
+    /// The peers' states as last read, and when (see [`coordinator::recent_states`]).
+    recent_states: parking_lot::Mutex<Option<(std::time::Instant, coordinator::States)>>,
 }
 
 /// Why a call to a peer failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PeerError {
     /// The peer could not be reached or did not answer in time.
     #[error("{url}: {reason}")]
@@ -61,6 +63,7 @@ impl Cluster {
             ownership,
             key,
             agent,
+            recent_states: parking_lot::Mutex::new(None),
         })
     }
 

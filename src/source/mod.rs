@@ -697,8 +697,10 @@ impl Poller {
             self.handoff.generation = generation;
             self.rebuild(&[]);
         }
-        // Before the first assignment nothing is known to be lost.
+        // Before the first assignment nothing is known to be lost; a node leaving at
+        // shutdown keeps what it holds for its last checkpoint.
         if !ownership.assigned_once()
+            || ownership.is_leaving()
             || self
                 .handoff
                 .checked
