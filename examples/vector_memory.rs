@@ -2,12 +2,12 @@
 //! view: where a document's resident bytes go in the graph (docs/BENCHMARKS.md, issue 14).
 //!
 //! ```text
-//! cargo run --release --example vector_memory -- [DOCS] [clustered|uniform] [f32|int8] [bare]
+//! cargo run --release --example vector_memory -- [DOCS] [clustered|uniform] [f32|int8]
 //! ```
-//! `bare` also builds a plain hnsw_rs graph of the same vectors and counts its edges.
 //! Prints one JSON object: heap bytes per point (counted by a wrapping allocator, so it is
 //! what the structures ask for, without allocator slack), resident bytes per point (VmRSS
-//! deltas, with slack), the build rate and recall@10 of 200 queries against an exact scan.
+//! deltas, with slack), the build rate, recall@10 of 200 queries against an exact scan and
+//! their single-thread latency (mean, p50, p99; k 10, `ef_search` 100).
 //! The vectors follow bench/harness.py's corpus: `clustered` puts 50 documents around each
 //! centre at cosine ≈ 0.7, `uniform` draws independent directions.
 
@@ -15,9 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use freshet::index::vector::UnitCosine;
 use freshet::index::{HnswParams, VectorIndex, VectorStorage};
-use hnsw_rs::hnsw::Hnsw;
 
 /// Counts the bytes the program has asked for and not yet returned.
 struct Counting;
@@ -92,7 +90,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or_default();
-    let with_bare = args.get(4).is_some_and(|s| s == "bare");
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let centres: Vec<Vec<f32>> = (0..(docs / 50).max(1)).map(|_| rng.direction()).collect();
     let point = |rng: &mut Rng| -> Vec<f32> {
@@ -131,7 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let units: Vec<Vec<f32>> = vectors.iter().map(|v| unit(v)).collect();
     let mut found = 0;
-    let mut search_s = 0.0;
+    let mut search_s = Vec::with_capacity(queries.len());
     for q in &queries {
         let q = unit(q);
         let mut exact: Vec<(f32, usize)> = units
@@ -143,11 +140,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let truth: Vec<String> = exact[..10].iter().map(|(_, i)| format!("d{i}")).collect();
         let t = Instant::now();
         let hits = index.search(&q, 10, &|_| true)?;
-        search_s += t.elapsed().as_secs_f64();
+        search_s.push(t.elapsed().as_secs_f64());
         found += hits.iter().filter(|h| truth.contains(&h.doc_id)).count();
     }
     drop(index);
-    let mut report = serde_json::json!({
+    search_s.sort_unstable_by(f64::total_cmp);
+    let percentile_ms = |p: f64| {
+        let at = ((search_s.len() as f64 * p).ceil() as usize).clamp(1, search_s.len()) - 1;
+        search_s[at] * 1000.0
+    };
+    let report = serde_json::json!({
         "docs": docs,
         "vectors": if clustered { "clustered" } else { "uniform" },
         "storage": storage.to_string(),
@@ -157,55 +159,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "build_s": build_s,
         "inserts_per_s": docs as f64 / build_s,
         "recall_at_10": found as f64 / (queries.len() * 10) as f64,
-        "search_ms_mean": search_s * 1000.0 / queries.len() as f64,
+        "search_ms_mean": search_s.iter().sum::<f64>() * 1000.0 / queries.len() as f64,
+        "search_ms_p50": percentile_ms(0.50),
+        "search_ms_p99": percentile_ms(0.99),
     });
-    if !with_bare {
-        println!("{report}");
-        return Ok(());
-    }
-    // hnsw_rs alone, as the index configures it: its vectors, nodes and edges.
-    let bare_before = LIVE.load(Ordering::Relaxed);
-    // (f32, whatever the index's storage: an int8 graph differs by the vector bytes alone.)
-    let bare: Hnsw<'static, f32, UnitCosine> =
-        Hnsw::new(params.m, 1024, 16, params.ef_construction, UnitCosine);
-    {
-        use rayon::prelude::*;
-        let units: Vec<(Vec<f32>, usize)> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                (v.iter().map(|x| x / n).collect(), i)
-            })
-            .collect();
-        units
-            .par_iter()
-            .for_each(|(v, i)| bare.insert_slice((v.as_slice(), *i)));
-    }
-    let bare_heap = LIVE.load(Ordering::Relaxed) - bare_before;
-    let mut edges_by_layer = [0usize; 16];
-    let mut nodes_by_layer = [0usize; 16];
-    for point in bare.get_point_indexation() {
-        for (layer, neighbours) in point.get_neighborhood_id().iter().enumerate() {
-            edges_by_layer[layer] += neighbours.len();
-        }
-        nodes_by_layer[point.get_point_id().0 as usize] += 1;
-    }
-    drop(bare);
-
-    report["hnsw_rs_alone_heap_bytes_per_point"] = per(bare_heap).into();
-    report["hnsw_rs_edges_per_point_by_layer"] = edges_by_layer
-        .iter()
-        .filter(|&&e| e > 0)
-        .map(|&e| per(e))
-        .collect::<Vec<_>>()
-        .into();
-    report["hnsw_rs_nodes_by_top_layer"] = nodes_by_layer
-        .iter()
-        .copied()
-        .filter(|&n| n > 0)
-        .collect::<Vec<_>>()
-        .into();
     println!("{report}");
     Ok(())
 }

@@ -15,7 +15,7 @@
 //! - [`embed`]: text → vectors: a local sentence-transformers model (candle) or an
 //!   OpenAI-compatible server.
 //! - [`view`]: the materialized view, freshness stamps and per-partition progress.
-//! - [`index`]: tantivy BM25, hnsw_rs vectors, filters and rank fusion.
+//! - [`index`]: tantivy BM25, HNSW vectors, filters and rank fusion.
 //! - [`engine`]: the catalog of collections; `Ingest` applies batches, `Search` answers queries.
 //! - [`api`]: the result shapes agents see (`Hit`, `Stamp`, `Watermark`).
 //! - [`mcp`]: the MCP server, over stdio and streamable HTTP.

@@ -148,7 +148,7 @@ fn main() -> ExitCode {
 
 /// What is logged when `FRESHET_LOG` is unset or empty: freshet's own lines (and librdkafka's,
 /// which freshet words itself) at INFO, one per state change; libraries only from WARN (rmcp
-/// logs every MCP request at INFO, hnsw_rs each index it creates, tantivy its commits).
+/// logs every MCP request at INFO, tantivy its commits).
 const DEFAULT_LOG: &str = "warn,freshet=info,librdkafka=info";
 
 /// Logs go to stderr, always: on stdio, stdout belongs to the protocol.

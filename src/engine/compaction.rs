@@ -1,6 +1,6 @@
 //! Rebuilding a collection's HNSW graph without its dead points.
 //!
-//! hnsw_rs cannot delete, so superseded and deleted versions stay in the graph, masked.
+//! The HNSW graph cannot delete, so superseded and deleted versions stay in the graph, masked.
 //! When they pass `hnsw.rebuild_dead_fraction`, the writer exports the live vectors and a
 //! background thread builds a fresh graph from them while queries keep using the old one and
 //! ingestion goes on. Vector writes made meanwhile are logged; the build thread replays the

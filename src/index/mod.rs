@@ -1,4 +1,4 @@
-//! The search indexes: BM25 over chunk text (tantivy), HNSW over chunk vectors (hnsw_rs),
+//! The search indexes: BM25 over chunk text (tantivy), HNSW over chunk vectors (our own graph),
 //! the metadata filters both of them apply, and the fusion of their rankings.
 //!
 //! Pure, synchronous code with no knowledge of Kafka or MCP. One apply task writes

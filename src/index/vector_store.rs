@@ -9,11 +9,13 @@
 //! Records are decoded with their own length as the size limit, so a damaged one is reported,
 //! never an allocation of exabytes.
 //!
-//! A graph dump (`graph-<gen>-<points>.hnsw.{graph,data}`, written by hnsw_rs) holds the graph
-//! of the first `points` ids; its `.meta` file, written last and atomically, carries the
-//! CRC-32 of both files, which are checked before hnsw_rs (which asserts on bad input) reads
-//! them. Points after the dump are inserted into the graph again on restore, in the
-//! background, and are searchable by exact scan meanwhile.
+//! A graph dump (`graph-<gen>-<points>.{links,vectors}`: the graph's neighbour lists and its
+//! vectors as flat little-endian arrays) holds the graph of the first `points` ids; its
+//! `.meta` file, written last and atomically, carries the CRC-32 of both files, which are
+//! checked before the graph is loaded from them. Points after the dump are inserted into the
+//! graph again on restore, in the background, and are searchable by exact scan meanwhile. A
+//! dump in an older format (hnsw_rs's `.hnsw.{graph,data}`, before [`GRAPH_FORMAT`]) is
+//! treated as absent: the graph is built again from the journal.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -327,6 +329,13 @@ fn check(record: &Record) -> Result<(), String> {
     Ok(())
 }
 
+/// The graph dump format written now. Metas without a format (0) name hnsw_rs dumps.
+pub const GRAPH_FORMAT: u32 = 1;
+/// Extension of a dump's neighbour-list file.
+pub const LINKS_EXT: &str = "links";
+/// Extension of a dump's vector file.
+pub const VECTORS_EXT: &str = "vectors";
+
 /// What a graph dump's `.meta` file says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GraphMeta {
@@ -334,18 +343,21 @@ pub struct GraphMeta {
     pub generation: u64,
     /// The dump holds the graph of point ids below this.
     pub points: usize,
-    /// hnsw_rs's basename for the two files.
+    /// The basename of the dump's files.
     pub basename: String,
-    /// CRC-32 of `<basename>.hnsw.graph`.
+    /// CRC-32 of `<basename>.links`.
     pub graph_crc: u32,
-    /// CRC-32 of `<basename>.hnsw.data`.
+    /// CRC-32 of `<basename>.vectors`.
     pub data_crc: u32,
     /// How the dumped graph holds vectors (dumps from before the setting existed: f32).
     #[serde(default)]
     pub storage: super::vector::VectorStorage,
+    /// The dump's format ([`GRAPH_FORMAT`]); 0 for hnsw_rs dumps, which are not read.
+    #[serde(default)]
+    pub format: u32,
 }
 
-/// CRC-32 of a whole file, fsyncing it first (it was just written by hnsw_rs).
+/// CRC-32 of a whole file, optionally fsyncing it first (when it was just written).
 pub fn file_crc(path: &Path, sync: bool) -> io::Result<u32> {
     let mut file = File::open(path)?;
     if sync {
@@ -400,14 +412,25 @@ pub fn newest_graph(dir: &Path, generation: u64, max_points: usize) -> Option<Gr
             serde_json::from_slice(body).ok()
         })
         .filter(|m: &GraphMeta| m.generation == generation && m.points <= max_points)
+        .filter(|m| {
+            let current = m.format == GRAPH_FORMAT;
+            if !current {
+                tracing::info!(
+                    "graph dump {} was written by an older version (format {}); the graph is \
+                     built again from the journal",
+                    m.basename,
+                    m.format
+                );
+            }
+            current
+        })
         .collect();
     metas.sort_by_key(|m| std::cmp::Reverse(m.points));
     metas.into_iter().find(|m| {
         let intact = |ext: &str, want: u32| {
-            file_crc(&dir.join(format!("{}.hnsw.{ext}", m.basename)), false)
-                .is_ok_and(|crc| crc == want)
+            file_crc(&dir.join(format!("{}.{ext}", m.basename)), false).is_ok_and(|crc| crc == want)
         };
-        let ok = intact("graph", m.graph_crc) && intact("data", m.data_crc);
+        let ok = intact(LINKS_EXT, m.graph_crc) && intact(VECTORS_EXT, m.data_crc);
         if !ok {
             tracing::warn!(
                 "graph dump {} is damaged; its points are inserted again",
@@ -587,20 +610,17 @@ mod tests {
     #[test]
     fn graph_meta_round_trip_and_damage() {
         let dir = tempfile::tempdir().unwrap();
-        for ext in ["graph", "data"] {
-            fs::write(
-                dir.path().join(format!("graph-0000000001-5.hnsw.{ext}")),
-                ext,
-            )
-            .unwrap();
+        for ext in [LINKS_EXT, VECTORS_EXT] {
+            fs::write(dir.path().join(format!("graph-0000000001-5.{ext}")), ext).unwrap();
         }
         let meta = GraphMeta {
             generation: 1,
             points: 5,
             basename: "graph-0000000001-5".into(),
-            graph_crc: crc32fast::hash(b"graph"),
-            data_crc: crc32fast::hash(b"data"),
+            graph_crc: crc32fast::hash(LINKS_EXT.as_bytes()),
+            data_crc: crc32fast::hash(VECTORS_EXT.as_bytes()),
             storage: crate::index::vector::VectorStorage::F32,
+            format: GRAPH_FORMAT,
         };
         write_graph_meta(dir.path(), &meta).unwrap();
         assert_eq!(newest_graph(dir.path(), 1, 10), Some(meta.clone()));
@@ -610,16 +630,37 @@ mod tests {
             "more points than the journal"
         );
         assert_eq!(newest_graph(dir.path(), 2, 10), None, "another generation");
-        fs::write(dir.path().join("graph-0000000001-5.hnsw.data"), "datx").unwrap();
+        fs::write(dir.path().join("graph-0000000001-5.vectors"), "vectorx").unwrap();
         assert_eq!(newest_graph(dir.path(), 1, 10), None);
         let journal = journal_path(dir.path(), 3);
         fs::write(&journal, b"newer, not committed yet").unwrap();
-        fs::write(dir.path().join("graph-0000000001-3.hnsw.data"), "older").unwrap();
+        fs::write(dir.path().join("graph-0000000001-3.vectors"), "older").unwrap();
         remove_stale(dir.path(), 1, Some("graph-0000000001-5"));
         let left = fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(left, 4, "the older dump goes, the newer journal stays");
         remove_stale(dir.path(), 2, None);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(journal.exists());
+    }
+
+    #[test]
+    fn an_hnsw_rs_dump_counts_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        // What the hnsw_rs version wrote: its two files and a meta with no format.
+        for ext in ["graph", "data"] {
+            fs::write(
+                dir.path().join(format!("graph-0000000001-5.hnsw.{ext}")),
+                ext,
+            )
+            .unwrap();
+        }
+        let body = br#"{"generation":1,"points":5,"basename":"graph-0000000001-5","graph_crc":1,"data_crc":2,"storage":"f32"}"#;
+        let mut bytes = crc32fast::hash(body).to_le_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        fs::write(dir.path().join("graph-0000000001-5.meta"), bytes).unwrap();
+        assert_eq!(newest_graph(dir.path(), 1, 10), None);
+        // It is stale once a newer generation is checkpointed, like any other dump.
+        remove_stale(dir.path(), 2, None);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -1,24 +1,22 @@
-//! The numeric kernel: unit-length normalisation and the dot product every distance is made
-//! of, with the distance hnsw_rs is given.
-
-use hnsw_rs::anndists::dist::Distance;
+//! The numeric kernel: unit-length normalisation and the dot products every graph distance
+//! is made of.
 
 use crate::index::IndexError;
 
-/// `1 - dot` for unit vectors, clamped to `[0, 2]`; NaN maps to the largest distance. hnsw_rs
-/// asserts distances are non-negative, so this must never return a negative number or NaN.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UnitCosine;
-
-impl Distance<f32> for UnitCosine {
-    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
-        let distance = 1.0 - dot(va, vb);
-        if distance.is_nan() {
-            2.0
-        } else {
-            distance.clamp(0.0, 2.0)
-        }
+/// `1 - similarity` clamped to `[0, 2]`, NaN (a damaged vector) as the largest distance: the
+/// graph orders by it and must never see NaN.
+fn as_distance(similarity: f32) -> f32 {
+    let distance = 1.0 - similarity;
+    if distance.is_nan() {
+        2.0
+    } else {
+        distance.clamp(0.0, 2.0)
     }
+}
+
+/// Distance of two unit f32 vectors (an f32 graph's).
+pub(super) fn unit_distance(a: &[f32], b: &[f32]) -> f32 {
+    as_distance(dot(a, b))
 }
 
 /// Check dimension and values, and scale to unit length.
@@ -115,8 +113,7 @@ pub(super) fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Bytes after the `dim` quantised components of a compact vector: its scale, an `f32` in
-/// little-endian order. Kept inside the vector because hnsw_rs hands a distance only the two
-/// slices.
+/// little-endian order, kept inside the vector so one slice per node holds all of it.
 pub(super) const SCALE_BYTES: usize = 4;
 
 /// A unit vector as int8 components plus its scale (see [`SCALE_BYTES`]): component `i` is
@@ -174,20 +171,10 @@ pub(super) fn dequantise(compact: &[i8]) -> Vec<f32> {
         .collect()
 }
 
-/// `1 - dot` of two compact unit vectors, clamped to `[0, 2]` like [`UnitCosine`]: the
-/// distance an int8 graph is built and searched with.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CompactCosine;
-
-impl Distance<i8> for CompactCosine {
-    fn eval(&self, va: &[i8], vb: &[i8]) -> f32 {
-        let distance = 1.0 - dot_compact(va, vb);
-        if distance.is_nan() {
-            2.0
-        } else {
-            distance.clamp(0.0, 2.0)
-        }
-    }
+/// Distance of two compact unit vectors, like [`unit_distance`]: what an int8 graph is
+/// built and searched with.
+pub(super) fn compact_distance(a: &[i8], b: &[i8]) -> f32 {
+    as_distance(dot_compact(a, b))
 }
 
 /// Integer dot product of int8 components (each in `-127..=127`, so a 384-d sum stays far

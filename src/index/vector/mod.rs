@@ -1,24 +1,21 @@
-//! Approximate nearest-neighbour search over chunk vectors (hnsw_rs), kept current under
-//! upserts and deletes.
+//! Approximate nearest-neighbour search over chunk vectors (our own HNSW graph, `hnsw`),
+//! kept current under upserts and deletes.
 //!
-//! hnsw_rs cannot remove a point, and inserting an id twice stores it twice. So every insert
-//! gets a fresh point id, a point table maps point ids to `(document, chunk, seq)`, and a
-//! superseded or deleted point is only marked dead: searches skip it and the graph is rebuilt
-//! (see [`VectorIndex::compacted`]) once the dead fraction is high.
+//! The graph does not remove nodes. So every insert gets a fresh point id (the graph's node
+//! id), a point table maps point ids to `(document, chunk, seq)`, and a superseded or deleted
+//! point is only marked dead: searches skip it and the graph is rebuilt (see
+//! [`VectorIndex::compacted`]) once the dead fraction is high.
 //!
 //! Filters and masking are applied to an oversampled candidate list from the plain graph
-//! search, not through hnsw_rs's `search_filter`: in 0.3.5 a filtered walk never stops early
-//! and re-runs the filter over its whole result list at every step, which measured slower
-//! than an exact scan (20k random 64-d points: about 4 ms accepting all, 50 ms accepting 1%,
-//! against 1.3 ms for the plain graph search and 1.4 ms for an exact scan). Selective filters
-//! get an exact scan instead.
+//! search; selective filters get an exact scan instead (a filtered walk that cannot stop
+//! early costs more than the scan).
 //!
 //! Each vector is held once: the point table keeps its own copy only until the point is in
-//! the graph, then refers to hnsw_rs's (see `Stored`).
+//! the graph, then the graph's is the one (see `Stored`).
 //!
-//! Vectors are L2-normalised on the way in, so cosine similarity is a dot product. We use our
-//! own distance rather than hnsw_rs's `DistDot`, which panics when rounding makes `1 - dot`
-//! slightly negative or when a value is NaN.
+//! Vectors are L2-normalised on the way in, so cosine similarity is a dot product; the
+//! graph's distance `1 - dot` is clamped and maps NaN to the largest distance, so damaged
+//! input can never make it panic.
 //!
 //! With [`VectorStorage::Int8`] the graph holds int8 copies (a quarter of the bytes, and
 //! cheaper distances while inserting and searching); the exact f32 vectors go to a spill
@@ -30,28 +27,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use hnsw_rs::hnsw::Neighbour;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
+mod chunked;
 mod graph;
+mod hnsw;
 mod kernel;
 mod points;
 mod spill;
 
 use super::IndexError;
 use super::vector_store::{self, BasePoint, GraphMeta, Journal, Record};
-use graph::Graph;
-pub use kernel::{CompactCosine, UnitCosine};
+use graph::{Graph, Neighbour};
 use kernel::{dequantise, dot, dot_compact, normalise, quantise};
 use points::{Point, PointTable, StagedOp, Stored};
 use spill::SpillFile;
 pub use spill::set_spill_dir;
 
-/// hnsw_rs's layer count cap (`NB_LAYER_MAX`); more layers than this are ignored by it.
-const MAX_LAYERS: usize = 16;
-/// Initial capacity hint for hnsw_rs's layer tables; they grow as needed.
-const INITIAL_CAPACITY: usize = 1024;
 /// Once a graph search would need more than 1/this of all points as candidates, an exact
 /// scan is cheaper: each candidate costs tens of distance computations in the graph.
 const EXACT_SCAN_FRACTION: usize = 32;
@@ -96,8 +89,8 @@ impl std::str::FromStr for VectorStorage {
 /// Graph construction and search parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HnswParams {
-    /// Neighbours kept per node and layer (layer 0 keeps twice as many). Clamped to 2..=255
-    /// because hnsw_rs exits the process above 256.
+    /// Neighbours kept per node and layer (layer 0 keeps twice as many). Clamped to 2..=255:
+    /// more buys no recall and costs 8 bytes per node for each.
     pub m: usize,
     /// Candidate list size while inserting: higher builds a better graph, slower.
     pub ef_construction: usize,
@@ -160,12 +153,12 @@ pub struct VectorIndex {
 struct Inner {
     dim: usize,
     params: HnswParams,
-    /// hnsw_rs synchronises internally; `insert` and `search` take `&self`.
+    /// Synchronises internally; `insert` and `search` take `&self`.
     hnsw: Graph,
     /// The exact vectors of an int8 graph's points. `None` with f32 storage, or when the
     /// file could not be created: then int8 points keep their f32 copy in RAM.
     spill: Option<SpillFile>,
-    /// Point id (the hnsw `DataId`) → what it is and whether it is still live. Held only for
+    /// Point id (the graph's node id) → what it is and whether it is still live. Held only for
     /// short lookups, never while calling the caller's predicate.
     table: RwLock<PointTable>,
     /// Serialises writers, so reserving the next point ids and publishing them is race-free
@@ -220,14 +213,16 @@ impl Inner {
     /// Inserts the points `start..end` that are still live into the graph.
     fn insert_into_graph(&self, start: usize, end: usize) {
         let _round = self.inserting.lock();
-        let layers_before = self.hnsw.layer_sizes();
         // Copies, so the table is not locked for the length of the inserts.
         let batch: Vec<(Box<[f32]>, usize)> = {
             let table = self.table.read();
             (start..end)
                 .filter_map(|id| {
                     let point = table.points.get(id).filter(|p| p.live)?;
-                    Some((Box::<[f32]>::from(point.vector.exact()?), id))
+                    match &point.vector {
+                        Stored::Own(v) => Some((v.clone(), id)),
+                        Stored::Graph => None,
+                    }
                 })
                 .collect()
         };
@@ -241,16 +236,15 @@ impl Inner {
                 self.hnsw.insert(vector, *id);
             }
         }
-        drop(batch);
-        self.adopt_graph_points(&layers_before);
+        let ids: Vec<usize> = batch.into_iter().map(|(_, id)| id).collect();
+        self.adopt_graph_points(ids);
     }
 
-    /// Points the graph got since each layer had `layers_before[l]` points (only our inserts
-    /// add any) take the place of our copies, so each vector is held once in RAM. An int8
-    /// point's exact vector goes to the spill file first; if it cannot, the point keeps its
-    /// copy (more memory, same answers).
-    fn adopt_graph_points(&self, layers_before: &[usize]) {
-        let mut added = self.hnsw.added_since(layers_before);
+    /// Points now in the graph (of `ids`) give up their own copies, so each vector is held
+    /// once in RAM. An int8 point's exact vector goes to the spill file first; if it cannot,
+    /// the point keeps its copy (more memory, same answers).
+    fn adopt_graph_points(&self, mut added: Vec<usize>) {
+        added.retain(|&id| self.hnsw.contains(id));
         if added.is_empty() {
             return;
         }
@@ -258,7 +252,7 @@ impl Inner {
             let Some(spill) = &self.spill else { return };
             let table = self.table.read();
             let mut failed = None;
-            added.retain(|(id, _)| {
+            added.retain(|id| {
                 let Some(Stored::Own(exact)) = table.points.get(*id).map(|p| &p.vector) else {
                     return false;
                 };
@@ -272,11 +266,11 @@ impl Inner {
             }
         }
         let mut table = self.table.write();
-        for (id, stored) in added {
+        for id in added {
             if let Some(p) = table.points.get_mut(id)
                 && p.live
             {
-                p.vector = stored;
+                p.vector = Stored::Graph;
             }
         }
     }
@@ -284,37 +278,48 @@ impl Inner {
     /// Point `id`'s exact vector: from RAM, else from the spill file. Should the file fail,
     /// the int8 copy stands in (logged), so an export never loses the point.
     fn exact_vector(&self, id: usize, stored: &Stored) -> Vec<f32> {
+        if let Some(v) = self.exact_in_ram(id, stored) {
+            return v.to_vec();
+        }
+        match self.spill.as_ref().map(|s| s.read(id)) {
+            Some(Ok(v)) => v,
+            other => {
+                let e = other.and_then(Result::err);
+                tracing::warn!("cannot read point {id}'s exact vector ({e:?}); using int8");
+                let v = self.hnsw.compact(id).map(dequantise).unwrap_or_default();
+                normalise(&v, self.dim, String::new).unwrap_or(v)
+            }
+        }
+    }
+
+    /// Point `id`'s exact vector when RAM holds it (ours, or an f32 graph's).
+    fn exact_in_ram<'a>(&'a self, id: usize, stored: &'a Stored) -> Option<&'a [f32]> {
         match stored {
-            Stored::Compact(p) => match self.spill.as_ref().map(|s| s.read(id)) {
-                Some(Ok(v)) => v,
-                other => {
-                    let e = other.and_then(Result::err);
-                    tracing::warn!("cannot read point {id}'s exact vector ({e:?}); using int8");
-                    let v = dequantise(p.get_v());
-                    normalise(&v, self.dim, String::new).unwrap_or(v)
-                }
-            },
-            other => other.exact().map(<[f32]>::to_vec).unwrap_or_default(),
+            Stored::Own(v) => Some(v),
+            Stored::Graph => self.hnsw.exact(id),
         }
     }
 
     /// Exact score of a point against a unit query (reads the spill file for int8 points).
     fn exact_score(&self, query: &Query, id: usize, stored: &Stored) -> f32 {
-        match stored.exact() {
+        match self.exact_in_ram(id, stored) {
             Some(v) => dot(&query.unit, v),
             None => match self.spill.as_ref().map(|s| s.read(id)) {
                 Some(Ok(v)) => dot(&query.unit, &v),
-                _ => self.cheap_score(query, stored),
+                _ => self.cheap_score(query, id, stored),
             },
         }
     }
 
     /// The score from RAM alone: exact for f32 points, approximate for int8 ones.
-    fn cheap_score(&self, query: &Query, stored: &Stored) -> f32 {
-        match (stored, &query.compact) {
-            (Stored::Compact(p), Some(q)) => dot_compact(q, p.get_v()),
-            (Stored::Compact(p), None) => dot(&query.unit, &dequantise(p.get_v())),
-            (other, _) => other.exact().map_or(0.0, |v| dot(&query.unit, v)),
+    fn cheap_score(&self, query: &Query, id: usize, stored: &Stored) -> f32 {
+        if let Some(v) = self.exact_in_ram(id, stored) {
+            return dot(&query.unit, v);
+        }
+        match (self.hnsw.compact(id), &query.compact) {
+            (Some(p), Some(q)) => dot_compact(q, p),
+            (Some(p), None) => dot(&query.unit, &dequantise(p)),
+            (None, _) => 0.0,
         }
     }
 
@@ -399,7 +404,7 @@ impl VectorIndex {
     /// points in the backlog).
     fn with_insert_thread(dim: usize, params: HnswParams, insert_thread: bool) -> VectorIndex {
         let params = clamped(params);
-        let hnsw = Graph::new(&params, INITIAL_CAPACITY);
+        let hnsw = Graph::new(&params, dim);
         Self::with_graph(dim, params, hnsw, PointTable::default(), 0, insert_thread)
     }
 
@@ -777,17 +782,18 @@ impl VectorIndex {
     pub fn dump_graph(&self, dir: &Path, generation: u64) -> std::io::Result<GraphMeta> {
         let _paused = self.inner.inserting.lock();
         let points = self.inner.graph.lock().inserted;
-        let wanted = format!("graph-{generation:010}-{points:012}");
-        let basename = self.inner.hnsw.dump(dir, &wanted)?;
-        let crc =
-            |ext: &str| vector_store::file_crc(&dir.join(format!("{basename}.hnsw.{ext}")), true);
+        let basename = format!("graph-{generation:010}-{points:012}");
+        self.inner.hnsw.dump(dir, &basename, points)?;
+        // The files were synced as they were closed.
+        let crc = |ext: &str| vector_store::file_crc(&dir.join(format!("{basename}.{ext}")), false);
         let meta = GraphMeta {
             generation,
             points,
-            graph_crc: crc("graph")?,
-            data_crc: crc("data")?,
+            graph_crc: crc(vector_store::LINKS_EXT)?,
+            data_crc: crc(vector_store::VECTORS_EXT)?,
             basename,
             storage: self.inner.params.storage,
+            format: vector_store::GRAPH_FORMAT,
         };
         vector_store::write_graph_meta(dir, &meta)?;
         Ok(meta)
@@ -858,26 +864,21 @@ impl VectorIndex {
                 }
                 same
             })
-            .and_then(
-                |m| match Graph::load(dir, &m.basename, dim, params.storage) {
-                    Ok(hnsw) => Some((hnsw, m.points)),
-                    Err(e) => {
-                        tracing::warn!(
-                            "cannot load graph dump {}: {e}; inserting its points again",
-                            m.basename
-                        );
-                        None
-                    }
-                },
-            );
-        let (hnsw, in_graph) = loaded.unwrap_or_else(|| {
-            let capacity = table.points.len().max(INITIAL_CAPACITY);
-            (Graph::new(&params, capacity), 0)
-        });
+            .and_then(|m| match Graph::load(dir, &m.basename, dim, &params) {
+                Ok(hnsw) => Some((hnsw, m.points)),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot load graph dump {}: {e}; inserting its points again",
+                        m.basename
+                    );
+                    None
+                }
+            });
+        let (hnsw, in_graph) = loaded.unwrap_or_else(|| (Graph::new(&params, dim), 0));
         let index = Self::with_graph(dim, params, hnsw, table, in_graph, true);
         if in_graph > 0 {
             // The dump's points replace the journal's copies.
-            index.inner.adopt_graph_points(&[0; MAX_LAYERS]);
+            index.inner.adopt_graph_points((0..in_graph).collect());
         }
         Ok(index)
     }
@@ -976,9 +977,9 @@ impl VectorIndex {
             neighbours
                 .iter()
                 .filter_map(|n| {
-                    let point = table.points.get(n.d_id).filter(|p| p.live)?;
+                    let point = table.points.get(n.id).filter(|p| p.live)?;
                     Some((
-                        n.d_id,
+                        n.id,
                         Arc::clone(&point.doc),
                         point.chunk_no,
                         point.seq,
@@ -1017,7 +1018,12 @@ impl VectorIndex {
             let start = ids.start.min(end);
             (start..end)
                 .filter(|&id| table.points[id].live)
-                .map(|id| (self.inner.cheap_score(query, &table.points[id].vector), id))
+                .map(|id| {
+                    (
+                        self.inner.cheap_score(query, id, &table.points[id].vector),
+                        id,
+                    )
+                })
                 .collect()
         };
         self.best_of_scan(query, scored, limit, verdicts)
@@ -1040,7 +1046,12 @@ impl VectorIndex {
                 .iter()
                 .filter_map(|doc| table.by_doc.get(doc))
                 .flatten()
-                .map(|&id| (self.inner.cheap_score(query, &table.points[id].vector), id))
+                .map(|&id| {
+                    (
+                        self.inner.cheap_score(query, id, &table.points[id].vector),
+                        id,
+                    )
+                })
                 .collect()
         };
         let all = |_: &str| true;
@@ -1098,7 +1109,7 @@ impl VectorIndex {
     }
 }
 
-/// The parameters as used: hnsw_rs exits the process with more than 256 neighbours.
+/// The parameters as used (see [`HnswParams::m`]).
 fn clamped(params: HnswParams) -> HnswParams {
     HnswParams {
         m: params.m.clamp(2, 255),
@@ -1165,7 +1176,6 @@ impl<'a> Verdicts<'a> {
 mod tests {
     use super::kernel::dot_portable;
     use super::*;
-    use hnsw_rs::anndists::dist::Distance;
 
     #[test]
     fn dot_matches_the_portable_loop_at_every_length() {
@@ -1292,11 +1302,11 @@ mod tests {
 
     #[test]
     fn distance_never_negative_or_nan() {
-        let d = UnitCosine;
+        use super::kernel::unit_distance;
         let v = [0.6f32, 0.8];
-        assert!(d.eval(&v, &v) >= 0.0); // rounding can push dot above 1
-        assert_eq!(d.eval(&[1.0, 0.0], &[-1.0, 0.0]), 2.0);
-        assert_eq!(d.eval(&[f32::NAN, 0.0], &[1.0, 0.0]), 2.0);
+        assert!(unit_distance(&v, &v) >= 0.0); // rounding can push dot above 1
+        assert_eq!(unit_distance(&[1.0, 0.0], &[-1.0, 0.0]), 2.0);
+        assert_eq!(unit_distance(&[f32::NAN, 0.0], &[1.0, 0.0]), 2.0);
         let long: Vec<f32> = (0..19).map(|i| i as f32).collect();
         let expected: f32 = long.iter().map(|x| x * x).sum();
         assert_eq!(dot(&long, &long), expected);
@@ -1711,7 +1721,7 @@ mod tests {
         }
 
         // A damaged dump is skipped: everything is inserted again, same answers.
-        let data = dir.path().join(format!("{}.hnsw.data", meta.basename));
+        let data = dir.path().join(format!("{}.vectors", meta.basename));
         let mut bytes = std::fs::read(&data).unwrap();
         let at = bytes.len() / 2;
         bytes[at] ^= 0x55;
@@ -1729,7 +1739,7 @@ mod tests {
         let live = table.points.iter().filter(|p| p.live);
         let graph = live
             .clone()
-            .filter(|p| matches!(p.vector, Stored::Graph(_) | Stored::Compact(_)))
+            .filter(|p| matches!(p.vector, Stored::Graph))
             .count();
         (graph, live.count() - graph)
     }
@@ -1762,7 +1772,7 @@ mod tests {
 
     #[test]
     fn int8_kernel_matches_the_portable_loop_and_approximates_f32() {
-        use super::kernel::{CompactCosine, dot_i8, dot_i8_portable};
+        use super::kernel::{compact_distance, dot_i8, dot_i8_portable};
         let mut rng = Rng(5);
         for n in [0, 1, 15, 16, 17, 31, 32, 33, 383, 384, 385] {
             let a: Vec<i8> = (0..n).map(|_| (rng.next_f32() * 127.0) as i8).collect();
@@ -1782,7 +1792,6 @@ mod tests {
             assert!(a.iter().zip(&back).all(|(x, y)| (x - y).abs() < 0.01));
         }
         // Damaged input (a bad dump): never NaN, never negative, never a panic.
-        let d = CompactCosine;
         let mut nan_scale = quantise(&[1.0, 0.0]);
         let at = nan_scale.len() - 4;
         for (i, b) in f32::NAN.to_le_bytes().into_iter().enumerate() {
@@ -1793,7 +1802,7 @@ mod tests {
             (&[1i8, 2][..], &[3i8][..]),
             (&[][..], &[][..]),
         ] {
-            let distance = d.eval(x, y);
+            let distance = compact_distance(x, y);
             assert!((0.0..=2.0).contains(&distance), "{distance}");
         }
     }

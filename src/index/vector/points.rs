@@ -16,7 +16,7 @@ pub(super) enum StagedOp {
 
 #[derive(Default)]
 pub(super) struct PointTable {
-    /// Indexed by point id, which is also the id given to hnsw_rs.
+    /// Indexed by point id, which is also the point's node id in the graph.
     pub(super) points: Vec<Point>,
     /// Live point ids of each document; a document with no live point has no entry.
     pub(super) by_doc: HashMap<Arc<str>, Vec<usize>>,
@@ -39,25 +39,14 @@ pub(super) struct Point {
 pub(super) enum Stored {
     /// Our copy, until the point is in the graph (and for points that never get there).
     Own(Box<[f32]>),
-    /// hnsw_rs's point, once inserted: its copy is the only one.
-    Graph(Arc<hnsw_rs::hnsw::Point<'static, f32>>),
-    /// A compact index's point, once inserted: hnsw_rs holds the int8 copy, the exact one is
-    /// in the spill file under the point's id.
-    Compact(Arc<hnsw_rs::hnsw::Point<'static, i8>>),
+    /// In the graph, under the point's id: an f32 graph holds the exact vector; an int8
+    /// graph the int8 copy, with the exact one in the spill file.
+    Graph,
 }
 
 impl Stored {
     pub(super) fn dead() -> Stored {
         Stored::Own(Box::default())
-    }
-
-    /// The exact vector when it is in RAM (not for `Compact`).
-    pub(super) fn exact(&self) -> Option<&[f32]> {
-        match self {
-            Stored::Own(v) => Some(v),
-            Stored::Graph(p) => Some(p.get_v()),
-            Stored::Compact(_) => None,
-        }
     }
 }
 
