@@ -66,12 +66,19 @@ def start_nodes(work: Path, broker: str, topic: str, coll: dict, timeout_ms: int
     single_dir.mkdir(parents=True)
     single = FreshetServer(write_config(single_dir / "freshet.toml", {
         "kafka": {"brokers": broker}, "server": {"data_dir": str(single_dir / "data")}}, [coll]), single_dir)
-    ports = [kafka_util.free_port() for _ in range(NODES)]
+    return single, cluster_nodes(work, broker, coll, NODES, timeout_ms)
+
+
+def cluster_nodes(work: Path, broker: str, coll: dict, count: int, timeout_ms: int,
+                  prefix: str = "node") -> list[FreshetServer]:
+    """`count` nodes of one replica group in a fresh consumer group, each with its own port
+    and data directory `<work>/<prefix><i>`."""
+    ports = [kafka_util.free_port() for _ in range(count)]
     peers = [f"http://127.0.0.1:{p}" for p in ports]
     group = kafka_util.unique_topic("bench-grp")
     nodes = []
     for i, port in enumerate(ports):
-        d = work / f"node{i}"
+        d = work / f"{prefix}{i}"
         d.mkdir(parents=True)
         config = write_config(d / "freshet.toml", {
             "server": {"data_dir": str(d / "data")},
@@ -82,7 +89,7 @@ def start_nodes(work: Path, broker: str, topic: str, coll: dict, timeout_ms: int
         node = FreshetServer(config, d, env={KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{port}"})
         node.port, node.url = port, peers[i]
         nodes.append(node)
-    return single, nodes
+    return nodes
 
 
 def owned(node: FreshetServer) -> list[int]:

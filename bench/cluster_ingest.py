@@ -39,34 +39,18 @@ import harness  # noqa: E402
 import kafka_util  # noqa: E402
 import scifact  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
-from cluster import KEY, KEY_ENV, PARTITIONS, cpu_seconds, documents_held, wait_assignment  # noqa: E402
-from freshet_util import FreshetServer, call, http_client, write_config  # noqa: E402
+from cluster import PARTITIONS, cluster_nodes, cpu_seconds, documents_held, wait_assignment  # noqa: E402
+from freshet_util import FreshetServer, call, http_client  # noqa: E402
 
 
 def start_nodes(work: Path, broker: str, topic: str, count: int) -> list[FreshetServer]:
     """`count` nodes of one replica group, each with its own port and data directory."""
-    ports = [kafka_util.free_port() for _ in range(count)]
-    peers = [f"http://127.0.0.1:{p}" for p in ports]
-    group = kafka_util.unique_topic(f"ingest-{count}")
     collection = {
         "name": "docs", "topics": [topic], "format": "json", "id_field": "id",
         "title_field": "title", "text_fields": ["title", "body"], "vector_field": "embedding",
         "embedding": {"provider": "precomputed", "dimensions": harness.DIM}, "hnsw": dict(harness.HNSW),
     }
-    nodes = []
-    for i, port in enumerate(ports):
-        d = work / f"n{count}-node{i}"
-        d.mkdir(parents=True)
-        config = write_config(d / "freshet.toml", {
-            "server": {"data_dir": str(d / "data")},
-            "kafka": {"brokers": broker},
-            "cluster": {"group": group, "peers": peers, "advertise_url": peers[i], "key_env": KEY_ENV,
-                        "handoff_grace_ms": 2000, "request_timeout_ms": 10000},
-        }, [collection])
-        node = FreshetServer(config, d, env={KEY_ENV: KEY, "FRESHET_SERVER__HTTP_ADDR": f"127.0.0.1:{port}"})
-        node.port, node.url = port, peers[i]
-        nodes.append(node)
-    return nodes
+    return cluster_nodes(work, broker, collection, count, 10_000, prefix=f"n{count}-node")
 
 
 async def caught_up(node: FreshetServer, records: int, timeout: float) -> None:

@@ -620,8 +620,9 @@ class QueryLoad:
 async def test_a_rolling_restart_under_query_load_loses_no_query(broker, topic, single, tmp_path):
     """Replica group 0 = nodes 0 and 1, replica group 1 = node 2. Each node in turn is
     stopped with SIGTERM (it turns not-ready, leaves its group and keeps answering for
-    `server.shutdown_drain_ms`, longer than the load balancer's probe period), started again on its data directory, and waited for until
-    both groups cover every partition again; queries run throughout."""
+    `server.shutdown_drain_ms`, longer than the load balancer's probe period), started again
+    on its data directory, and waited for until both groups cover every partition again;
+    queries run throughout."""
     name, docs = topic
     nodes = start_cluster(
         tmp_path,

@@ -350,13 +350,9 @@ pub async fn search(
     let stats_call = |url: String, partitions: Vec<(String, i32)>| {
         let q = ShardQuery::new(&req, offset, asker.wire(), partitions);
         async move {
-            let stats = if cluster.is_self(&url) {
-                shard::stats(local, &q).await.map_err(local_error)?
-            } else {
-                cluster
-                    .call::<ShardStats>(&url, "/internal/cluster/stats", Some(q), head_wait)
-                    .await?
-            };
+            let here = |q: ShardQuery| async move { shard::stats(local, &q).await };
+            let stats: ShardStats =
+                ask(cluster, &url, "/internal/cluster/stats", q, head_wait, here).await?;
             Ok((stats, Vec::new()))
         }
     };
@@ -395,18 +391,16 @@ pub async fn search(
             stats: summed.clone(),
         };
         async move {
-            let answer = if cluster.is_self(&url) {
-                shard::search(local, body).await.map_err(local_error)?
-            } else {
-                cluster
-                    .call::<ShardAnswer>(
-                        &url,
-                        "/internal/cluster/search",
-                        Some(body),
-                        Duration::ZERO,
-                    )
-                    .await?
-            };
+            let here = |body| shard::search(local, body);
+            let answer: ShardAnswer = ask(
+                cluster,
+                &url,
+                "/internal/cluster/search",
+                body,
+                Duration::ZERO,
+                here,
+            )
+            .await?;
             let not_owned = not_answered_for(&partitions, &answer.partitions);
             Ok((answer, not_owned))
         }
@@ -484,18 +478,10 @@ async fn lookup(
                 partitions,
             };
             async move {
-                let answer = if cluster.is_self(&url) {
-                    shard::documents(local, &q).map_err(local_error)?
-                } else {
-                    cluster
-                        .call::<DocumentsAnswer>(
-                            &url,
-                            "/internal/cluster/documents",
-                            Some(q),
-                            Duration::ZERO,
-                        )
-                        .await?
-                };
+                let here = |q: DocumentsQuery| async move { shard::documents(local, &q) };
+                let path = "/internal/cluster/documents";
+                let answer: DocumentsAnswer =
+                    ask(cluster, &url, path, q, Duration::ZERO, here).await?;
                 Ok((answer, Vec::new()))
             }
         },
@@ -682,18 +668,10 @@ pub async fn changes(
                 partitions: partitions.clone(),
             };
             async move {
-                let answer = if cluster.is_self(&url) {
-                    shard::changes(local, &q).map_err(local_error)?
-                } else {
-                    cluster
-                        .call::<ChangesAnswer>(
-                            &url,
-                            "/internal/cluster/changes",
-                            Some(q),
-                            Duration::ZERO,
-                        )
-                        .await?
-                };
+                let here = |q: ChangesQuery| async move { shard::changes(local, &q) };
+                let path = "/internal/cluster/changes";
+                let answer: ChangesAnswer =
+                    ask(cluster, &url, path, q, Duration::ZERO, here).await?;
                 let not_owned = not_answered_for(&partitions, &answer.partitions);
                 Ok((answer, not_owned))
             }
@@ -771,6 +749,29 @@ pub async fn changes(
         freshness: cluster_watermark(partitions, &missing),
         collection,
     })
+}
+
+/// One shard call: answered in-process by `here` when `url` is this node, else by the peer
+/// over the internal API at `path` (bounded by `cluster.request_timeout_ms` plus `extra`).
+async fn ask<B, T, F, Fut>(
+    cluster: &Arc<Cluster>,
+    url: &str,
+    path: &'static str,
+    body: B,
+    extra: Duration,
+    here: F,
+) -> Result<T, PeerError>
+where
+    B: serde::Serialize + Send + 'static,
+    T: serde::de::DeserializeOwned + Send + 'static,
+    F: FnOnce(B) -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueryError>>,
+{
+    if cluster.is_self(url) {
+        here(body).await.map_err(local_error)
+    } else {
+        cluster.call::<T>(url, path, Some(body), extra).await
+    }
 }
 
 fn local_error(e: QueryError) -> PeerError {
