@@ -482,7 +482,7 @@ async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: i
         kafka_util.create_topic(broker, name, partitions=args.partitions)
     config = freshet_config(work, broker.bootstrap, [topic, *fresh_topics], "bench")
     result["_bench_config"] = config
-    server = FreshetServer(config, work, env={"FRESHET_LOG": "info,hnsw_rs=warn,rmcp=warn"})
+    server = FreshetServer(config, work, env={"FRESHET_LOG": "info,rmcp=warn"})
     target = FreshetTarget(server, "bench")
     try:
         result["ingest_progress"] = []
@@ -634,7 +634,7 @@ async def run_restart(args, work: Path, broker, topic: str, corpus: Corpus, n: i
     After phases 1–4 it restarts their freshet (same config and data_dir, freshet's default
     persistence): the first catch-up is phase 1's, and the stop is that server's. Alone
     (`--restart-only`) it runs its own first catch-up."""
-    env = {"FRESHET_LOG": "info,hnsw_rs=warn,rmcp=warn"}
+    env = {"FRESHET_LOG": "info,rmcp=warn"}
     out: dict = {"records": records, "docs": n}
     if "_bench_config" in result:
         name = "bench"

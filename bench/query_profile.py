@@ -4,9 +4,9 @@ Starts a private Apache Kafka broker and a release freshet over the bench corpus
 documents, vectors and query bodies as bench/harness.py), waits until every vector is in the
 graph, then for each mode and client count runs closed-loop clients (bench/loadgen.py) while
 `perf` samples the server, and prints the latency beside a flat CPU profile grouped by
-component: HTTP + MCP (hyper, axum, rmcp, JSON), BM25 (tantivy), graph (hnsw_rs + distance
-kernels), fusion and ranking, rendering (snippets, stamps), the async runtime, the allocator
-and the kernel.
+component: HTTP + MCP (hyper, axum, rmcp, JSON), BM25 (tantivy), graph (the HNSW graph, hnsw_rs
+in builds before 446c4b8, + distance kernels), fusion and ranking, rendering (snippets,
+stamps), the async runtime, the allocator and the kernel.
 
 The broker's data and freshet's data_dir live under --work and are reused by the next run
 with the same --work and --docs (a persisted freshet opens in seconds), so a change can be

@@ -345,7 +345,8 @@ impl<S: Encoding> Hnsw<S> {
 
     /// The neighbour-selection heuristic: of `candidates` (nearest first), keep each that is
     /// nearer to the base than to every one kept before it, up to `keep`. Spreads edges over
-    /// directions instead of spending them all inside one cluster.
+    /// directions instead of spending them all inside one cluster. (Filling the places left
+    /// with the nearest pruned candidates was measured: no recall gained on uniform data.)
     fn select(&self, candidates: &[Near], keep: usize) -> Vec<Near> {
         let mut kept: Vec<(Near, &[S::Elem])> = Vec::with_capacity(keep);
         for &c in candidates {
@@ -793,19 +794,11 @@ mod tests {
     use super::*;
     use crate::index::vector::kernel::{dot, quantise};
 
-    /// Deterministic xorshift, so failures reproduce.
-    struct Rng(u64);
+    use crate::index::vector::tests::Rng;
+
     impl Rng {
-        fn next_f32(&mut self) -> f32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        }
         fn unit(&mut self, dim: usize) -> Vec<f32> {
-            let v: Vec<f32> = (0..dim).map(|_| self.next_f32()).collect();
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.into_iter().map(|x| x / norm).collect()
+            unit(self.vector(dim))
         }
         /// Points around `clusters` centres: the hard case for a graph (dense pockets).
         fn clustered(&mut self, n: usize, clusters: usize, dim: usize) -> Vec<Vec<f32>> {
@@ -813,16 +806,16 @@ mod tests {
             (0..n)
                 .map(|i| {
                     let noise = self.unit(dim);
-                    let v: Vec<f32> = centres[i % clusters]
-                        .iter()
-                        .zip(&noise)
-                        .map(|(c, e)| c + 0.6 * e)
-                        .collect();
-                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                    v.into_iter().map(|x| x / norm).collect()
+                    let around = centres[i % clusters].iter().zip(&noise);
+                    unit(around.map(|(c, e)| c + 0.6 * e).collect())
                 })
                 .collect()
         }
+    }
+
+    fn unit(v: Vec<f32>) -> Vec<f32> {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.into_iter().map(|x| x / norm).collect()
     }
 
     fn exact_top(points: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {

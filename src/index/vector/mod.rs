@@ -1236,16 +1236,17 @@ mod tests {
         );
     }
 
-    /// Deterministic xorshift, so tests need no extra crates and failures reproduce.
-    struct Rng(u64);
+    /// Deterministic xorshift, so tests need no extra crates and failures reproduce (the
+    /// graph's tests use it too).
+    pub(super) struct Rng(pub(super) u64);
     impl Rng {
-        fn next_f32(&mut self) -> f32 {
+        pub(super) fn next_f32(&mut self) -> f32 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
         }
-        fn vector(&mut self, dim: usize) -> Vec<f32> {
+        pub(super) fn vector(&mut self, dim: usize) -> Vec<f32> {
             (0..dim).map(|_| self.next_f32()).collect()
         }
     }
