@@ -532,8 +532,20 @@ async def test_a_restarted_node_resumes_from_its_checkpoint_and_nothing_is_lost(
     try:
         for n in nodes:
             n.server.wait_ready(90)
+        # Node 1 must hold (and have applied) a share before it stops, or there is nothing
+        # for it to resume: the group can take seconds to give it its partitions.
+        wait_for(
+            lambda: all(len(v) == 1 for v in owners(nodes).values()) and all(n.state()["partitions"] for n in nodes),
+            60,
+            "the partitions split over both nodes",
+        )
         produce_corpus(broker, name, docs[:60])
         await wait_complete(nodes[0].url, 60, 60)
+        wait_for(
+            lambda: all(p["caught_up"] and p.get("applied_offset") is not None for p in nodes[1].state()["partitions"]),
+            30,
+            "node 1 caught up on its partitions",
+        )
         assert nodes[1].server.stop() == 0
         wait_for(lambda: len(nodes[0].state()["partitions"]) == PARTITIONS, 60, "node 0 owns all")
         produce_corpus(broker, name, docs[60:])
