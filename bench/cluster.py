@@ -1,7 +1,7 @@
-"""Scale-out (issue #19): SciFact through a 3-node cluster against a single node.
+"""Scale-out (issue #19): SciFact through a cluster (3 nodes, or `--nodes N`) against a single node.
 
 Starts Apache Kafka (or uses --broker), a 6-partition topic, one single-node `freshet serve`
-(the reference) and three cluster nodes (one replica group) on loopback, waits until the
+(the reference) and the cluster's nodes (one replica group) on loopback, waits until the
 group has given every partition to exactly one node, then produces the SciFact corpus the
 way a real producer does (key partitioner, batching, compression). Then:
 
@@ -9,7 +9,7 @@ way a real producer does (key partitioner, batching, compression). Then:
   mode: nDCG@10 of each (bench/scifact.py's evaluation), the share of queries whose top-10
   ids are identical, and the largest BM25 score difference;
 - throughput: bench/loadgen.py closed loop (default 4 clients, `bm25`, k = 10) against the
-  single node and against cluster node 0 (which fans out to the other two), with the load
+  single node and against cluster node 0 (which fans out to the others), with the load
   average and each process's CPU time per query (from /proc), the inputs of the paper
   projection in docs/BENCHMARKS.md ("Cluster (issue 19)").
 
@@ -17,7 +17,7 @@ Default `--provider none` (BM25 only): embedding SciFact twice (single node + cl
 the local model takes far longer than the rest on 2 shared cores. `--provider local` adds
 the vector and hybrid modes.
 
-    .venv/bin/python bench/cluster.py [--broker HOST:PORT] [--provider local] [--seconds 20]
+    .venv/bin/python bench/cluster.py [--nodes 3] [--broker HOST:PORT] [--provider local] [--seconds 20]
 
 Needs the release binary (`cargo build --release --bins`) or FRESHET_BIN.
 """
@@ -46,7 +46,7 @@ import scifact  # noqa: E402
 from freshet_util import FreshetServer, call, http_client, write_config  # noqa: E402
 
 PARTITIONS = 6
-NODES = 3
+DEFAULT_NODES = 3
 KEY = "bench-cluster-key-0123456789abcdef"
 KEY_ENV = "FRESHET_BENCH_CLUSTER_KEY"
 
@@ -60,13 +60,14 @@ def collection(topic: str, provider: str, model_dir: Path) -> dict:
     }
 
 
-def start_nodes(work: Path, broker: str, topic: str, coll: dict, timeout_ms: int) -> tuple[FreshetServer, list[FreshetServer]]:
+def start_nodes(work: Path, broker: str, topic: str, coll: dict, timeout_ms: int,
+                count: int) -> tuple[FreshetServer, list[FreshetServer]]:
     """The single reference node and the cluster's nodes (same collection, one replica group)."""
     single_dir = work / "single"
     single_dir.mkdir(parents=True)
     single = FreshetServer(write_config(single_dir / "freshet.toml", {
         "kafka": {"brokers": broker}, "server": {"data_dir": str(single_dir / "data")}}, [coll]), single_dir)
-    return single, cluster_nodes(work, broker, coll, NODES, timeout_ms)
+    return single, cluster_nodes(work, broker, coll, count, timeout_ms)
 
 
 def cluster_nodes(work: Path, broker: str, coll: dict, count: int, timeout_ms: int,
@@ -167,6 +168,7 @@ def main() -> None:
     ap.add_argument("--provider", default="none", choices=["none", "local"])
     ap.add_argument("--model-dir", type=Path, default=ROOT / "models" / "all-MiniLM-L6-v2")
     ap.add_argument("--split", default="test")
+    ap.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="cluster nodes (2 to 6)")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--request-timeout-ms", type=int, default=2000,
@@ -194,10 +196,10 @@ def main() -> None:
     topic = kafka_util.unique_topic("scifact-cluster")
     kafka_util.create_topic(bootstrap, topic, partitions=PARTITIONS)
     single, nodes = start_nodes(work, bootstrap, topic, collection(topic, args.provider, args.model_dir),
-                                args.request_timeout_ms)
+                                args.request_timeout_ms, args.nodes)
     result: dict[str, Any] = {
         "dataset": str(args.data), "documents": len(corpus), "split": args.split, "queries": len(qids),
-        "partitions": PARTITIONS, "nodes": NODES, "provider": args.provider, "cpus": os.cpu_count(),
+        "partitions": PARTITIONS, "nodes": args.nodes, "provider": args.provider, "cpus": os.cpu_count(),
         "binary": os.environ["FRESHET_BIN"], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     try:
@@ -244,7 +246,7 @@ def main() -> None:
         texts = [queries[q] for q in qids]
         procs = {"single": single, **{f"node{i}": n for i, n in enumerate(nodes)}}
         result["throughput"] = {}
-        for name, target in (("single node", single), ("3-node cluster (via node0)", nodes[0])):
+        for name, target in (("single node", single), (f"{args.nodes}-node cluster (via node0)", nodes[0])):
             r = throughput(target, procs, texts, args.clients, args.seconds)
             result["throughput"][name] = r
             print(f"{name}: {r}", flush=True)

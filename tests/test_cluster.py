@@ -24,6 +24,7 @@ Apache Kafka broker. A fourth, single-node freshet reads the same topic as the r
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import signal
@@ -37,6 +38,8 @@ import pytest
 import kafka_util
 from freshet_util import FreshetServer, ToolError, call, http_client, mint_token, write_config
 from kafka_util import Producer, free_port
+from test_hardening import DIM as EMBED_DIM
+from test_hardening import FakeEmbedder, embeddings_server
 
 pytestmark = pytest.mark.anyio
 
@@ -529,8 +532,20 @@ async def test_a_restarted_node_resumes_from_its_checkpoint_and_nothing_is_lost(
     try:
         for n in nodes:
             n.server.wait_ready(90)
+        # Node 1 must hold (and have applied) a share before it stops, or there is nothing
+        # for it to resume: the group can take seconds to give it its partitions.
+        wait_for(
+            lambda: all(len(v) == 1 for v in owners(nodes).values()) and all(n.state()["partitions"] for n in nodes),
+            60,
+            "the partitions split over both nodes",
+        )
         produce_corpus(broker, name, docs[:60])
         await wait_complete(nodes[0].url, 60, 60)
+        wait_for(
+            lambda: all(p["caught_up"] and p.get("applied_offset") is not None for p in nodes[1].state()["partitions"]),
+            30,
+            "node 1 caught up on its partitions",
+        )
         assert nodes[1].server.stop() == 0
         wait_for(lambda: len(nodes[0].state()["partitions"]) == PARTITIONS, 60, "node 0 owns all")
         produce_corpus(broker, name, docs[60:])
@@ -747,3 +762,52 @@ async def test_the_callers_token_and_tenant_hold_on_every_shard(broker, topic, t
         assert all(by_id[r["id"]]["tenant"] == "a" for x in shard for r in x["results"])
     finally:
         stop_all(nodes)
+
+
+class CountingEmbedder(FakeEmbedder):
+    """The hardening tests' OpenAI-compatible embedder, remembering every text it embeds."""
+
+    texts: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        length = int(self.headers["Content-Length"])
+        raw = self.rfile.read(length)
+        body = json.loads(raw)
+        self.texts.extend(body["input"] if isinstance(body["input"], list) else [body["input"]])
+        # Hand the same request to the parent, which reads it from rfile.
+        self.rfile = io.BytesIO(raw)
+        super().do_POST()
+
+
+async def test_a_hybrid_query_is_embedded_once_for_the_whole_cluster(broker, topic, tmp_path):
+    """Two nodes whose collection embeds text through an OpenAI-compatible server: a hybrid
+    search on node 0 is embedded by node 0 alone, and node 1 ranks with that vector."""
+    name, docs = topic
+    with embeddings_server(CountingEmbedder) as url:
+        embedded = {
+            **collection(name),
+            "embedding": {"provider": "openai", "url": url, "model": "fake", "dimensions": EMBED_DIM},
+        }
+        del embedded["vector_field"]
+        nodes = start_cluster(tmp_path, broker, name, kafka_util.unique_topic("grp"), {},
+                              replicas=[0, 0], collections=[embedded])
+        try:
+            for n in nodes:
+                n.server.wait_ready(90)
+            wait_for(
+                lambda: all(len(v) == 1 for v in owners(nodes).values()) and all(n.state()["partitions"] for n in nodes),
+                60,
+                "the partitions split over both nodes",
+            )
+            produce_corpus(broker, name, docs)
+            await wait_complete(nodes[0].url, len(docs), 60)
+            query = "kafka partition zqonce"
+            CountingEmbedder.texts.clear()
+            got = await search(nodes[0].url, query, mode="hybrid")
+            assert got["mode"] == "hybrid" and got["results"], got
+            assert {h["freshness"]["partition"] for h in got["results"]} - {
+                p["partition"] for p in nodes[0].state()["partitions"]
+            }, "no hit from node 1's partitions: the test shows nothing"
+            assert CountingEmbedder.texts.count(query) == 1, CountingEmbedder.texts
+        finally:
+            stop_all(nodes)

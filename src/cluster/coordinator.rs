@@ -15,7 +15,7 @@ use crate::api::{
 use crate::config::CollectionConfig;
 use crate::engine::{
     ChangesRequest, Consistency, Cursor, Mode, QueryError, RecencyField, Search, SearchRequest,
-    check_ids, fetch_depth, fuse, merge_collections, next_cursor,
+    check_ids, embed_query, fetch_depth, fuse, merge_collections, next_cursor, search_pool,
 };
 use crate::index::TermStats;
 use crate::time::{now_ms, rfc3339_ms};
@@ -357,8 +357,22 @@ pub async fn search(
         }
     };
     let partitions = partitions_of(&states, &topics);
-    let (mut stats, mut missing) =
-        fan_out(&own, &states, partitions, &mut excluded, &stats_call).await?;
+    // The query is embedded once, here, while the shards gather their statistics (each
+    // shard would otherwise run the model itself).
+    let text = req.query.trim().to_string();
+    let embedding = async {
+        embed_query(search_pool(local.config()), &targets, &req, &text)
+            .await
+            .into_iter()
+            .zip(&targets)
+            .filter_map(|(e, c)| Some((c.name().to_string(), e?)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let (stats_phase, embedded) = tokio::join!(
+        fan_out(&own, &states, partitions, &mut excluded, &stats_call),
+        embedding
+    );
+    let (mut stats, mut missing) = stats_phase?;
     if cached && (!missing.is_empty() || !excluded.is_empty()) {
         // Planned on states read by an earlier query: something moved or went away since.
         // Read them now and ask again for what no node answered.
@@ -389,6 +403,7 @@ pub async fn search(
         let body = ShardSearch {
             query: ShardQuery::new(&req, offset, asker.wire(), partitions.clone()),
             stats: summed.clone(),
+            embedded: embedded.clone(),
         };
         async move {
             let here = |body| shard::search(local, body);

@@ -138,14 +138,25 @@ pub async fn stats(local: &Search, q: &ShardQuery) -> Result<ShardStats, QueryEr
 /// The search phase: each retriever's candidates from the asked-for partitions, BM25 scored
 /// with the cluster-wide statistics, rendered as hits.
 pub async fn search(local: &Search, body: ShardSearch) -> Result<ShardAnswer, QueryError> {
-    let ShardSearch { query: q, stats } = body;
+    let ShardSearch {
+        query: q,
+        stats,
+        embedded: given,
+    } = body;
     let req = q.request().map_err(QueryError::InvalidArgument)?;
     let access: Access = q.access.clone().into();
     let (targets, filters, _) = local.validate_search(&req, &access)?;
     let depth = q.offset + req.k;
     let text = req.query.trim().to_string();
     let pool = search_pool(local.config());
-    let embedded = embed_query(pool, &targets, &req, &text).await;
+    let embedded = if given.is_empty() {
+        embed_query(pool, &targets, &req, &text).await
+    } else {
+        targets
+            .iter()
+            .map(|c| given.get(c.name()).cloned())
+            .collect()
+    };
     let keep: HashSet<(Arc<str>, i32)> = q
         .partitions
         .iter()

@@ -234,6 +234,10 @@ pub struct ShardSearch {
     pub query: ShardQuery,
     /// Summed statistics by collection.
     pub stats: BTreeMap<String, TermStats>,
+    /// The query text's embedding (or why it failed) by collection, computed once by the
+    /// receiving node; a collection missing here is embedded by the shard itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub embedded: BTreeMap<String, Result<Vec<f32>, String>>,
 }
 
 /// One shard's candidates.
