@@ -1734,6 +1734,59 @@ mod tests {
         assert_eq!(rebuilt.export(), index.export());
     }
 
+    #[test]
+    fn an_hnsw_rs_dump_is_not_read_and_the_graph_is_built_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng(21);
+        let dim = 16;
+        let index = VectorIndex::new(dim, HnswParams::default());
+        index.attach_journal(Journal::create(dir.path(), 1, &index.base_record()).unwrap());
+        for i in 0..200 {
+            index
+                .upsert(&format!("d{i}"), i as u64, &[(0, rng.vector(dim))])
+                .unwrap();
+        }
+        index.wait_indexed();
+        let (_, len) = index.sync_journal().unwrap().unwrap();
+        // What the hnsw_rs version left: intact files under its names, a meta without a
+        // format.
+        let basename = "graph-0000000001-000000000200";
+        for (ext, body) in [
+            ("hnsw.graph", &b"hnsw_rs graph"[..]),
+            ("hnsw.data", b"data"),
+        ] {
+            std::fs::write(dir.path().join(format!("{basename}.{ext}")), body).unwrap();
+        }
+        let old = GraphMeta {
+            generation: 1,
+            points: 200,
+            basename: basename.into(),
+            graph_crc: crc32fast::hash(b"hnsw_rs graph"),
+            data_crc: crc32fast::hash(b"data"),
+            storage: VectorStorage::F32,
+            format: 0,
+        };
+        vector_store::write_graph_meta(dir.path(), &old).unwrap();
+        let graph = vector_store::newest_graph(dir.path(), 1, usize::MAX);
+        assert_eq!(graph, None, "treated as absent");
+        let records = vector_store::read_journal(dir.path(), 1, len).unwrap();
+        let restored =
+            VectorIndex::restore(HnswParams::default(), records, dir.path(), graph.as_ref())
+                .unwrap();
+        assert_eq!(restored.export(), index.export(), "every point is back");
+        restored.wait_indexed();
+        assert_eq!(restored.points_in_graph(), 200, "in the graph again");
+        assert_eq!(held_by_graph(&restored), (200, 0));
+        for _ in 0..10 {
+            let q = rng.vector(dim);
+            let ids = |h: Vec<VectorHit>| h.into_iter().map(|h| h.doc_id).collect::<Vec<_>>();
+            assert_eq!(
+                ids(index.search(&q, 5, &all).unwrap()),
+                ids(restored.search(&q, 5, &all).unwrap())
+            );
+        }
+    }
+
     /// (live points whose vector is the graph's, live points holding a copy of their own).
     fn held_by_graph(index: &VectorIndex) -> (usize, usize) {
         let table = index.inner.table.read();
