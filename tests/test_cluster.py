@@ -180,6 +180,15 @@ def owners(nodes: list[Node]) -> dict[int, list[str]]:
     return owned
 
 
+def wait_split(nodes: list[Node], timeout: float = 60) -> None:
+    """Until the group has given every partition to exactly one node and every node some."""
+    wait_for(
+        lambda: all(len(v) == 1 for v in owners(nodes).values()) and all(n.state()["partitions"] for n in nodes),
+        timeout,
+        "the partitions split over the nodes",
+    )
+
+
 def wait_for(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     last = None
@@ -534,11 +543,7 @@ async def test_a_restarted_node_resumes_from_its_checkpoint_and_nothing_is_lost(
             n.server.wait_ready(90)
         # Node 1 must hold (and have applied) a share before it stops, or there is nothing
         # for it to resume: the group can take seconds to give it its partitions.
-        wait_for(
-            lambda: all(len(v) == 1 for v in owners(nodes).values()) and all(n.state()["partitions"] for n in nodes),
-            60,
-            "the partitions split over both nodes",
-        )
+        wait_split(nodes)
         produce_corpus(broker, name, docs[:60])
         await wait_complete(nodes[0].url, 60, 60)
         wait_for(
@@ -730,11 +735,7 @@ async def test_the_callers_token_and_tenant_hold_on_every_shard(broker, topic, t
     try:
         for n in nodes:
             n.server.wait_ready(90)
-        wait_for(
-            lambda: all(len(v) == 1 for v in owners(nodes).values()) and all(n.state()["partitions"] for n in nodes),
-            60,
-            "the partitions split over both nodes",
-        )
+        wait_split(nodes)
         produce_corpus(broker, name, docs)
         want = sorted(d["id"] for d in docs if d["tenant"] == "a" and "kafka" in f"{d['title']} {d['body']}".split())
         assert 0 < len(want) < 100
@@ -794,11 +795,7 @@ async def test_a_hybrid_query_is_embedded_once_for_the_whole_cluster(broker, top
         try:
             for n in nodes:
                 n.server.wait_ready(90)
-            wait_for(
-                lambda: all(len(v) == 1 for v in owners(nodes).values()) and all(n.state()["partitions"] for n in nodes),
-                60,
-                "the partitions split over both nodes",
-            )
+            wait_split(nodes)
             produce_corpus(broker, name, docs)
             await wait_complete(nodes[0].url, len(docs), 60)
             query = "kafka partition zqonce"

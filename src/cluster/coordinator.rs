@@ -172,6 +172,32 @@ pub fn plan_partitions(
 /// one more failing in the same query.
 const FAILOVER_ROUNDS: usize = 3;
 
+/// [`fan_out`] over every partition of `topics`, planned on the nodes' states read now
+/// (lookups and the change feed do not reuse an earlier query's); returns those states too.
+async fn fan_out_fresh<T, F, Fut>(
+    local: &Search,
+    cluster: &Arc<Cluster>,
+    topics: &[String],
+    call: F,
+) -> Result<
+    (
+        States,
+        Vec<(String, Vec<(String, i32)>, T)>,
+        BTreeSet<(String, i32)>,
+    ),
+    QueryError,
+>
+where
+    F: Fn(String, Vec<(String, i32)>) -> Fut,
+    Fut: std::future::Future<Output = Result<(T, Vec<(String, i32)>), PeerError>>,
+{
+    let states = gather_states(local, cluster).await;
+    let own = shard::node_state(local, cluster);
+    let partitions = partitions_of(&states, topics);
+    let (answers, missing) = fan_out(&own, &states, partitions, &mut BTreeSet::new(), call).await?;
+    Ok((states, answers, missing))
+}
+
 /// What each node answered for which partitions, and the partitions nobody answered for.
 type FannedOut<T> = (
     Vec<(String, Vec<(String, i32)>, T)>,
@@ -477,30 +503,21 @@ async fn lookup(
         .config
         .topics
         .clone();
-    let states = gather_states(local, cluster).await;
-    let own = shard::node_state(local, cluster);
-    let (answers, missing) = fan_out(
-        &own,
-        &states,
-        partitions_of(&states, &topics),
-        &mut BTreeSet::new(),
-        |url, partitions| {
-            let q = DocumentsQuery {
-                collection: collection.to_string(),
-                ids: ids.to_vec(),
-                version,
-                access: asker.wire(),
-                partitions,
-            };
-            async move {
-                let here = |q: DocumentsQuery| async move { shard::documents(local, &q) };
-                let path = "/internal/cluster/documents";
-                let answer: DocumentsAnswer =
-                    ask(cluster, &url, path, q, Duration::ZERO, here).await?;
-                Ok((answer, Vec::new()))
-            }
-        },
-    )
+    let (states, answers, missing) = fan_out_fresh(local, cluster, &topics, |url, partitions| {
+        let q = DocumentsQuery {
+            collection: collection.to_string(),
+            ids: ids.to_vec(),
+            version,
+            access: asker.wire(),
+            partitions,
+        };
+        async move {
+            let here = |q: DocumentsQuery| async move { shard::documents(local, &q) };
+            let path = "/internal/cluster/documents";
+            let answer: DocumentsAnswer = ask(cluster, &url, path, q, Duration::ZERO, here).await?;
+            Ok((answer, Vec::new()))
+        }
+    })
     .await?;
     let mut documents = Vec::new();
     let mut answered: Vec<ClusterPartition> = Vec::new();
@@ -665,33 +682,24 @@ pub async fn changes(
         }
         _ => Cursor::default(),
     };
-    let states = gather_states(local, cluster).await;
-    let own = shard::node_state(local, cluster);
-    let (answers, missing) = fan_out(
-        &own,
-        &states,
-        partitions_of(&states, &topics),
-        &mut BTreeSet::new(),
-        |url, partitions| {
-            let q = ChangesQuery {
-                collection: collection.clone(),
-                since: req.since.clone(),
-                limit: req.limit,
-                filter: req.filter.clone(),
-                include_text: req.include_text,
-                access: asker.wire(),
-                partitions: partitions.clone(),
-            };
-            async move {
-                let here = |q: ChangesQuery| async move { shard::changes(local, &q) };
-                let path = "/internal/cluster/changes";
-                let answer: ChangesAnswer =
-                    ask(cluster, &url, path, q, Duration::ZERO, here).await?;
-                let not_owned = not_answered_for(&partitions, &answer.partitions);
-                Ok((answer, not_owned))
-            }
-        },
-    )
+    let (_, answers, missing) = fan_out_fresh(local, cluster, &topics, |url, partitions| {
+        let q = ChangesQuery {
+            collection: collection.clone(),
+            since: req.since.clone(),
+            limit: req.limit,
+            filter: req.filter.clone(),
+            include_text: req.include_text,
+            access: asker.wire(),
+            partitions: partitions.clone(),
+        };
+        async move {
+            let here = |q: ChangesQuery| async move { shard::changes(local, &q) };
+            let path = "/internal/cluster/changes";
+            let answer: ChangesAnswer = ask(cluster, &url, path, q, Duration::ZERO, here).await?;
+            let not_owned = not_answered_for(&partitions, &answer.partitions);
+            Ok((answer, not_owned))
+        }
+    })
     .await?;
 
     let mut merged: Vec<(usize, crate::api::ChangeOut)> = answers
