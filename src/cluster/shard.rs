@@ -83,13 +83,22 @@ pub fn documents(local: &Search, q: &DocumentsQuery) -> Result<DocumentsAnswer, 
     Ok(out)
 }
 
+/// True if this node still owns the partition (always, outside a cluster): a shard answers
+/// only for those, so the asking node takes partitions handed over since it planned to
+/// their new owner.
+fn owns_here(local: &Search, topic: &str, partition: i32) -> bool {
+    local
+        .cluster()
+        .is_none_or(|c| c.ownership().owns(topic, partition))
+}
+
 /// A page of changes of the asked-for partitions this node still owns.
 pub fn changes(local: &Search, q: &ChangesQuery) -> Result<ChangesAnswer, QueryError> {
     let access: Access = q.access.clone().into();
     let owned: HashSet<(String, i32)> = q
         .partitions
         .iter()
-        .filter(|(t, p)| local.cluster().is_none_or(|c| c.ownership().owns(t, *p)))
+        .filter(|(t, p)| owns_here(local, t, *p))
         .cloned()
         .collect();
     let page = local.changes_in(q.request(), &access, Some(&owned))?;
@@ -206,7 +215,7 @@ pub async fn search(local: &Search, body: ShardSearch) -> Result<ShardAnswer, Qu
     // new owner (their documents may already be dropped here).
     let mut held: Vec<(Arc<str>, i32)> = keep
         .into_iter()
-        .filter(|(t, p)| local.cluster().is_none_or(|c| c.ownership().owns(t, *p)))
+        .filter(|(t, p)| owns_here(local, t, *p))
         .collect();
     held.sort();
     Ok(ShardAnswer {
