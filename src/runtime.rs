@@ -1,7 +1,8 @@
 //! Wires the pipeline's stages ([`crate::pipeline`]: consumer thread → prepare thread →
 //! apply thread, and the checkpoint thread behind them), the watermark task and the catch-up
-//! progress log, in one place, and stops them in order on shutdown: stop consuming, let prepare and apply drain, write the last
-//! checkpoint, save the vector graphs, flush dead letters.
+//! progress log, in one place, and stops them in order on shutdown: stop consuming, let
+//! prepare and apply drain, write the last checkpoint, save the vector graphs, flush dead
+//! letters.
 
 use std::path::PathBuf;
 use std::sync::Arc;
