@@ -41,7 +41,7 @@ impl Consumer {
     /// the thread: it waits for its start offsets and polls until the pipeline is cancelled
     /// or the prepare stage is gone.
     pub fn spawn(self, links: ConsumerLinks) -> Result<std::thread::JoinHandle<()>, SourceError> {
-        let client = source::create_client(&self.kafka)?;
+        let client = source::create_consumer(&self.kafka)?;
         std::thread::Builder::new()
             .name("freshet-consumer".into())
             .spawn(move || {

@@ -184,7 +184,9 @@ fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     cc
 }
 
-fn create_consumer(kafka: &KafkaConfig) -> Result<BaseConsumer<KafkaContext>, SourceError> {
+/// Creates the Kafka consumer client (the consume stage does so at start-up, so that a
+/// configuration librdkafka refuses fails it before anything runs).
+pub fn create_consumer(kafka: &KafkaConfig) -> Result<BaseConsumer<KafkaContext>, SourceError> {
     consumer_config(kafka)
         .create_with_context(KafkaContext::new("consumer"))
         .map_err(SourceError::Config)
@@ -210,12 +212,6 @@ impl Default for PollOptions {
             ownership: None,
         }
     }
-}
-
-/// Creates the Kafka consumer client (so that a configuration librdkafka refuses fails
-/// start-up, before anything runs).
-pub fn create_client(kafka: &KafkaConfig) -> Result<BaseConsumer<KafkaContext>, SourceError> {
-    create_consumer(kafka)
 }
 
 /// One topic as the consumer currently reads it.
@@ -285,7 +281,7 @@ struct Handoff {
 const OUT_OF_RANGE_RETRY: Duration = Duration::from_millis(500);
 
 impl Poller {
-    /// A poll loop over `consumer` (see [`create_client`]) reading `topics` from `start`.
+    /// A poll loop over `consumer` (see [`create_consumer`]) reading `topics` from `start`.
     pub fn new(
         kafka: KafkaConfig,
         consumer: BaseConsumer<KafkaContext>,
