@@ -480,7 +480,8 @@ async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: i
     fresh_topics = [f"fresh{rate}" for rate in args.rates]
     for name in fresh_topics:
         kafka_util.create_topic(broker, name, partitions=args.partitions)
-    config = freshet_config(work, broker.bootstrap, [topic, *fresh_topics], "bench")
+    config = freshet_config(work, broker.bootstrap, [topic, *fresh_topics], "bench",
+                            vector_storage=args.vector_storage)
     result["_bench_config"] = config
     server = FreshetServer(config, work, env={"FRESHET_LOG": "info,rmcp=warn"})
     target = FreshetTarget(server, "bench")
@@ -647,7 +648,7 @@ async def run_restart(args, work: Path, broker, topic: str, corpus: Corpus, n: i
         out["after_phases"] = "ingest, recall, latency, freshness (same data_dir)"
     else:
         name = "restart"
-        config = freshet_config(work, broker.bootstrap, [topic], name)
+        config = freshet_config(work, broker.bootstrap, [topic], name, vector_storage=args.vector_storage)
         server = FreshetServer(config, work, env=env)
         try:
             first = time_to_ready(server, records, args.ready_timeout, [])
@@ -724,6 +725,7 @@ async def run(args: argparse.Namespace, result: dict) -> None:
     result.update({"scale": args.scale, "docs": n, "dim": DIM, "partitions": args.partitions,
                     "clients": args.clients, "latency_seconds": args.latency_seconds,
                     "freshness_seconds": args.freshness_seconds, "load_rate": args.load_rate,
+                    "vector_storage": args.vector_storage or "f32",
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "load_avg_at_start": os.getloadavg()[0]},
                     "commit": git_commit(),
@@ -778,6 +780,8 @@ def main() -> int:
     ap.add_argument("--ef-search", type=int, default=HNSW["ef_search"], help="freshet's hnsw.ef_search")
     ap.add_argument("--ef-construction", type=int, default=HNSW["ef_construction"],
                     help="freshet's hnsw.ef_construction")
+    ap.add_argument("--vector-storage", choices=["f32", "int8"], default=None,
+                    help="freshet's collections[].vector_storage (default: freshet's, f32)")
     ap.add_argument("--vectors", choices=["clustered", "uniform"], default="clustered",
                     help="synthetic vectors: topics plus noise, or independent random directions")
     ap.add_argument("--no-peer", action="store_true", help="skip the Pathway side")
@@ -805,7 +809,10 @@ def main() -> int:
         if "ingest" in result or result.get("ingest_progress") or "restart" in result:
             args.out.mkdir(parents=True, exist_ok=True)
             suffix = "-failed" if "error" in result else ""
-            path = args.out / f"{args.scale}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}.json"
+            # An int8 run is kept beside, not instead of, the scale's default (f32) run that
+            # bench/report.py renders.
+            prefix = "int8-" if args.vector_storage == "int8" else ""
+            path = args.out / f"{prefix}{args.scale}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}.json"
             path.write_text(json.dumps(result, indent=2))
             print(f"wrote {path}")
 

@@ -34,7 +34,7 @@ out="$(mktemp)"
 FRESHET_BIN="$PWD/target/release/freshet" .venv-bench/bin/python bench/harness.py "$@" | tee "$out"
 result="$(sed -n 's/^wrote //p' "$out" | tail -1)"
 rm -f "$out"
-# The restart phase alone is written up by hand (docs/BENCHMARKS.md, issue 14).
-if [[ -n "$result" && " $* " != *" --restart-only "* ]]; then
+# The restart phase alone and int8 runs are written up by hand (docs/BENCHMARKS.md).
+if [[ -n "$result" && " $* " != *" --restart-only "* && "$(basename "$result")" != int8-* ]]; then
   .venv-bench/bin/python bench/report.py "$result"
 fi

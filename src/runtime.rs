@@ -1,5 +1,5 @@
-//! Wires the pipeline's stages ([`crate::pipeline`]: consumer thread → prepare thread →
-//! apply thread, and the checkpoint thread behind them), the watermark task and the catch-up
+//! Wires the pipeline's stages ([`crate::pipeline`]: open → consume → prepare → apply, each
+//! on its own thread, and the checkpoint thread behind them), the watermark task and the catch-up
 //! progress log, in one place, and stops them in order on shutdown: stop consuming, let
 //! prepare and apply drain, write the last checkpoint, save the vector graphs, flush dead
 //! letters.
@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, Ingest, PreparedBatch, Search};
 use crate::freshness::catch_up::Applied;
-use crate::pipeline::{Applier, Checkpointer, Preparer};
+use crate::pipeline::{Applier, Checkpointer, Consumer, ConsumerLinks, Opener, Preparer};
 use crate::source::{
-    self, Batch, ConsumerLinks, DeadLetters, MetaClient, PollOptions, ResetRequest, SourceError,
+    Batch, DeadLetters, MetaClient, PollOptions, ResetRequest, SourceError, StartOffsets,
 };
 
 /// Start-up failures.
@@ -52,7 +52,7 @@ pub struct Runtime {
     /// The pipeline's one cancellation path ([`Ingest::cancellation`]): the consumer, the
     /// watermark and catch-up tasks and the wait for an unavailable embedder end on it.
     cancel: CancellationToken,
-    /// Consumer, prepare and apply threads, in pipeline order.
+    /// Open, consume, prepare and apply threads, in pipeline order.
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Told to write the last checkpoint and stop once the apply thread has ended.
     checkpoints: Checkpointer,
@@ -109,9 +109,9 @@ async fn leave_group(
 }
 
 impl Runtime {
-    /// Builds the engine and starts consuming; persisted collections are opened first, on
-    /// the consumer's thread, while HTTP already answers (not ready). Must be called inside a
-    /// tokio runtime.
+    /// Builds the engine and starts the pipeline: persisted collections are opened first (the
+    /// open stage, while HTTP already answers, not ready), then consuming starts from the
+    /// offsets they end at. Must be called inside a tokio runtime.
     pub fn start(config: Arc<Config>) -> Result<Runtime, StartError> {
         let meta = MetaClient::new(&config.kafka)?;
         let dead_letters = DeadLetters::new(&config.kafka)?;
@@ -125,29 +125,33 @@ impl Runtime {
         let (tx, rx) = mpsc::channel::<Batch>(8);
         let (prepared_tx, prepared_rx) = sync_channel::<PreparedBatch>(4);
         let (reset_tx, reset_rx) = std::sync::mpsc::channel::<ResetRequest>();
+        let (start_tx, start_rx) = std::sync::mpsc::channel::<StartOffsets>();
         let cancel = ingest.cancellation().clone();
         let (membership, ownership) = join_cluster(&config, &engine)?;
-        let restore_into = Arc::clone(&ingest);
         let persisted = store.is_some();
-        let consumer = source::spawn_consumer(
-            &config.kafka,
-            engine.catalog().topics(),
-            Arc::clone(engine.freshness().progress()),
-            ConsumerLinks {
-                batches: tx,
-                resets: reset_rx,
-                stop: cancel.clone(),
-            },
-            PollOptions {
+        let consumer = Consumer {
+            kafka: config.kafka.clone(),
+            topics: engine.catalog().topics(),
+            progress: Arc::clone(engine.freshness().progress()),
+            options: PollOptions {
                 ownership: ownership.clone(),
                 ..PollOptions::default()
             },
-            move || {
-                if persisted {
-                    open_persisted(&restore_into);
-                }
-            },
-        )?;
+        }
+        .spawn(ConsumerLinks {
+            start: start_rx,
+            batches: tx,
+            resets: reset_rx,
+            stop: cancel.clone(),
+        })?;
+        let opener = Opener {
+            ingest: Arc::clone(&ingest),
+            persisted,
+            progress: Arc::clone(engine.freshness().progress()),
+            topics: engine.catalog().topics(),
+        }
+        .spawn(start_tx)
+        .map_err(thread_error("open thread"))?;
         let preparer = Preparer {
             ingest: Arc::clone(&ingest),
         }
@@ -187,7 +191,7 @@ impl Runtime {
             search: Arc::clone(engine.search()),
             ingest,
             cancel,
-            threads: vec![consumer, preparer, applier],
+            threads: vec![opener, consumer, preparer, applier],
             checkpoints,
             membership: Arc::new(Mutex::new(membership)),
             ownership: ownership.map(|(o, _)| o),
@@ -278,20 +282,4 @@ fn thread_error(what: &'static str) -> impl Fn(std::io::Error) -> StartError {
 /// everything in memory.
 fn store_dir(config: &Config) -> Option<PathBuf> {
     (config.snapshot.interval_ms > 0).then(|| config.server.data_dir.join("collections"))
-}
-
-fn open_persisted(engine: &Ingest) {
-    let started = Instant::now();
-    let report = engine.open_persisted();
-    if report.restored.is_empty() && report.rebuilt.is_empty() && report.rebuilding.is_empty() {
-        tracing::info!("nothing persisted yet: reading every topic from the beginning");
-    } else {
-        tracing::info!(
-            restored = ?report.restored,
-            rebuilt = ?report.rebuilt,
-            rebuilding = ?report.rebuilding,
-            "opened the persisted collections in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
 }

@@ -2,10 +2,13 @@
 //! consumer group, so each replica holds the whole view, like a Kafka Streams global table),
 //! a metadata client for watermarks, and the dead-letter producer.
 //!
-//! freshet, not Kafka, owns the positions: offsets are never committed to the broker; a
-//! partition resumes at the view's next offset. The poll loop runs on its own OS thread
-//! because librdkafka's poll blocks, and hands batches to the apply thread over a bounded
-//! channel, so a slow apply slows consumption instead of growing memory.
+//! freshet, not Kafka, owns the positions: offsets are never committed to the broker. The
+//! poll loop starts from the offsets the opened checkpoints end at ([`StartOffsets`], given
+//! as values) and then keeps its own read positions; it hands batches, which carry their
+//! per-partition positions, to the pipeline over a bounded channel, so a slow apply slows
+//! consumption instead of growing memory. The consume stage
+//! ([`crate::pipeline::consume::Consumer`]) runs it on its own OS thread because
+//! librdkafka's poll blocks.
 
 pub mod context;
 pub mod dlq;
@@ -28,7 +31,7 @@ use tokio::sync::mpsc;
 use crate::cluster::Ownership;
 use crate::config::KafkaConfig;
 use crate::time::now_ms;
-use crate::view::Progress;
+use crate::view::{BrokerFacts, Progress};
 
 pub use context::KafkaContext;
 pub use dlq::DeadLetters;
@@ -105,6 +108,35 @@ impl Batch {
 /// restored offsets came from (found by watermarks, for partitions restored without a topic ID).
 pub type ResetRequest = (String, i32);
 
+/// Where the consumer starts, as values: what the opened checkpoints hold when consuming
+/// begins. Partitions not listed start at their log start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartOffsets {
+    /// Per partition, the next offset to read.
+    pub offsets: HashMap<(Arc<str>, i32), i64>,
+    /// Per topic, the generation (Kafka topic ID) those offsets belong to, when known.
+    pub topic_ids: HashMap<String, Arc<str>>,
+}
+
+impl StartOffsets {
+    /// What `progress` holds for `topics` (all when empty), once checkpoints are opened.
+    pub fn of(progress: &Progress, topics: &[String]) -> StartOffsets {
+        let mut start = StartOffsets::default();
+        for ((topic, partition), p) in progress.snapshot(topics) {
+            if let Some(id) = &p.topic_id {
+                start
+                    .topic_ids
+                    .entry(topic.to_string())
+                    .or_insert_with(|| Arc::clone(id));
+            }
+            if let Some(next) = p.next_offset {
+                start.offsets.insert((topic, partition), next);
+            }
+        }
+        start
+    }
+}
+
 /// Errors setting up Kafka clients.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -180,55 +212,10 @@ impl Default for PollOptions {
     }
 }
 
-/// How the consumer thread talks to the rest of the pipeline.
-pub struct ConsumerLinks {
-    /// Where batches go (bounded: a full channel stops polling).
-    pub batches: mpsc::Sender<Batch>,
-    /// Partitions to re-read from the start.
-    pub resets: std::sync::mpsc::Receiver<ResetRequest>,
-    /// Cancelled to stop polling (the pipeline's cancellation token).
-    pub stop: CancellationToken,
-}
-
-/// Runs the consumer on a dedicated thread until `stop` is set or the receiver is dropped.
-/// `before` runs on that thread before anything is assigned (restoring a snapshot, so that
-/// partitions resume where it left off).
-pub fn spawn_consumer(
-    kafka: &KafkaConfig,
-    topics: Vec<String>,
-    progress: Arc<Progress>,
-    links: ConsumerLinks,
-    options: PollOptions,
-    before: impl FnOnce() + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, SourceError> {
-    let consumer = create_consumer(kafka)?;
-    let kafka = kafka.clone();
-    let metadata_timeout = Duration::from_millis(kafka.metadata_timeout_ms);
-    let handle = std::thread::Builder::new()
-        .name("freshet-consumer".into())
-        .spawn(move || {
-            before();
-            let mut poller = Poller {
-                kafka,
-                consumer,
-                topics,
-                progress,
-                assigned: BTreeMap::new(),
-                delivered: HashMap::new(),
-                last_position_check: Instant::now(),
-                metadata_timeout,
-                options,
-                last_error_log: None,
-                resets: links.resets,
-                out_of_range: None,
-                handoff: Handoff::default(),
-            };
-            poller.run(&links.batches, &links.stop);
-        })
-        .map_err(|e| {
-            SourceError::Config(rdkafka::error::KafkaError::ClientCreation(e.to_string()))
-        })?;
-    Ok(handle)
+/// Creates the Kafka consumer client (so that a configuration librdkafka refuses fails
+/// start-up, before anything runs).
+pub fn create_client(kafka: &KafkaConfig) -> Result<BaseConsumer<KafkaContext>, SourceError> {
+    create_consumer(kafka)
 }
 
 /// One topic as the consumer currently reads it.
@@ -251,15 +238,22 @@ struct Changes {
     added: Vec<(String, i32, i32)>,
 }
 
-struct Poller {
+/// The poll loop's state: what is assigned and where each partition is read from.
+pub struct Poller {
     kafka: KafkaConfig,
     consumer: BaseConsumer<KafkaContext>,
     topics: Vec<String>,
-    progress: Arc<Progress>,
+    facts: BrokerFacts,
     assigned: BTreeMap<String, AssignedTopic>,
-    /// Per partition, the offset after the last record handed downstream (or where reading
-    /// started), to tell when the consumer's position moved past records it never delivered.
-    delivered: HashMap<(Arc<str>, i32), i64>,
+    /// Per partition, the next offset to read: after the last record handed downstream, the
+    /// position the consumer passed without delivering records, or where reading started
+    /// (seeded from [`StartOffsets`]). Kept across client rebuilds, so a partition assigned
+    /// again resumes exactly where the batches sent downstream end; dropped when a
+    /// partition's documents are.
+    positions: HashMap<(Arc<str>, i32), i64>,
+    /// Per topic, the generation last read (seeded from [`StartOffsets`]): a different ID on
+    /// the broker means the topic was recreated.
+    topic_ids: HashMap<String, Arc<str>>,
     last_position_check: Instant,
     metadata_timeout: Duration,
     options: PollOptions,
@@ -291,7 +285,37 @@ struct Handoff {
 const OUT_OF_RANGE_RETRY: Duration = Duration::from_millis(500);
 
 impl Poller {
-    fn run(&mut self, batches: &mpsc::Sender<Batch>, stop: &CancellationToken) {
+    /// A poll loop over `consumer` (see [`create_client`]) reading `topics` from `start`.
+    pub fn new(
+        kafka: KafkaConfig,
+        consumer: BaseConsumer<KafkaContext>,
+        topics: Vec<String>,
+        facts: BrokerFacts,
+        start: StartOffsets,
+        resets: std::sync::mpsc::Receiver<ResetRequest>,
+        options: PollOptions,
+    ) -> Poller {
+        let metadata_timeout = Duration::from_millis(kafka.metadata_timeout_ms);
+        Poller {
+            kafka,
+            consumer,
+            topics,
+            facts,
+            assigned: BTreeMap::new(),
+            positions: start.offsets,
+            topic_ids: start.topic_ids,
+            last_position_check: Instant::now(),
+            metadata_timeout,
+            options,
+            last_error_log: None,
+            resets,
+            out_of_range: None,
+            handoff: Handoff::default(),
+        }
+    }
+
+    /// Polls until `stop` is cancelled or the next stage is gone.
+    pub fn run(&mut self, batches: &mpsc::Sender<Batch>, stop: &CancellationToken) {
         let mut next_refresh = Instant::now();
         let mut batch = Batch::default();
         while !stop.is_cancelled() {
@@ -329,7 +353,7 @@ impl Poller {
                     }
                     Some(Ok(msg)) => {
                         let topic: Arc<str> = Arc::from(msg.topic());
-                        self.delivered
+                        self.positions
                             .insert((Arc::clone(&topic), msg.partition()), msg.offset() + 1);
                         batch.records.push(SourceRecord {
                             topic,
@@ -377,9 +401,9 @@ impl Poller {
                 continue;
             };
             let key = (Arc::from(elem.topic()), elem.partition());
-            let moved = self.delivered.get(&key).is_some_and(|&d| position > d);
+            let moved = self.positions.get(&key).is_some_and(|&d| position > d);
             if moved {
-                self.delivered.insert(key.clone(), position);
+                self.positions.insert(key.clone(), position);
                 batch.positions.push(Position {
                     topic: key.0,
                     partition: key.1,
@@ -423,6 +447,10 @@ impl Poller {
             .iter()
             .map(|r| (Arc::clone(&r.topic), r.partition))
             .collect();
+        // What was read of them belongs to the old generation.
+        for key in &restart_from {
+            self.positions.remove(key);
+        }
         batch.resets.extend(changes.resets);
         if restart_from.is_empty() && changes.dropped.is_empty() {
             self.assign_added(&changes.added);
@@ -448,8 +476,9 @@ impl Poller {
         let mut starts = Vec::new();
         let mut unknown = false;
         let reading: Vec<((Arc<str>, i32), i64)> = self
-            .delivered
+            .positions
             .iter()
+            .filter(|((topic, partition), _)| self.is_assigned(topic, *partition))
             .map(|(key, &position)| (key.clone(), position))
             .collect();
         for ((topic, partition), position) in reading {
@@ -473,9 +502,9 @@ impl Poller {
                 }
             };
             if position < low {
-                self.progress
+                self.facts
                     .set_watermarks(&topic, partition, low, high, now_ms());
-                if self.progress.mark_truncated(&topic, partition) {
+                if self.facts.mark_truncated(&topic, partition) {
                     tracing::warn!(
                         topic = &*topic,
                         partition,
@@ -513,11 +542,11 @@ impl Poller {
                         ownership.set_partition_count(&name, partitions);
                     }
                     let id: Option<Arc<str>> = id.as_deref().map(Arc::from);
+                    // Not assigned now: compare with the generation read last, or the one
+                    // the start offsets came from.
                     let previous = match self.assigned.get(&name) {
                         Some(a) => a.id.clone(),
-                        // First sight in this process: compare with the generation the
-                        // restored offsets came from.
-                        None => self.progress.topic_id(&name),
+                        None => self.topic_ids.get(&name).cloned(),
                     };
                     if let (Some(old), Some(new)) = (&previous, &id)
                         && old != new
@@ -529,10 +558,10 @@ impl Poller {
                             "the topic was deleted and created again: removing what was applied from the old topic and reading the new one from its start"
                         );
                         let mut reset: Vec<i32> = self
-                            .progress
-                            .snapshot(std::slice::from_ref(&name))
+                            .facts
+                            .held(std::slice::from_ref(&name))
                             .into_iter()
-                            .map(|((_, p), _)| p)
+                            .map(|(_, p)| p)
                             .collect();
                         reset.extend(0..partitions);
                         reset.sort_unstable();
@@ -545,11 +574,13 @@ impl Poller {
                                 topic_id: id.clone(),
                             });
                         }
+                        self.topic_ids.insert(name.clone(), Arc::clone(new));
                         self.assigned.insert(name, AssignedTopic { id, partitions });
                         continue;
                     }
                     if let Some(id) = &id {
-                        self.progress.adopt_topic_id(&name, id);
+                        self.topic_ids.insert(name.clone(), Arc::clone(id));
+                        self.facts.adopt_topic_id(&name, id);
                     }
                     let before = self.assigned.get(&name).map_or(0, |a| a.partitions);
                     if partitions > before {
@@ -586,8 +617,8 @@ impl Poller {
         changes
     }
 
-    /// Tracks a partition and adds it to `tpl`: from `start` if given, else after what the
-    /// view holds (its log start when it holds nothing).
+    /// Tracks a partition and adds it to `tpl`: from `start` if given, else where reading it
+    /// stopped (its log start when it was never read, or its documents were dropped).
     fn add_partition(
         &mut self,
         tpl: &mut TopicPartitionList,
@@ -602,8 +633,9 @@ impl Poller {
         // Its documents were dropped: nothing of it is held, whatever progress said then.
         let dropped = self.handoff.released.remove(&(Arc::from(topic), partition));
         let start = start.or(dropped.then_some(Offset::Beginning));
-        self.progress.track(topic, partition, None, topic_id);
-        let offset = match (start, self.progress.next_offset(topic, partition)) {
+        self.facts.reading(topic, partition, topic_id);
+        let resume = self.positions.get(&(Arc::from(topic), partition)).copied();
+        let offset = match (start, resume) {
             (Some(start), _) => start,
             (None, Some(next)) => Offset::Offset(next),
             (None, None) => Offset::Beginning,
@@ -649,7 +681,7 @@ impl Poller {
     }
 
     /// Replaces the consumer by a new one assigned to every partition being read: those in
-    /// `starts` at the offset given there, the others where the view stands.
+    /// `starts` at the offset given there, the others where reading them stopped.
     fn rebuild(&mut self, starts: &[((Arc<str>, i32), Offset)]) {
         let consumer = match create_consumer(&self.kafka) {
             Ok(c) => c,
@@ -659,7 +691,6 @@ impl Poller {
             }
         };
         self.consumer = consumer;
-        self.delivered.clear();
         let mut tpl = TopicPartitionList::new();
         for (topic, a) in self.assigned.clone() {
             for p in 0..a.partitions {
@@ -677,6 +708,14 @@ impl Poller {
         }
     }
 
+    /// True if the partition is in the current assignment.
+    fn is_assigned(&self, topic: &str, partition: i32) -> bool {
+        self.assigned
+            .get(topic)
+            .is_some_and(|a| partition < a.partitions)
+            && self.owns(topic, partition)
+    }
+
     /// True if this node reads the partition (always, outside a cluster).
     fn owns(&self, topic: &str, partition: i32) -> bool {
         self.options
@@ -686,7 +725,7 @@ impl Poller {
     }
 
     /// In a cluster: reads exactly the owned partitions (a new client when the ownership
-    /// changed, each partition where the view stands), and drops the documents of lost ones
+    /// changed, each partition where reading it stopped), and drops the documents of lost ones
     /// once the handoff grace has passed (the drop follows their last records downstream).
     fn follow_ownership(&mut self, batch: &mut Batch) {
         let Some((ownership, grace)) = self.options.ownership.clone() else {
@@ -710,8 +749,8 @@ impl Poller {
         }
         self.handoff.checked = Some(Instant::now());
         let now = Instant::now();
-        for ((topic, partition), _) in self.progress.snapshot(&self.topics) {
-            let key = (topic, partition);
+        for key in self.facts.held(&self.topics) {
+            let partition = key.1;
             if !ownership.owns(&key.0, partition) && !self.handoff.released.contains(&key) {
                 self.handoff.pending.entry(key).or_insert(now + grace);
             }
@@ -728,7 +767,7 @@ impl Poller {
             true
         });
         for key in due {
-            self.delivered.remove(&key);
+            self.positions.remove(&key);
             self.handoff.released.insert(key.clone());
             batch.released.push(key);
         }
@@ -740,7 +779,7 @@ impl Poller {
             Offset::Offset(o) => o,
             _ => 0,
         };
-        self.delivered.insert((Arc::from(topic), partition), start);
+        self.positions.insert((Arc::from(topic), partition), start);
     }
 
     /// Re-reads partitions whose logs are not the ones their restored offsets came from.
@@ -779,5 +818,51 @@ impl Poller {
             tracing::warn!("{message}");
             self.last_error_log = Some(Instant::now());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_offsets_are_what_the_opened_checkpoints_hold() {
+        let progress = Progress::default();
+        // Restored with an ID, restored from an older freshet without one, and a partition
+        // only known to be read (nothing applied yet).
+        progress.track("a", 0, Some(42), Some(Arc::from("id-a")));
+        progress.track("a", 1, Some(7), None);
+        progress.track("b", 0, Some(3), None);
+        progress.track("c", 0, None, Some(Arc::from("id-c")));
+
+        let start = StartOffsets::of(&progress, &[]);
+        assert_eq!(start.offsets.len(), 3);
+        assert_eq!(start.offsets[&(Arc::from("a"), 0)], 42);
+        assert_eq!(start.offsets[&(Arc::from("a"), 1)], 7);
+        assert_eq!(start.offsets[&(Arc::from("b"), 0)], 3);
+        assert!(!start.offsets.contains_key(&(Arc::from("c"), 0)));
+        assert_eq!(start.topic_ids.get("a").map(|id| &**id), Some("id-a"));
+        assert_eq!(start.topic_ids.get("c").map(|id| &**id), Some("id-c"));
+        assert!(!start.topic_ids.contains_key("b"));
+
+        // Only the topics asked for.
+        let only_b = StartOffsets::of(&progress, &["b".to_string()]);
+        assert_eq!(only_b.offsets.len(), 1);
+        assert!(only_b.topic_ids.is_empty());
+    }
+
+    #[test]
+    fn broker_facts_cannot_move_applied_offsets() {
+        let progress = Arc::new(Progress::default());
+        progress.track("t", 0, Some(10), None);
+        let facts = BrokerFacts::new(Arc::clone(&progress));
+        // Reading a partition again keeps what was applied; a new one starts with nothing.
+        facts.reading("t", 0, Some(Arc::from("id")));
+        facts.reading("t", 1, Some(Arc::from("id")));
+        facts.set_watermarks("t", 0, 0, 20, 1);
+        assert_eq!(progress.next_offset("t", 0), Some(10));
+        assert_eq!(progress.next_offset("t", 1), None);
+        let held: Vec<i32> = facts.held(&[]).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(held, vec![0, 1]);
     }
 }

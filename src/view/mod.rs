@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::index::{Candidate, FilterTerms};
 
-pub use progress::{OffsetTarget, PartitionKey, PartitionProgress, Progress};
+pub use progress::{BrokerFacts, OffsetTarget, PartitionKey, PartitionProgress, Progress};
 
 /// Where a document version came from and when it moved through freshet (ms since the epoch).
 #[derive(Clone, Debug, PartialEq, Eq)]

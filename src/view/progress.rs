@@ -87,7 +87,9 @@ pub type PartitionKey = (Arc<str>, i32);
 /// An offset a partition must reach: (topic, partition, next offset to apply).
 pub type OffsetTarget = (Arc<str>, i32, i64);
 
-/// Progress of every assigned partition, shared by the source, the apply task and readers.
+/// Progress of every assigned partition. Applied offsets move only in the apply stage (from
+/// what each batch carries, [`Self::advance`]) and at start-up when checkpoints are opened; the
+/// consumer writes broker facts through [`BrokerFacts`]; readers take copies.
 #[derive(Debug)]
 pub struct Progress {
     partitions: RwLock<BTreeMap<PartitionKey, PartitionProgress>>,
@@ -312,6 +314,52 @@ fn finish_reread(topic: &str, partition: i32, p: &mut PartitionProgress) {
             "re-read complete: the partition is caught up again"
         );
         p.reread = None;
+    }
+}
+
+/// What the consume stage may tell [`Progress`]: which partitions it reads, in which topic
+/// generation, and what the broker reported about their logs. Applied offsets are not in
+/// it: the consumer starts from values ([`crate::source::StartOffsets`]) and keeps its own
+/// read positions.
+#[derive(Clone, Debug)]
+pub struct BrokerFacts(Arc<Progress>);
+
+impl BrokerFacts {
+    /// The consumer's handle on `progress`.
+    pub fn new(progress: Arc<Progress>) -> BrokerFacts {
+        BrokerFacts(progress)
+    }
+
+    /// A partition is being read (idempotent), in generation `topic_id` if known: from now
+    /// on readiness waits for it.
+    pub fn reading(&self, topic: &str, partition: i32, topic_id: Option<Arc<str>>) {
+        self.0.track(topic, partition, None, topic_id);
+    }
+
+    /// See [`Progress::adopt_topic_id`].
+    pub fn adopt_topic_id(&self, topic: &str, id: &Arc<str>) {
+        self.0.adopt_topic_id(topic, id);
+    }
+
+    /// See [`Progress::set_watermarks`].
+    pub fn set_watermarks(&self, topic: &str, partition: i32, low: i64, high: i64, at_ms: i64) {
+        self.0.set_watermarks(topic, partition, low, high, at_ms);
+    }
+
+    /// See [`Progress::mark_truncated`].
+    pub fn mark_truncated(&self, topic: &str, partition: i32) -> bool {
+        self.0.mark_truncated(topic, partition)
+    }
+
+    /// The partitions of `topics` (all when empty) the view holds something from.
+    pub fn held(&self, topics: &[String]) -> Vec<PartitionKey> {
+        self.0
+            .partitions
+            .read()
+            .keys()
+            .filter(|(t, _)| topics.is_empty() || topics.iter().any(|x| x.as_str() == &**t))
+            .cloned()
+            .collect()
     }
 }
 
