@@ -960,6 +960,15 @@ mod tests {
         assert!(r >= 0.95, "recall@10 = {r}");
     }
 
+    /// An f32 graph (m 8, ef_construction 60) of `points`, node id = index.
+    fn f32_graph_of(points: &[Vec<f32>]) -> Hnsw<UnitF32> {
+        let graph = Hnsw::new(points[0].len(), 8, 60);
+        for (id, p) in points.iter().enumerate() {
+            assert!(graph.insert(id, p));
+        }
+        graph
+    }
+
     /// An update that keeps its vector inserts a twin of a node already in the graph (a new
     /// point id, same vector). Twins must not cut their region off: every walk still finds
     /// `k` nodes and the true neighbours.
@@ -968,10 +977,7 @@ mod tests {
         let (dim, n, updated) = (16, 3000, 1500);
         let mut rng = Rng(0x7a11);
         let mut points = rng.clustered(n, 30, dim);
-        let graph: Hnsw<UnitF32> = Hnsw::new(dim, 8, 60);
-        for (id, p) in points.iter().enumerate() {
-            assert!(graph.insert(id, p));
-        }
+        let graph = f32_graph_of(&points);
         for i in 0..updated {
             let twin = points[i].clone();
             assert!(graph.insert(points.len(), &twin));
@@ -999,12 +1005,8 @@ mod tests {
     #[test]
     fn a_walk_trapped_in_a_pocket_gets_out() {
         let (dim, n) = (16, 2000);
-        let mut rng = Rng(0x90c4);
-        let points = rng.clustered(n, 20, dim);
-        let graph: Hnsw<UnitF32> = Hnsw::new(dim, 8, 60);
-        for (id, p) in points.iter().enumerate() {
-            assert!(graph.insert(id, p));
-        }
+        let points = Rng(0x90c4).clustered(n, 20, dim);
+        let graph = f32_graph_of(&points);
         // Node `pocket` keeps no edge out on any layer, as the old twin pruning left them.
         let pocket = (0..n as u32)
             .find(|&id| Some(id) != graph.entry.read().map(|(e, _)| e))
