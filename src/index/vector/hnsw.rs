@@ -29,6 +29,8 @@ use super::kernel::{SCALE_BYTES, compact_distance, unit_distance};
 pub(super) const MAX_LEVEL: usize = 15;
 /// Locks serialising neighbour-list changes, shared by node ids modulo this.
 const LINK_LOCKS: usize = 1024;
+/// Extra starting points of a layer-0 walk that was trapped (see `search_layer0`).
+const ESCAPE_SEEDS: usize = 8;
 /// Seed of the level draw: levels are a function of node id, so a graph built again from the
 /// same points gets the same levels whatever the order of parallel inserts.
 const LEVEL_SEED: u64 = 0x5eed_f4e5_4e70_0001;
@@ -344,7 +346,7 @@ impl<S: Encoding> Hnsw<S> {
     }
 
     /// The neighbour-selection heuristic: of `candidates` (nearest first), keep each that is
-    /// nearer to the base than to every one kept before it, up to `keep`. Spreads edges over
+    /// no farther from the base than from every one kept before it, up to `keep`. Spreads edges over
     /// directions instead of spending them all inside one cluster. (Filling the places left
     /// with the nearest pruned candidates was measured: no recall gained on uniform data.)
     fn select(&self, candidates: &[Near], keep: usize) -> Vec<Near> {
@@ -356,9 +358,13 @@ impl<S: Encoding> Hnsw<S> {
             let Some(v) = self.vector(c.id as usize) else {
                 continue;
             };
+            // A tie keeps the candidate: a twin of the base (an update that kept its vector)
+            // is exactly as far from every candidate as the base is, and pruning on ties
+            // would leave the base linked to its twin alone, a two-node island walks cannot
+            // leave.
             if kept
                 .iter()
-                .all(|(_, other)| S::distance(v, other) > c.distance)
+                .all(|(_, other)| S::distance(v, other) >= c.distance)
             {
                 kept.push((c, v));
             }
@@ -441,6 +447,48 @@ impl<S: Encoding> Hnsw<S> {
         best.into_sorted_vec()
     }
 
+    /// [`search_layer`](Self::search_layer) on layer 0, walked again from more places when
+    /// it ends short of `ef` nodes in a graph that has more: the walk was trapped in a
+    /// pocket with no way out (a graph built before twins stopped cutting nodes off, see
+    /// [`select`](Self::select)). Without this a trapped search comes back with a handful
+    /// of nodes, which makes the index fall back to an exact scan of every point.
+    fn search_layer0(
+        &self,
+        query: &[S::Elem],
+        entry: &[Near],
+        ef: usize,
+        visited: &mut Visited,
+    ) -> Vec<Near> {
+        let found = self.search_layer(query, entry, ef, 0, visited);
+        let len = self.len.load(Ordering::Acquire);
+        if found.len() >= ef || found.len() >= len {
+            return found;
+        }
+        let mut seeds = found.clone();
+        // The entry point and nodes spread over the id range: far apart, so at least one
+        // is outside the pocket.
+        let spread = (*self.entry.read())
+            .map(|(id, _)| id)
+            .into_iter()
+            .chain((0..ESCAPE_SEEDS).map(|k| u32::try_from(k * len / ESCAPE_SEEDS).unwrap_or(0)));
+        for id in spread {
+            if let Some(v) = self.vector(id as usize)
+                && !seeds.iter().any(|n| n.id == id)
+            {
+                seeds.push(Near {
+                    distance: S::distance(query, v),
+                    id,
+                });
+            }
+        }
+        let wider = self.search_layer(query, &seeds, ef, 0, visited);
+        if wider.len() > found.len() {
+            wider
+        } else {
+            found
+        }
+    }
+
     /// Inserts `vector` (`S::width(dim)` elements) as node `id`. False when the id is
     /// already taken or out of range, or the vector has the wrong width: nothing changes.
     pub(super) fn insert(&self, id: usize, vector: &[S::Elem]) -> bool {
@@ -505,8 +553,11 @@ impl<S: Encoding> Hnsw<S> {
         self.with_visited(|visited| {
             let mut from = vec![at];
             for layer in (0..=level.min(top)).rev() {
-                let mut found =
-                    self.search_layer(query, &from, self.ef_construction, layer, visited);
+                let mut found = if layer == 0 {
+                    self.search_layer0(query, &from, self.ef_construction, visited)
+                } else {
+                    self.search_layer(query, &from, self.ef_construction, layer, visited)
+                };
                 // A concurrent insert may have linked this node already.
                 found.retain(|n| n.id != node);
                 // As many as the layer holds (2·m on layer 0), not m: on evenly spread
@@ -548,7 +599,7 @@ impl<S: Encoding> Hnsw<S> {
         for layer in (1..=top).rev() {
             at = self.greedy(query, at, layer, &mut buf);
         }
-        let mut found = self.with_visited(|v| self.search_layer(query, &[at], ef.max(k), 0, v));
+        let mut found = self.with_visited(|v| self.search_layer0(query, &[at], ef.max(k), v));
         found.truncate(k);
         found
     }
@@ -907,6 +958,76 @@ mod tests {
         // The graph built concurrently is as good as a sequential one.
         let r = recall(&graph, &points, &queries, <[f32]>::to_vec);
         assert!(r >= 0.95, "recall@10 = {r}");
+    }
+
+    /// An f32 graph (m 8, ef_construction 60) of `points`, node id = index.
+    fn f32_graph_of(points: &[Vec<f32>]) -> Hnsw<UnitF32> {
+        let graph = Hnsw::new(points[0].len(), 8, 60);
+        for (id, p) in points.iter().enumerate() {
+            assert!(graph.insert(id, p));
+        }
+        graph
+    }
+
+    /// An update that keeps its vector inserts a twin of a node already in the graph (a new
+    /// point id, same vector). Twins must not cut their region off: every walk still finds
+    /// `k` nodes and the true neighbours.
+    #[test]
+    fn twins_of_updated_points_leave_the_graph_navigable() {
+        let (dim, n, updated) = (16, 3000, 1500);
+        let mut rng = Rng(0x7a11);
+        let mut points = rng.clustered(n, 30, dim);
+        let graph = f32_graph_of(&points);
+        for i in 0..updated {
+            let twin = points[i].clone();
+            assert!(graph.insert(points.len(), &twin));
+            points.push(twin);
+        }
+        let mut short = 0;
+        for (i, q) in points.iter().enumerate().step_by(3) {
+            let hits = graph.search(q, 10, 50);
+            if hits.len() < 10 {
+                short += 1;
+            }
+            assert!(
+                hits.first().is_some_and(|h| h.distance <= 1e-6),
+                "point {i}: its own vector is not found first"
+            );
+        }
+        assert_eq!(short, 0, "walks that found fewer than 10 nodes");
+        let queries = rng.clustered(100, 30, dim);
+        let r = recall(&graph, &points, &queries, <[f32]>::to_vec);
+        assert!(r >= 0.9, "recall@10 = {r}");
+    }
+
+    /// A graph written before twins stopped cutting nodes off may hold such pockets; a walk
+    /// that ends in one is walked again from elsewhere instead of coming back short.
+    #[test]
+    fn a_walk_trapped_in_a_pocket_gets_out() {
+        let (dim, n) = (16, 2000);
+        let points = Rng(0x90c4).clustered(n, 20, dim);
+        let graph = f32_graph_of(&points);
+        // Node `pocket` keeps no edge out on any layer, as the old twin pruning left them.
+        let pocket = (0..n as u32)
+            .find(|&id| Some(id) != graph.entry.read().map(|(e, _)| e))
+            .expect("a node other than the entry");
+        let level = graph.level(pocket).expect("published");
+        for layer in 0..=level {
+            graph.write_list(pocket, layer, &[]);
+        }
+        let query = &points[pocket as usize];
+        let start = [Near {
+            distance: 0.0,
+            id: pocket,
+        }];
+        let trapped = graph.with_visited(|v| graph.search_layer(query, &start, 50, 0, v));
+        assert_eq!(trapped.len(), 1, "the plain walk cannot leave the pocket");
+        let hits = graph.with_visited(|v| graph.search_layer0(query, &start, 50, v));
+        assert_eq!(hits.len(), 50);
+        assert_eq!(hits[0].id, pocket);
+        let truth = exact_top(&points, query, 10);
+        let found = hits.iter().filter(|h| truth.contains(&h.id)).count();
+        assert!(found >= 8, "{found} of the true 10");
     }
 
     fn dump_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
