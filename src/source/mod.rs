@@ -544,6 +544,9 @@ impl Poller {
                         Some(a) => a.id.clone(),
                         None => self.topic_ids.get(&name).cloned(),
                     };
+                    if let Some(id) = &id {
+                        self.topic_ids.insert(name.clone(), Arc::clone(id));
+                    }
                     if let (Some(old), Some(new)) = (&previous, &id)
                         && old != new
                     {
@@ -570,12 +573,10 @@ impl Poller {
                                 topic_id: id.clone(),
                             });
                         }
-                        self.topic_ids.insert(name.clone(), Arc::clone(new));
                         self.assigned.insert(name, AssignedTopic { id, partitions });
                         continue;
                     }
                     if let Some(id) = &id {
-                        self.topic_ids.insert(name.clone(), Arc::clone(id));
                         self.facts.adopt_topic_id(&name, id);
                     }
                     let before = self.assigned.get(&name).map_or(0, |a| a.partitions);

@@ -265,9 +265,10 @@ impl Progress {
 
     /// True while any of the given topics' partitions (all when empty) is being re-read.
     pub fn rereading(&self, topics: &[String]) -> bool {
-        self.partitions.read().iter().any(|((t, _), p)| {
-            p.reread.is_some() && (topics.is_empty() || topics.iter().any(|x| x.as_str() == &**t))
-        })
+        self.partitions
+            .read()
+            .iter()
+            .any(|((t, _), p)| p.reread.is_some() && among(topics, t))
     }
 
     /// Wakes everyone waiting for progress; called once per applied batch.
@@ -285,7 +286,7 @@ impl Progress {
         self.partitions
             .read()
             .iter()
-            .filter(|((t, _), _)| topics.is_empty() || topics.iter().any(|x| x.as_str() == &**t))
+            .filter(|((t, _), _)| among(topics, t))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
@@ -300,6 +301,11 @@ impl Progress {
                     .is_some_and(|progress| progress.reached(*target))
         })
     }
+}
+
+/// True if `topic` is one of `topics` (any topic when `topics` is empty).
+fn among(topics: &[String], topic: &str) -> bool {
+    topics.is_empty() || topics.iter().any(|x| x == topic)
 }
 
 /// Ends a re-read once the partition has reached the log end read after it began.
@@ -357,7 +363,7 @@ impl BrokerFacts {
             .partitions
             .read()
             .keys()
-            .filter(|(t, _)| topics.is_empty() || topics.iter().any(|x| x.as_str() == &**t))
+            .filter(|(t, _)| among(topics, t))
             .cloned()
             .collect()
     }
