@@ -129,10 +129,12 @@ impl Runtime {
         let cancel = ingest.cancellation().clone();
         let (membership, ownership) = join_cluster(&config, &engine)?;
         let persisted = store.is_some();
+        let topics = engine.catalog().topics();
+        let progress = engine.freshness().progress();
         let consumer = Consumer {
             kafka: config.kafka.clone(),
-            topics: engine.catalog().topics(),
-            progress: Arc::clone(engine.freshness().progress()),
+            topics: topics.clone(),
+            progress: Arc::clone(progress),
             options: PollOptions {
                 ownership: ownership.clone(),
                 ..PollOptions::default()
@@ -147,8 +149,8 @@ impl Runtime {
         let opener = Opener {
             ingest: Arc::clone(&ingest),
             persisted,
-            progress: Arc::clone(engine.freshness().progress()),
-            topics: engine.catalog().topics(),
+            progress: Arc::clone(progress),
+            topics,
         }
         .spawn(start_tx)
         .map_err(thread_error("open thread"))?;
