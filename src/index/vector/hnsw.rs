@@ -248,6 +248,31 @@ impl<S: Encoding> Hnsw<S> {
         Some(unsafe { std::slice::from_raw_parts(slots.as_ptr().cast::<S::Elem>(), slots.len()) })
     }
 
+    /// Asks the CPU to start loading the vectors of `ids` into cache. A walk's distances are
+    /// bound by memory (each 384-d f32 vector is 24 cache lines at a random address): loading
+    /// all of a node's unvisited neighbours at once overlaps those misses instead of taking
+    /// them one vector at a time.
+    fn prefetch(&self, ids: &[u32]) {
+        #[cfg(target_arch = "x86_64")]
+        for &id in ids {
+            if let Some(v) = self.vector(id as usize) {
+                let bytes = std::mem::size_of_val(v);
+                let start = v.as_ptr().cast::<i8>();
+                for offset in (0..bytes).step_by(64) {
+                    // SAFETY: a prefetch is a hint that never faults, and the address is
+                    // inside the slice `v` anyway; SSE is part of the x86-64 baseline.
+                    unsafe {
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            start.add(offset),
+                        );
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = ids;
+    }
+
     /// The draw of node `id`'s level: `floor(-ln(u) / ln(m))`, `u` uniform in `(0, 1]`.
     fn draw_level(&self, id: usize) -> usize {
         let mut x = (id as u64) ^ LEVEL_SEED;
@@ -305,44 +330,69 @@ impl<S: Encoding> Hnsw<S> {
         if layer == 0 { 2 * self.m } else { self.m }
     }
 
-    /// Adds an edge `from → to` (`distance` apart) on `layer`; a full list keeps the most
-    /// diverse set of its old neighbours and `to` (see [`select`](Self::select)).
+    /// Adds an edge `from → to` (`distance` apart) on `layer`. A full list takes `to` only
+    /// when no nearer neighbour already covers its direction (the rule of
+    /// [`select`](Self::select)), and then gives up the farthest neighbour that `to` now
+    /// covers, or else its farthest one.
+    ///
+    /// Re-running the whole selection over a full list instead costs a distance for every
+    /// pair of neighbours (~500 at 2·m = 32) on most back-links: 77 % of all distances
+    /// computed while building a 100k graph. Checking only the pairs that involve `to` costs
+    /// at most one distance per neighbour, and keeps lists full.
     fn link(&self, from: u32, to: u32, distance: f32, layer: usize) {
         if from == to {
             return;
         }
         let _guard = self.link_lock(from).lock();
-        let mut ids = Vec::with_capacity(self.capacity(layer) + 1);
+        let capacity = self.capacity(layer);
+        let mut ids = Vec::with_capacity(capacity + 1);
         self.neighbours(from, layer, &mut ids);
         if ids.contains(&to) {
             return;
         }
-        if ids.len() < self.capacity(layer) {
+        if ids.len() < capacity {
             ids.push(to);
             self.write_list(from, layer, &ids);
             return;
         }
-        let Some(base) = self.vector(from as usize) else {
+        let (Some(base), Some(added)) = (self.vector(from as usize), self.vector(to as usize))
+        else {
             return;
         };
-        let mut candidates: Vec<Near> = ids
+        let mut current: Vec<(Near, &[S::Elem])> = ids
             .iter()
             .filter_map(|&id| {
                 let v = self.vector(id as usize)?;
-                Some(Near {
-                    distance: S::distance(base, v),
-                    id,
-                })
+                Some((
+                    Near {
+                        distance: S::distance(base, v),
+                        id,
+                    },
+                    v,
+                ))
             })
             .collect();
-        candidates.push(Near { distance, id: to });
-        candidates.sort_unstable();
-        let kept: Vec<u32> = self
-            .select(&candidates, self.capacity(layer))
+        current.sort_unstable_by_key(|(n, _)| *n);
+        let new = Near { distance, id: to };
+        let at = current.partition_point(|(n, _)| *n < new);
+        if at == current.len()
+            || current[..at]
+                .iter()
+                .any(|(_, v)| S::distance(added, v) < distance)
+        {
+            // Farther than every neighbour of a full list, or covered by a nearer one.
+            return;
+        }
+        let leaving = current[at..]
             .iter()
-            .map(|n| n.id)
-            .collect();
-        self.write_list(from, layer, &kept);
+            .rposition(|(n, v)| S::distance(added, v) < n.distance)
+            .map_or(current.len() - 1, |i| at + i);
+        current.remove(leaving);
+        ids.clear();
+        ids.extend(current[..at].iter().map(|(n, _)| n.id));
+        ids.push(to);
+        ids.extend(current[at..].iter().map(|(n, _)| n.id));
+        self.write_list(from, layer, &ids);
     }
 
     /// The neighbour-selection heuristic: of `candidates` (nearest first), keep each that is
@@ -426,10 +476,9 @@ impl<S: Encoding> Hnsw<S> {
                 break;
             }
             self.neighbours(c.id, layer, &mut buf);
+            buf.retain(|&id| visited.first_visit(id));
+            self.prefetch(&buf);
             for &id in &buf {
-                if !visited.first_visit(id) {
-                    continue;
-                }
                 let Some(v) = self.vector(id as usize) else {
                     continue;
                 };
@@ -1028,6 +1077,43 @@ mod tests {
         let truth = exact_top(&points, query, 10);
         let found = hits.iter().filter(|h| truth.contains(&h.id)).count();
         assert!(found >= 8, "{found} of the true 10");
+    }
+
+    /// A full list takes a new neighbour only when no nearer neighbour covers its direction,
+    /// and then gives up the farthest neighbour the new one covers.
+    #[test]
+    fn a_full_list_trades_a_covered_neighbour_for_a_new_direction() {
+        let at = |degrees: f32| {
+            let r = degrees.to_radians();
+            vec![r.cos(), r.sin()]
+        };
+        // Node 0 at 0°; its list (capacity 2·m = 4) holds 10°, 20°, 90° and 170°.
+        let angles = [0.0, 10.0, 20.0, 90.0, 170.0, 15.0, -60.0, 180.0];
+        let graph: Hnsw<UnitF32> = Hnsw::new(2, 2, 10);
+        for (id, &a) in angles.iter().enumerate() {
+            assert!(graph.insert(id, &at(a)));
+        }
+        let full = [1, 2, 3, 4];
+        let list = |graph: &Hnsw<UnitF32>| {
+            let mut ids = Vec::new();
+            graph.neighbours(0, 0, &mut ids);
+            ids
+        };
+        let offer = |graph: &Hnsw<UnitF32>, to: u32| {
+            let distance = unit_distance(&at(0.0), &at(angles[to as usize]));
+            graph.link(0, to, distance, 0);
+        };
+        // 15° is covered by 10°, and 180° is farther than every neighbour: no change.
+        for to in [5, 7] {
+            graph.write_list(0, 0, &full);
+            offer(&graph, to);
+            assert_eq!(list(&graph), full, "offered node {to}");
+        }
+        // -60° is a new direction (nearer to 0° than to 10° or 20°) and covers 170°, which
+        // leaves; the list stays nearest first.
+        graph.write_list(0, 0, &full);
+        offer(&graph, 6);
+        assert_eq!(list(&graph), [1, 2, 6, 3]);
     }
 
     fn dump_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
