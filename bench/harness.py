@@ -41,7 +41,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import httpx
 import numpy as np
@@ -129,6 +129,18 @@ def freshet_config(work: Path, brokers: str, topics: list[str], name: str, local
                          **({} if persist_ms is None else {"snapshot": {"interval_ms": persist_ms}}),
                          "server": {"data_dir": str(work / f"data-{name}")}},
                         [collection])
+
+
+def cpu_model() -> dict[str, Any]:
+    """The CPU's name and whether it has AVX-512 (the distance and matrix kernels pick their
+    instructions at run time, so the same build runs at different speeds on different CPUs)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), platform.processor())
+    return {"cpu": name, "avx512": " avx512f " in info}
 
 
 def git_commit() -> str:
@@ -727,7 +739,7 @@ async def run(args: argparse.Namespace, result: dict) -> None:
                     "freshness_seconds": args.freshness_seconds, "load_rate": args.load_rate,
                     "vector_storage": args.vector_storage or "f32",
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                "load_avg_at_start": os.getloadavg()[0]},
+                                **cpu_model(), "load_avg_at_start": os.getloadavg()[0]},
                     "commit": git_commit(),
                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     try:
