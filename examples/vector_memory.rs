@@ -2,12 +2,12 @@
 //! view: where a document's resident bytes go in the graph (docs/BENCHMARKS.md, issue 14).
 //!
 //! ```text
-//! cargo run --release --example vector_memory -- [DOCS] [clustered|uniform] [f32|int8]
+//! cargo run --release --example vector_memory -- [DOCS] [clustered|uniform] [f32|int8] [EF_SEARCH]
 //! ```
 //! Prints one JSON object: heap bytes per point (counted by a wrapping allocator, so it is
 //! what the structures ask for, without allocator slack), resident bytes per point (VmRSS
 //! deltas, with slack), the build rate, recall@10 of 200 queries against an exact scan and
-//! their single-thread latency (mean, p50, p99; k 10, `ef_search` 100).
+//! their single-thread latency (mean, p50, p99; k 10, `ef_search` 100 unless given).
 //! The vectors follow bench/harness.py's corpus: `clustered` puts 50 documents around each
 //! centre at cosine ≈ 0.7, `uniform` draws independent directions.
 
@@ -106,10 +106,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per = |bytes: usize| bytes as f64 / docs as f64;
     let (heap_before, rss_before) = (LIVE.load(Ordering::Relaxed), rss());
     let started = Instant::now();
+    let ef_search: Option<usize> = args.get(4).map(|s| s.parse()).transpose()?;
     let params = HnswParams {
         storage,
+        ef_search: ef_search.unwrap_or(HnswParams::default().ef_search),
         ..HnswParams::default()
     };
+    let params_ef = params.ef_search;
     let index = VectorIndex::new(DIM, params);
     for (i, v) in vectors.iter().enumerate() {
         index.stage_upsert(&format!("d{i}"), 1, &[(0, v.clone())])?;
@@ -153,6 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "docs": docs,
         "vectors": if clustered { "clustered" } else { "uniform" },
         "storage": storage.to_string(),
+        "ef_search": params_ef,
         "heap_bytes_per_point": per(heap_after.saturating_sub(heap_before)),
         "rss_bytes_per_point": per(rss_after.saturating_sub(rss_before)),
         "vector_f32_bytes": DIM * 4,
