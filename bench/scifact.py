@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
