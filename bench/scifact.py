@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -282,6 +283,9 @@ def main() -> None:
         print(f"reusing topic {topic} and {work / 'data'}", flush=True)
     else:
         topic = kafka_util.unique_topic("scifact")
+        # A data directory left by an earlier run holds another topic's collection: freshet
+        # would (rightly) serve it while rebuilding from the new topic. Start empty.
+        shutil.rmtree(work / "data", ignore_errors=True)
         kafka_util.create_topic(args.broker, topic, partitions=1)
         produce_s = produce(args.broker, topic, corpus)
         topic_file.write_text(topic)
