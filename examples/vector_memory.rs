@@ -106,13 +106,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per = |bytes: usize| bytes as f64 / docs as f64;
     let (heap_before, rss_before) = (LIVE.load(Ordering::Relaxed), rss());
     let started = Instant::now();
-    let ef_search: Option<usize> = args.get(4).map(|s| s.parse()).transpose()?;
+    let ef_search = args
+        .get(4)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(HnswParams::default().ef_search);
     let params = HnswParams {
         storage,
-        ef_search: ef_search.unwrap_or(HnswParams::default().ef_search),
+        ef_search,
         ..HnswParams::default()
     };
-    let params_ef = params.ef_search;
     let index = VectorIndex::new(DIM, params);
     for (i, v) in vectors.iter().enumerate() {
         index.stage_upsert(&format!("d{i}"), 1, &[(0, v.clone())])?;
@@ -156,7 +159,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "docs": docs,
         "vectors": if clustered { "clustered" } else { "uniform" },
         "storage": storage.to_string(),
-        "ef_search": params_ef,
+        "ef_search": ef_search,
         "heap_bytes_per_point": per(heap_after.saturating_sub(heap_before)),
         "rss_bytes_per_point": per(rss_after.saturating_sub(rss_before)),
         "vector_f32_bytes": DIM * 4,

@@ -248,31 +248,6 @@ impl<S: Encoding> Hnsw<S> {
         Some(unsafe { std::slice::from_raw_parts(slots.as_ptr().cast::<S::Elem>(), slots.len()) })
     }
 
-    /// Asks the CPU to start loading the vectors of `ids` into cache. A walk's distances are
-    /// bound by memory (each 384-d f32 vector is 24 cache lines at a random address): loading
-    /// all of a node's unvisited neighbours at once overlaps those misses instead of taking
-    /// them one vector at a time.
-    fn prefetch(&self, ids: &[u32]) {
-        #[cfg(target_arch = "x86_64")]
-        for &id in ids {
-            if let Some(v) = self.vector(id as usize) {
-                let bytes = std::mem::size_of_val(v);
-                let start = v.as_ptr().cast::<i8>();
-                for offset in (0..bytes).step_by(64) {
-                    // SAFETY: a prefetch is a hint that never faults, and the address is
-                    // inside the slice `v` anyway; SSE is part of the x86-64 baseline.
-                    unsafe {
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            start.add(offset),
-                        );
-                    }
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = ids;
-    }
-
     /// The draw of node `id`'s level: `floor(-ln(u) / ln(m))`, `u` uniform in `(0, 1]`.
     fn draw_level(&self, id: usize) -> usize {
         let mut x = (id as u64) ^ LEVEL_SEED;
@@ -388,10 +363,9 @@ impl<S: Encoding> Hnsw<S> {
             .rposition(|(n, v)| S::distance(added, v) < n.distance)
             .map_or(current.len() - 1, |i| at + i);
         current.remove(leaving);
+        current.insert(at, (new, added));
         ids.clear();
-        ids.extend(current[..at].iter().map(|(n, _)| n.id));
-        ids.push(to);
-        ids.extend(current[at..].iter().map(|(n, _)| n.id));
+        ids.extend(current.iter().map(|(n, _)| n.id));
         self.write_list(from, layer, &ids);
     }
 
@@ -471,17 +445,23 @@ impl<S: Encoding> Hnsw<S> {
             best.pop();
         }
         let mut buf = Vec::with_capacity(2 * self.m);
+        // The unvisited neighbours of the node being expanded, with their vectors.
+        let mut fresh: Vec<(u32, &[S::Elem])> = Vec::with_capacity(2 * self.m);
         while let Some(Reverse(c)) = candidates.pop() {
             if best.len() >= ef && best.peek().is_some_and(|w| c.distance > w.distance) {
                 break;
             }
             self.neighbours(c.id, layer, &mut buf);
-            buf.retain(|&id| visited.first_visit(id));
-            self.prefetch(&buf);
-            for &id in &buf {
-                let Some(v) = self.vector(id as usize) else {
-                    continue;
-                };
+            fresh.clear();
+            fresh.extend(
+                buf.iter()
+                    .filter(|&&id| visited.first_visit(id))
+                    .filter_map(|&id| Some((id, self.vector(id as usize)?))),
+            );
+            for &(_, v) in &fresh {
+                prefetch(v);
+            }
+            for &(id, v) in &fresh {
                 let distance = S::distance(query, v);
                 if best.len() < ef || best.peek().is_some_and(|w| distance < w.distance) {
                     let near = Near { distance, id };
@@ -809,6 +789,28 @@ impl<S: Encoding> Hnsw<S> {
 
 /// Writes a node's vector (its slots' one write; see `Slot`). Callers own the node: they
 /// claimed it, or are building a graph nobody else can see yet.
+/// Asks the CPU to start loading `vector` into cache. A walk's distances are bound by memory
+/// (each 384-d f32 vector is 24 cache lines at a random address): loading all of a node's
+/// unvisited neighbours before scoring them overlaps those misses instead of taking them one
+/// vector at a time.
+fn prefetch<E>(vector: &[E]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = vector.as_ptr().cast::<i8>();
+        for offset in (0..std::mem::size_of_val(vector)).step_by(64) {
+            // SAFETY: a prefetch is a hint that never faults, and the address is inside
+            // `vector` anyway; SSE is part of the x86-64 baseline.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    start.add(offset),
+                );
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vector;
+}
+
 fn write_slots<E: Copy>(slots: &[Slot<E>], values: impl Iterator<Item = E>) {
     for (slot, x) in slots.iter().zip(values) {
         // SAFETY: the node is not published, and only its owner (the caller) writes it.
