@@ -243,7 +243,7 @@ async def phase_recall(server: FreshetServer, corpus: Corpus, n: int, queries: i
             # A query near a document (cosine ≈ 0.9), like a paraphrase of it.
             q = corpus.vectors[rng.integers(n)] + 0.5 * rng.standard_normal(DIM).astype(np.float32) / np.sqrt(DIM)
             q /= np.linalg.norm(q)
-            exact = {f"d{i}" for i in np.argsort(-(corpus.vectors[:n] @ q))[:10]}
+            exact = {f"d{i}" for i in np.argpartition(-(corpus.vectors[:n] @ q), 10)[:10]}
             res = await call(client, "search", {"vector": q.tolist(), "mode": "vector", "k": 10,
                                                 "collection": "bench"})
             hits += len(exact & {h["id"] for h in res["results"]})
@@ -505,7 +505,8 @@ async def run_freshet(args, work: Path, broker, topic: str, corpus: Corpus, n: i
         result["ingest"]["rss_bytes_per_doc_after_graph"] = rss_bytes(server.process.pid) / n
         print(f"freshet ingest: {result['ingest']}", flush=True)
 
-        result["recall"] = await phase_recall(server, corpus, n)
+        result["recall"] = await phase_recall(server, corpus, n, args.recall_queries)
+        result["recall"]["server_estimate"] = await server_recall_estimate(server)
         print(f"recall: {result['recall']}", flush=True)
 
         result["latency"] = latency_matrix(
@@ -623,6 +624,20 @@ def logged_seconds(log: str, message: str) -> list[float]:
                 out.append(float(line.split(message, 1)[1].split(" in ", 1)[1].split(" s", 1)[0]))
             except (IndexError, ValueError):
                 pass
+    return out
+
+
+async def server_recall_estimate(server: FreshetServer) -> dict:
+    """freshet's own measurement of its graph (`freshet_vector_recall_estimate`) and whether it
+    answers vector searches by exact scan because of it."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(f"{server.url}/metrics")).text
+    out = {}
+    for line in text.splitlines():
+        for metric, key in [("freshet_vector_recall_estimate{", "recall_at_10"),
+                            ("freshet_vector_exact_scan{", "exact_scan")]:
+            if line.startswith(metric):
+                out[key] = float(line.split()[-1])
     return out
 
 
@@ -796,6 +811,7 @@ def main() -> int:
                     help="freshet's collections[].vector_storage (default: freshet's, f32)")
     ap.add_argument("--vectors", choices=["clustered", "uniform"], default="clustered",
                     help="synthetic vectors: topics plus noise, or independent random directions")
+    ap.add_argument("--recall-queries", type=int, default=200, help="queries of the recall phase")
     ap.add_argument("--no-peer", action="store_true", help="skip the Pathway side")
     ap.add_argument("--no-restart", action="store_true", help="skip the restart phase")
     ap.add_argument("--restart-only", action="store_true",
@@ -821,9 +837,10 @@ def main() -> int:
         if "ingest" in result or result.get("ingest_progress") or "restart" in result:
             args.out.mkdir(parents=True, exist_ok=True)
             suffix = "-failed" if "error" in result else ""
-            # An int8 run is kept beside, not instead of, the scale's default (f32) run that
-            # bench/report.py renders.
-            prefix = "int8-" if args.vector_storage == "int8" else ""
+            # int8 and uniform runs are kept beside, not instead of, the scale's default run
+            # (f32, clustered) that bench/report.py renders.
+            prefix = ("int8-" if args.vector_storage == "int8" else "") + \
+                ("uniform-" if args.vectors == "uniform" else "")
             path = args.out / f"{prefix}{args.scale}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}.json"
             path.write_text(json.dumps(result, indent=2))
             print(f"wrote {path}")

@@ -418,6 +418,9 @@ pub struct VectorGauges {
     pub dead: usize,
     /// Searchable points still waiting for their graph insert.
     pub graph_backlog: usize,
+    /// `(recall@10, exact scan)`: the graph's measured recall and whether searches scan
+    /// exactly because of it; `None` until the graph is large enough to measure.
+    pub recall: Option<(f32, bool)>,
 }
 
 /// Everything `/metrics` shows of the pipeline's state (readiness, partitions,
@@ -510,6 +513,16 @@ fn render_collections(out: &mut String, collections: &[CollectionGauges]) {
             "Searchable points still waiting for their HNSW graph insert (found by exact scan).",
         ),
         (
+            "freshet_vector_recall_estimate",
+            "gauge",
+            "The HNSW graph's recall@10 measured on the collection's own vectors (again at every doubling; absent below 1024 points).",
+        ),
+        (
+            "freshet_vector_exact_scan",
+            "gauge",
+            "1 when the measured recall is below 0.9 and vector searches scan every point exactly instead of walking the graph.",
+        ),
+        (
             "freshet_collection_generation",
             "gauge",
             "Generation of the collection's index that answers queries (one more per settings change).",
@@ -575,6 +588,17 @@ fn render_collections(out: &mut String, collections: &[CollectionGauges]) {
                 "freshet_vector_graph_backlog{{collection=\"{name}\"}} {}",
                 v.graph_backlog
             );
+            if let Some((recall, exact_scan)) = v.recall {
+                let _ = writeln!(
+                    out,
+                    "freshet_vector_recall_estimate{{collection=\"{name}\"}} {recall}"
+                );
+                let _ = writeln!(
+                    out,
+                    "freshet_vector_exact_scan{{collection=\"{name}\"}} {}",
+                    u8::from(exact_scan)
+                );
+            }
         }
         let counts = &c.counts;
         for (kind, n) in [

@@ -181,6 +181,33 @@ fn vector_storage_defaults_to_f32_and_a_bad_value_names_the_key() {
 }
 
 #[test]
+fn min_recall_defaults_to_the_index_default_and_out_of_range_names_the_key() {
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(
+        c.collections[0].hnsw.min_recall as f32,
+        crate::index::vector::DEFAULT_MIN_RECALL
+    );
+    let c = parse(
+        &format!("{MINIMAL}[collections.hnsw]\nmin_recall = 0\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.collections[0].hnsw.min_recall, 0.0);
+    for bad in ["1.5", "-0.1", "nan"] {
+        let err = parse(
+            &format!("{MINIMAL}[collections.hnsw]\nmin_recall = {bad}\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("collections[0].hnsw.min_recall"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
 fn field_types_and_change_history_are_checked_naming_the_key() {
     let ok = format!(
         "{MINIMAL}metadata_fields = [\"price\", \"at\"]\n\

@@ -494,6 +494,10 @@ pub struct HnswConfig {
     /// ... and at least this many are, so small indexes are not rebuilt for a few updates.
     #[serde(default = "default_rebuild_min_dead")]
     pub rebuild_min_dead: usize,
+    /// Vector searches scan every point exactly while the graph's measured recall@10 is
+    /// below this; 0 keeps the graph whatever it measures.
+    #[serde(default = "default_min_recall")]
+    pub min_recall: f64,
 }
 
 impl Default for HnswConfig {
@@ -504,6 +508,7 @@ impl Default for HnswConfig {
             ef_search: default_hnsw_ef_search(),
             rebuild_dead_fraction: default_rebuild_dead_fraction(),
             rebuild_min_dead: default_rebuild_min_dead(),
+            min_recall: default_min_recall(),
         }
     }
 }
@@ -525,6 +530,9 @@ fn default_rebuild_dead_fraction() -> f64 {
 }
 fn default_rebuild_min_dead() -> usize {
     1000
+}
+fn default_min_recall() -> f64 {
+    f64::from(crate::index::vector::DEFAULT_MIN_RECALL)
 }
 
 /// How callers are authenticated on HTTP.

@@ -166,6 +166,12 @@ impl Config {
                     "must be in (0, 1]",
                 ));
             }
+            if !(0.0..=1.0).contains(&c.hnsw.min_recall) {
+                return Err(ConfigError::key(
+                    at("hnsw.min_recall"),
+                    "must be in [0, 1] (0 keeps the graph whatever recall it measures)",
+                ));
+            }
             if c.hnsw.m < 2 || c.hnsw.ef_construction == 0 || c.hnsw.ef_search == 0 {
                 return Err(ConfigError::key(
                     at("hnsw"),

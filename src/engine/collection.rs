@@ -350,6 +350,7 @@ impl Collection {
                 live: v.live_points(),
                 dead: v.dead_points(),
                 graph_backlog: v.graph_backlog(),
+                recall: v.recall_estimate().map(|r| (r.recall_at_10, r.exact_scan)),
             }),
             counts: self.counts(),
             generation: self.generation(),
@@ -395,5 +396,6 @@ pub(super) fn hnsw_params(config: &CollectionConfig) -> HnswParams {
         ef_construction: config.hnsw.ef_construction,
         ef_search: config.hnsw.ef_search,
         storage: config.vector_storage,
+        min_recall: config.hnsw.min_recall as f32,
     }
 }

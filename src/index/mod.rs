@@ -23,7 +23,7 @@ pub use filter::{
 };
 pub use fusion::{DEFAULT_RRF_K, SCORE_FUSION_DEPTH, best_chunk_per_doc, rrf, score_fusion};
 pub use text::{SeqPredicate, TermStats, TextHit, TextIndex};
-pub use vector::{DocVectors, HnswParams, VectorHit, VectorIndex, VectorStorage};
+pub use vector::{DocVectors, HnswParams, RecallEstimate, VectorHit, VectorIndex, VectorStorage};
 
 /// Errors from the indexes. Bad input (vectors) is reported so the caller can tell the user
 /// what to change; tantivy failures are internal and carry tantivy's own message.

@@ -10,6 +10,11 @@
 //! search; selective filters get an exact scan instead (a filtered walk that cannot stop
 //! early costs more than the scan).
 //!
+//! The graph's recall is measured on the index's own points each time the graph doubles
+//! (from 1024 points, on the insert thread). Vectors without neighbourhood structure
+//! (independent random directions) leave any graph far from the true neighbours; below
+//! [`DEFAULT_MIN_RECALL`] searches scan every point exactly instead, slower but correct.
+//!
 //! Each vector is held once: the point table keeps its own copy only until the point is in
 //! the graph, then the graph's is the one (see `Stored`).
 //!
@@ -87,7 +92,7 @@ impl std::str::FromStr for VectorStorage {
 }
 
 /// Graph construction and search parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HnswParams {
     /// Neighbours kept per node and layer (layer 0 keeps twice as many). Clamped to 2..=255:
     /// more buys no recall and costs 8 bytes per node for each.
@@ -98,6 +103,14 @@ pub struct HnswParams {
     pub ef_search: usize,
     /// How the graph holds vectors.
     pub storage: VectorStorage,
+    /// Below this measured recall@10 searches scan every point exactly instead of walking
+    /// the graph ([`VectorIndex::recall_estimate`]); 0 keeps the graph whatever it measures.
+    #[serde(default = "default_min_recall")]
+    pub min_recall: f32,
+}
+
+fn default_min_recall() -> f32 {
+    DEFAULT_MIN_RECALL
 }
 
 impl Default for HnswParams {
@@ -107,6 +120,7 @@ impl Default for HnswParams {
             ef_construction: 100,
             ef_search: 100,
             storage: VectorStorage::F32,
+            min_recall: DEFAULT_MIN_RECALL,
         }
     }
 }
@@ -182,7 +196,49 @@ struct Inner {
     /// Held by each round of graph inserts, and by a graph dump so it sees no insert half
     /// done.
     inserting: Mutex<()>,
+    /// The graph's last measured recall and when to measure again (see
+    /// [`Inner::probe_recall_if_due`]).
+    recall: Mutex<RecallProbe>,
+    /// Set when the graph's measured recall is below [`DEFAULT_MIN_RECALL`]: searches scan
+    /// every live point exactly instead of walking the graph.
+    scan_instead: AtomicBool,
 }
+
+/// The graph's recall, as measured on the index's own points (see
+/// [`VectorIndex::recall_estimate`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecallEstimate {
+    /// Of the graph search's top 10, the fraction as near as the exact top 10.
+    pub recall_at_10: f32,
+    /// Points in the graph when it was measured.
+    pub points: usize,
+    /// Probe queries it rests on.
+    pub queries: usize,
+    /// Whether searches scan exactly because of it.
+    pub exact_scan: bool,
+    /// How long the measurement took (on the insert thread, whose inserts waited).
+    pub took: std::time::Duration,
+}
+
+#[derive(Default)]
+struct RecallProbe {
+    last: Option<RecallEstimate>,
+    /// Probe again once the graph holds this many points.
+    next_at: usize,
+}
+
+/// The default [`HnswParams::min_recall`]: vectors with little neighbourhood structure
+/// (e.g. independent random directions) leave any graph index far below it, while text
+/// embeddings stay above 0.95, so the threshold sits between with room for the probe's
+/// sampling error (±0.02 at 32 queries).
+pub const DEFAULT_MIN_RECALL: f32 = 0.9;
+/// Graphs smaller than this are not probed: their searches cost little either way.
+const PROBE_MIN_POINTS: usize = 1024;
+/// Queries per probe: each costs an exact scan of the index, so a probe of a 1M-point graph
+/// costs about as much CPU as 30 ms of inserts per query, once per doubling.
+const PROBE_QUERIES: usize = 32;
+/// Graph and scan scores of the same point may differ by rounding (different kernels).
+const SCORE_TOLERANCE: f32 = 1e-5;
 
 /// Point ids are given out in order, so the points still waiting for the graph are exactly
 /// the ids `inserted..published`.
@@ -365,6 +421,8 @@ impl Inner {
 /// dropped.
 fn run_graph_inserts(inner: Arc<Inner>) {
     loop {
+        // Between rounds, so a restored graph is measured before any new point arrives.
+        inner.probe_recall_if_due();
         let (start, end) = {
             let mut progress = inner.graph.lock();
             loop {
@@ -448,6 +506,11 @@ impl VectorIndex {
             dead_at_live: AtomicUsize::new(0),
             journal: Mutex::new(None),
             inserting: Mutex::new(()),
+            recall: Mutex::new(RecallProbe {
+                last: None,
+                next_at: PROBE_MIN_POINTS,
+            }),
+            scan_instead: AtomicBool::new(false),
         });
         let for_thread = Arc::clone(&inner);
         let started = insert_thread.then(|| {
@@ -596,8 +659,9 @@ impl VectorIndex {
     /// waiting for the graph are scanned exactly and merged in. When the index is small, the
     /// graph runs out, or the filter is so selective that a large part of the graph would
     /// have to be walked, the answer comes from an exact scan of the accepted documents' live
-    /// points instead: correct results beat speed. `accept` is called at most once per
-    /// document and never while an index lock is held.
+    /// points instead: correct results beat speed; so does an index whose measured recall is
+    /// below [`DEFAULT_MIN_RECALL`] (see [`recall_estimate`](Self::recall_estimate)). `accept`
+    /// is called at most once per document and never while an index lock is held.
     pub fn search(
         &self,
         query: &[f32],
@@ -605,32 +669,41 @@ impl VectorIndex {
         accept: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<VectorHit>, IndexError> {
         let unit = normalise(query, self.inner.dim, || "query vector".to_owned())?;
-        let query = self.query(unit);
-        let live = self.live_points();
-        if limit == 0 || live == 0 {
+        let query = self.inner.query(unit);
+        if limit == 0 || self.live_points() == 0 {
             return Ok(Vec::new());
         }
         let mut verdicts = Verdicts::new(accept);
-        // Read before the graph walk: whatever is below it is in the graph the walk sees.
-        let backlog = self.inner.graph_backlog();
-        let enough = 2 * self.inner.params.ef_search.max(limit);
-        if live >= enough
-            && backlog.start >= enough
-            && let Some(mut hits) = self.graph_search(&query, limit, &mut verdicts)
-        {
-            if !backlog.is_empty() {
-                let waiting = self.backlog_search(&query, limit, backlog, &mut verdicts);
-                merge_hits(&mut hits, waiting, limit);
-            }
+        if self.inner.scan_instead.load(Ordering::Relaxed) {
+            return Ok(self.inner.scan_all(&query, limit, &mut verdicts));
+        }
+        if let Some(hits) = self.inner.approximate_search(&query, limit, &mut verdicts) {
             return Ok(hits);
         }
-        Ok(self.exact_search(&query, limit, &mut verdicts))
+        Ok(self.inner.exact_search(&query, limit, &mut verdicts))
     }
 
-    /// A unit query as this index's searches use it.
-    fn query(&self, unit: Vec<f32>) -> Query {
-        let compact = (self.inner.params.storage == VectorStorage::Int8).then(|| quantise(&unit));
-        Query { unit, compact }
+    /// The graph walk's answer alone: no points waiting for the graph, no exact fallback,
+    /// whatever the graph's measured recall. For benchmarks and diagnostics that compare the
+    /// walk with an exact scan; `None` when the walk cannot fill `limit`.
+    pub fn search_graph(
+        &self,
+        query: &[f32],
+        limit: usize,
+    ) -> Result<Option<Vec<VectorHit>>, IndexError> {
+        let unit = normalise(query, self.inner.dim, || "query vector".to_owned())?;
+        let query = self.inner.query(unit);
+        let all = |_: &str| true;
+        Ok(self
+            .inner
+            .graph_search(&query, limit, &mut Verdicts::new(&all)))
+    }
+
+    /// The graph's last measured recall, once it has held enough points to measure
+    /// ([`PROBE_MIN_POINTS`]). Measured again each time the graph doubles; below
+    /// [`DEFAULT_MIN_RECALL`] searches scan exactly.
+    pub fn recall_estimate(&self) -> Option<RecallEstimate> {
+        self.inner.recall.lock().last
     }
 
     /// Number of points a search can return.
@@ -882,6 +955,142 @@ impl VectorIndex {
         }
         Ok(index)
     }
+}
+
+/// Searching, shared by the index and its graph-insert thread (which estimates recall).
+impl Inner {
+    /// The graph's answer, with the points still waiting for the graph scanned and merged
+    /// in; `None` when the graph cannot answer well (too small, too far behind, or a filter
+    /// too selective).
+    fn approximate_search(
+        &self,
+        query: &Query,
+        limit: usize,
+        verdicts: &mut Verdicts<'_>,
+    ) -> Option<Vec<VectorHit>> {
+        let live = self.table.read().live;
+        // Read before the graph walk: whatever is below it is in the graph the walk sees.
+        let backlog = self.graph_backlog();
+        let enough = 2 * self.params.ef_search.max(limit);
+        if live < enough || backlog.start < enough {
+            return None;
+        }
+        let mut hits = self.graph_search(query, limit, verdicts)?;
+        if !backlog.is_empty() {
+            let waiting = self.backlog_search(query, limit, backlog, verdicts);
+            merge_hits(&mut hits, waiting, limit);
+        }
+        Some(hits)
+    }
+
+    /// Measures the graph's recall once it has grown enough since the last measurement, and
+    /// switches searches to exact scans when the graph cannot find most true neighbours.
+    ///
+    /// The probe queries are the graph's own points (spread over its ids), each answered by
+    /// the search path queries take and by an exact scan, the point itself left out: a
+    /// graph hit counts when it is at least as near as the exact 10th (ties count, so
+    /// duplicate vectors do not read as misses).
+    fn probe_recall_if_due(&self) {
+        let in_graph = self.graph.lock().inserted;
+        if in_graph < self.recall.lock().next_at {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let measured = self.measure_recall(in_graph);
+        let took = started.elapsed();
+        let mut probe = self.recall.lock();
+        probe.next_at = in_graph.saturating_mul(2);
+        let Some((recall_at_10, queries)) = measured else {
+            return;
+        };
+        let floor = self.params.min_recall;
+        let exact_scan = recall_at_10 < floor;
+        let was_scanning = self.scan_instead.swap(exact_scan, Ordering::Relaxed);
+        probe.last = Some(RecallEstimate {
+            recall_at_10,
+            points: in_graph,
+            queries,
+            exact_scan,
+            took,
+        });
+        drop(probe);
+        if exact_scan && !was_scanning {
+            tracing::warn!(
+                "the vector graph finds {:.0}% of the true 10 nearest neighbours at {in_graph} \
+                 points (below hnsw.min_recall {floor}): these vectors have little \
+                 neighbourhood structure, so vector searches scan every point exactly from \
+                 now on (slower, correct)",
+                recall_at_10 * 100.0,
+            );
+        } else if !exact_scan && was_scanning {
+            tracing::info!(
+                "the vector graph's recall@10 is {recall_at_10:.3} at {in_graph} points: \
+                 vector searches use the graph again"
+            );
+        } else {
+            tracing::debug!(
+                "vector graph recall@10 {recall_at_10:.3} at {in_graph} points (measured in {} ms)",
+                took.as_millis()
+            );
+        }
+    }
+
+    /// `(recall@10, queries)` of the current graph over [`PROBE_QUERIES`] of its points;
+    /// `None` when too few live points answer.
+    fn measure_recall(&self, in_graph: usize) -> Option<(f32, usize)> {
+        const K: usize = 10;
+        let probes: Vec<(usize, Arc<str>, u32, Vec<f32>)> = {
+            let table = self.table.read();
+            let step = (in_graph / PROBE_QUERIES).max(1);
+            (0..PROBE_QUERIES)
+                .filter_map(|k| {
+                    // The first live point at or after each step.
+                    (k * step..((k + 1) * step).min(in_graph)).find_map(|id| {
+                        let p = table.points.get(id).filter(|p| p.live)?;
+                        let exact = self.exact_vector(id, &p.vector);
+                        Some((id, Arc::clone(&p.doc), p.chunk_no, exact))
+                    })
+                })
+                .collect()
+        };
+        let all = |_: &str| true;
+        let (mut found, mut wanted, mut queries) = (0usize, 0usize, 0usize);
+        for (_, doc, chunk_no, vector) in probes {
+            let query = self.query(vector);
+            let not_itself = |hits: Vec<VectorHit>| -> Vec<VectorHit> {
+                let mut hits: Vec<VectorHit> = hits
+                    .into_iter()
+                    .filter(|h| !(*h.doc_id == *doc && h.chunk_no == chunk_no))
+                    .collect();
+                hits.truncate(K);
+                hits
+            };
+            let Some(approximate) =
+                self.approximate_search(&query, K + 1, &mut Verdicts::new(&all))
+            else {
+                continue;
+            };
+            let exact = not_itself(self.scan_all(&query, K + 1, &mut Verdicts::new(&all)));
+            let Some(tenth) = exact.get(K - 1).map(|h| h.score) else {
+                continue;
+            };
+            // Scores are exact on both sides (int8 candidates are re-ranked), so an equally
+            // near point scores the same, up to the kernels' rounding.
+            found += not_itself(approximate)
+                .iter()
+                .filter(|h| h.score >= tenth - SCORE_TOLERANCE)
+                .count();
+            wanted += K;
+            queries += 1;
+        }
+        (wanted > 0).then(|| (found as f32 / wanted as f32, queries))
+    }
+
+    /// A unit query as this index's searches use it.
+    fn query(&self, unit: Vec<f32>) -> Query {
+        let compact = (self.params.storage == VectorStorage::Int8).then(|| quantise(&unit));
+        Query { unit, compact }
+    }
 
     /// Approximate search through the graph, widening the candidate list while too few
     /// candidates pass. `None` when the graph cannot fill `limit` cheaply. With int8
@@ -894,10 +1103,10 @@ impl VectorIndex {
         verdicts: &mut Verdicts<'_>,
     ) -> Option<Vec<VectorHit>> {
         let (live, total) = {
-            let table = self.inner.table.read();
+            let table = self.table.read();
             (table.live, table.points.len())
         };
-        let ef_search = self.inner.params.ef_search;
+        let ef_search = self.params.ef_search;
         let rerank = match query.compact {
             Some(_) => ef_search.min(limit * RERANK_FACTOR).max(limit),
             None => limit,
@@ -905,10 +1114,7 @@ impl VectorIndex {
         // Enough candidates that, at the current dead fraction, `rerank` live ones come back.
         let mut wanted = (rerank * total).div_ceil(live.max(1)).max(rerank);
         loop {
-            let neighbours = self
-                .inner
-                .hnsw
-                .search(&query.unit, wanted, ef_search.max(wanted));
+            let neighbours = self.hnsw.search(&query.unit, wanted, ef_search.max(wanted));
             let exhausted = neighbours.len() < wanted;
             let mut hits = self.accepted(&neighbours, verdicts);
             if hits.len() >= limit {
@@ -941,10 +1147,10 @@ impl VectorIndex {
                 .map(|(at, (_, hit))| (hit.score, at))
                 .collect();
             let ids: Vec<usize> = candidates.iter().map(|(id, _)| *id).collect();
-            let table = self.inner.table.read();
+            let table = self.table.read();
             for (score, at) in &mut scored {
                 if let Some(p) = table.points.get(ids[*at]) {
-                    *score = self.inner.exact_score(query, ids[*at], &p.vector);
+                    *score = self.exact_score(query, ids[*at], &p.vector);
                 }
             }
             drop(table);
@@ -973,7 +1179,7 @@ impl VectorIndex {
     ) -> Vec<(usize, VectorHit)> {
         // Copy what we need under the lock; the predicate runs after it is released.
         let candidates: Vec<(usize, Arc<str>, u32, u64, f32)> = {
-            let table = self.inner.table.read();
+            let table = self.table.read();
             neighbours
                 .iter()
                 .filter_map(|n| {
@@ -1013,19 +1219,38 @@ impl VectorIndex {
         verdicts: &mut Verdicts<'_>,
     ) -> Vec<VectorHit> {
         let scored: Vec<(f32, usize)> = {
-            let table = self.inner.table.read();
+            let table = self.table.read();
             let end = ids.end.min(table.points.len());
             let start = ids.start.min(end);
             (start..end)
                 .filter(|&id| table.points[id].live)
-                .map(|id| {
-                    (
-                        self.inner.cheap_score(query, id, &table.points[id].vector),
-                        id,
-                    )
-                })
+                .map(|id| (self.cheap_score(query, id, &table.points[id].vector), id))
                 .collect()
         };
+        self.best_of_scan(query, scored, limit, verdicts)
+    }
+
+    /// Exact scan of every live point, for an index whose graph is not trusted: all are
+    /// scored first (int8 points by their int8 copy), then documents are checked best first
+    /// until `limit` pass, so an unfiltered search asks `accept` about a few documents only.
+    /// The table is locked a block at a time, so a writer never waits for a whole scan.
+    fn scan_all(&self, query: &Query, limit: usize, verdicts: &mut Verdicts<'_>) -> Vec<VectorHit> {
+        const BLOCK: usize = 4096;
+        let mut scored: Vec<(f32, usize)> = Vec::new();
+        let mut start = 0;
+        loop {
+            let table = self.table.read();
+            let end = (start + BLOCK).min(table.points.len());
+            if start >= end {
+                break;
+            }
+            scored.extend(
+                (start..end)
+                    .filter(|&id| table.points[id].live)
+                    .map(|id| (self.cheap_score(query, id, &table.points[id].vector), id)),
+            );
+            start = end;
+        }
         self.best_of_scan(query, scored, limit, verdicts)
     }
 
@@ -1037,21 +1262,16 @@ impl VectorIndex {
         limit: usize,
         verdicts: &mut Verdicts<'_>,
     ) -> Vec<VectorHit> {
-        let docs: Vec<Arc<str>> = self.inner.table.read().by_doc.keys().cloned().collect();
+        let docs: Vec<Arc<str>> = self.table.read().by_doc.keys().cloned().collect();
         // Each document is seen once here, so known verdicts are reused but not recorded.
         let accepted: Vec<Arc<str>> = docs.into_iter().filter(|doc| verdicts.peek(doc)).collect();
         let scored: Vec<(f32, usize)> = {
-            let table = self.inner.table.read();
+            let table = self.table.read();
             accepted
                 .iter()
                 .filter_map(|doc| table.by_doc.get(doc))
                 .flatten()
-                .map(|&id| {
-                    (
-                        self.inner.cheap_score(query, id, &table.points[id].vector),
-                        id,
-                    )
-                })
+                .map(|&id| (self.cheap_score(query, id, &table.points[id].vector), id))
                 .collect()
         };
         let all = |_: &str| true;
@@ -1072,14 +1292,28 @@ impl VectorIndex {
             Some(_) => limit.saturating_mul(RERANK_FACTOR),
             None => limit,
         };
-        scored.sort_unstable_by(by_score);
+        let window = keep.max(64);
+        // Only a head is put in order up front: a scan of every point (an index whose graph
+        // is not trusted) needs the best few of a million, and sorting them all would cost
+        // more than scoring them. The rest is sorted only if the filter rejects the head.
+        let mut in_order = (4 * window).min(scored.len());
+        if in_order < scored.len() {
+            scored.select_nth_unstable_by(in_order, by_score);
+        }
+        scored[..in_order].sort_unstable_by(by_score);
         // In windows, so a long scan copies only as many points as it needs, and the
         // predicate runs with no lock held.
         let mut hits: Vec<(usize, VectorHit)> = Vec::new();
-        for window in scored.chunks(keep.max(64)) {
+        let mut at = 0;
+        while hits.len() < keep && at < scored.len() {
+            if at == in_order {
+                scored[in_order..].sort_unstable_by(by_score);
+                in_order = scored.len();
+            }
+            let end = (at + window).min(in_order);
             let candidates: Vec<(usize, Arc<str>, u32, u64, f32)> = {
-                let table = self.inner.table.read();
-                window
+                let table = self.table.read();
+                scored[at..end]
                     .iter()
                     .filter_map(|&(score, id)| {
                         let p = table.points.get(id).filter(|p| p.live)?;
@@ -1101,9 +1335,7 @@ impl VectorIndex {
                     hits.push((id, hit));
                 }
             }
-            if hits.len() == keep {
-                break;
-            }
+            at = end;
         }
         self.best_exact(query, hits, limit)
     }
@@ -1116,6 +1348,8 @@ fn clamped(params: HnswParams) -> HnswParams {
         ef_construction: params.ef_construction.max(1),
         ef_search: params.ef_search.max(1),
         storage: params.storage,
+        // NaN (never from a validated config) compares false: the graph is kept.
+        min_recall: params.min_recall.clamp(0.0, 1.0),
     }
 }
 
@@ -1368,8 +1602,9 @@ mod tests {
         for (query, gone) in [(&vectors[0], "d0"), (&vectors[1], "d1")] {
             for hits in [
                 index
+                    .inner
                     .graph_search(
-                        &index.query(normalise(query, 8, String::new).unwrap()),
+                        &index.inner.query(normalise(query, 8, String::new).unwrap()),
                         10,
                         &mut Verdicts::new(&all),
                     )
@@ -1488,11 +1723,15 @@ mod tests {
         let even = |doc: &str| doc[1..].parse::<usize>().unwrap() % 2 == 0;
         let q = normalise(&query, 16, String::new).unwrap();
         let hits = index
-            .graph_search(&index.query(q.clone()), 10, &mut Verdicts::new(&even))
+            .inner
+            .graph_search(&index.inner.query(q.clone()), 10, &mut Verdicts::new(&even))
             .unwrap();
         assert_eq!(hits.len(), 10);
         assert!(hits.iter().all(|h| even(&h.doc_id)));
-        let exact = index.exact_search(&index.query(q.clone()), 10, &mut Verdicts::new(&even));
+        let exact =
+            index
+                .inner
+                .exact_search(&index.inner.query(q.clone()), 10, &mut Verdicts::new(&even));
         let overlap = hits.iter().filter(|h| exact.contains(h)).count();
         assert!(overlap >= 9, "graph and exact share {overlap} of 10");
     }
@@ -1514,7 +1753,8 @@ mod tests {
             let truth = exact_top_10(&unit, &q);
             // The graph walk itself, not the exact fallback `search` may take.
             let hits = index
-                .graph_search(&index.query(q.clone()), 10, &mut Verdicts::new(&all))
+                .inner
+                .graph_search(&index.inner.query(q.clone()), 10, &mut Verdicts::new(&all))
                 .unwrap();
             assert_eq!(hits.len(), 10);
             assert_eq!(index.search(&query, 10, &all).unwrap().len(), 10);
@@ -1523,6 +1763,152 @@ mod tests {
         let recall = found as f64 / (queries * 10) as f64;
         eprintln!("recall@10 = {recall}");
         assert!(recall >= 0.95, "recall@10 = {recall}");
+    }
+
+    /// The insert thread's measurement once the graph holds `points` or more (waits up to
+    /// a minute: it runs between insert rounds).
+    fn measured_recall(index: &VectorIndex, points: usize) -> RecallEstimate {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(estimate) = index.recall_estimate().filter(|r| r.points >= points) {
+                return estimate;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no recall measured at {points} points: {:?}",
+                index.recall_estimate()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_graph_that_misses_neighbours_is_measured_and_searches_scan_exactly() {
+        // Independent random directions in 256 dimensions through a deliberately thin graph:
+        // the walk finds few of the true 10 nearest.
+        let dim = 256;
+        let thin = HnswParams {
+            m: 4,
+            ef_construction: 8,
+            ef_search: 10,
+            ..HnswParams::default()
+        };
+        let mut rng = Rng(5);
+        let (index, vectors) = random_index_with(&mut rng, 1500, dim, thin);
+        let estimate = measured_recall(&index, PROBE_MIN_POINTS);
+        assert!(
+            estimate.recall_at_10 < DEFAULT_MIN_RECALL && estimate.exact_scan,
+            "{estimate:?}"
+        );
+        assert_eq!(estimate.queries, PROBE_QUERIES);
+        let unit: Vec<Vec<f32>> = vectors
+            .iter()
+            .map(|v| normalise(v, dim, String::new).unwrap())
+            .collect();
+        let (mut walk_found, queries) = (0, 20);
+        for _ in 0..queries {
+            let query = rng.vector(dim);
+            let q = normalise(&query, dim, String::new).unwrap();
+            let truth = exact_top_10(&unit, &q);
+            // The measurement is right about the walk...
+            let walk = index
+                .inner
+                .graph_search(&index.inner.query(q), 10, &mut Verdicts::new(&all))
+                .unwrap();
+            walk_found += walk.iter().filter(|h| truth.contains(&h.doc_id)).count();
+            // ...and searches no longer take it.
+            let hits: Vec<String> = index
+                .search(&query, 10, &all)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.doc_id)
+                .collect();
+            assert_eq!(hits, truth);
+        }
+        let walk_recall = walk_found as f32 / (10 * queries) as f32;
+        assert!(
+            walk_recall < DEFAULT_MIN_RECALL,
+            "walk recall@10 {walk_recall}"
+        );
+        // A selective filter: few of the best-scored points pass, so the scan goes on past
+        // the head it put in order first.
+        let rare = |doc: &str| doc[1..].parse::<usize>().unwrap() % 97 == 0;
+        let query = rng.vector(dim);
+        let q = normalise(&query, dim, String::new).unwrap();
+        let mut truth: Vec<(f32, usize)> = unit
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 97 == 0)
+            .map(|(i, v)| (dot(v, &q), i))
+            .collect();
+        truth.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let truth: Vec<String> = truth[..10].iter().map(|(_, i)| format!("d{i}")).collect();
+        let hits: Vec<String> = index
+            .search(&query, 10, &rare)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.doc_id)
+            .collect();
+        assert_eq!(hits, truth);
+    }
+
+    #[test]
+    fn min_recall_zero_keeps_the_graph_whatever_it_measures() {
+        let params = HnswParams {
+            m: 4,
+            ef_construction: 8,
+            ef_search: 10,
+            min_recall: 0.0,
+            ..HnswParams::default()
+        };
+        let (index, _) = random_index_with(&mut Rng(5), 1500, 256, params);
+        let estimate = measured_recall(&index, PROBE_MIN_POINTS);
+        assert!(
+            estimate.recall_at_10 < DEFAULT_MIN_RECALL && !estimate.exact_scan,
+            "{estimate:?}"
+        );
+    }
+
+    #[test]
+    fn a_good_graph_is_kept_and_duplicate_vectors_are_not_misses() {
+        // 32 dimensions: the default graph finds the true neighbours (see
+        // `recall_at_10_against_brute_force`). Every vector four times over: a walk that
+        // returns other copies than the scan did is just as near.
+        let dim = 32;
+        let mut rng = Rng(8);
+        let index = VectorIndex::new(dim, HnswParams::default());
+        let distinct: Vec<Vec<f32>> = (0..400).map(|_| rng.vector(dim)).collect();
+        for copy in 0..4 {
+            for (i, v) in distinct.iter().enumerate() {
+                let doc = format!("d{i}c{copy}");
+                index.upsert(&doc, 1, &[(0, v.clone())]).unwrap();
+            }
+        }
+        index.wait_indexed();
+        let estimate = measured_recall(&index, PROBE_MIN_POINTS);
+        assert!(
+            estimate.recall_at_10 >= 0.95 && !estimate.exact_scan,
+            "{estimate:?}"
+        );
+        assert!(!index.inner.scan_instead.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn recall_is_measured_again_when_the_graph_doubles() {
+        let dim = 16;
+        let mut rng = Rng(21);
+        let (index, _) = random_index(&mut rng, PROBE_MIN_POINTS, dim);
+        let first = measured_recall(&index, PROBE_MIN_POINTS);
+        for i in 0..first.points + 10 {
+            let doc = format!("more{i}");
+            index.upsert(&doc, 1, &[(0, rng.vector(dim))]).unwrap();
+        }
+        index.wait_indexed();
+        let second = measured_recall(&index, 2 * first.points);
+        assert!(
+            second.points >= 2 * first.points,
+            "{first:?} then {second:?}"
+        );
     }
 
     #[test]
@@ -1612,9 +1998,13 @@ mod tests {
         let query = rng.vector(4);
         let q = normalise(&query, 4, String::new).unwrap();
         let graph = index
-            .graph_search(&index.query(q.clone()), 5, &mut Verdicts::new(&all))
+            .inner
+            .graph_search(&index.inner.query(q.clone()), 5, &mut Verdicts::new(&all))
             .unwrap();
-        let exact = index.exact_search(&index.query(q.clone()), 1, &mut Verdicts::new(&all));
+        let exact =
+            index
+                .inner
+                .exact_search(&index.inner.query(q.clone()), 1, &mut Verdicts::new(&all));
         assert!(
             graph.iter().any(|h| h.doc_id == exact[0].doc_id),
             "{graph:?}"
@@ -1822,6 +2212,7 @@ mod tests {
         ef_construction: 100,
         ef_search: 100,
         storage: VectorStorage::Int8,
+        min_recall: DEFAULT_MIN_RECALL,
     };
 
     #[test]
@@ -1880,7 +2271,8 @@ mod tests {
             let q = normalise(&rng.vector(dim), dim, String::new).unwrap();
             let truth = exact_top_10(&unit, &q);
             let hits = index
-                .graph_search(&index.query(q.clone()), 10, &mut Verdicts::new(&all))
+                .inner
+                .graph_search(&index.inner.query(q.clone()), 10, &mut Verdicts::new(&all))
                 .unwrap();
             assert_eq!(hits.len(), 10);
             for hit in &hits {
@@ -1890,7 +2282,11 @@ mod tests {
             assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
             found += hits.iter().filter(|h| truth.contains(&h.doc_id)).count();
             // The exact scan ranks by int8 and re-ranks: the true best comes first.
-            let scan = index.exact_search(&index.query(q.clone()), 10, &mut Verdicts::new(&all));
+            let scan = index.inner.exact_search(
+                &index.inner.query(q.clone()),
+                10,
+                &mut Verdicts::new(&all),
+            );
             assert_eq!(scan[0].doc_id, truth[0]);
         }
         let recall = found as f64 / (queries * 10) as f64;
