@@ -270,6 +270,22 @@ pub struct CollectionInfo {
     /// (records applied to it since start, records left to read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<CatchUpInfo>,
+    /// How well the vector graph finds true neighbours, as freshet measured it on the
+    /// collection's own vectors. Absent without vectors or below 1024 of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_recall: Option<VectorRecallInfo>,
+}
+
+/// The vector graph's measured recall (see `collections[].hnsw.min_recall`).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct VectorRecallInfo {
+    /// Of the graph's top 10 for a stored vector, the share as near as the exact top 10.
+    pub recall_at_10: f32,
+    /// Vectors in the graph when it was measured (measured again each time they double).
+    pub measured_at_points: usize,
+    /// True when the recall is below `hnsw.min_recall`: vector searches then scan every
+    /// vector exactly (exact results, slower on large collections).
+    pub exact_scan: bool,
 }
 
 /// Catch-up progress of a collection while the replica is not ready.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::api::{
     CollectionInfo, CollectionsResult, DocOut, DocumentResult, FreshnessResult, Hit, IdFreshness,
-    SearchResult, StampOut,
+    SearchResult, StampOut, VectorRecallInfo,
 };
 use crate::auth::{Access, TenantScope};
 use crate::config::Fusion;
@@ -781,6 +781,13 @@ impl Search {
                             &c.config.topics,
                             next.applied_records(),
                         )
+                    }),
+                    vector_recall: c.vectors().and_then(|v| v.recall_estimate()).map(|r| {
+                        VectorRecallInfo {
+                            recall_at_10: r.recall_at_10,
+                            measured_at_points: r.points,
+                            exact_scan: r.exact_scan,
+                        }
                     }),
                 }
             })

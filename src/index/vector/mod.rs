@@ -13,7 +13,7 @@
 //! The graph's recall is measured on the index's own points each time the graph doubles
 //! (from 1024 points, on the insert thread). Vectors without neighbourhood structure
 //! (independent random directions) leave any graph far from the true neighbours; below
-//! [`DEFAULT_MIN_RECALL`] searches scan every point exactly instead, slower but correct.
+//! [`HnswParams::min_recall`] searches scan every point exactly instead, slower but correct.
 //!
 //! Each vector is held once: the point table keeps its own copy only until the point is in
 //! the graph, then the graph's is the one (see `Stored`).
@@ -197,10 +197,10 @@ struct Inner {
     /// done.
     inserting: Mutex<()>,
     /// The graph's last measured recall and when to measure again (see
-    /// [`Inner::probe_recall_if_due`]).
+    /// [`Inner::recall_probe_due`]).
     recall: Mutex<RecallProbe>,
-    /// Set when the graph's measured recall is below [`DEFAULT_MIN_RECALL`]: searches scan
-    /// every live point exactly instead of walking the graph.
+    /// Set when the graph's measured recall is below [`HnswParams::min_recall`]: searches
+    /// scan every live point exactly instead of walking the graph.
     scan_instead: AtomicBool,
 }
 
@@ -228,14 +228,14 @@ struct RecallProbe {
 }
 
 /// The default [`HnswParams::min_recall`]: vectors with little neighbourhood structure
-/// (e.g. independent random directions) leave any graph index far below it, while text
-/// embeddings stay above 0.95, so the threshold sits between with room for the probe's
-/// sampling error (±0.02 at 32 queries).
+/// (e.g. independent random directions) leave any graph index far below it (0.07–0.4 in
+/// docs/BENCHMARKS.md), while the clustered benchmark corpus measures 1.000, so the
+/// threshold sits between with room for the probe's sampling error (±0.02 at 32 queries).
 pub const DEFAULT_MIN_RECALL: f32 = 0.9;
 /// Graphs smaller than this are not probed: their searches cost little either way.
 const PROBE_MIN_POINTS: usize = 1024;
-/// Queries per probe: each costs an exact scan of the index, so a probe of a 1M-point graph
-/// costs about as much CPU as 30 ms of inserts per query, once per doubling.
+/// Queries per probe: each costs an exact scan of the graph's points (~20 ms per 100k f32
+/// points on this project's machine), once per doubling.
 const PROBE_QUERIES: usize = 32;
 /// Graph and scan scores of the same point may differ by rounding (different kernels).
 const SCORE_TOLERANCE: f32 = 1e-5;
@@ -421,8 +421,6 @@ impl Inner {
 /// dropped.
 fn run_graph_inserts(inner: Arc<Inner>) {
     loop {
-        // Between rounds, so a restored graph is measured before any new point arrives.
-        inner.probe_recall_if_due();
         let (start, end) = {
             let mut progress = inner.graph.lock();
             loop {
@@ -432,11 +430,22 @@ fn run_graph_inserts(inner: Arc<Inner>) {
                 if progress.inserted < progress.published {
                     break;
                 }
+                // Nothing to insert: the moment to measure the graph, costing no ingest.
+                let in_graph = progress.inserted;
+                if inner.recall_probe_due(in_graph, true) {
+                    drop(progress);
+                    inner.probe_recall(in_graph);
+                    progress = inner.graph.lock();
+                    continue;
+                }
                 inner.graph_changed.wait(&mut progress);
             }
             let start = progress.inserted;
             (start, progress.published.min(start + INSERT_ROUND))
         };
+        if inner.recall_probe_due(start, false) {
+            inner.probe_recall(start);
+        }
         inner.insert_into_graph(start, end);
         inner.mark_inserted(end);
     }
@@ -508,7 +517,8 @@ impl VectorIndex {
             inserting: Mutex::new(()),
             recall: Mutex::new(RecallProbe {
                 last: None,
-                next_at: PROBE_MIN_POINTS,
+                // A restored graph is measured once its missing points are in.
+                next_at: in_graph.max(PROBE_MIN_POINTS),
             }),
             scan_instead: AtomicBool::new(false),
         });
@@ -660,7 +670,7 @@ impl VectorIndex {
     /// graph runs out, or the filter is so selective that a large part of the graph would
     /// have to be walked, the answer comes from an exact scan of the accepted documents' live
     /// points instead: correct results beat speed; so does an index whose measured recall is
-    /// below [`DEFAULT_MIN_RECALL`] (see [`recall_estimate`](Self::recall_estimate)). `accept`
+    /// below [`HnswParams::min_recall`] (see [`recall_estimate`](Self::recall_estimate)). `accept`
     /// is called at most once per document and never while an index lock is held.
     pub fn search(
         &self,
@@ -700,8 +710,8 @@ impl VectorIndex {
     }
 
     /// The graph's last measured recall, once it has held enough points to measure
-    /// ([`PROBE_MIN_POINTS`]). Measured again each time the graph doubles; below
-    /// [`DEFAULT_MIN_RECALL`] searches scan exactly.
+    /// (1024 points). Measured again each time the graph doubles (see
+    /// `Inner::recall_probe_due`); below [`HnswParams::min_recall`] searches scan exactly.
     pub fn recall_estimate(&self) -> Option<RecallEstimate> {
         self.inner.recall.lock().last
     }
@@ -983,18 +993,23 @@ impl Inner {
         Some(hits)
     }
 
-    /// Measures the graph's recall once it has grown enough since the last measurement, and
-    /// switches searches to exact scans when the graph cannot find most true neighbours.
+    /// Whether the graph, holding `in_graph` points, should be measured now: when the insert
+    /// thread is idle, once it has doubled since the last measurement; while it is busy (a
+    /// catch-up), only once it has quadrupled, so a long catch-up is measured along the way
+    /// but most measurements wait for a moment that costs ingest nothing.
+    fn recall_probe_due(&self, in_graph: usize, idle: bool) -> bool {
+        let next = self.recall.lock().next_at;
+        in_graph >= next && (idle || in_graph >= next.saturating_mul(2))
+    }
+
+    /// Measures the recall of the graph (holding `in_graph` points) and switches searches
+    /// to exact scans when the graph cannot find most true neighbours, or back.
     ///
     /// The probe queries are the graph's own points (spread over its ids), each answered by
     /// the search path queries take and by an exact scan, the point itself left out: a
     /// graph hit counts when it is at least as near as the exact 10th (ties count, so
     /// duplicate vectors do not read as misses).
-    fn probe_recall_if_due(&self) {
-        let in_graph = self.graph.lock().inserted;
-        if in_graph < self.recall.lock().next_at {
-            return;
-        }
+    fn probe_recall(&self, in_graph: usize) {
         let started = std::time::Instant::now();
         let measured = self.measure_recall(in_graph);
         let took = started.elapsed();
@@ -2122,6 +2137,49 @@ mod tests {
         let rebuilt =
             VectorIndex::restore(HnswParams::default(), records, dir.path(), None).unwrap();
         assert_eq!(rebuilt.export(), index.export());
+    }
+
+    #[test]
+    fn a_restored_thin_graph_is_measured_again_and_scans_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dim, mut rng) = (256, Rng(5));
+        let thin = HnswParams {
+            m: 4,
+            ef_construction: 8,
+            ef_search: 10,
+            ..HnswParams::default()
+        };
+        let index = VectorIndex::new(dim, thin);
+        index.attach_journal(Journal::create(dir.path(), 1, &index.base_record()).unwrap());
+        let vectors: Vec<Vec<f32>> = (0..1500).map(|_| rng.vector(dim)).collect();
+        for (i, v) in vectors.iter().enumerate() {
+            index
+                .upsert(&format!("d{i}"), 1, &[(0, v.clone())])
+                .unwrap();
+        }
+        index.wait_indexed();
+        let before = measured_recall(&index, PROBE_MIN_POINTS);
+        assert!(before.exact_scan, "{before:?}");
+        let meta = index.dump_graph(dir.path(), 1).unwrap();
+        let (_, len) = index.sync_journal().unwrap().unwrap();
+        let records = vector_store::read_journal(dir.path(), 1, len).unwrap();
+        let restored = VectorIndex::restore(thin, records, dir.path(), Some(&meta)).unwrap();
+        // Measured on the restored graph itself, not carried over.
+        let after = measured_recall(&restored, 1500);
+        assert!(after.exact_scan && after.points == 1500, "{after:?}");
+        let unit: Vec<Vec<f32>> = vectors
+            .iter()
+            .map(|v| normalise(v, dim, String::new).unwrap())
+            .collect();
+        let query = rng.vector(dim);
+        let truth = exact_top_10(&unit, &normalise(&query, dim, String::new).unwrap());
+        let hits: Vec<String> = restored
+            .search(&query, 10, &all)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.doc_id)
+            .collect();
+        assert_eq!(hits, truth);
     }
 
     #[test]
