@@ -1780,6 +1780,33 @@ mod tests {
         assert!(recall >= 0.95, "recall@10 = {recall}");
     }
 
+    /// A deliberately thin graph: on independent random directions in many dimensions its
+    /// walk finds few of the true 10 nearest.
+    const THIN: HnswParams = HnswParams {
+        m: 4,
+        ef_construction: 8,
+        ef_search: 10,
+        storage: VectorStorage::F32,
+        min_recall: DEFAULT_MIN_RECALL,
+    };
+
+    /// The ids of `index.search`'s top 10, best first.
+    fn top_10_ids(
+        index: &VectorIndex,
+        query: &[f32],
+        accept: &dyn Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let hits = index.search(query, 10, accept).unwrap();
+        hits.into_iter().map(|h| h.doc_id).collect()
+    }
+
+    fn normalised(vectors: &[Vec<f32>], dim: usize) -> Vec<Vec<f32>> {
+        vectors
+            .iter()
+            .map(|v| normalise(v, dim, String::new).unwrap())
+            .collect()
+    }
+
     /// The insert thread's measurement once the graph holds `points` or more (waits up to
     /// a minute: it runs between insert rounds).
     fn measured_recall(index: &VectorIndex, points: usize) -> RecallEstimate {
@@ -1799,27 +1826,16 @@ mod tests {
 
     #[test]
     fn a_graph_that_misses_neighbours_is_measured_and_searches_scan_exactly() {
-        // Independent random directions in 256 dimensions through a deliberately thin graph:
-        // the walk finds few of the true 10 nearest.
         let dim = 256;
-        let thin = HnswParams {
-            m: 4,
-            ef_construction: 8,
-            ef_search: 10,
-            ..HnswParams::default()
-        };
         let mut rng = Rng(5);
-        let (index, vectors) = random_index_with(&mut rng, 1500, dim, thin);
+        let (index, vectors) = random_index_with(&mut rng, 1500, dim, THIN);
         let estimate = measured_recall(&index, PROBE_MIN_POINTS);
         assert!(
             estimate.recall_at_10 < DEFAULT_MIN_RECALL && estimate.exact_scan,
             "{estimate:?}"
         );
         assert_eq!(estimate.queries, PROBE_QUERIES);
-        let unit: Vec<Vec<f32>> = vectors
-            .iter()
-            .map(|v| normalise(v, dim, String::new).unwrap())
-            .collect();
+        let unit = normalised(&vectors, dim);
         let (mut walk_found, queries) = (0, 20);
         for _ in 0..queries {
             let query = rng.vector(dim);
@@ -1832,13 +1848,7 @@ mod tests {
                 .unwrap();
             walk_found += walk.iter().filter(|h| truth.contains(&h.doc_id)).count();
             // ...and searches no longer take it.
-            let hits: Vec<String> = index
-                .search(&query, 10, &all)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.doc_id)
-                .collect();
-            assert_eq!(hits, truth);
+            assert_eq!(top_10_ids(&index, &query, &all), truth);
         }
         let walk_recall = walk_found as f32 / (10 * queries) as f32;
         assert!(
@@ -1858,23 +1868,14 @@ mod tests {
             .collect();
         truth.sort_by(|a, b| b.0.total_cmp(&a.0));
         let truth: Vec<String> = truth[..10].iter().map(|(_, i)| format!("d{i}")).collect();
-        let hits: Vec<String> = index
-            .search(&query, 10, &rare)
-            .unwrap()
-            .into_iter()
-            .map(|h| h.doc_id)
-            .collect();
-        assert_eq!(hits, truth);
+        assert_eq!(top_10_ids(&index, &query, &rare), truth);
     }
 
     #[test]
     fn min_recall_zero_keeps_the_graph_whatever_it_measures() {
         let params = HnswParams {
-            m: 4,
-            ef_construction: 8,
-            ef_search: 10,
             min_recall: 0.0,
-            ..HnswParams::default()
+            ..THIN
         };
         let (index, _) = random_index_with(&mut Rng(5), 1500, 256, params);
         let estimate = measured_recall(&index, PROBE_MIN_POINTS);
@@ -2143,13 +2144,7 @@ mod tests {
     fn a_restored_thin_graph_is_measured_again_and_scans_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let (dim, mut rng) = (256, Rng(5));
-        let thin = HnswParams {
-            m: 4,
-            ef_construction: 8,
-            ef_search: 10,
-            ..HnswParams::default()
-        };
-        let index = VectorIndex::new(dim, thin);
+        let index = VectorIndex::new(dim, THIN);
         index.attach_journal(Journal::create(dir.path(), 1, &index.base_record()).unwrap());
         let vectors: Vec<Vec<f32>> = (0..1500).map(|_| rng.vector(dim)).collect();
         for (i, v) in vectors.iter().enumerate() {
@@ -2163,23 +2158,16 @@ mod tests {
         let meta = index.dump_graph(dir.path(), 1).unwrap();
         let (_, len) = index.sync_journal().unwrap().unwrap();
         let records = vector_store::read_journal(dir.path(), 1, len).unwrap();
-        let restored = VectorIndex::restore(thin, records, dir.path(), Some(&meta)).unwrap();
+        let restored = VectorIndex::restore(THIN, records, dir.path(), Some(&meta)).unwrap();
         // Measured on the restored graph itself, not carried over.
         let after = measured_recall(&restored, 1500);
         assert!(after.exact_scan && after.points == 1500, "{after:?}");
-        let unit: Vec<Vec<f32>> = vectors
-            .iter()
-            .map(|v| normalise(v, dim, String::new).unwrap())
-            .collect();
         let query = rng.vector(dim);
-        let truth = exact_top_10(&unit, &normalise(&query, dim, String::new).unwrap());
-        let hits: Vec<String> = restored
-            .search(&query, 10, &all)
-            .unwrap()
-            .into_iter()
-            .map(|h| h.doc_id)
-            .collect();
-        assert_eq!(hits, truth);
+        let truth = exact_top_10(
+            &normalised(&vectors, dim),
+            &normalise(&query, dim, String::new).unwrap(),
+        );
+        assert_eq!(top_10_ids(&restored, &query, &all), truth);
     }
 
     #[test]
