@@ -178,6 +178,19 @@ def produce(broker: str, topic: str, corpus: list[dict]) -> float:
     return time.perf_counter() - started
 
 
+async def measured_recall(server: FreshetServer, timeout: float = 120) -> dict | None:
+    """The collection's `vector_recall` (freshet measures its graph once the insert thread is
+    idle after the catch-up); None without vectors or when none came within `timeout`."""
+    deadline = time.monotonic() + timeout
+    async with http_client(server.mcp_url) as client:
+        while time.monotonic() < deadline:
+            listing = (await call(client, "list_collections", {}))["collections"][0]
+            if listing.get("vector_recall") or not listing["embedding"]["dimensions"]:
+                return listing.get("vector_recall")
+            await asyncio.sleep(0.5)
+    return None
+
+
 async def wait_documents(server: FreshetServer, n: int, timeout: float) -> dict:
     import httpx2
 
@@ -316,6 +329,8 @@ def main() -> None:
         }
         print(f"freshet ingested {info['documents']} documents ({info['chunks']} chunks) "
               f"in {ingest_s:.1f}s", flush=True)
+        result["freshet_ingest"]["vector_recall"] = asyncio.run(measured_recall(server))
+        print(f"freshet's own measurement of its graph: {result['freshet_ingest']['vector_recall']}", flush=True)
         latency: dict[str, list[float]] = {}
         dumped: dict[str, dict[str, dict]] = {}
         for split in splits:
