@@ -445,8 +445,7 @@ def time_to_ready(server: FreshetServer, records: int, timeout: float, progress:
             while not done.wait(10):
                 try:
                     metrics = client.get(f"{server.url}/metrics").text
-                    docs = sum(float(line.split()[-1]) for line in metrics.splitlines()
-                               if line.startswith("freshet_documents{"))
+                    docs = sum(metric_values(metrics, "freshet_documents"))
                     progress.append((round(time.monotonic() - t, 1), int(docs), rss_bytes(server.process.pid)))
                 except (httpx.HTTPError, OSError, ValueError):
                     pass
@@ -633,12 +632,16 @@ async def server_recall_estimate(server: FreshetServer) -> dict:
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(f"{server.url}/metrics")).text
     out = {}
-    for line in text.splitlines():
-        for metric, key in [("freshet_vector_recall_estimate{", "recall_at_10"),
-                            ("freshet_vector_exact_scan{", "exact_scan")]:
-            if line.startswith(metric):
-                out[key] = float(line.split()[-1])
+    for metric, key in [("freshet_vector_recall_estimate", "recall_at_10"),
+                        ("freshet_vector_exact_scan", "exact_scan")]:
+        for value in metric_values(text, metric):
+            out[key] = value
     return out
+
+
+def metric_values(text: str, name: str) -> list[float]:
+    """The values of metric `name`'s labelled samples in a `/metrics` page."""
+    return [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{")]
 
 
 async def wait_graph_backlog_empty(server: FreshetServer, timeout: float = 600) -> float:
@@ -647,8 +650,7 @@ async def wait_graph_backlog_empty(server: FreshetServer, timeout: float = 600) 
     async with httpx.AsyncClient(timeout=10) as http:
         while time.monotonic() - t < timeout:
             text = (await http.get(f"{server.url}/metrics")).text
-            backlog = [float(line.split()[-1]) for line in text.splitlines()
-                       if line.startswith("freshet_vector_graph_backlog{")]
+            backlog = metric_values(text, "freshet_vector_graph_backlog")
             if backlog and max(backlog) == 0:
                 break
             await asyncio.sleep(0.5)

@@ -9,7 +9,7 @@
 //! deltas, with slack), the build rate, recall@10 of 200 queries against an exact scan and
 //! their single-thread latency (mean, p50, p99; k 10, `ef_search` 100 unless given): of the
 //! index's searches (`recall_at_10`, exact when the index measured its graph below
-//! `MIN_GRAPH_RECALL`) and of the graph walk alone (`graph_recall_at_10`), beside the index's
+//! `HnswParams::min_recall`) and of the graph walk alone (`graph_recall_at_10`), beside the index's
 //! own measurement (`recall_estimate`).
 //! The vectors follow bench/harness.py's corpus: `clustered` puts 50 documents around each
 //! centre at cosine ≈ 0.7, `uniform` draws independent directions.

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import kafka_util
-from freshet_util import FreshetServer, call, http_client, write_config
+from freshet_util import FreshetServer, call, http_client, serving, write_config
 from kafka_util import Producer
 from test_durability import metric, metrics
 
@@ -69,14 +69,8 @@ def server(broker, corpus, tmp_path_factory):
         collection("spread", SPREAD_DIM, {"m": 4, "ef_construction": 8, "ef_search": 10}),
         collection("grouped", GROUPED_DIM),
     ])
-    srv = FreshetServer(config, work)
-    try:
-        srv.wait_ready()
+    with serving(config, work) as srv:
         yield srv
-    finally:
-        code = srv.stop()
-        print(srv.log()[-3000:])
-        assert code == 0, f"freshet exited with {code} on SIGTERM"
 
 
 async def measured(server: FreshetServer, timeout: float = 60) -> dict[str, dict]:

@@ -220,7 +220,6 @@ pub struct RecallEstimate {
     pub took: std::time::Duration,
 }
 
-#[derive(Default)]
 struct RecallProbe {
     last: Option<RecallEstimate>,
     /// Probe again once the graph holds this many points.
@@ -1054,7 +1053,7 @@ impl Inner {
     /// `None` when too few live points answer.
     fn measure_recall(&self, in_graph: usize) -> Option<(f32, usize)> {
         const K: usize = 10;
-        let probes: Vec<(usize, Arc<str>, u32, Vec<f32>)> = {
+        let probes: Vec<(Arc<str>, u32, Vec<f32>)> = {
             let table = self.table.read();
             let step = (in_graph / PROBE_QUERIES).max(1);
             (0..PROBE_QUERIES)
@@ -1063,14 +1062,14 @@ impl Inner {
                     (k * step..((k + 1) * step).min(in_graph)).find_map(|id| {
                         let p = table.points.get(id).filter(|p| p.live)?;
                         let exact = self.exact_vector(id, &p.vector);
-                        Some((id, Arc::clone(&p.doc), p.chunk_no, exact))
+                        Some((Arc::clone(&p.doc), p.chunk_no, exact))
                     })
                 })
                 .collect()
         };
         let all = |_: &str| true;
         let (mut found, mut wanted, mut queries) = (0usize, 0usize, 0usize);
-        for (_, doc, chunk_no, vector) in probes {
+        for (doc, chunk_no, vector) in probes {
             let query = self.query(vector);
             let not_itself = |hits: Vec<VectorHit>| -> Vec<VectorHit> {
                 let mut hits: Vec<VectorHit> = hits
@@ -1233,31 +1232,32 @@ impl Inner {
         ids: std::ops::Range<usize>,
         verdicts: &mut Verdicts<'_>,
     ) -> Vec<VectorHit> {
-        let scored: Vec<(f32, usize)> = {
-            let table = self.table.read();
-            let end = ids.end.min(table.points.len());
-            let start = ids.start.min(end);
-            (start..end)
-                .filter(|&id| table.points[id].live)
-                .map(|id| (self.cheap_score(query, id, &table.points[id].vector), id))
-                .collect()
-        };
+        let scored = self.score_range(query, ids);
         self.best_of_scan(query, scored, limit, verdicts)
     }
 
     /// Exact scan of every live point, for an index whose graph is not trusted: all are
     /// scored first (int8 points by their int8 copy), then documents are checked best first
     /// until `limit` pass, so an unfiltered search asks `accept` about a few documents only.
-    /// The table is locked a block at a time, so a writer never waits for a whole scan.
     fn scan_all(&self, query: &Query, limit: usize, verdicts: &mut Verdicts<'_>) -> Vec<VectorHit> {
+        let scored = self.score_range(query, 0..usize::MAX);
+        self.best_of_scan(query, scored, limit, verdicts)
+    }
+
+    /// `(cheap score, point id)` of the live points in `ids` (cut at the table's end). The
+    /// table is locked a block at a time, so a writer never waits for a whole scan.
+    fn score_range(&self, query: &Query, ids: std::ops::Range<usize>) -> Vec<(f32, usize)> {
         const BLOCK: usize = 4096;
-        let mut scored: Vec<(f32, usize)> = Vec::new();
-        let mut start = 0;
+        let mut scored = Vec::new();
+        let mut start = ids.start;
         loop {
             let table = self.table.read();
-            let end = (start + BLOCK).min(table.points.len());
+            let end = ids
+                .end
+                .min(start.saturating_add(BLOCK))
+                .min(table.points.len());
             if start >= end {
-                break;
+                return scored;
             }
             scored.extend(
                 (start..end)
@@ -1266,7 +1266,6 @@ impl Inner {
             );
             start = end;
         }
-        self.best_of_scan(query, scored, limit, verdicts)
     }
 
     /// Exact scan of the live points of accepted documents (int8 points are ranked by their
