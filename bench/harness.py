@@ -754,7 +754,7 @@ async def run(args: argparse.Namespace, result: dict) -> None:
     result.update({"scale": args.scale, "docs": n, "dim": DIM, "partitions": args.partitions,
                     "clients": args.clients, "latency_seconds": args.latency_seconds,
                     "freshness_seconds": args.freshness_seconds, "load_rate": args.load_rate,
-                    "vector_storage": args.vector_storage or "f32",
+                    "vector_storage": args.vector_storage or "int8",
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 **cpu_model(), "load_avg_at_start": os.getloadavg()[0]},
                     "commit": git_commit(),
@@ -810,7 +810,7 @@ def main() -> int:
     ap.add_argument("--ef-construction", type=int, default=HNSW["ef_construction"],
                     help="freshet's hnsw.ef_construction")
     ap.add_argument("--vector-storage", choices=["f32", "int8"], default=None,
-                    help="freshet's collections[].vector_storage (default: freshet's, f32)")
+                    help="freshet's collections[].vector_storage (default: freshet's, int8)")
     ap.add_argument("--vectors", choices=["clustered", "uniform"], default="clustered",
                     help="synthetic vectors: topics plus noise, or independent random directions")
     ap.add_argument("--recall-queries", type=int, default=200, help="queries of the recall phase")
@@ -839,9 +839,10 @@ def main() -> int:
         if "ingest" in result or result.get("ingest_progress") or "restart" in result:
             args.out.mkdir(parents=True, exist_ok=True)
             suffix = "-failed" if "error" in result else ""
-            # int8 and uniform runs are kept beside, not instead of, the scale's default run
-            # (f32, clustered) that bench/report.py renders.
-            prefix = ("int8-" if args.vector_storage == "int8" else "") + \
+            # f32 and uniform runs are kept beside, not instead of, the scale's default run
+            # (int8, clustered) that bench/report.py renders. (Runs named int8-* are from
+            # before int8 became freshet's default, when f32 was.)
+            prefix = ("f32-" if args.vector_storage == "f32" else "") + \
                 ("uniform-" if args.vectors == "uniform" else "")
             path = args.out / f"{prefix}{args.scale}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}.json"
             path.write_text(json.dumps(result, indent=2))

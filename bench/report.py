@@ -24,7 +24,8 @@ SCALES = ["small", "medium", "large"]
 
 #: Targets from the benchmark issue, checked against each run.
 FRESHNESS_TARGET_MS = 100
-HYBRID_P99_TARGET_MS = 10
+# Issue 18's idle hybrid p99 targets with 4 clients: 10 ms up to 100k documents, 20 ms at 1M.
+HYBRID_P99_TARGET_MS = {"small": 10, "medium": 10, "large": 20}
 RECALL_TARGET = 0.95
 
 
@@ -83,7 +84,9 @@ def latency_key(row: dict) -> tuple:
 def harness_section(r: dict, name: str) -> tuple[str, dict]:
     """Markdown for one harness run, and the target checks it supports."""
     peer = r.get("peer")
-    out = [f"### {r['scale']}: {r['docs']:,} documents, {r['dim']}-d vectors, {r['partitions']} partitions",
+    # Runs from before the setting existed held f32 vectors.
+    out = [f"### {r['scale']}: {r['docs']:,} documents, {r['dim']}-d vectors "
+           f"({r.get('vector_storage', 'f32')} graph), {r['partitions']} partitions",
            "",
            f"Run {r['started_at']} → {r.get('finished_at', '?')} of commit `{r.get('commit', 'not recorded')}`; raw results "
            f"[`{name}`](../{name}); load average at start {r['machine'].get('load_avg_at_start', 0):.2f} "
@@ -173,6 +176,7 @@ def harness_section(r: dict, name: str) -> tuple[str, dict]:
     fr1k = next((f for f in r["freshness"] if f["rate"] == 1000), None)
     if fr1k:
         checks["freshness"] = fr1k.get("polled_search_ms", {}).get("p99")
+        checks["freshness_floor"] = fr1k.get("plain_consumer_floor_ms", {}).get("p99")
     hyb4 = next((x for x in r["latency"] if x["mode"] == "hybrid" and x["clients"] == 4
                  and not x["ingesting_per_s"]), None)
     if hyb4:
@@ -259,13 +263,20 @@ def targets_table(checks_by_scale: dict[str, dict]) -> str:
     out = ["| target | scale | measured | met |", "|---|---|---|---|"]
     for scale, c in checks_by_scale.items():
         if c.get("freshness") is not None:
-            v = c["freshness"]
-            out.append(f"| freshness p99 ≤ {FRESHNESS_TARGET_MS} ms at 1k records/s (precomputed vectors) | {scale} | "
-                       f"{v:.0f} ms | {'yes' if v <= FRESHNESS_TARGET_MS else f'no, by {v - FRESHNESS_TARGET_MS:.0f} ms'} |")
+            v, floor = c["freshness"], c.get("freshness_floor")
+            if floor is None:  # runs without a floor: issue 5's absolute target
+                target, label = FRESHNESS_TARGET_MS, f"≤ {FRESHNESS_TARGET_MS} ms"
+                measured = f"{v:.0f} ms"
+            else:  # issue 18: over the plain consumer's p99 in the same run
+                target, label = floor + FRESHNESS_TARGET_MS, f"≤ floor p99 + {FRESHNESS_TARGET_MS} ms"
+                measured = f"{v:.0f} ms (floor {floor:.0f} ms)"
+            out.append(f"| polled-search freshness p99 {label} at 1k records/s (precomputed vectors) | {scale} | "
+                       f"{measured} | {'yes' if v <= target else f'no, by {v - target:.0f} ms'} |")
         if c.get("hybrid_p99") is not None:
             v = c["hybrid_p99"]
-            out.append(f"| hybrid p99 ≤ {HYBRID_P99_TARGET_MS} ms with 4 clients (target at 100k) | {scale} | "
-                       f"{v:.1f} ms | {'yes' if v <= HYBRID_P99_TARGET_MS else f'no, by {v - HYBRID_P99_TARGET_MS:.1f} ms'} |")
+            target = HYBRID_P99_TARGET_MS.get(scale, HYBRID_P99_TARGET_MS["medium"])
+            out.append(f"| hybrid p99 ≤ {target} ms with 4 clients, idle | {scale} | "
+                       f"{v:.1f} ms | {'yes' if v <= target else f'no, by {v - target:.1f} ms'} |")
         v = c["recall"]
         out.append(f"| recall@10 ≥ {RECALL_TARGET} | {scale} | {v:.3f} | {'yes' if v >= RECALL_TARGET else f'no, by {RECALL_TARGET - v:.3f}'} |")
     return "\n".join(out)

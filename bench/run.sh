@@ -34,8 +34,9 @@ out="$(mktemp)"
 FRESHET_BIN="$PWD/target/release/freshet" .venv-bench/bin/python bench/harness.py "$@" | tee "$out"
 result="$(sed -n 's/^wrote //p' "$out" | tail -1)"
 rm -f "$out"
-# The restart phase alone, int8 and uniform runs are written up by hand (docs/BENCHMARKS.md).
+# The restart phase alone, f32 (int8-* before int8 became the default) and uniform runs are
+# written up by hand (docs/BENCHMARKS.md).
 name="$(basename "${result:-none}")"
-if [[ -n "$result" && " $* " != *" --restart-only "* && "$name" != int8-* && "$name" != uniform-* ]]; then
+if [[ -n "$result" && " $* " != *" --restart-only "* && "$name" != int8-* && "$name" != f32-* && "$name" != uniform-* ]]; then
   .venv-bench/bin/python bench/report.py "$result"
 fi

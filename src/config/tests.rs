@@ -168,11 +168,11 @@ fn env_override_past_array_end_is_an_error() {
 }
 
 #[test]
-fn vector_storage_defaults_to_f32_and_a_bad_value_names_the_key() {
+fn vector_storage_defaults_to_int8_and_a_bad_value_names_the_key() {
     let c = parse(MINIMAL, &[]).unwrap();
-    assert_eq!(c.collections[0].vector_storage, VectorStorage::F32);
-    let c = parse(&format!("{MINIMAL}vector_storage = \"int8\"\n"), &[]).unwrap();
     assert_eq!(c.collections[0].vector_storage, VectorStorage::Int8);
+    let c = parse(&format!("{MINIMAL}vector_storage = \"f32\"\n"), &[]).unwrap();
+    assert_eq!(c.collections[0].vector_storage, VectorStorage::F32);
     let err = parse(&format!("{MINIMAL}vector_storage = \"int4\"\n"), &[])
         .unwrap_err()
         .to_string();

@@ -375,9 +375,9 @@ pub struct CollectionConfig {
     /// HNSW graph parameters.
     #[serde(default)]
     pub hnsw: HnswConfig,
-    /// How the vector graph holds vectors: `f32` (default) or `int8`, a quarter of the
-    /// vector memory, with each search's candidates scored again exactly from f32 copies
-    /// kept on disk under `server.data_dir`.
+    /// How the vector graph holds vectors: `int8` (default), a quarter of the vector memory,
+    /// with each search's candidates scored again exactly from f32 copies kept on disk under
+    /// `server.data_dir`, or `f32`, every vector exact in RAM.
     #[serde(default)]
     pub vector_storage: VectorStorage,
     /// Types of metadata fields for filters: `keyword` (default), `number`, `time`, `bool`.

@@ -350,7 +350,7 @@ pub struct GraphMeta {
     /// CRC-32 of `<basename>.vectors`.
     pub data_crc: u32,
     /// How the dumped graph holds vectors (dumps from before the setting existed: f32).
-    #[serde(default)]
+    #[serde(default = "super::vector::VectorStorage::of_older_dumps")]
     pub storage: super::vector::VectorStorage,
     /// The dump's format ([`GRAPH_FORMAT`]); 0 for hnsw_rs dumps, which are not read.
     #[serde(default)]
@@ -641,6 +641,26 @@ mod tests {
         remove_stale(dir.path(), 2, None);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(journal.exists());
+    }
+
+    #[test]
+    fn a_meta_without_storage_is_an_f32_dump_whatever_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        for ext in [LINKS_EXT, VECTORS_EXT] {
+            fs::write(dir.path().join(format!("graph-0000000001-5.{ext}")), ext).unwrap();
+        }
+        // Written before `storage` existed, when every graph held f32 vectors.
+        let body = format!(
+            r#"{{"generation":1,"points":5,"basename":"graph-0000000001-5","graph_crc":{},"data_crc":{},"format":{GRAPH_FORMAT}}}"#,
+            crc32fast::hash(LINKS_EXT.as_bytes()),
+            crc32fast::hash(VECTORS_EXT.as_bytes()),
+        );
+        let mut bytes = crc32fast::hash(body.as_bytes()).to_le_bytes().to_vec();
+        bytes.extend_from_slice(body.as_bytes());
+        fs::write(dir.path().join("graph-0000000001-5.meta"), bytes).unwrap();
+        let meta = newest_graph(dir.path(), 1, 10).expect("a current dump");
+        assert_eq!(meta.storage, crate::index::vector::VectorStorage::F32);
+        assert_ne!(meta.storage, crate::index::vector::VectorStorage::default());
     }
 
     #[test]
