@@ -26,13 +26,15 @@ from netutil import Proxy
 pytestmark = pytest.mark.anyio
 
 
-def docs_config(path: Path, brokers: str, topic: str, vectors: bool = False, vector_storage: str = "f32",
-                **sections) -> Path:
+def docs_config(path: Path, brokers: str, topic: str, vectors: bool = False,
+                vector_storage: str | None = "f32", **sections) -> Path:
+    """`vector_storage=None` leaves the key out: freshet's default."""
     collection = {"name": "docs", "topics": [topic], "id_field": "id", "title_field": "title",
                   "metadata_fields": ["v"]}
     if vectors:
-        collection |= {"vector_field": "vec", "embedding": {"provider": "precomputed", "dimensions": 4},
-                       "vector_storage": vector_storage}
+        collection |= {"vector_field": "vec", "embedding": {"provider": "precomputed", "dimensions": 4}}
+        if vector_storage is not None:
+            collection["vector_storage"] = vector_storage
     return write_config(path, {"kafka": {"brokers": brokers, "watermark_interval_ms": 100},
                                "snapshot": {"interval_ms": 300}, **sections},
                         [collection])
@@ -137,6 +139,44 @@ async def test_graceful_restart_opens_the_indexes_and_resumes(broker, tmp_path, 
         assert (await vector_ids(second, 42))[0] == nearest[0] == "doc-42"
     finally:
         assert second.stop() == 0
+
+
+async def test_an_f32_data_dir_opens_under_the_int8_default(broker, tmp_path):
+    """A data_dir written while f32 was the default keeps its checkpoint when the server
+    starts with today's default (int8): offsets resume, the graph is built again from the
+    vector journal, the same documents are nearest."""
+    topic = kafka_util.unique_topic("f32-to-int8")
+    kafka_util.create_topic(broker, topic, partitions=2)
+    with Producer(broker) as p:
+        last = produce_docs(p, topic, 0, 60, vectors=True)
+        old = FreshetServer(docs_config(tmp_path / "f32.toml", broker.bootstrap, topic, vectors=True,
+                                        vector_storage="f32"), tmp_path)
+        try:
+            old.wait_ready()
+            await wait_applied(old, topic, last)
+            nearest = {i: (await vector_ids(old, i))[:3] for i in (5, 42)}
+        finally:
+            assert old.stop() == 0
+        assert "saved the vector graph" in old.log()
+        last = produce_docs(p, topic, 60, 6, vectors=True)
+
+    new = FreshetServer(docs_config(tmp_path / "default.toml", broker.bootstrap, topic, vectors=True,
+                                    vector_storage=None), tmp_path)
+    try:
+        new.wait_ready()
+        await wait_applied(new, topic, last)
+        log = new.log()
+        assert "opened the persisted collection" in log, log
+        assert re.search(r"holds f32 vectors, the collection now int8: building the graph again", log), log
+        samples = metrics(new)
+        assert metric(samples, "freshet_records_total", topic=topic, outcome="applied") == 6, \
+            "only the records after the checkpoint are read: the storage change costs no replay"
+        assert metric(samples, "freshet_vector_points", collection="docs", state="live") == 66
+        for i, before in nearest.items():
+            assert (await vector_ids(new, i))[:3] == before
+        assert (await vector_ids(new, 63))[0] == "doc-63"
+    finally:
+        assert new.stop() == 0
 
 
 async def two_runs(broker, tmp_path, topic: str, config: Path) -> dict[int, int]:
