@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example vector_memory -- [DOCS] [clustered|uniform] [f32|int8] [EF_SEARCH]
 //! ```
+//! Defaults: 100,000 documents, clustered, freshet's default storage (int8).
 //! Prints one JSON object: heap bytes per point (counted by a wrapping allocator, so it is
 //! what the structures ask for, without allocator slack), resident bytes per point (VmRSS
 //! deltas, with slack), the build rate, recall@10 of 200 queries against an exact scan and
