@@ -643,6 +643,13 @@ mod tests {
         assert!(journal.exists());
     }
 
+    /// A meta file of `body` as written by some version: its CRC-32, then the JSON.
+    fn write_raw_meta(dir: &Path, basename: &str, body: &[u8]) {
+        let mut bytes = crc32fast::hash(body).to_le_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        fs::write(dir.join(format!("{basename}.meta")), bytes).unwrap();
+    }
+
     #[test]
     fn a_meta_without_storage_is_an_f32_dump_whatever_the_default() {
         let dir = tempfile::tempdir().unwrap();
@@ -655,9 +662,7 @@ mod tests {
             crc32fast::hash(LINKS_EXT.as_bytes()),
             crc32fast::hash(VECTORS_EXT.as_bytes()),
         );
-        let mut bytes = crc32fast::hash(body.as_bytes()).to_le_bytes().to_vec();
-        bytes.extend_from_slice(body.as_bytes());
-        fs::write(dir.path().join("graph-0000000001-5.meta"), bytes).unwrap();
+        write_raw_meta(dir.path(), "graph-0000000001-5", body.as_bytes());
         let meta = newest_graph(dir.path(), 1, 10).expect("a current dump");
         assert_eq!(meta.storage, crate::index::vector::VectorStorage::F32);
         assert_ne!(meta.storage, crate::index::vector::VectorStorage::default());
@@ -675,9 +680,7 @@ mod tests {
             .unwrap();
         }
         let body = br#"{"generation":1,"points":5,"basename":"graph-0000000001-5","graph_crc":1,"data_crc":2,"storage":"f32"}"#;
-        let mut bytes = crc32fast::hash(body).to_le_bytes().to_vec();
-        bytes.extend_from_slice(body);
-        fs::write(dir.path().join("graph-0000000001-5.meta"), bytes).unwrap();
+        write_raw_meta(dir.path(), "graph-0000000001-5", body);
         assert_eq!(newest_graph(dir.path(), 1, 10), None);
         // It is stale once a newer generation is checkpointed, like any other dump.
         remove_stale(dir.path(), 2, None);
